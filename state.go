@@ -4,6 +4,10 @@ import (
 	"context"
 	"errors"
 	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 )
 
 // Sweep statuses (SPEC.md).
@@ -145,4 +149,48 @@ type sweepStore interface {
 	putInstance(ctx context.Context, rec *instanceRecord) error
 	// listInstances returns every instance item of the sweep, by index.
 	listInstances(ctx context.Context, sweepID string) ([]instanceRecord, error)
+}
+
+// gsiUserCreated is the index that lists a user's sweeps newest first.
+const gsiUserCreated = "user_id-created_at-index"
+
+// sweepTableInput is the orchestration table of SPEC.md: HASH sweep_id, a GSI on
+// (user_id, created_at), on-demand billing. deploy and the tests create it from here.
+func sweepTableInput(name string) *dynamodb.CreateTableInput {
+	return &dynamodb.CreateTableInput{
+		TableName:   aws.String(name),
+		BillingMode: types.BillingModePayPerRequest,
+		AttributeDefinitions: []types.AttributeDefinition{
+			{AttributeName: aws.String("sweep_id"), AttributeType: types.ScalarAttributeTypeS},
+			{AttributeName: aws.String("user_id"), AttributeType: types.ScalarAttributeTypeS},
+			{AttributeName: aws.String("created_at"), AttributeType: types.ScalarAttributeTypeS},
+		},
+		KeySchema: []types.KeySchemaElement{
+			{AttributeName: aws.String("sweep_id"), KeyType: types.KeyTypeHash},
+		},
+		GlobalSecondaryIndexes: []types.GlobalSecondaryIndex{{
+			IndexName: aws.String(gsiUserCreated),
+			KeySchema: []types.KeySchemaElement{
+				{AttributeName: aws.String("user_id"), KeyType: types.KeyTypeHash},
+				{AttributeName: aws.String("created_at"), KeyType: types.KeyTypeRange},
+			},
+			Projection: &types.Projection{ProjectionType: types.ProjectionTypeAll},
+		}},
+	}
+}
+
+// instancesTableInput is the per-instance table: HASH sweep_id, RANGE index (N).
+func instancesTableInput(name string) *dynamodb.CreateTableInput {
+	return &dynamodb.CreateTableInput{
+		TableName:   aws.String(name),
+		BillingMode: types.BillingModePayPerRequest,
+		AttributeDefinitions: []types.AttributeDefinition{
+			{AttributeName: aws.String("sweep_id"), AttributeType: types.ScalarAttributeTypeS},
+			{AttributeName: aws.String("index"), AttributeType: types.ScalarAttributeTypeN},
+		},
+		KeySchema: []types.KeySchemaElement{
+			{AttributeName: aws.String("sweep_id"), KeyType: types.KeyTypeHash},
+			{AttributeName: aws.String("index"), KeyType: types.KeyTypeRange},
+		},
+	}
 }
