@@ -15,6 +15,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/sts"
 	"github.com/aws/smithy-go/logging"
 	"github.com/mattn/go-isatty"
 	"github.com/peterbourgon/ff/v3"
@@ -283,4 +284,49 @@ func versionInfo() versionDoc {
 		}
 	}
 	return versionDoc{Version: version, Commit: c, GoVersion: runtime.Version(), OS: runtime.GOOS, Arch: runtime.GOARCH}
+}
+
+// deployment is what a command that talks to spawn's resources needs: the AWS config,
+// the caller's account and identity, and the resource names (flags, env, or defaults).
+type deployment struct {
+	cfg            aws.Config
+	accountID      string
+	userID         string // the caller's ARN: sweeps are listed per user
+	region         string
+	table          string
+	instancesTable string
+	bucket         string
+	function       string
+}
+
+// openDeployment loads the AWS config and asks STS who the caller is. A missing or
+// broken credential chain becomes one clear line.
+func (r *rootConfig) openDeployment(ctx context.Context) (*deployment, error) {
+	cfg, err := r.awsConfig(ctx)
+	if err != nil {
+		return nil, err
+	}
+	id, err := sts.NewFromConfig(cfg).GetCallerIdentity(ctx, &sts.GetCallerIdentityInput{})
+	if err != nil {
+		return nil, fmt.Errorf("no usable AWS credentials: %w (run 'aws configure', pass --profile, or set AWS_PROFILE)", err)
+	}
+	d := &deployment{
+		cfg:            cfg,
+		accountID:      aws.ToString(id.Account),
+		userID:         aws.ToString(id.Arn),
+		region:         cfg.Region,
+		table:          r.table,
+		instancesTable: r.instancesTable,
+		bucket:         r.bucket,
+		function:       r.function,
+	}
+	if d.bucket == "" {
+		d.bucket = defaultBucketName(d.accountID, d.region)
+	}
+	return d, nil
+}
+
+// defaultBucketName is SPEC.md's spawn-sweeps-<account-id>-<region>.
+func defaultBucketName(accountID, region string) string {
+	return "spawn-sweeps-" + accountID + "-" + region
 }

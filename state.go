@@ -149,6 +149,9 @@ type sweepStore interface {
 	putInstance(ctx context.Context, rec *instanceRecord) error
 	// listInstances returns every instance item of the sweep, by index.
 	listInstances(ctx context.Context, sweepID string) ([]instanceRecord, error)
+	// listSweeps pages through a user's sweeps newest first (the GSI, never a Scan);
+	// status filters when not empty; startKey/nextKey are opaque page tokens.
+	listSweeps(ctx context.Context, userID, status string, limit int, startKey string) (sweeps []sweep, nextKey string, err error)
 }
 
 // gsiUserCreated is the index that lists a user's sweeps newest first.

@@ -1,0 +1,107 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"net/url"
+	"os"
+	"os/exec"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/lambda"
+)
+
+// functionProcess is this test binary running as the spawn Lambda function on the
+// emulator's runtime API (kumo serves one at /_runtime/<function-name>).
+type functionProcess struct {
+	cmd  *exec.Cmd
+	mu   sync.Mutex
+	logs bytes.Buffer
+}
+
+func (p *functionProcess) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.logs.Write(b)
+}
+
+// output is what the function process printed so far (its JSON log lines).
+func (p *functionProcess) output() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.logs.String()
+}
+
+// kill stops the process at once, as a crash would.
+func (p *functionProcess) kill() {
+	if p.cmd.Process != nil {
+		_ = p.cmd.Process.Kill()
+		_ = p.cmd.Wait()
+	}
+}
+
+// startFunctionProcess runs the real binary as the function named functionName. env
+// adds what the function's configuration would set (kumo does not pass it on). The
+// process is killed when the test ends.
+func startFunctionProcess(t testing.TB, endpoint, functionName string, env map[string]string) *functionProcess {
+	t.Helper()
+	u, err := url.Parse(endpoint)
+	if err != nil {
+		t.Fatalf("endpoint %q: %v", endpoint, err)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &functionProcess{cmd: exec.Command(exe)}
+	p.cmd.Env = append(os.Environ(),
+		"SPAWN_TEST_RUN_AS_SPAWN=1",
+		"AWS_LAMBDA_RUNTIME_API="+u.Host+"/_runtime/"+functionName,
+		"AWS_LAMBDA_FUNCTION_NAME="+functionName,
+		"AWS_ENDPOINT_URL="+endpoint,
+		"AWS_ACCESS_KEY_ID=test",
+		"AWS_SECRET_ACCESS_KEY=test",
+		"AWS_REGION=us-east-1",
+	)
+	for k, v := range env {
+		p.cmd.Env = append(p.cmd.Env, k+"="+v)
+	}
+	p.cmd.Stdout = p
+	p.cmd.Stderr = p
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("starting the function process: %v", err)
+	}
+	t.Cleanup(func() {
+		p.kill()
+		if t.Failed() {
+			t.Logf("function %s printed:\n%s", functionName, p.output())
+		}
+	})
+	return p
+}
+
+// waitFunctionReady sends health-check invokes until the process answers: an Event
+// sent before the runtime polls would be dropped.
+func waitFunctionReady(t testing.TB, cfg aws.Config, functionName string) {
+	t.Helper()
+	lc := lambda.NewFromConfig(cfg)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		out, err := lc.Invoke(ctx, &lambda.InvokeInput{
+			FunctionName: aws.String(functionName),
+			Payload:      []byte(`{"health_check": true}`),
+		})
+		cancel()
+		if err == nil && out.FunctionError == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("function %s never answered a health check: %v", functionName, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
