@@ -1,8 +1,11 @@
 package main
 
 import (
+	"archive/zip"
 	"bytes"
 	"context"
+	"encoding/json"
+	lambdatypes "github.com/aws/aws-sdk-go-v2/service/lambda/types"
 	"net/url"
 	"os"
 	"os/exec"
@@ -103,5 +106,52 @@ func waitFunctionReady(t testing.TB, cfg aws.Config, functionName string) {
 			t.Fatalf("function %s never answered a health check: %v", functionName, err)
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// createTestFunction registers a function on the emulator (kumo stores the zip, the
+// test runs the process itself).
+func createTestFunction(t testing.TB, cfg aws.Config, name string, timeoutSeconds int32) {
+	t.Helper()
+	_, err := lambda.NewFromConfig(cfg).CreateFunction(context.Background(), &lambda.CreateFunctionInput{
+		FunctionName: aws.String(name),
+		Runtime:      lambdatypes.RuntimeProvidedal2023,
+		Handler:      aws.String("bootstrap"),
+		Role:         aws.String("arn:aws:iam::123456789012:role/SpawnSweepOrchestratorRole"),
+		Timeout:      aws.Int32(timeoutSeconds),
+		Code:         &lambdatypes.FunctionCode{ZipFile: emptyZip()},
+	})
+	if err != nil {
+		t.Fatalf("CreateFunction %s: %v", name, err)
+	}
+}
+
+func emptyZip() []byte {
+	var b bytes.Buffer
+	w := zip.NewWriter(&b)
+	f, _ := w.Create("bootstrap")
+	_, _ = f.Write([]byte("#!/bin/sh\n"))
+	_ = w.Close()
+	return b.Bytes()
+}
+
+func TestFunctionProcessAnswersHealthCheck(t *testing.T) {
+	a := newTestAWS(t)
+	if a.backend.name != "kumo" {
+		t.Skipf("running our binary as the function needs kumo's runtime API; backend is %s", a.backend.name)
+	}
+	name := uniqueName("fn")
+	createTestFunction(t, a.cfg, name, 30)
+	startFunctionProcess(t, a.backend.endpoint, name, nil)
+	waitFunctionReady(t, a.cfg, name)
+	out, err := lambda.NewFromConfig(a.cfg).Invoke(context.Background(), &lambda.InvokeInput{
+		FunctionName: aws.String(name), Payload: []byte(`{"health_check": true}`),
+	})
+	if err != nil || out.FunctionError != nil {
+		t.Fatalf("invoke: %v %v", err, out)
+	}
+	var h healthAnswer
+	if err := json.Unmarshal(out.Payload, &h); err != nil || !h.OK || h.Version.GoVersion == "" {
+		t.Fatalf("health answer %s: %v", out.Payload, err)
 	}
 }
