@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -661,5 +662,22 @@ func BenchmarkSaveSweep(b *testing.B) {
 			}
 			b.ReportMetric(float64(c.bytes)/float64(c.puts), "bytes_written/op")
 		})
+	}
+}
+
+func TestDefaultParamsCacheDir(t *testing.T) {
+	t.Setenv("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001")
+	if got := defaultParamsCacheDir(); got != "/tmp/spawn-cache" {
+		t.Errorf("in Lambda: cache dir %q, want /tmp/spawn-cache", got)
+	}
+	t.Setenv("AWS_LAMBDA_RUNTIME_API", "")
+	t.Setenv("XDG_CACHE_HOME", "/var/cache/someone")
+	t.Setenv("HOME", "/home/someone")
+	if runtime.GOOS != "linux" {
+		t.Skip("the user cache directory's rule checked here is Linux's (XDG_CACHE_HOME)")
+	}
+	want := "/var/cache/someone/spawn"
+	if got := defaultParamsCacheDir(); got != want {
+		t.Errorf("on a laptop: cache dir %q, want %q", got, want)
 	}
 }
