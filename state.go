@@ -79,9 +79,9 @@ type aliveInstance struct {
 	ClientToken  string    `dynamodbav:"client_token" json:"client_token"`
 	Spot         bool      `dynamodbav:"spot,omitempty" json:"spot,omitempty"`
 	ReservedAt   time.Time `dynamodbav:"reserved_at" json:"reserved_at"`
-	LaunchedAt   time.Time `dynamodbav:"launched_at,omitempty" json:"launched_at,omitempty"`
+	LaunchedAt   time.Time `dynamodbav:"launched_at,omitempty" json:"launched_at,omitzero"`
 	// Deadline is launch time + TTL (zero: no TTL); past Deadline+grace the orchestrator terminates.
-	Deadline    time.Time `dynamodbav:"deadline,omitempty" json:"deadline,omitempty"`
+	Deadline    time.Time `dynamodbav:"deadline,omitempty" json:"deadline,omitzero"`
 	PriceHourly float64   `dynamodbav:"price_hourly,omitempty" json:"price_hourly,omitempty"`
 }
 
@@ -114,8 +114,8 @@ type sweep struct {
 	Version         int64           `dynamodbav:"version" json:"version"`
 	CancelRequested bool            `dynamodbav:"cancel_requested" json:"cancel_requested"`
 	LeaseOwner      string          `dynamodbav:"lease_owner,omitempty" json:"lease_owner,omitempty"`
-	LeaseExpiresAt  time.Time       `dynamodbav:"lease_expires_at,omitempty" json:"lease_expires_at,omitempty"`
-	LeaseRenewedAt  time.Time       `dynamodbav:"lease_renewed_at,omitempty" json:"lease_renewed_at,omitempty"`
+	LeaseExpiresAt  time.Time       `dynamodbav:"lease_expires_at,omitempty" json:"lease_expires_at,omitzero"`
+	LeaseRenewedAt  time.Time       `dynamodbav:"lease_renewed_at,omitempty" json:"lease_renewed_at,omitzero"`
 	Counts          counts          `dynamodbav:"counts" json:"counts"`
 	Alive           []aliveInstance `dynamodbav:"alive" json:"alive"`
 	// RetryQueue holds indexes to launch again (spot interruption, resume --retry-failed)
@@ -138,7 +138,7 @@ type instanceRecord struct {
 	Outcome      string    `dynamodbav:"outcome" json:"outcome"` // empty while running
 	Attempt      int       `dynamodbav:"attempt" json:"attempt"`
 	LaunchedAt   time.Time `dynamodbav:"launched_at" json:"launched_at"`
-	TerminatedAt time.Time `dynamodbav:"terminated_at,omitempty" json:"terminated_at,omitempty"`
+	TerminatedAt time.Time `dynamodbav:"terminated_at,omitempty" json:"terminated_at,omitzero"`
 	ExitCode     *int      `dynamodbav:"exit_code,omitempty" json:"exit_code,omitempty"`
 	ErrorMessage string    `dynamodbav:"error_message,omitempty" json:"error_message,omitempty"`
 	PriceHourly  float64   `dynamodbav:"price_hourly,omitempty" json:"price_hourly,omitempty"`

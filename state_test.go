@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -679,5 +680,15 @@ func TestDefaultParamsCacheDir(t *testing.T) {
 	want := "/var/cache/someone/spawn"
 	if got := defaultParamsCacheDir(); got != want {
 		t.Errorf("on a laptop: cache dir %q, want %q", got, want)
+	}
+}
+
+func TestRecordJSONOmitsZeroTimes(t *testing.T) {
+	b, err := json.Marshal(testSweep("sw", "arn:user/a", testEpoch))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(b, []byte("0001-01-01")) || bytes.Contains(b, []byte("lease_expires_at")) {
+		t.Errorf("JSON of a record without a lease shows zero times: %s", b)
 	}
 }
