@@ -17,7 +17,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/feature/dynamodb/attributevalue"
 	"github.com/aws/aws-sdk-go-v2/service/cloudwatch"
-	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/aws/smithy-go"
@@ -321,55 +320,13 @@ func (f *fakeStore) listSweeps(context.Context, string, string, int, string) ([]
 	return nil, "", errors.New("not used by the engine")
 }
 
-// fakeItemSize is DynamoDB's item size: attribute names plus values, as marshalled.
+// fakeItemSize is what DynamoDB counts for the item v marshals to.
 func fakeItemSize(v any) int {
 	av, err := attributevalue.MarshalMap(v)
 	if err != nil {
 		panic(err)
 	}
-	n := 0
-	for k, x := range av {
-		n += len(k) + avSize(x)
-	}
-	return n
-}
-
-func avSize(v types.AttributeValue) int {
-	switch x := v.(type) {
-	case *types.AttributeValueMemberS:
-		return len(x.Value)
-	case *types.AttributeValueMemberN:
-		return len(x.Value)
-	case *types.AttributeValueMemberB:
-		return len(x.Value)
-	case *types.AttributeValueMemberBOOL, *types.AttributeValueMemberNULL:
-		return 1
-	case *types.AttributeValueMemberSS:
-		n := 0
-		for _, e := range x.Value {
-			n += len(e)
-		}
-		return n
-	case *types.AttributeValueMemberNS:
-		n := 0
-		for _, e := range x.Value {
-			n += len(e)
-		}
-		return n
-	case *types.AttributeValueMemberL:
-		n := 3
-		for _, e := range x.Value {
-			n += 1 + avSize(e)
-		}
-		return n
-	case *types.AttributeValueMemberM:
-		n := 3
-		for k, e := range x.Value {
-			n += 1 + len(k) + avSize(e)
-		}
-		return n
-	}
-	return 0
+	return itemSize(av)
 }
 
 // ---- a fake EC2 that acts out each launch's planned fate ----

@@ -86,7 +86,7 @@ type aliveInstance struct {
 	// LaunchTries and NotBefore pace a launch that failed for capacity or throttling: it is
 	// retried with the same ClientToken, not before NotBefore.
 	LaunchTries int       `dynamodbav:"launch_tries,omitempty" json:"launch_tries,omitempty"`
-	NotBefore   time.Time `dynamodbav:"not_before,omitempty" json:"not_before,omitempty"`
+	NotBefore   time.Time `dynamodbav:"not_before,omitempty" json:"not_before,omitzero"`
 	// IdleAlarm is set once the idle-timeout alarm exists, so a failed PutMetricAlarm is retried.
 	IdleAlarm bool `dynamodbav:"idle_alarm,omitempty" json:"idle_alarm,omitempty"`
 }
