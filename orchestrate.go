@@ -13,15 +13,23 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/aws/aws-lambda-go/lambda"
+	"github.com/aws/aws-lambda-go/lambdacontext"
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials/stscreds"
 	"github.com/aws/aws-sdk-go-v2/service/cloudwatch"
 	cwtypes "github.com/aws/aws-sdk-go-v2/service/cloudwatch/types"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	lambdasvc "github.com/aws/aws-sdk-go-v2/service/lambda"
+	lambdatypes "github.com/aws/aws-sdk-go-v2/service/lambda/types"
+	"github.com/aws/aws-sdk-go-v2/service/sts"
 	"github.com/aws/smithy-go"
+	"github.com/peterbourgon/ff/v3/ffcli"
 	"github.com/rs/zerolog"
 )
 
@@ -109,7 +117,8 @@ type orchestrator struct {
 	launched map[string]launchedInstance
 	// mayLaunch holds the tokens of reservations known not to exist yet: fresh ones,
 	// and older ones that a DescribeInstances by client token just did not find.
-	mayLaunch map[string]bool
+	mayLaunch    map[string]bool
+	sweepAccount string // the account of the sweep being run (its EC2 may be elsewhere)
 	// terminated lists the instances a cancel terminated (for the CLI's report); killed
 	// is the same as a set, so that a retried cancel does not mistake them for instances
 	// that ended by themselves.
@@ -204,12 +213,13 @@ func (o *orchestrator) run(ctx context.Context, sweepID string, deadline time.Ti
 	sw, err := o.acquire(ctx, sweepID)
 	if errors.Is(err, errLeaseHeld) {
 		o.log.Info().Str("sweep_id", sweepID).Msg("another orchestrator holds the lease; exiting")
-		return nil
+		return err
 	}
 	if err != nil || sw == nil {
 		return err
 	}
 	log := o.log.With().Str("sweep_id", sweepID).Logger()
+	o.sweepAccount = sw.AWSAccountID
 	if terminalStatus(sw.Status) {
 		return o.releaseFinal(ctx, sw)
 	}
@@ -1186,6 +1196,7 @@ func (o *orchestrator) cancelRun(ctx context.Context, id string) (sw *sweep, alr
 		if err != nil {
 			return nil, false, err
 		}
+		o.sweepAccount = sw.AWSAccountID
 		if o.items == nil && o.loadItems != nil {
 			if items, lerr := o.loadItems(ctx, sw); lerr == nil && len(items) == sw.TotalParams {
 				o.items = items
@@ -1349,20 +1360,559 @@ type orchestratorEvent struct {
 type healthAnswer struct {
 	OK      bool       `json:"ok"`
 	Version versionDoc `json:"version"`
+	Account string     `json:"account,omitempty"`
+	ARN     string     `json:"arn,omitempty"`
+}
+
+// awsClients hands out EC2 and CloudWatch clients per (account, region), cached. A sweep
+// in another account is reached through its SpawnSweepCrossAccountRole, with credentials
+// the SDK refreshes before they expire.
+type awsClients struct {
+	base       aws.Config
+	ownAccount string
+
+	mu    sync.Mutex
+	creds map[string]aws.CredentialsProvider
+	ec2   map[string]*ec2.Client
+	cw    map[string]*cloudwatch.Client
+}
+
+func newAWSClients(base aws.Config, ownAccount string) *awsClients {
+	return &awsClients{base: base, ownAccount: ownAccount, creds: map[string]aws.CredentialsProvider{},
+		ec2: map[string]*ec2.Client{}, cw: map[string]*cloudwatch.Client{}}
+}
+
+func crossAccountRoleARN(account string) string {
+	return "arn:aws:iam::" + account + ":role/SpawnSweepCrossAccountRole"
+}
+
+// configFor must be called with c.mu held.
+func (c *awsClients) configFor(account, region string) aws.Config {
+	cfg := c.base.Copy()
+	if region != "" {
+		cfg.Region = region
+	}
+	if account != "" && c.ownAccount != "" && account != c.ownAccount {
+		p, ok := c.creds[account]
+		if !ok {
+			own := c.ownAccount
+			p = aws.NewCredentialsCache(stscreds.NewAssumeRoleProvider(sts.NewFromConfig(c.base), crossAccountRoleARN(account),
+				func(o *stscreds.AssumeRoleOptions) {
+					o.ExternalID = aws.String("spawn-" + own)
+					o.RoleSessionName = "spawn-orchestrator"
+				}), func(o *aws.CredentialsCacheOptions) { o.ExpiryWindow = 5 * time.Minute })
+			c.creds[account] = p
+		}
+		cfg.Credentials = p
+	}
+	return cfg
+}
+
+func (c *awsClients) ec2For(account, region string) ec2API {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	key := account + "/" + region
+	if cl, ok := c.ec2[key]; ok {
+		return cl
+	}
+	cl := ec2.NewFromConfig(c.configFor(account, region))
+	c.ec2[key] = cl
+	return cl
+}
+
+func (c *awsClients) alarmsFor(account, region string) alarmAPI {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	key := account + "/" + region
+	if cl, ok := c.cw[key]; ok {
+		return cl
+	}
+	cl := cloudwatch.NewFromConfig(c.configFor(account, region))
+	c.cw[key] = cl
+	return cl
+}
+
+// lambdaInvoker is the part of the Lambda client that re-invokes the orchestrator.
+type lambdaInvoker interface {
+	Invoke(ctx context.Context, in *lambdasvc.InvokeInput, optFns ...func(*lambdasvc.Options)) (*lambdasvc.InvokeOutput, error)
+}
+
+// invokeEvent starts the orchestrator function asynchronously for a sweep.
+func invokeEvent(ctx context.Context, lc lambdaInvoker, function, sweepID string) error {
+	payload, _ := json.Marshal(orchestratorEvent{SweepID: sweepID})
+	_, err := lc.Invoke(ctx, &lambdasvc.InvokeInput{
+		FunctionName:   aws.String(function),
+		InvocationType: lambdatypes.InvocationTypeEvent,
+		Payload:        payload,
+	})
+	return err
+}
+
+// engineDeps is what an orchestrator needs from AWS, for the function and the CLI alike.
+type engineDeps struct {
+	cfg      aws.Config
+	account  string // the caller's own account
+	store    sweepStore
+	params   *paramsStore
+	clients  *awsClients
+	lambda   lambdaInvoker
+	function string
+	log      zerolog.Logger
+}
+
+func newEngineDeps(cfg aws.Config, account, table, instancesTable, bucket, function string, log zerolog.Logger) *engineDeps {
+	return &engineDeps{
+		cfg:      cfg,
+		account:  account,
+		store:    newDynamoStore(dynamodb.NewFromConfig(cfg), table, instancesTable),
+		params:   newParamsStore(newS3Client(cfg), bucket, ""),
+		clients:  newAWSClients(cfg, account),
+		lambda:   lambdasvc.NewFromConfig(cfg),
+		function: function,
+		log:      log,
+	}
+}
+
+// newOrchestrator wires an engine to real clients. detached: re-invoke the function at
+// the deadline (Lambda); otherwise the caller runs with no deadline (the CLI).
+func (d *engineDeps) newOrchestrator(owner string, forceDownload, detached bool) *orchestrator {
+	o := &orchestrator{
+		store:       d.store,
+		launchInput: runInstancesInput,
+		clock:       realClock{},
+		owner:       owner,
+		log:         d.log,
+	}
+	// The sweep's account is known once its record is read; the clients follow it.
+	account := func() string { return o.sweepAccount }
+	o.ec2For = func(_ context.Context, region string) (ec2API, error) {
+		return d.clients.ec2For(account(), region), nil
+	}
+	o.alarmsFor = func(_ context.Context, region string) (alarmAPI, error) {
+		return d.clients.alarmsFor(account(), region), nil
+	}
+	o.loadItems = func(ctx context.Context, sw *sweep) ([]item, error) {
+		raw, err := d.params.downloadParams(ctx, sw.S3ParamsKey, sw.ParamsChecksum, forceDownload)
+		if err != nil {
+			return nil, err
+		}
+		return parseParamFile(sw.S3ParamsKey, raw)
+	}
+	if detached {
+		o.invokeAsync = func(ctx context.Context, id string) error { return invokeEvent(ctx, d.lambda, d.function, id) }
+	}
+	return o
 }
 
 // runLambda serves orchestrator events on the Lambda runtime API until the runtime stops it.
 func runLambda() {
 	log := newLogger(os.Stderr, zerolog.InfoLevel, true)
-	lambda.Start(func(ctx context.Context, raw json.RawMessage) (any, error) {
-		var ev orchestratorEvent
-		if err := json.Unmarshal(raw, &ev); err != nil {
-			log.Error().Err(err).Msg("malformed event: expected {\"sweep_id\": \"...\"}; not retried")
-			return nil, nil
+	h := &lambdaHandler{log: log}
+	lambda.Start(h.handle)
+}
+
+// lambdaHandler is the function: built once per cold start, on the first event.
+type lambdaHandler struct {
+	log  zerolog.Logger
+	once sync.Once
+	deps *engineDeps
+	arn  string
+	err  error
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+func (h *lambdaHandler) setup(ctx context.Context) {
+	cfg, err := loadAWSConfig(ctx, "", "", "", h.log)
+	if err != nil {
+		h.err = err
+		return
+	}
+	var account string
+	if id, err := sts.NewFromConfig(cfg).GetCallerIdentity(ctx, &sts.GetCallerIdentityInput{}); err == nil {
+		account, h.arn = aws.ToString(id.Account), aws.ToString(id.Arn)
+	} else {
+		h.log.Warn().Err(err).Msg("no caller identity from STS: cross-account sweeps are not told apart")
+	}
+	bucket := envOr("SPAWN_BUCKET", defaultBucketName(account, cfg.Region))
+	h.deps = newEngineDeps(cfg, account, envOr("SPAWN_TABLE", defaultTable), envOr("SPAWN_INSTANCES_TABLE", defaultInstancesTable),
+		bucket, envOr("AWS_LAMBDA_FUNCTION_NAME", defaultFunction), h.log)
+}
+
+func (h *lambdaHandler) handle(ctx context.Context, raw json.RawMessage) (any, error) {
+	var ev orchestratorEvent
+	if err := json.Unmarshal(raw, &ev); err != nil || (!ev.HealthCheck && ev.SweepID == "") {
+		h.log.Error().Str("event", string(raw)).Msg(`malformed event: expected {"sweep_id": "..."} or {"health_check": true}; not retried`)
+		return nil, nil
+	}
+	h.once.Do(func() { h.setup(ctx) })
+	if ev.HealthCheck {
+		ans := healthAnswer{OK: h.err == nil, Version: versionInfo(), ARN: h.arn}
+		if h.deps != nil {
+			ans.Account = h.deps.account
 		}
-		if ev.HealthCheck {
-			return healthAnswer{OK: true, Version: versionInfo()}, nil
+		return ans, nil
+	}
+	if h.err != nil {
+		return nil, h.err
+	}
+	owner := "lambda-" + newOwnerID("fn")
+	if lc, ok := lambdacontext.FromContext(ctx); ok && lc.AwsRequestID != "" {
+		owner = "lambda-" + lc.AwsRequestID
+	}
+	deadline, _ := ctx.Deadline()
+	h.log.Info().Str("sweep_id", ev.SweepID).Str("owner", owner).Time("deadline", deadline).Msg("invocation started")
+	o := h.deps.newOrchestrator(owner, ev.ForceDownload, true)
+	err := o.run(ctx, ev.SweepID, deadline)
+	switch {
+	case err == nil:
+		return nil, nil
+	case errors.Is(err, errLeaseHeld):
+		return nil, nil // a duplicate beside a live holder
+	case errors.Is(err, errSweepNotFound):
+		h.log.Error().Str("sweep_id", ev.SweepID).Err(err).Msg("unknown sweep; not retried")
+		return nil, nil
+	}
+	// Lambda retries the event; the retry takes over once the lease is free or expired.
+	h.log.Error().Str("sweep_id", ev.SweepID).Err(err).Msg("invocation ended with an error")
+	return nil, err
+}
+
+// ---- the CLI side: launch (startSweep), resume, cancel ----
+
+// cliEngine opens the deployment and wires the engine for a CLI command.
+func (r *rootConfig) cliEngine(ctx context.Context) (*deployment, *engineDeps, error) {
+	d, err := r.openDeployment(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	return d, newEngineDeps(d.cfg, d.accountID, d.table, d.instancesTable, d.bucket, d.function, r.log), nil
+}
+
+func newSweepID(now time.Time) string {
+	b := make([]byte, 3)
+	_, _ = rand.Read(b)
+	return "sw-" + now.UTC().Format("20060102-150405") + "-" + hex.EncodeToString(b)
+}
+
+// launchDoc is `launch --output json`.
+type launchDoc struct {
+	SweepID       string `json:"sweep_id"`
+	SweepName     string `json:"sweep_name"`
+	Status        string `json:"status"`
+	TotalParams   int    `json:"total_params"`
+	MaxConcurrent int    `json:"max_concurrent"`
+	Detached      bool   `json:"detached"`
+	Function      string `json:"function,omitempty"`
+	ParamsKey     string `json:"s3_params_key"`
+	Counts        counts `json:"counts"`
+}
+
+// startSweep uploads the params, creates the record and starts the orchestrator: the
+// function (detached) or the same engine in this process.
+func startSweep(ctx context.Context, r *rootConfig, req *launchRequest) error {
+	d, deps, err := r.cliEngine(ctx)
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	id := newSweepID(now)
+	name := req.Name
+	if name == "" {
+		name = id
+	}
+	key, sum, err := deps.params.uploadParams(ctx, id, req.Raw)
+	if err != nil {
+		return fmt.Errorf("%w (is spawn deployed? run 'spawn deploy')", err)
+	}
+	poll := req.PollInterval
+	if poll <= 0 {
+		poll = defaultPollInterval
+	}
+	sw := &sweep{
+		SweepID:        id,
+		SweepName:      name,
+		UserID:         d.userID,
+		CreatedAt:      formatRecordTime(now),
+		S3Bucket:       d.bucket,
+		S3ParamsKey:    key,
+		ParamsChecksum: sum,
+		MaxConcurrent:  max(req.MaxConcurrent, 1),
+		LaunchDelay:    req.LaunchDelay.String(),
+		PollInterval:   poll.String(),
+		TotalParams:    len(req.Items),
+		Region:         d.region,
+		AWSAccountID:   d.accountID,
+		Status:         statusInitializing,
+	}
+	if req.TTL > 0 {
+		sw.TTL = req.TTL.String()
+	}
+	if req.IdleTimeout > 0 {
+		sw.IdleTimeout = req.IdleTimeout.String()
+	}
+	fixCounts(sw)
+	if err := deps.store.createSweep(ctx, sw); err != nil {
+		return fmt.Errorf("%w (is spawn deployed? run 'spawn deploy')", err)
+	}
+	doc := launchDoc{SweepID: id, SweepName: name, Status: sw.Status, TotalParams: sw.TotalParams,
+		MaxConcurrent: sw.MaxConcurrent, Detached: req.Detach, ParamsKey: key, Counts: sw.Counts}
+	if req.Detach {
+		doc.Function = d.function
+		if err := startFunction(ctx, deps, id); err != nil {
+			return err
 		}
-		return nil, fmt.Errorf("sweep orchestration is not built yet")
-	})
+		if !req.Wait {
+			return r.printLaunched(doc)
+		}
+		if !r.jsonOutput() {
+			if err := r.printLaunched(doc); err != nil {
+				return err
+			}
+		}
+		final, err := waitSweep(ctx, deps.store, id, min(poll, 5*time.Second), realClock{})
+		if err != nil {
+			return err
+		}
+		return r.reportEnd(final, &doc)
+	}
+	if !r.jsonOutput() {
+		fmt.Fprintf(r.stdout, "sweep %s running here: %d items, at most %d at a time (Ctrl-C pauses it)\n", id, sw.TotalParams, sw.MaxConcurrent)
+	}
+	return r.runHere(ctx, deps, id, false, req.Wait, &doc)
+}
+
+// startFunction invokes the orchestrator function for a sweep; a missing function is
+// one clear line.
+func startFunction(ctx context.Context, deps *engineDeps, id string) error {
+	err := invokeEvent(ctx, deps.lambda, deps.function, id)
+	var nf *lambdatypes.ResourceNotFoundException
+	if errors.As(err, &nf) {
+		return fmt.Errorf("the orchestrator function %s does not exist: run 'spawn deploy', then 'spawn resume --sweep-id %s'", deps.function, id)
+	}
+	if err != nil {
+		return fmt.Errorf("starting the orchestrator function %s: %w (then run 'spawn resume --sweep-id %s')", deps.function, err, id)
+	}
+	return nil
+}
+
+func (r *rootConfig) printLaunched(doc launchDoc) error {
+	if r.jsonOutput() {
+		return r.printJSON(doc)
+	}
+	fmt.Fprintf(r.stdout, "sweep %s launched: %d items, at most %d at a time\n", doc.SweepID, doc.TotalParams, doc.MaxConcurrent)
+	fmt.Fprintf(r.stdout, "follow it with 'spawn status %s'\n", doc.SweepID)
+	return nil
+}
+
+// runHere runs the engine in this process with no deadline (--no-detach). Ctrl-C saves,
+// releases the lease and says how to resume.
+func (r *rootConfig) runHere(ctx context.Context, deps *engineDeps, id string, forceDownload, wait bool, doc *launchDoc) error {
+	o := deps.newOrchestrator(newOwnerID("cli"), forceDownload, false)
+	err := o.run(ctx, id, time.Time{})
+	if ctx.Err() != nil {
+		fmt.Fprintf(r.stderr, "sweep %s paused: resume with 'spawn resume --sweep-id %s'\n", id, id)
+		return withExitCode(exitRuntime, errSilent)
+	}
+	if errors.Is(err, errLeaseHeld) {
+		return fmt.Errorf("sweep %s is being run by another orchestrator right now: follow it with 'spawn status %s'", id, id)
+	}
+	if err != nil {
+		return err
+	}
+	final, err := deps.store.loadSweep(ctx, id)
+	if err != nil {
+		return err
+	}
+	if !wait && !terminalStatus(final.Status) {
+		return nil
+	}
+	return r.reportEnd(final, doc)
+}
+
+// reportEnd prints how a sweep ended; exit 3 when it failed, was cancelled or has
+// failed items (SPEC exit codes, for --wait and --no-detach).
+func (r *rootConfig) reportEnd(sw *sweep, doc *launchDoc) error {
+	if doc != nil {
+		doc.Status, doc.Counts = sw.Status, sw.Counts
+	}
+	if r.jsonOutput() {
+		if err := r.printJSON(doc); err != nil {
+			return err
+		}
+	} else {
+		c := sw.Counts
+		fmt.Fprintf(r.stdout, "sweep %s %s: %d succeeded, %d failed, %d expired, %d cancelled, %d unknown\n",
+			sw.SweepID, sw.Status, c.Succeeded, c.Failed, c.Expired, c.Cancelled, c.Unknown)
+	}
+	if sw.Status == statusFailed || sw.Status == statusCancelled || sw.Counts.Failed > 0 {
+		return withExitCode(exitSweep, errSilent)
+	}
+	return nil
+}
+
+// sweepIDArg takes the id from --sweep-id or the one positional argument.
+func sweepIDArg(flagValue string, args []string) (string, error) {
+	switch {
+	case flagValue != "" && len(args) == 0:
+		return flagValue, nil
+	case flagValue == "" && len(args) == 1:
+		return args[0], nil
+	case flagValue == "" && len(args) == 0:
+		return "", usageErrorf("a sweep id is needed: pass --sweep-id ID (see 'spawn list')")
+	}
+	return "", usageErrorf("unexpected arguments %q: pass one sweep id with --sweep-id", args)
+}
+
+func newResumeCmd(r *rootConfig) *ffcli.Command {
+	fs := r.newFlagSet("resume")
+	id := fs.String("sweep-id", "", "the sweep to continue")
+	retryFailed := fs.Bool("retry-failed", false, "queue the sweep's failed items again")
+	fs.Bool("detach", true, "run the orchestrator in Lambda (default)")
+	noDetach := fs.Bool("no-detach", false, "run the orchestrator in this process until the sweep ends")
+	force := fs.Bool("force-download", false, "download the parameters again instead of using the local cache")
+	return r.command("resume", "spawn resume --sweep-id ID [--retry-failed] [--detach | --no-detach]",
+		"continue a sweep that is not COMPLETED or CANCELLED", fs,
+		func(ctx context.Context, args []string) error {
+			sweepID, err := sweepIDArg(*id, args)
+			if err != nil {
+				return err
+			}
+			_, deps, err := r.cliEngine(ctx)
+			if err != nil {
+				return err
+			}
+			sw, queued, err := prepareResume(ctx, deps.store, sweepID, *retryFailed)
+			if err != nil {
+				return err
+			}
+			if *noDetach {
+				if !r.jsonOutput() {
+					fmt.Fprintf(r.stdout, "sweep %s resumed here (%d failed items queued again; Ctrl-C pauses it)\n", sweepID, queued)
+				}
+				doc := &launchDoc{SweepID: sw.SweepID, SweepName: sw.SweepName, TotalParams: sw.TotalParams, MaxConcurrent: sw.MaxConcurrent}
+				return r.runHere(ctx, deps, sweepID, *force, true, doc)
+			}
+			if err := startFunction(ctx, deps, sweepID); err != nil {
+				return err
+			}
+			if r.jsonOutput() {
+				return r.printJSON(map[string]any{"sweep_id": sweepID, "status": sw.Status, "requeued": queued, "detached": true})
+			}
+			fmt.Fprintf(r.stdout, "sweep %s resumed (%d failed items queued again)\nfollow it with 'spawn status %s'\n", sweepID, queued, sweepID)
+			return nil
+		})
+}
+
+// prepareResume refuses a finished sweep and, with retryFailed, queues the failed items
+// again (attempt+1, counts fixed) in one fenced write.
+func prepareResume(ctx context.Context, st sweepStore, id string, retryFailed bool) (*sweep, int, error) {
+	for range 10 {
+		sw, err := st.loadSweep(ctx, id)
+		if errors.Is(err, errSweepNotFound) {
+			return nil, 0, withExitCode(exitUsage, err)
+		}
+		if err != nil {
+			return nil, 0, err
+		}
+		if sw.Status == statusCompleted || sw.Status == statusCancelled {
+			return nil, 0, usageErrorf("sweep %s is %s: there is nothing to resume (start a new one with 'spawn launch')", id, sw.Status)
+		}
+		if !retryFailed && sw.Status != statusFailed {
+			return sw, 0, nil
+		}
+		queued := 0
+		if retryFailed {
+			recs, err := st.listInstances(ctx, id)
+			if err != nil {
+				return nil, 0, err
+			}
+			busy := map[int]bool{}
+			for _, e := range sw.Alive {
+				busy[e.Index] = true
+			}
+			for _, q := range sw.RetryQueue {
+				busy[q.Index] = true
+			}
+			for _, rec := range recs {
+				if rec.Outcome != outcomeFailed || busy[rec.Index] {
+					continue
+				}
+				sw.RetryQueue = append(sw.RetryQueue, retryItem{Index: rec.Index, Attempt: rec.Attempt + 1})
+				sw.Counts.Failed = max(sw.Counts.Failed-1, 0)
+				queued++
+			}
+		}
+		if sw.Status == statusFailed {
+			sw.Status, sw.ErrorMessage, sw.CompletedAt = statusRunning, "", ""
+		}
+		fixCounts(sw)
+		err = st.saveSweep(ctx, sw)
+		if errors.Is(err, errStaleVersion) {
+			continue
+		}
+		if err != nil {
+			return nil, 0, err
+		}
+		return sw, queued, nil
+	}
+	return nil, 0, fmt.Errorf("sweep %s kept changing while it was being resumed: try again", id)
+}
+
+// cancelDoc is `cancel --output json`.
+type cancelDoc struct {
+	SweepID    string   `json:"sweep_id"`
+	Status     string   `json:"status"`
+	Already    bool     `json:"already"`
+	Terminated []string `json:"terminated"`
+}
+
+func newCancelCmd(r *rootConfig) *ffcli.Command {
+	fs := r.newFlagSet("cancel")
+	id := fs.String("sweep-id", "", "the sweep to cancel")
+	return r.command("cancel", "spawn cancel --sweep-id ID",
+		"stop launching, terminate every instance of the sweep, status CANCELLED", fs,
+		func(ctx context.Context, args []string) error {
+			sweepID, err := sweepIDArg(*id, args)
+			if err != nil {
+				return err
+			}
+			_, deps, err := r.cliEngine(ctx)
+			if err != nil {
+				return err
+			}
+			o := deps.newOrchestrator(newOwnerID("cancel"), false, false)
+			sw, already, err := o.cancelRun(ctx, sweepID)
+			if errors.Is(err, errSweepNotFound) {
+				return withExitCode(exitUsage, err)
+			}
+			if err != nil {
+				return err
+			}
+			doc := cancelDoc{SweepID: sweepID, Status: sw.Status, Already: already, Terminated: o.terminated}
+			if doc.Terminated == nil {
+				doc.Terminated = []string{}
+			}
+			if r.jsonOutput() {
+				return r.printJSON(doc)
+			}
+			switch {
+			case already && sw.Status == statusCancelled:
+				fmt.Fprintf(r.stdout, "sweep %s is already cancelled\n", sweepID)
+			case already:
+				fmt.Fprintf(r.stdout, "sweep %s already ended (%s): nothing to cancel\n", sweepID, sw.Status)
+			case sw.Status != statusCancelled:
+				fmt.Fprintf(r.stdout, "sweep %s ended (%s) before the cancel took effect\n", sweepID, sw.Status)
+			case len(o.terminated) > 0:
+				fmt.Fprintf(r.stdout, "sweep %s cancelled: terminated %d instances: %s\n", sweepID, len(o.terminated), strings.Join(o.terminated, ", "))
+			default:
+				fmt.Fprintf(r.stdout, "sweep %s cancelled: its orchestrator stopped and terminated its instances\n", sweepID)
+			}
+			return nil
+		})
 }

@@ -863,7 +863,7 @@ func runScenario(sc scenario, fail func(string, ...any), edit func(map[string]*f
 			if sc.budget > 0 {
 				deadline = s.now.Add(sc.budget)
 			}
-			if err := o.run(ctx, sweepID, deadline); err != nil && !errors.Is(err, errCrashed) {
+			if err := o.run(ctx, sweepID, deadline); err != nil && !errors.Is(err, errCrashed) && !errors.Is(err, errLeaseHeld) {
 				// Lambda retries a failed event.
 				startInvocation(time.Minute, 0)
 			}
