@@ -517,7 +517,7 @@ func (n policyNames) deployerPolicy() policyDocument {
 				"lambda:GetFunction", "lambda:CreateFunction", "lambda:DeleteFunction",
 				"lambda:UpdateFunctionCode", "lambda:UpdateFunctionConfiguration",
 				"lambda:GetFunctionRecursionConfig", "lambda:PutFunctionRecursionConfig",
-				"lambda:GetFunctionEventInvokeConfig", "lambda:UpdateFunctionEventInvokeConfig",
+				"lambda:GetFunctionEventInvokeConfig", "lambda:PutFunctionEventInvokeConfig",
 				"lambda:InvokeFunction",
 			},
 			Resource: []string{n.functionARN()},
@@ -998,9 +998,14 @@ func (d *deployer) ensurePITR(ctx context.Context, table, arn string, tableCreat
 		}
 	}
 	if !d.dryRun {
-		_, err := d.ddb.UpdateContinuousBackups(ctx, &dynamodb.UpdateContinuousBackupsInput{
-			TableName:                        aws.String(table),
-			PointInTimeRecoverySpecification: &ddbtypes.PointInTimeRecoverySpecification{PointInTimeRecoveryEnabled: aws.Bool(true)},
+		// A table just created may refuse backups for a short while.
+		unavailable := func(err error) bool { return apiErrorCode(err) == "ContinuousBackupsUnavailableException" }
+		err := d.retryPropagation(ctx, "turning on point-in-time recovery for "+table, unavailable, func() error {
+			_, err := d.ddb.UpdateContinuousBackups(ctx, &dynamodb.UpdateContinuousBackupsInput{
+				TableName:                        aws.String(table),
+				PointInTimeRecoverySpecification: &ddbtypes.PointInTimeRecoverySpecification{PointInTimeRecoveryEnabled: aws.Bool(true)},
+			})
+			return err
 		})
 		if err != nil {
 			return d.optionalStep(kindPITR, table, arn, err)
@@ -1549,8 +1554,8 @@ func (d *deployer) checkHealthAnswer(name, fnARN string, pkg *bootstrapPackage, 
 	return nil
 }
 
-// retryPropagation repeats fn while IAM's eventual consistency refuses it (a role just
-// created is not usable everywhere at once), with backoff, for propagationWait at most.
+// retryPropagation repeats fn while eventual consistency refuses it (a role just created
+// is not usable everywhere at once), with backoff, for propagationWait at most.
 func (d *deployer) retryPropagation(ctx context.Context, what string, propagating func(error) bool, fn func() error) error {
 	delay := d.propagationDelay
 	deadline := time.Now().Add(d.propagationWait)
@@ -1559,7 +1564,7 @@ func (d *deployer) retryPropagation(ctx context.Context, what string, propagatin
 		if err == nil || !propagating(err) || time.Now().After(deadline) {
 			return err
 		}
-		d.log.Info().Msgf("%s: waiting for IAM to propagate the new role", what)
+		d.log.Info().Msgf("%s: waiting for AWS to propagate a new resource (%s)", what, shortError(err))
 		select {
 		case <-ctx.Done():
 			return ctx.Err()

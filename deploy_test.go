@@ -274,7 +274,11 @@ func TestDeployCreatesEveryResourceThenReportsUnchangedThenDestroys(t *testing.T
 	if _, err := lc.GetFunction(ctx, &lambda.GetFunctionInput{FunctionName: aws.String(n.function)}); err != nil {
 		t.Fatalf("a refused destroy deleted the function: %v", err)
 	}
-	// Objects, so destroy must empty the bucket first.
+	// Objects, so destroy must empty the bucket first. moto enforces the TLS-only bucket
+	// policy and the test endpoint is plain http: lift the policy to write them.
+	if _, err := s3c.DeleteBucketPolicy(ctx, &s3.DeleteBucketPolicyInput{Bucket: aws.String(n.bucket)}); err != nil {
+		t.Fatal(err)
+	}
 	for _, key := range []string{"sweeps/x/params.json", "sweeps/x/logs/0.log"} {
 		if _, err := s3c.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(n.bucket), Key: aws.String(key), Body: strings.NewReader("{}")}); err != nil {
 			t.Fatal(err)
