@@ -155,8 +155,8 @@ func runCLI(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 		Options: []ff.Option{ff.WithEnvVarPrefix("SPAWN")},
 		Subcommands: []*ffcli.Command{
 			newVersionCmd(r),
-			newResumeCmd(r),
-			newCancelCmd(r),
+			newDeployCmd(r), newDestroyCmd(r),
+			newResumeCmd(r), newCancelCmd(r),
 		},
 		Exec: func(context.Context, []string) error { return flag.ErrHelp },
 	}

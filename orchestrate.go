@@ -1370,6 +1370,7 @@ type healthAnswer struct {
 type awsClients struct {
 	base       aws.Config
 	ownAccount string
+	partition  string
 
 	mu    sync.Mutex
 	creds map[string]aws.CredentialsProvider
@@ -1377,13 +1378,9 @@ type awsClients struct {
 	cw    map[string]*cloudwatch.Client
 }
 
-func newAWSClients(base aws.Config, ownAccount string) *awsClients {
-	return &awsClients{base: base, ownAccount: ownAccount, creds: map[string]aws.CredentialsProvider{},
+func newAWSClients(base aws.Config, ownAccount, partition string) *awsClients {
+	return &awsClients{base: base, ownAccount: ownAccount, partition: partition, creds: map[string]aws.CredentialsProvider{},
 		ec2: map[string]*ec2.Client{}, cw: map[string]*cloudwatch.Client{}}
-}
-
-func crossAccountRoleARN(account string) string {
-	return "arn:aws:iam::" + account + ":role/SpawnSweepCrossAccountRole"
 }
 
 // configFor must be called with c.mu held.
@@ -1396,9 +1393,9 @@ func (c *awsClients) configFor(account, region string) aws.Config {
 		p, ok := c.creds[account]
 		if !ok {
 			own := c.ownAccount
-			p = aws.NewCredentialsCache(stscreds.NewAssumeRoleProvider(sts.NewFromConfig(c.base), crossAccountRoleARN(account),
+			p = aws.NewCredentialsCache(stscreds.NewAssumeRoleProvider(sts.NewFromConfig(c.base), crossAccountRoleARN(c.partition, account),
 				func(o *stscreds.AssumeRoleOptions) {
-					o.ExternalID = aws.String("spawn-" + own)
+					o.ExternalID = aws.String(crossAccountExternalID(own))
 					o.RoleSessionName = "spawn-orchestrator"
 				}), func(o *aws.CredentialsCacheOptions) { o.ExpiryWindow = 5 * time.Minute })
 			c.creds[account] = p
@@ -1460,13 +1457,13 @@ type engineDeps struct {
 	log      zerolog.Logger
 }
 
-func newEngineDeps(cfg aws.Config, account, table, instancesTable, bucket, function string, log zerolog.Logger) *engineDeps {
+func newEngineDeps(cfg aws.Config, account, callerARN, table, instancesTable, bucket, function string, log zerolog.Logger) *engineDeps {
 	return &engineDeps{
 		cfg:      cfg,
 		account:  account,
 		store:    newDynamoStore(dynamodb.NewFromConfig(cfg), table, instancesTable),
 		params:   newParamsStore(newS3Client(cfg), bucket, ""),
-		clients:  newAWSClients(cfg, account),
+		clients:  newAWSClients(cfg, account, partitionOf(callerARN)),
 		lambda:   lambdasvc.NewFromConfig(cfg),
 		function: function,
 		log:      log,
@@ -1540,7 +1537,7 @@ func (h *lambdaHandler) setup(ctx context.Context) {
 		h.log.Warn().Err(err).Msg("no caller identity from STS: cross-account sweeps are not told apart")
 	}
 	bucket := envOr("SPAWN_BUCKET", defaultBucketName(account, cfg.Region))
-	h.deps = newEngineDeps(cfg, account, envOr("SPAWN_TABLE", defaultTable), envOr("SPAWN_INSTANCES_TABLE", defaultInstancesTable),
+	h.deps = newEngineDeps(cfg, account, h.arn, envOr("SPAWN_TABLE", defaultTable), envOr("SPAWN_INSTANCES_TABLE", defaultInstancesTable),
 		bucket, envOr("AWS_LAMBDA_FUNCTION_NAME", defaultFunction), h.log)
 }
 
@@ -1591,7 +1588,7 @@ func (r *rootConfig) cliEngine(ctx context.Context) (*deployment, *engineDeps, e
 	if err != nil {
 		return nil, nil, err
 	}
-	return d, newEngineDeps(d.cfg, d.accountID, d.table, d.instancesTable, d.bucket, d.function, r.log), nil
+	return d, newEngineDeps(d.cfg, d.accountID, d.userID, d.table, d.instancesTable, d.bucket, d.function, r.log), nil
 }
 
 func newSweepID(now time.Time) string {
