@@ -366,6 +366,8 @@ type fakeEC2 struct {
 	rng            *rand.Rand
 	fail           func(format string, args ...any)
 	nextID         int
+	byID           map[string]*fakeInstance
+	noChecks       bool // benchmarks: the invariants are the property test's job
 }
 
 func (f *fakeEC2) alive(inst *fakeInstance) bool {
@@ -377,6 +379,9 @@ func (f *fakeEC2) alive(inst *fakeInstance) bool {
 }
 
 func (f *fakeEC2) checkInvariants(op string) {
+	if f.noChecks {
+		return
+	}
 	live := 0
 	for _, inst := range f.insts {
 		if f.alive(inst) {
@@ -465,6 +470,9 @@ func (r fakeRegionEC2) RunInstances(ctx context.Context, in *ec2.RunInstancesInp
 	}
 	f.insts = append(f.insts, inst)
 	f.byToken[token] = append(f.byToken[token], inst)
+	if f.byID != nil {
+		f.byID[inst.id] = inst
+	}
 	f.launchesByKey[fmt.Sprintf("%d/%d", idx, att)]++
 	if kind == "timeout-launched" {
 		return nil, fmt.Errorf("simulated timeout after the launch: %w", context.DeadlineExceeded)
@@ -524,7 +532,17 @@ func (r fakeRegionEC2) DescribeInstances(ctx context.Context, in *ec2.DescribeIn
 			}
 		}
 	}
-	for _, inst := range f.insts {
+	candidates := f.insts
+	if !f.ignoreFilters && len(want) > 0 && f.byID != nil {
+		candidates = nil
+		for v := range want {
+			if inst, ok := f.byID[v]; ok {
+				candidates = append(candidates, inst)
+			}
+			candidates = append(candidates, f.byToken[v]...)
+		}
+	}
+	for _, inst := range candidates {
 		if inst.region != r.region || f.sim.now.Before(inst.visibleAt) {
 			continue
 		}
@@ -1107,5 +1125,73 @@ func TestTransitionTime(t *testing.T) {
 	}
 	if _, ok := transitionTime("Client.UserInitiatedShutdown"); ok {
 		t.Error("parsed a reason without a time")
+	}
+}
+
+// BenchmarkPollStep measures one poll step of a sweep at max_concurrent 50 whose
+// instances all end within a poll, so every step gives 50 outcomes and makes 50 launches:
+// ns/op and the bytes DynamoDB is asked to write per launch (the record and the instance
+// items), which must not grow with the number of items.
+func BenchmarkPollStep(b *testing.B) {
+	for _, n := range []int{1_000, 10_000, 100_000} {
+		b.Run(fmt.Sprintf("items=%d", n), func(b *testing.B) {
+			s := newSim(1, func(format string, args ...any) { b.Fatalf(format, args...) })
+			store := newFakeStore()
+			store.measure = true
+			fe := &fakeEC2{sim: s, idempotent: true, maxConcurrent: 50, fates: map[string]*fate{},
+				calls: map[string]int{}, byToken: map[string][]*fakeInstance{}, byID: map[string]*fakeInstance{},
+				launchesByKey: map[string]int{}, noChecks: true, fail: func(f string, a ...any) { b.Fatalf(f, a...) }}
+			items := make([]item, n)
+			for i := range items {
+				items[i] = item{Index: i, InstanceType: "c5.large", Params: []param{{Key: "lr", Value: "0.001"}, {Key: "seed", Value: strconv.Itoa(i)}}}
+			}
+			ctx := context.Background()
+			var sw *sweep
+			var o *orchestrator
+			start := func() {
+				sw = &sweep{SweepID: uniqueName("bench"), SweepName: "bench", UserID: "arn:aws:iam::123456789012:user/bench",
+					Status: statusInitializing, MaxConcurrent: 50, LaunchDelay: "0s", PollInterval: "10s", TotalParams: n,
+					Region: "us-east-1", AWSAccountID: "123456789012", TTL: "1h"}
+				if err := store.createSweep(ctx, sw); err != nil {
+					b.Fatal(err)
+				}
+				o = &orchestrator{
+					store:       store,
+					ec2For:      func(context.Context, string) (ec2API, error) { return fakeRegionEC2{f: fe, region: "us-east-1"}, nil },
+					launchInput: testLaunchInput,
+					clock:       s,
+					owner:       "bench",
+					items:       items,
+					log:         zerolog.Nop(),
+				}
+				o.init()
+				renewLease(sw, o.owner, s.now, o.leaseTTL)
+				for i := range n {
+					fe.fates[fmt.Sprintf("%s-%d-1", sw.SweepID, i)] = &fate{runFor: 5 * time.Second, end: "exit0"}
+				}
+			}
+			start()
+			launches := 0
+			store.written = 0
+			b.ResetTimer()
+			for range b.N {
+				before := sw.Launched
+				if err := o.step(ctx, sw); err != nil {
+					b.Fatal(err)
+				}
+				launches += sw.Launched - before
+				s.now = s.now.Add(10 * time.Second)
+				if terminalStatus(sw.Status) {
+					b.StopTimer()
+					start()
+					b.StartTimer()
+				}
+			}
+			b.StopTimer()
+			if launches > 0 {
+				b.ReportMetric(float64(store.written)/float64(launches), "dynamodb_bytes/launch")
+				b.ReportMetric(float64(launches)/float64(b.N), "launches/op")
+			}
+		})
 	}
 }
