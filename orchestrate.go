@@ -27,6 +27,7 @@ import (
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	lambdasvc "github.com/aws/aws-sdk-go-v2/service/lambda"
 	lambdatypes "github.com/aws/aws-sdk-go-v2/service/lambda/types"
+	"github.com/aws/aws-sdk-go-v2/service/ssm"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 	"github.com/aws/smithy-go"
 	"github.com/peterbourgon/ff/v3/ffcli"
@@ -466,7 +467,7 @@ func permanentParamsError(err error) bool {
 	var ae smithy.APIError
 	if errors.As(err, &ae) {
 		switch ae.ErrorCode() {
-		case "NoSuchKey", "NoSuchBucket", "NotFound", "AccessDenied":
+		case "NoSuchKey", "NoSuchBucket", "NotFound", "AccessDenied", "AccessDeniedException", "ParameterNotFound":
 			return true
 		}
 		return false
@@ -1493,12 +1494,42 @@ func (d *engineDeps) newOrchestrator(owner string, forceDownload, detached bool)
 		if err != nil {
 			return nil, err
 		}
-		return parseParamFile(sw.S3ParamsKey, raw)
+		items, err := parseParamFile(sw.S3ParamsKey, raw)
+		if err != nil {
+			return nil, err
+		}
+		return items, d.resolveAMIs(ctx, sw, items)
 	}
 	if detached {
 		o.invokeAsync = func(ctx context.Context, id string) error { return invokeEvent(ctx, d.lambda, d.function, id) }
 	}
 	return o
+}
+
+// resolveAMIs fills the AMI of items that name none: the latest Amazon Linux 2023 for
+// the type's architecture in the item's region, looked up once per region and type.
+func (d *engineDeps) resolveAMIs(ctx context.Context, sw *sweep, items []item) error {
+	found := map[string]string{}
+	for i := range items {
+		it := &items[i]
+		if it.AMI != "" {
+			continue
+		}
+		region := regionOf(sw, *it)
+		key := region + "/" + it.InstanceType
+		if ami, ok := found[key]; ok {
+			it.AMI = ami
+			continue
+		}
+		cfg := d.cfg.Copy()
+		cfg.Region = region
+		ami, err := resolveAMI(ctx, ssm.NewFromConfig(cfg), it.InstanceType)
+		if err != nil {
+			return err
+		}
+		found[key], it.AMI = ami, ami
+	}
+	return nil
 }
 
 // runLambda serves orchestrator events on the Lambda runtime API until the runtime stops it.
