@@ -2,7 +2,12 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -11,6 +16,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	lambdasvc "github.com/aws/aws-sdk-go-v2/service/lambda"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/rs/zerolog"
 )
 
@@ -209,3 +216,264 @@ loop:
 type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(b []byte) (int, error) { w.t.Log(string(b)); return len(b), nil }
+
+// e2eEnv is a deployment on kumo for the real binary: tables, bucket, and the function
+// process (this test binary running main() on kumo's runtime API).
+type e2eEnv struct {
+	a       *testAWS
+	store   *dynamoStore
+	ec2     *ec2.Client
+	fn      string
+	proc    *functionProcess
+	env     map[string]string
+	globals []string
+}
+
+func newE2EEnv(t *testing.T, timeoutSeconds int32) *e2eEnv {
+	t.Helper()
+	a := newTestAWS(t)
+	if a.backend.name != "kumo" {
+		t.Skipf("running this binary as the Lambda function needs kumo's runtime API (moto's Lambda needs Docker); backend is %s", a.backend.name)
+	}
+	store, table, itable := createTestTables(t, a)
+	bucket := uniqueName("spawn-e2e")
+	if _, err := newS3Client(a.cfg).CreateBucket(context.Background(), &s3.CreateBucketInput{Bucket: aws.String(bucket)}); err != nil {
+		t.Fatalf("CreateBucket: %v", err)
+	}
+	fn := uniqueName("fn")
+	createTestFunction(t, a.cfg, fn, timeoutSeconds)
+	proc := startFunctionProcess(t, a.backend.endpoint, fn, map[string]string{
+		"SPAWN_TABLE": table, "SPAWN_INSTANCES_TABLE": itable, "SPAWN_BUCKET": bucket,
+	})
+	waitFunctionReady(t, a.cfg, fn)
+	return &e2eEnv{
+		a: a, store: store, ec2: ec2.NewFromConfig(a.cfg), fn: fn, proc: proc,
+		env:     map[string]string{"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1"},
+		globals: []string{"--endpoint-url", a.backend.endpoint, "--table", table, "--instances-table", itable, "--bucket", bucket, "--function", fn},
+	}
+}
+
+func (e *e2eEnv) spawn(t *testing.T, args ...string) (string, string, int) {
+	t.Helper()
+	return runSpawn(t, e.env, append(args, e.globals...)...)
+}
+
+func (e *e2eEnv) paramFile(t *testing.T, n int) string {
+	t.Helper()
+	var b strings.Builder
+	b.WriteString(`{"defaults": {"ami": "ami-12345678", "instance_type": "t3.micro"}, "params": [`)
+	for i := range n {
+		if i > 0 {
+			b.WriteString(",")
+		}
+		fmt.Fprintf(&b, `{"seed": %d}`, i)
+	}
+	b.WriteString("]}\n")
+	path := filepath.Join(t.TempDir(), "sweep.json")
+	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// instances lists every instance the emulator knows (kumo ignores filters): id → state.
+func (e *e2eEnv) instances(t *testing.T) map[string]ec2types.InstanceStateName {
+	t.Helper()
+	insts, err := describeInstances(context.Background(), e.ec2, nil)
+	if err != nil {
+		t.Fatalf("DescribeInstances: %v", err)
+	}
+	out := map[string]ec2types.InstanceStateName{}
+	for _, inst := range insts {
+		out[aws.ToString(inst.InstanceId)] = inst.State.Name
+	}
+	return out
+}
+
+func liveState(s ec2types.InstanceStateName) bool {
+	return s == ec2types.InstanceStateNamePending || s == ec2types.InstanceStateNameRunning
+}
+
+func (e *e2eEnv) launch(t *testing.T, items, maxConc int) string {
+	t.Helper()
+	out, errOut, code := e.spawn(t, "launch", "--param-file", e.paramFile(t, items), "--max-concurrent", strconv.Itoa(maxConc),
+		"--poll-interval", "1s", "--output", "json")
+	var doc launchDoc
+	if code != 0 || json.Unmarshal([]byte(out), &doc) != nil || doc.SweepID == "" {
+		t.Fatalf("launch: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	if doc.TotalParams != items || doc.MaxConcurrent != maxConc {
+		t.Fatalf("launch answered %+v", doc)
+	}
+	return doc.SweepID
+}
+
+// TestEndToEndSweepOnKumo runs the real binary: the CLI launches, the function (timeout
+// 6 s) orchestrates and re-invokes itself, the test ends instances as workloads would,
+// and a duplicated event plus a concurrent `resume` cause no second launch.
+func TestEndToEndSweepOnKumo(t *testing.T) {
+	e := newE2EEnv(t, 6)
+	const items, maxConc = 15, 3
+	before := e.instances(t)
+	id := e.launch(t, items, maxConc)
+
+	ctx := context.Background()
+	seen := map[string]time.Time{}
+	maxAlive := 0
+	raced := false
+	var resumeDone chan struct{}
+	deadline := time.Now().Add(3 * time.Minute)
+	var sw *sweep
+	for {
+		var err error
+		sw, err = e.store.loadSweep(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sw.Status == statusCompleted {
+			break
+		}
+		if terminalStatus(sw.Status) || time.Now().After(deadline) {
+			t.Fatalf("sweep %s: status %s, next %d, alive %d", id, sw.Status, sw.NextToLaunch, len(sw.Alive))
+		}
+		alive := 0
+		for iid, state := range e.instances(t) {
+			if _, old := before[iid]; old || !liveState(state) {
+				continue
+			}
+			alive++
+			if first, ok := seen[iid]; !ok {
+				seen[iid] = time.Now()
+			} else if time.Since(first) > 1500*time.Millisecond {
+				if _, err := e.ec2.TerminateInstances(ctx, &ec2.TerminateInstancesInput{InstanceIds: []string{iid}}); err != nil {
+					t.Fatalf("TerminateInstances: %v", err)
+				}
+			}
+		}
+		maxAlive = max(maxAlive, alive)
+		if !raced && strings.Count(e.proc.output(), "sweep handed on") >= 3 {
+			raced = true
+			// A duplicated delivery of the event, a detached resume, and a resume
+			// running the engine here, all while the function holds the sweep.
+			if err := invokeEvent(ctx, lambdasvc.NewFromConfig(e.a.cfg), e.fn, id); err != nil {
+				t.Fatalf("duplicate event: %v", err)
+			}
+			if out, errOut, code := e.spawn(t, "resume", "--sweep-id", id); code != 0 {
+				t.Fatalf("resume: exit %d, %q %q", code, out, errOut)
+			}
+			resumeDone = make(chan struct{})
+			go func() {
+				defer close(resumeDone)
+				// Either it finds the lease held and says so, or it takes over and
+				// finishes the sweep here: both are correct.
+				_, _, _ = runSpawn(t, e.env, append([]string{"resume", "--sweep-id", id, "--no-detach"}, e.globals...)...)
+			}()
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	if resumeDone != nil {
+		<-resumeDone
+	}
+	handoffs := strings.Count(e.proc.output(), "sweep handed on")
+	if handoffs < 3 {
+		t.Errorf("the function handed the sweep on %d times, want at least 3 (timeout 6 s)", handoffs)
+	}
+	if !raced {
+		t.Error("the duplicate event and the concurrent resume never ran")
+	}
+	if maxAlive > maxConc {
+		t.Errorf("%d instances alive at once, max_concurrent %d", maxAlive, maxConc)
+	}
+	// kumo ignores ClientToken: a repeated RunInstances would be a second instance.
+	made := 0
+	for iid := range e.instances(t) {
+		if _, old := before[iid]; !old {
+			made++
+		}
+	}
+	recs, err := e.store.listInstances(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := map[string]bool{}
+	for _, rec := range recs {
+		ids[rec.InstanceID] = true
+		if rec.Attempt != 1 || rec.Outcome == "" {
+			t.Errorf("index %d: attempt %d, outcome %q", rec.Index, rec.Attempt, rec.Outcome)
+		}
+	}
+	if made != items || len(recs) != items || len(ids) != items || sw.Launched != items {
+		t.Errorf("%d instances made, %d instance items with %d distinct ids, launched %d; want %d each", made, len(recs), len(ids), sw.Launched, items)
+	}
+	if sw.LeaseOwner != "" || len(sw.Alive) != 0 {
+		t.Errorf("lease %q, alive %d after completion", sw.LeaseOwner, len(sw.Alive))
+	}
+	t.Logf("%d items, %d hand-offs, at most %d alive", items, handoffs, maxAlive)
+}
+
+// TestEndToEndCancelOnKumo: `cancel` mid-sweep wins and stays won.
+func TestEndToEndCancelOnKumo(t *testing.T) {
+	e := newE2EEnv(t, 6)
+	before := e.instances(t)
+	id := e.launch(t, 30, 3)
+	ctx := context.Background()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		sw, err := e.store.loadSweep(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		launched := 0
+		for _, a := range sw.Alive {
+			if a.InstanceID != "" {
+				launched++
+			}
+		}
+		if launched >= 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nothing launched in a minute: %+v", sw)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	out, errOut, code := e.spawn(t, "cancel", "--sweep-id", id, "--output", "json")
+	var doc cancelDoc
+	if code != 0 || json.Unmarshal([]byte(out), &doc) != nil || doc.Status != statusCancelled || doc.Already {
+		t.Fatalf("cancel: exit %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	check := func(when string) int {
+		sw, err := e.store.loadSweep(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sw.Status != statusCancelled || len(sw.Alive) != 0 {
+			t.Errorf("%s: status %s, alive %d", when, sw.Status, len(sw.Alive))
+		}
+		c := sw.Counts
+		if c.Succeeded+c.Failed+c.Expired+c.Cancelled+c.Unknown != 30 {
+			t.Errorf("%s: counts %+v", when, c)
+		}
+		made := 0
+		for iid, state := range e.instances(t) {
+			if _, old := before[iid]; old {
+				continue
+			}
+			made++
+			if liveState(state) {
+				t.Errorf("%s: instance %s is %s", when, iid, state)
+			}
+		}
+		return made
+	}
+	made := check("right after cancel")
+	// Longer than a function timeout and a hand-on: nothing may launch any more.
+	time.Sleep(8 * time.Second)
+	if again := check("8 s later"); again != made {
+		t.Errorf("%d instances made after cancel returned", again-made)
+	}
+	out, _, code = e.spawn(t, "cancel", "--sweep-id", id)
+	if code != 0 || !strings.Contains(out, "already cancelled") {
+		t.Errorf("second cancel: exit %d, %q", code, out)
+	}
+}
