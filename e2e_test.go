@@ -224,7 +224,7 @@ type e2eEnv struct {
 	store   *dynamoStore
 	ec2     *ec2.Client
 	fn      string
-	proc    *functionProcess
+	procs   []*functionProcess
 	env     map[string]string
 	globals []string
 }
@@ -242,15 +242,29 @@ func newE2EEnv(t *testing.T, timeoutSeconds int32) *e2eEnv {
 	}
 	fn := uniqueName("fn")
 	createTestFunction(t, a.cfg, fn, timeoutSeconds)
-	proc := startFunctionProcess(t, a.backend.endpoint, fn, map[string]string{
-		"SPAWN_TABLE": table, "SPAWN_INSTANCES_TABLE": itable, "SPAWN_BUCKET": bucket,
-	})
+	// Two runtime processes: kumo runs synchronous invokes in parallel across them, so a
+	// duplicate can meet a live holder.
+	var procs []*functionProcess
+	for range 2 {
+		procs = append(procs, startFunctionProcess(t, a.backend.endpoint, fn, map[string]string{
+			"SPAWN_TABLE": table, "SPAWN_INSTANCES_TABLE": itable, "SPAWN_BUCKET": bucket,
+		}))
+	}
 	waitFunctionReady(t, a.cfg, fn)
 	return &e2eEnv{
-		a: a, store: store, ec2: ec2.NewFromConfig(a.cfg), fn: fn, proc: proc,
+		a: a, store: store, ec2: ec2.NewFromConfig(a.cfg), fn: fn, procs: procs,
 		env:     map[string]string{"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1"},
 		globals: []string{"--endpoint-url", a.backend.endpoint, "--table", table, "--instances-table", itable, "--bucket", bucket, "--function", fn},
 	}
+}
+
+// output is what the function processes logged.
+func (e *e2eEnv) output() string {
+	var b strings.Builder
+	for _, p := range e.procs {
+		b.WriteString(p.output())
+	}
+	return b.String()
 }
 
 func (e *e2eEnv) spawn(t *testing.T, args ...string) (string, string, int) {
@@ -261,7 +275,7 @@ func (e *e2eEnv) spawn(t *testing.T, args ...string) (string, string, int) {
 func (e *e2eEnv) paramFile(t *testing.T, n int) string {
 	t.Helper()
 	var b strings.Builder
-	b.WriteString(`{"defaults": {"ami": "ami-12345678", "instance_type": "t3.micro"}, "params": [`)
+	b.WriteString(`{"defaults": {"ami": "ami-12345678", "instance_type": "t3.micro", "command": "sleep 1"}, "params": [`)
 	for i := range n {
 		if i > 0 {
 			b.WriteString(",")
@@ -313,7 +327,7 @@ func (e *e2eEnv) launch(t *testing.T, items, maxConc int) string {
 // and a duplicated event plus a concurrent `resume` cause no second launch.
 func TestEndToEndSweepOnKumo(t *testing.T) {
 	e := newE2EEnv(t, 6)
-	const items, maxConc = 15, 3
+	const items, maxConc = 24, 3
 	before := e.instances(t)
 	id := e.launch(t, items, maxConc)
 
@@ -322,6 +336,8 @@ func TestEndToEndSweepOnKumo(t *testing.T) {
 	maxAlive := 0
 	raced := false
 	var resumeDone chan struct{}
+	var resumeErr string
+	var resumeCode int
 	deadline := time.Now().Add(3 * time.Minute)
 	var sw *sweep
 	for {
@@ -351,12 +367,20 @@ func TestEndToEndSweepOnKumo(t *testing.T) {
 			}
 		}
 		maxAlive = max(maxAlive, alive)
-		if !raced && strings.Count(e.proc.output(), "sweep handed on") >= 3 {
+		if !raced && strings.Count(e.output(), "sweep handed on") >= 1 {
 			raced = true
 			// A duplicated delivery of the event, a detached resume, and a resume
 			// running the engine here, all while the function holds the sweep.
-			if err := invokeEvent(ctx, lambdasvc.NewFromConfig(e.a.cfg), e.fn, id); err != nil {
+			lc := lambdasvc.NewFromConfig(e.a.cfg)
+			if err := invokeEvent(ctx, lc, e.fn, id); err != nil {
 				t.Fatalf("duplicate event: %v", err)
+			}
+			// The same event delivered synchronously runs beside the holder right now.
+			dctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+			dup, err := lc.Invoke(dctx, &lambdasvc.InvokeInput{FunctionName: aws.String(e.fn), Payload: []byte(`{"sweep_id": "` + id + `"}`)})
+			cancel()
+			if err != nil || dup.FunctionError != nil {
+				t.Fatalf("duplicate invoke: %v %v", err, dup)
 			}
 			if out, errOut, code := e.spawn(t, "resume", "--sweep-id", id); code != 0 {
 				t.Fatalf("resume: exit %d, %q %q", code, out, errOut)
@@ -366,7 +390,7 @@ func TestEndToEndSweepOnKumo(t *testing.T) {
 				defer close(resumeDone)
 				// Either it finds the lease held and says so, or it takes over and
 				// finishes the sweep here: both are correct.
-				_, _, _ = runSpawn(t, e.env, append([]string{"resume", "--sweep-id", id, "--no-detach"}, e.globals...)...)
+				_, resumeErr, resumeCode = runSpawn(t, e.env, append([]string{"resume", "--sweep-id", id, "--no-detach"}, e.globals...)...)
 			}()
 		}
 		time.Sleep(300 * time.Millisecond)
@@ -374,7 +398,7 @@ func TestEndToEndSweepOnKumo(t *testing.T) {
 	if resumeDone != nil {
 		<-resumeDone
 	}
-	handoffs := strings.Count(e.proc.output(), "sweep handed on")
+	handoffs := strings.Count(e.output(), "sweep handed on")
 	if handoffs < 3 {
 		t.Errorf("the function handed the sweep on %d times, want at least 3 (timeout 6 s)", handoffs)
 	}
@@ -408,7 +432,18 @@ func TestEndToEndSweepOnKumo(t *testing.T) {
 	if sw.LeaseOwner != "" || len(sw.Alive) != 0 {
 		t.Errorf("lease %q, alive %d after completion", sw.LeaseOwner, len(sw.Alive))
 	}
-	t.Logf("%d items, %d hand-offs, at most %d alive", items, handoffs, maxAlive)
+	held := strings.Count(e.output(), "another orchestrator holds the lease")
+	t.Logf("%d items, %d hand-offs, %d invocations found the lease held, resume --no-detach exit %d, at most %d alive",
+		items, handoffs, held, resumeCode, maxAlive)
+	if resumeCode != 0 && !strings.Contains(resumeErr, "being run by another orchestrator") {
+		t.Errorf("resume --no-detach: exit %d, %q", resumeCode, resumeErr)
+	}
+	if held == 0 && resumeCode == 0 {
+		t.Error("no invocation or resume ever met a live lease: the race was not exercised")
+	}
+	if os.Getenv("SPAWN_E2E_DUMP") != "" {
+		_ = os.WriteFile(os.Getenv("SPAWN_E2E_DUMP"), []byte(e.output()), 0o644)
+	}
 }
 
 // TestEndToEndCancelOnKumo: `cancel` mid-sweep wins and stays won.
