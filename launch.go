@@ -138,6 +138,8 @@ type paramParser struct {
 	file   string
 	data   []byte
 	intern map[string]string
+	// goodKeys are param keys already checked: items repeat the same few.
+	goodKeys map[string]bool
 	// fixedTags is how many non-param tags an instance carries, without and with a TTL.
 	fixedTags [2]int
 }
@@ -152,7 +154,7 @@ type field struct {
 // parseParamFile parses and validates a parameter file (SPEC.md "Parameter file").
 // Every error is a usage error whose one line names the file, the place and the fix.
 func parseParamFile(path string, data []byte) ([]item, error) {
-	p := &paramParser{file: path, data: data, intern: make(map[string]string, 64)}
+	p := &paramParser{file: path, data: data, intern: make(map[string]string, 64), goodKeys: make(map[string]bool)}
 	p.fixedTags[0] = len(fixedTags("", "", 0, 0, 0))
 	p.fixedTags[1] = len(fixedTags("", "", 0, 0, time.Minute))
 	return p.parse()
@@ -173,9 +175,9 @@ func (p *paramParser) parse() ([]item, error) {
 	w := &walker{b: data, i: start}
 	w.skipWS()
 	if data[w.i] != '{' {
-		return nil, p.errAt(w.i, "", `expected a JSON object {"defaults": {...}, "params": [...]}, found %s`, kindOf(data[w.i:]))
+		return nil, p.errAt(w.i, where{idx: atTop}, `expected a JSON object {"defaults": {...}, "params": [...]}, found %s`, kindOf(data[w.i:]))
 	}
-	top, err := p.fields(w, -1, "", nil)
+	top, err := p.fields(w, where{idx: atTop}, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -192,11 +194,11 @@ func (p *paramParser) parse() ([]item, error) {
 			if s := closest(f.key, []string{"defaults", "params"}); s != "" {
 				hint = fmt.Sprintf("did you mean %q?", s)
 			}
-			return nil, p.errAt(f.off, "", "unknown top-level key %q — %s", f.key, hint)
+			return nil, p.errAt(f.off, where{idx: atTop}, "unknown top-level key %q — %s", f.key, hint)
 		}
 	}
 	if params == nil {
-		return nil, p.errAt(start, "", `no "params" — add "params": [{...}, ...] with one object per instance`)
+		return nil, p.errAt(start, where{idx: atTop}, `no "params" — add "params": [{...}, ...] with one object per instance`)
 	}
 
 	tmpl := item{InstanceType: defaultInstanceType, IAMInstanceProfile: defaultInstanceProfile}
@@ -204,16 +206,16 @@ func (p *paramParser) parse() ([]item, error) {
 	var fromDefaults map[string]bool
 	if defaults != nil {
 		if defaults.val[0] != '{' {
-			return nil, p.errAt(defaults.off, "defaults", "expected an object of keys shared by every item, found %s", kindOf(defaults.val))
+			return nil, p.errAt(defaults.off, where{idx: atTop, key: "defaults"}, "expected an object of keys shared by every item, found %s", kindOf(defaults.val))
 		}
 		dw := &walker{b: data, i: defaults.off}
-		dfields, err := p.fields(dw, -1, "defaults", nil)
+		dfields, err := p.fields(dw, where{idx: inDefaults}, nil)
 		if err != nil {
 			return nil, err
 		}
 		fromDefaults = make(map[string]bool, len(dfields))
 		for _, f := range dfields {
-			if err := p.apply(&tmpl, &tmplParams, -1, f); err != nil {
+			if err := p.apply(&tmpl, &tmplParams, inDefaults, f); err != nil {
 				return nil, err
 			}
 			fromDefaults[f.key] = true
@@ -222,7 +224,7 @@ func (p *paramParser) parse() ([]item, error) {
 	}
 
 	if params.val[0] != '[' {
-		return nil, p.errAt(params.off, "params", "expected an array of objects, one per instance, found %s", kindOf(params.val))
+		return nil, p.errAt(params.off, where{idx: atTop, key: "params"}, "expected an array of objects, one per instance, found %s", kindOf(params.val))
 	}
 	// Counting commas first sizes the slice once: 100,000 items must not mean 17 regrowths.
 	items := make([]item, 0, estimateItems(params.val))
@@ -241,13 +243,13 @@ func (p *paramParser) parse() ([]item, error) {
 		idx := len(items)
 		off := pw.i
 		if data[off] != '{' {
-			return nil, p.errAt(off, itemPlace(idx, ""), "expected an object of keys, found %s", kindOf(data[off:]))
+			return nil, p.errAt(off, where{idx: idx}, "expected an object of keys, found %s", kindOf(data[off:]))
 		}
 		it := tmpl
 		it.Index = idx
 		own = own[:0]
 		var err error
-		fs, err = p.fields(pw, idx, "", fs)
+		fs, err = p.fields(pw, where{idx: idx}, fs)
 		if err != nil {
 			return nil, err
 		}
@@ -263,7 +265,7 @@ func (p *paramParser) parse() ([]item, error) {
 		items = append(items, it)
 	}
 	if len(items) == 0 {
-		return nil, p.errAt(params.off, "params", `the list is empty — add one object per instance, e.g. [{"command": "./run.sh"}]`)
+		return nil, p.errAt(params.off, where{idx: atTop, key: "params"}, `the list is empty — add one object per instance, e.g. [{"command": "./run.sh"}]`)
 	}
 	return items, nil
 }
@@ -283,26 +285,26 @@ func (p *paramParser) check(it *item, off int, fromDefaults map[string]bool, own
 		return ""
 	}
 	if it.Command != "" && it.UserData != "" {
-		return p.errAt(off, itemPlace(idx, ""), "both command%s and user_data%s are set — give command (spawn writes the script) or user_data (yours, verbatim), not both",
+		return p.errAt(off, where{idx: idx}, "both command%s and user_data%s are set — give command (spawn writes the script) or user_data (yours, verbatim), not both",
 			origin("command"), origin("user_data"))
 	}
 	if it.Command == "" && it.UserData == "" {
-		return p.errAt(off, itemPlace(idx, ""), `nothing to run — give "command" (a shell line) or "user_data" here or in defaults`)
+		return p.errAt(off, where{idx: idx}, `nothing to run — give "command" (a shell line) or "user_data" here or in defaults`)
 	}
 	if it.SpotMaxPrice != "" && !it.Spot {
-		return p.errAt(off, itemPlace(idx, ""), `spot_max_price%s is set but spot is not true — add "spot": true or remove the price`, origin("spot_max_price"))
+		return p.errAt(off, where{idx: idx}, `spot_max_price%s is set but spot is not true — add "spot": true or remove the price`, origin("spot_max_price"))
 	}
 	has := 0
 	if it.TTL > 0 {
 		has = 1
 	}
 	if n := p.fixedTags[has] + len(it.Params); n > maxTagsPerResource {
-		return p.errAt(off, itemPlace(idx, ""), "%d params make %d tags, over EC2's limit of %d per instance — use at most %d params per item",
+		return p.errAt(off, where{idx: idx}, "%d params make %d tags, over EC2's limit of %d per instance — use at most %d params per item",
 			len(it.Params), n, maxTagsPerResource, maxTagsPerResource-p.fixedTags[has])
 	}
 	if it.Command != "" {
 		if n := userDataEstimate(it); n > maxUserDataBytes {
-			return p.errAt(off, itemPlace(idx, ""), "the instance script would be about %d bytes, over EC2's user-data limit of %d — move the long command or values into a script the command downloads",
+			return p.errAt(off, where{idx: idx}, "the instance script would be about %d bytes, over EC2's user-data limit of %d — move the long command or values into a script the command downloads",
 				n, maxUserDataBytes)
 		}
 	}
@@ -311,7 +313,7 @@ func (p *paramParser) check(it *item, off int, fromDefaults map[string]bool, own
 
 // fields reads the object at w.i (which must be '{') and moves past it. Keys are
 // unescaped; a key given twice is refused, since JSON would silently keep the last.
-func (p *paramParser) fields(w *walker, idx int, place string, fs []field) ([]field, error) {
+func (p *paramParser) fields(w *walker, obj where, fs []field) ([]field, error) {
 	fs = fs[:0]
 	w.i++ // '{'
 	for {
@@ -329,7 +331,7 @@ func (p *paramParser) fields(w *walker, idx int, place string, fs []field) ([]fi
 		raw := w.str()
 		key, ok := p.str(raw)
 		if !ok {
-			return nil, p.errAt(keyOff, p.place(idx, place, ""), "a key is not valid UTF-8 — save the file as UTF-8")
+			return nil, p.errAt(keyOff, obj, "a key is not valid UTF-8 — save the file as UTF-8")
 		}
 		w.skipWS()
 		w.i++ // ':'
@@ -338,51 +340,64 @@ func (p *paramParser) fields(w *walker, idx int, place string, fs []field) ([]fi
 		val := w.value()
 		for _, f := range fs {
 			if f.key == key {
-				return nil, p.errAt(keyOff, p.place(idx, place, key), "the key appears twice in one object — keep one")
+				return nil, p.errAt(keyOff, obj.with(key), "the key appears twice in one object — keep one")
 			}
 		}
 		fs = append(fs, field{key: key, val: val, off: off})
 	}
 }
 
-func (p *paramParser) place(idx int, place, key string) string {
-	if idx >= 0 {
-		return itemPlace(idx, key)
-	}
-	if key == "" {
-		return place
-	}
-	if place == "" {
-		return key
-	}
-	return place + "." + key
+// where names a place in the file for messages: params[3].ttl, defaults.region. It is
+// formatted only when a message needs it: parsing 100,000 items builds none.
+type where struct {
+	idx  int    // item index, or inDefaults, or atTop
+	key  string // a key within it
+	elem int    // 1 + index within an array value; 0: none
 }
 
-func itemPlace(idx int, key string) string {
-	s := "params[" + strconv.Itoa(idx) + "]"
-	if key != "" {
-		s += "." + key
+const (
+	inDefaults = -1
+	atTop      = -2
+)
+
+func (w where) with(key string) where { w.key = key; return w }
+
+func (w where) String() string {
+	var s string
+	switch w.idx {
+	case atTop:
+		s = w.key
+	case inDefaults:
+		s = "defaults"
+	default:
+		s = "params[" + strconv.Itoa(w.idx) + "]"
+	}
+	if w.idx != atTop && w.key != "" {
+		s += "." + w.key
+	}
+	if w.elem > 0 {
+		s += "[" + strconv.Itoa(w.elem-1) + "]"
 	}
 	return s
 }
 
 // apply sets one key of an item (idx ≥ 0) or of the defaults (idx -1).
 func (p *paramParser) apply(it *item, params *[]param, idx int, f field) error {
-	where := p.place(idx, "defaults", f.key)
+	at := where{idx: idx, key: f.key}
 	str := func() (string, error) {
 		if f.val[0] != '"' {
-			return "", p.errAt(f.off, where, "expected a string, found %s", kindOf(f.val))
+			return "", p.errAt(f.off, at, "expected a string, found %s", kindOf(f.val))
 		}
 		s, ok := p.str(f.val)
 		if !ok {
-			return "", p.errAt(f.off, where, "the value is not valid UTF-8 — save the file as UTF-8")
+			return "", p.errAt(f.off, at, "the value is not valid UTF-8 — save the file as UTF-8")
 		}
 		return s, nil
 	}
 	nonEmpty := func(what string) (string, error) {
 		s, err := str()
 		if err == nil && strings.TrimSpace(s) == "" {
-			err = p.errAt(f.off, where, "is empty — give %s or remove the key", what)
+			err = p.errAt(f.off, at, "is empty — give %s or remove the key", what)
 		}
 		return s, err
 	}
@@ -391,11 +406,11 @@ func (p *paramParser) apply(it *item, params *[]param, idx int, f field) error {
 	case "name":
 		it.Name, err = nonEmpty("a short name")
 		if err == nil && utf8.RuneCountInString(it.Name) > maxTagValueLen {
-			err = p.errAt(f.off, where, "is over %d characters — shorten it", maxTagValueLen)
+			err = p.errAt(f.off, at, "is over %d characters — shorten it", maxTagValueLen)
 		}
 	case "instance_type":
 		if it.InstanceType, err = str(); err == nil && !validInstanceType(it.InstanceType) {
-			err = p.errAt(f.off, where, "%q is not an instance type — use family.size, e.g. t3.micro, c7gn.16xlarge or u-6tb1.metal", it.InstanceType)
+			err = p.errAt(f.off, at, "%q is not an instance type — use family.size, e.g. t3.micro, c7gn.16xlarge or u-6tb1.metal", it.InstanceType)
 		}
 	case "region":
 		if it.Region, err = str(); err == nil && !slices.Contains(awsRegions[:], it.Region) {
@@ -403,20 +418,20 @@ func (p *paramParser) apply(it *item, params *[]param, idx int, f field) error {
 			if s := closest(it.Region, awsRegions[:]); s != "" {
 				hint = fmt.Sprintf("did you mean %q?", s)
 			}
-			err = p.errAt(f.off, where, "%q is not an AWS region — %s", it.Region, hint)
+			err = p.errAt(f.off, at, "%q is not an AWS region — %s", it.Region, hint)
 		}
 	case "ami":
 		if it.AMI, err = str(); err == nil && !validAMI(it.AMI) {
-			err = p.errAt(f.off, where, "%q is not an AMI id — use ami-0123456789abcdef0 or resolve:ssm:<parameter>, or remove the key for Amazon Linux 2023", it.AMI)
+			err = p.errAt(f.off, at, "%q is not an AMI id — use ami-0123456789abcdef0 or resolve:ssm:<parameter>, or remove the key for Amazon Linux 2023", it.AMI)
 		}
 	case "key_name":
 		it.KeyName, err = nonEmpty("the EC2 key pair name")
 	case "subnet_id":
 		if it.SubnetID, err = str(); err == nil && !hasIDPrefix(it.SubnetID, "subnet-") {
-			err = p.errAt(f.off, where, "%q is not a subnet id — use subnet-0123456789abcdef0", it.SubnetID)
+			err = p.errAt(f.off, at, "%q is not a subnet id — use subnet-0123456789abcdef0", it.SubnetID)
 		}
 	case "security_group_ids":
-		it.SecurityGroupIDs, err = p.securityGroups(f, where)
+		it.SecurityGroupIDs, err = p.securityGroups(f, at)
 	case "iam_instance_profile":
 		it.IAMInstanceProfile, err = nonEmpty("the instance profile name")
 	case "spot":
@@ -426,7 +441,7 @@ func (p *paramParser) apply(it *item, params *[]param, idx int, f field) error {
 		case "false":
 			it.Spot = false
 		default:
-			err = p.errAt(f.off, where, "expected true or false, found %s", kindOf(f.val))
+			err = p.errAt(f.off, at, "expected true or false, found %s", kindOf(f.val))
 		}
 	case "spot_max_price":
 		var s string
@@ -436,33 +451,33 @@ func (p *paramParser) apply(it *item, params *[]param, idx int, f field) error {
 		case '-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9':
 			s = p.internBytes(f.val)
 		default:
-			err = p.errAt(f.off, where, "expected a price in USD per hour like \"0.05\", found %s", kindOf(f.val))
+			err = p.errAt(f.off, at, "expected a price in USD per hour like \"0.05\", found %s", kindOf(f.val))
 		}
 		if err == nil {
 			if v, perr := strconv.ParseFloat(s, 64); perr != nil || !(v > 0) || math.IsInf(v, 0) {
-				err = p.errAt(f.off, where, "%q is not a price — use USD per hour like \"0.05\"", s)
+				err = p.errAt(f.off, at, "%q is not a price — use USD per hour like \"0.05\"", s)
 			}
 		}
 		it.SpotMaxPrice = s
 	case "ttl":
-		it.TTL, err = p.duration(f, where, str)
+		it.TTL, err = p.duration(f, at, str)
 	case "idle_timeout":
-		it.IdleTimeout, err = p.duration(f, where, str)
+		it.IdleTimeout, err = p.duration(f, at, str)
 		if err == nil && it.IdleTimeout < time.Minute {
-			err = p.errAt(f.off, where, "%s is too short — CloudWatch alarms need at least 1m", it.IdleTimeout)
+			err = p.errAt(f.off, at, "%s is too short — CloudWatch alarms need at least 1m", it.IdleTimeout)
 		}
 	case "command":
 		it.Command, err = nonEmpty("a shell command line")
 	case "user_data":
 		it.UserData, err = nonEmpty("the instance's user data")
 		if err == nil && len(it.UserData) > maxUserDataBytes {
-			err = p.errAt(f.off, where, "is %d bytes, over EC2's user-data limit of %d — have it download the rest", len(it.UserData), maxUserDataBytes)
+			err = p.errAt(f.off, at, "is %d bytes, over EC2's user-data limit of %d — have it download the rest", len(it.UserData), maxUserDataBytes)
 		}
 	default:
 		var v string
-		v, err = p.paramValue(f, where)
+		v, err = p.paramValue(f, at)
 		if err == nil {
-			err = p.checkParamKey(f, where)
+			err = p.checkParamKey(f, at)
 		}
 		if err == nil {
 			*params = append(*params, param{Key: f.key, Value: v})
@@ -471,9 +486,9 @@ func (p *paramParser) apply(it *item, params *[]param, idx int, f field) error {
 	return err
 }
 
-func (p *paramParser) duration(f field, where string, str func() (string, error)) (time.Duration, error) {
+func (p *paramParser) duration(f field, at where, str func() (string, error)) (time.Duration, error) {
 	if f.val[0] != '"' {
-		return 0, p.errAt(f.off, where, `expected a duration string like "90m", "2h" or "1d", found %s`, kindOf(f.val))
+		return 0, p.errAt(f.off, at, `expected a duration string like "90m", "2h" or "1d", found %s`, kindOf(f.val))
 	}
 	s, err := str()
 	if err != nil {
@@ -481,17 +496,17 @@ func (p *paramParser) duration(f field, where string, str func() (string, error)
 	}
 	d, err := parseDuration(s)
 	if err != nil {
-		return 0, p.errAt(f.off, where, "%q is not a duration — use a Go duration like 90m or 2h30m, or days like 2d", s)
+		return 0, p.errAt(f.off, at, "%q is not a duration — use a Go duration like 90m or 2h30m, or days like 2d", s)
 	}
 	if d <= 0 {
-		return 0, p.errAt(f.off, where, "%q must be more than zero — give how long the instance may run, e.g. 2h", s)
+		return 0, p.errAt(f.off, at, "%q must be more than zero — give how long the instance may run, e.g. 2h", s)
 	}
 	return d, nil
 }
 
-func (p *paramParser) securityGroups(f field, where string) ([]string, error) {
+func (p *paramParser) securityGroups(f field, at where) ([]string, error) {
 	if f.val[0] != '[' {
-		return nil, p.errAt(f.off, where, `expected an array of strings like ["sg-0123456789abcdef0"], found %s`, kindOf(f.val))
+		return nil, p.errAt(f.off, at, `expected an array of strings like ["sg-0123456789abcdef0"], found %s`, kindOf(f.val))
 	}
 	var ids []string
 	w := &walker{b: p.data, i: f.off + 1}
@@ -506,68 +521,73 @@ func (p *paramParser) securityGroups(f field, where string) ([]string, error) {
 		}
 		off := w.i
 		v := w.value()
-		place := where + "[" + strconv.Itoa(len(ids)) + "]"
+		el := at
+		el.elem = len(ids) + 1
 		if v[0] != '"' {
-			return nil, p.errAt(off, place, "expected a string like \"sg-0123456789abcdef0\", found %s", kindOf(v))
+			return nil, p.errAt(off, el, "expected a string like \"sg-0123456789abcdef0\", found %s", kindOf(v))
 		}
 		s, ok := p.str(v)
 		if !ok || !hasIDPrefix(s, "sg-") {
-			return nil, p.errAt(off, place, "%q is not a security group id — use sg-0123456789abcdef0", s)
+			return nil, p.errAt(off, el, "%q is not a security group id — use sg-0123456789abcdef0", s)
 		}
 		ids = append(ids, s)
 	}
 	if len(ids) == 0 {
-		return nil, p.errAt(f.off, where, "the list is empty — give at least one sg-… id or remove the key for the VPC's default group")
+		return nil, p.errAt(f.off, at, "the list is empty — give at least one sg-… id or remove the key for the VPC's default group")
 	}
 	return ids, nil
 }
 
 // paramValue renders a param's value as the text the instance sees: strings as they are,
 // numbers as written in the file, booleans as true/false.
-func (p *paramParser) paramValue(f field, where string) (string, error) {
+func (p *paramParser) paramValue(f field, at where) (string, error) {
 	var v string
 	switch c := f.val[0]; {
 	case c == '"':
 		s, ok := p.str(f.val)
 		if !ok {
-			return "", p.errAt(f.off, where, "the value is not valid UTF-8 — save the file as UTF-8")
+			return "", p.errAt(f.off, at, "the value is not valid UTF-8 — save the file as UTF-8")
 		}
 		v = s
 	case c == 't' || c == 'f' || c == '-' || (c >= '0' && c <= '9'):
 		v = p.internBytes(f.val)
 	default:
-		return "", p.errAt(f.off, where, "a param's value must be a string, number or boolean, found %s — flatten it into several keys or a string", kindOf(f.val))
+		return "", p.errAt(f.off, at, "a param's value must be a string, number or boolean, found %s — flatten it into several keys or a string", kindOf(f.val))
 	}
 	if strings.IndexByte(v, 0) >= 0 {
-		return "", p.errAt(f.off, where, "the value contains a NUL character, which no environment variable can hold — remove it")
+		return "", p.errAt(f.off, at, "the value contains a NUL character, which no environment variable can hold — remove it")
 	}
 	if n := utf8.RuneCountInString(v); n > maxTagValueLen {
-		return "", p.errAt(f.off, where, "the value is %d characters, over EC2's tag value limit of %d — shorten it or have the command read it from a file", n, maxTagValueLen)
+		return "", p.errAt(f.off, at, "the value is %d characters, over EC2's tag value limit of %d — shorten it or have the command read it from a file", n, maxTagValueLen)
 	}
 	return v, nil
 }
 
 // checkParamKey keeps a param's key usable both as env var PARAM_<key> and as tag
 // spawn:param:<key>.
-func (p *paramParser) checkParamKey(f field, where string) error {
+func (p *paramParser) checkParamKey(f field, at where) error {
 	k := f.key
+	if p.goodKeys[k] {
+		return nil
+	}
 	if k == "" {
-		return p.errAt(f.off, where, "a param's key is empty — name it with letters, digits and _")
+		return p.errAt(f.off, at, "a param's key is empty — name it with letters, digits and _")
 	}
 	for i := 0; i < len(k); i++ {
 		c := k[i]
 		if !(c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
-			return p.errAt(f.off, where, "a param's key may hold only letters, digits and _ (it becomes env var %s<key>) — rename %q", paramEnvPrefix, k)
+			return p.errAt(f.off, at, "a param's key may hold only letters, digits and _ (it becomes env var %s<key>) — rename %q", paramEnvPrefix, k)
 		}
 	}
 	if len(paramTagPrefix)+len(k) > maxTagKeyLen {
-		return p.errAt(f.off, where, "the key is %d characters; as tag %s<key> it passes EC2's %d — use at most %d", len(k), paramTagPrefix, maxTagKeyLen, maxTagKeyLen-len(paramTagPrefix))
+		return p.errAt(f.off, at, "the key is %d characters; as tag %s<key> it passes EC2's %d — use at most %d", len(k), paramTagPrefix, maxTagKeyLen, maxTagKeyLen-len(paramTagPrefix))
 	}
 	for _, known := range knownKeys {
 		if strings.EqualFold(k, known) {
-			return p.errAt(f.off, where, "keys are case-sensitive — did you mean %q?", known)
+			return p.errAt(f.off, at, "keys are case-sensitive — did you mean %q?", known)
 		}
 	}
+	p.goodKeys[k] = true
 	return nil
 }
 
@@ -629,9 +649,10 @@ func (p *paramParser) internBytes(b []byte) string {
 }
 
 // errAt is a usage error naming the file, the line of byte offset off, and the place.
-func (p *paramParser) errAt(off int, place, format string, args ...any) error {
+func (p *paramParser) errAt(off int, at where, format string, args ...any) error {
 	line, _ := lineCol(p.data, off)
 	msg := fmt.Sprintf(format, args...)
+	place := at.String()
 	if place == "" {
 		return usageErrorf("%s line %d: %s", p.file, line, msg)
 	}
@@ -1075,8 +1096,9 @@ func envExports(sw *sweep, it item, attempt int) string {
 // userDataScriptBody is everything after the exports; fixed text, so the parser can
 // bound the script's size without writing it.
 const userDataScriptBody = `
-mkdir -p /var/lib/spawn && cd /var/lib/spawn || exit 1
-log=/var/lib/spawn/item.log
+spawn_dir=${SPAWN_DIR:-/var/lib/spawn}
+mkdir -p "$spawn_dir" && cd "$spawn_dir" || shutdown -h now
+log=$spawn_dir/item.log
 bash -c "$spawn_command" >"$log" 2>&1 </dev/null
 rc=$?
 
@@ -1106,7 +1128,8 @@ func userDataScript(sw *sweep, it item, attempt int, ttl time.Duration) string {
 	}
 	var b strings.Builder
 	b.WriteString("#!/bin/bash\n")
-	fmt.Fprintf(&b, "# spawn sweep %s item %d attempt %d\n", shellQuote(sw.SweepID), it.Index, attempt)
+	// Only numbers go into comments: a newline in a comment would end it and run the rest.
+	fmt.Fprintf(&b, "# spawn item %d, attempt %d\n", it.Index, attempt)
 	if ttl > 0 {
 		mins := int64((ttl + time.Minute - 1) / time.Minute)
 		b.WriteString("# The TTL is armed before anything else, so a broken command still ends the instance.\n")
@@ -1359,7 +1382,7 @@ func checkSweepTTLTags(file string, items []item, sweepTTL time.Duration) error 
 		it := &items[i]
 		if it.TTL == 0 && withTTL+len(it.Params) > maxTagsPerResource {
 			return usageErrorf("%s, %s: with --ttl the instance also gets tag %s, making %d tags, over EC2's limit of %d — drop a param",
-				file, itemPlace(it.Index, ""), tagTTL, withTTL+len(it.Params), maxTagsPerResource)
+				file, where{idx: it.Index}, tagTTL, withTTL+len(it.Params), maxTagsPerResource)
 		}
 	}
 	return nil
