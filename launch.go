@@ -822,18 +822,26 @@ func (w *walker) value() []byte {
 	}
 }
 
+// maxDurationDays bounds every duration far below time.Duration's 292 years, so sums
+// such as TTL plus a minute never overflow.
+const maxDurationDays = 3660
+
 // parseDuration accepts Go durations (90m, 2h30m) and a leading number of days (2d, 1d12h).
 func parseDuration(s string) (time.Duration, error) {
 	i := strings.IndexByte(s, 'd')
 	if i < 0 {
-		return time.ParseDuration(s)
+		d, err := time.ParseDuration(s)
+		if err == nil && d > maxDurationDays*24*time.Hour {
+			return 0, fmt.Errorf("duration %q is over %d days", s, maxDurationDays)
+		}
+		return d, err
 	}
 	num, rest := s[:i], s[i+1:]
 	if num == "" || strings.Trim(num, "0123456789.") != "" {
 		return 0, fmt.Errorf("bad number of days %q", num)
 	}
 	days, err := strconv.ParseFloat(num, 64)
-	if err != nil || days > 100000 {
+	if err != nil || days > maxDurationDays {
 		return 0, fmt.Errorf("bad number of days %q", num)
 	}
 	d := time.Duration(days * float64(24*time.Hour))
@@ -846,6 +854,9 @@ func parseDuration(s string) (time.Duration, error) {
 			return 0, err
 		}
 		d += r
+	}
+	if d > maxDurationDays*24*time.Hour {
+		return 0, fmt.Errorf("duration %q is over %d days", s, maxDurationDays)
 	}
 	return d, nil
 }
@@ -1189,7 +1200,7 @@ func resolveAMI(ctx context.Context, api ssmGetParameter, instanceType string) (
 	if err != nil {
 		return "", fmt.Errorf("looking up the Amazon Linux 2023 AMI in SSM parameter %s: %w (set \"ami\" in the parameter file to skip the lookup)", name, err)
 	}
-	if out.Parameter == nil || !validAMI(aws.ToString(out.Parameter.Value)) {
+	if out.Parameter == nil || !strings.HasPrefix(aws.ToString(out.Parameter.Value), "ami-") {
 		return "", fmt.Errorf("SSM parameter %s holds no AMI id — set \"ami\" in the parameter file", name)
 	}
 	return aws.ToString(out.Parameter.Value), nil
