@@ -138,6 +138,8 @@ type paramParser struct {
 	file   string
 	data   []byte
 	intern map[string]string
+	// drop are the param keys the current item sets to null.
+	drop []string
 	// goodKeys are param keys already checked: items repeat the same few.
 	goodKeys map[string]bool
 	// fixedTags is how many non-param tags an instance carries, without and with a TTL.
@@ -259,6 +261,10 @@ func (p *paramParser) parse() ([]item, error) {
 			}
 		}
 		it.Params = mergeParams(tmplParams, own)
+		if len(p.drop) > 0 {
+			it.Params = dropParams(it.Params, p.drop)
+			p.drop = p.drop[:0]
+		}
 		if err := p.check(&it, off, fromDefaults, fs); err != nil {
 			return nil, err
 		}
@@ -315,6 +321,7 @@ func (p *paramParser) check(it *item, off int, fromDefaults map[string]bool, own
 // unescaped; a key given twice is refused, since JSON would silently keep the last.
 func (p *paramParser) fields(w *walker, obj where, fs []field) ([]field, error) {
 	fs = fs[:0]
+	var seen map[string]bool
 	w.i++ // '{'
 	for {
 		w.skipWS()
@@ -338,13 +345,36 @@ func (p *paramParser) fields(w *walker, obj where, fs []field) ([]field, error) 
 		w.skipWS()
 		off := w.i
 		val := w.value()
-		for _, f := range fs {
-			if f.key == key {
-				return nil, p.errAt(keyOff, obj.with(key), "the key appears twice in one object — keep one")
-			}
+		if dup(fs, key, &seen) {
+			return nil, p.errAt(keyOff, obj.with(key), "the key appears twice in one object — keep one")
 		}
 		fs = append(fs, field{key: key, val: val, off: off})
 	}
+}
+
+// dup reports whether key is already among fs. Small objects are searched; a big one
+// (a crafted file with thousands of keys) gets a set, so the check never goes quadratic.
+func dup(fs []field, key string, seen *map[string]bool) bool {
+	const small = 32
+	if len(fs) < small {
+		for _, f := range fs {
+			if f.key == key {
+				return true
+			}
+		}
+		return false
+	}
+	if *seen == nil {
+		*seen = make(map[string]bool, 2*small)
+		for _, f := range fs {
+			(*seen)[f.key] = true
+		}
+	}
+	if (*seen)[key] {
+		return true
+	}
+	(*seen)[key] = true
+	return false
 }
 
 // where names a place in the file for messages: params[3].ttl, defaults.region. It is
@@ -400,6 +430,16 @@ func (p *paramParser) apply(it *item, params *[]param, idx int, f field) error {
 			err = p.errAt(f.off, at, "is empty — give %s or remove the key", what)
 		}
 		return s, err
+	}
+	if string(f.val) == "null" {
+		// null takes a key back out of the defaults for this item: a known key returns to
+		// spawn's own default, a param is not set at all.
+		if slices.Contains(knownKeys[:], f.key) {
+			resetKey(it, f.key)
+		} else {
+			p.drop = append(p.drop, f.key)
+		}
+		return nil
 	}
 	var err error
 	switch f.key {
@@ -591,6 +631,51 @@ func (p *paramParser) checkParamKey(f field, at where) error {
 	return nil
 }
 
+// resetKey puts a known key back to spawn's own default.
+func resetKey(it *item, key string) {
+	switch key {
+	case "name":
+		it.Name = ""
+	case "instance_type":
+		it.InstanceType = defaultInstanceType
+	case "region":
+		it.Region = ""
+	case "ami":
+		it.AMI = ""
+	case "key_name":
+		it.KeyName = ""
+	case "subnet_id":
+		it.SubnetID = ""
+	case "security_group_ids":
+		it.SecurityGroupIDs = nil
+	case "iam_instance_profile":
+		it.IAMInstanceProfile = defaultInstanceProfile
+	case "spot":
+		it.Spot = false
+	case "spot_max_price":
+		it.SpotMaxPrice = ""
+	case "ttl":
+		it.TTL = 0
+	case "idle_timeout":
+		it.IdleTimeout = 0
+	case "command":
+		it.Command = ""
+	case "user_data":
+		it.UserData = ""
+	}
+}
+
+// dropParams returns ps without the keys in drop, never changing ps (it may be shared).
+func dropParams(ps []param, drop []string) []param {
+	out := make([]param, 0, len(ps))
+	for _, p := range ps {
+		if !slices.Contains(drop, p.Key) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
 // mergeParams overlays an item's own params on the defaults' (both end sorted by key).
 // An item without its own params shares the defaults' slice.
 func mergeParams(defaults, own []param) []param {
@@ -750,7 +835,7 @@ func kindOf(v []byte) string {
 
 func estimateItems(arr []byte) int {
 	n := bytes.Count(arr, []byte("},")) + 1
-	return min(n, 1<<20)
+	return min(n, 1<<17) // "}," inside strings can inflate the count: bound the guess
 }
 
 // walker steps through JSON that json.Valid has accepted, so it only finds boundaries
@@ -1543,11 +1628,17 @@ func writePlan(w io.Writer, pl *launchPlan) error {
 		mode = "in this process (--no-detach)"
 	}
 	fmt.Fprintf(&b, "runs:            %s\n", mode)
-	fmt.Fprintf(&b, "instance-hours:  %s at most, every item running until its TTL", strconv.FormatFloat(pl.InstanceHoursAtTTL, 'f', -1, 64))
-	if pl.ItemsWithoutTTL > 0 {
-		fmt.Fprintf(&b, " (%d items without a TTL not counted: they run until their command ends)", pl.ItemsWithoutTTL)
+	hours := strconv.FormatFloat(pl.InstanceHoursAtTTL, 'f', -1, 64)
+	switch withTTL := pl.TotalParams - pl.ItemsWithoutTTL; {
+	case pl.ItemsWithoutTTL == 0:
+		fmt.Fprintf(&b, "instance-hours:  %s at most (every item running until its TTL)\n", hours)
+	case withTTL == 0:
+		fmt.Fprintf(&b, "instance-hours:  not bounded: no item has a TTL, each runs until its command ends\n")
+	default:
+		fmt.Fprintf(&b, "instance-hours:  %s at most (%s with a TTL; %s without one, not counted)\n",
+			hours, plural(withTTL, "item"), plural(pl.ItemsWithoutTTL, "item"))
 	}
-	b.WriteString("\n\n")
+	b.WriteString("\n")
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "REGION\tINSTANCE TYPE\tITEMS\tSPOT")
 	for _, g := range pl.Groups {
@@ -1558,6 +1649,13 @@ func writePlan(w io.Writer, pl *launchPlan) error {
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return strconv.Itoa(n) + " " + noun + "s"
 }
 
 func orNone(sweepWide string) string {

@@ -102,6 +102,39 @@ func TestParseParamFileMergesDefaults(t *testing.T) {
 	}
 }
 
+// null takes a key of the defaults back out for one item.
+func TestParseParamFileNullUnsetsDefault(t *testing.T) {
+	data := `{"defaults": {"command": "run", "instance_type": "c7g.large", "ttl": "1h", "a": 1, "b": 2},
+		"params": [{"a": null, "instance_type": null, "ttl": null}, {"command": null, "user_data": "#!/bin/sh"}, {"command": null}]}`
+	_, err := parseParamFile("n.json", []byte(data))
+	if err == nil || !strings.Contains(err.Error(), "params[2]: nothing to run") {
+		t.Fatalf("an item whose command is unset must be refused, got %v", err)
+	}
+	items, err := parseParamFile("n.json", []byte(strings.Replace(data, `, {"command": null}]`, "]", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if it := items[0]; it.InstanceType != "t3.micro" || it.TTL != 0 || !slices.Equal(it.Params, []param{{"b", "2"}}) {
+		t.Errorf("item 0: type %q, ttl %v, params %v", it.InstanceType, it.TTL, it.Params)
+	}
+	if it := items[1]; it.Command != "" || it.UserData != "#!/bin/sh" || it.InstanceType != "c7g.large" || len(it.Params) != 2 {
+		t.Errorf("item 1: %+v", it)
+	}
+}
+
+func TestParseParamFileDuplicateKeyInBigObject(t *testing.T) {
+	var b strings.Builder
+	b.WriteString(`{"params": [{"command": "x"`)
+	for i := range 40 {
+		fmt.Fprintf(&b, `, "k%d": %d`, i, i)
+	}
+	b.WriteString(`, "k3": 0}]}`)
+	_, err := parseParamFile("d.json", []byte(b.String()))
+	if err == nil || !strings.Contains(err.Error(), "params[0].k3: the key appears twice") {
+		t.Errorf("got %v", err)
+	}
+}
+
 func TestParseParamFileValues(t *testing.T) {
 	data := "\xef\xbb\xbf" + `{"params": [{"command": "x", "s": "a\"b\u00e9", "n": -1.5e3, "b": false, "t": true,
 		"security_group_ids": ["sg-0123456789abcdef0", "sg-01234567"], "ami": "resolve:ssm:/my/ami",
@@ -227,6 +260,7 @@ func TestLaunchDryRunPlanGolden(t *testing.T) {
 		{"grid", []string{"--max-concurrent", "3"}},
 		{"grid-no-detach", []string{"--no-detach", "--ttl", "90m", "--name", "lr-search"}},
 		{"max-tags", nil},
+		{"mixed", []string{"--output", "text"}},
 	} {
 		file := strings.TrimSuffix(tt.name, "-no-detach")
 		args := append([]string{"launch", "--dry-run", "--region", "us-east-1", "--param-file", "testdata/params/good/" + file + ".json"}, tt.args...)
