@@ -154,8 +154,8 @@ func runCLI(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 		// Only the root reads SPAWN_* env, so a flag on the command line always wins over env.
 		Options: []ff.Option{ff.WithEnvVarPrefix("SPAWN")},
 		Subcommands: []*ffcli.Command{
-			newVersionCmd(r),
 			newLaunchCmd(r),
+			newVersionCmd(r),
 		},
 		Exec: func(context.Context, []string) error { return flag.ErrHelp },
 	}
