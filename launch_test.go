@@ -24,13 +24,14 @@ import (
 	ssmtypes "github.com/aws/aws-sdk-go-v2/service/ssm/types"
 )
 
-var update = flag.Bool("update", false, "rewrite golden files under testdata/")
+// A name of its own: other test files of the package may define their own -update.
+var updateLaunchGolden = flag.Bool("update-launch", false, "rewrite the launch golden files under testdata/params")
 
 // golden compares got with testdata file name, or rewrites it with -update.
 func golden(t *testing.T, name, got string) {
 	t.Helper()
 	path := filepath.Join("testdata", "params", name)
-	if *update {
+	if *updateLaunchGolden {
 		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -38,10 +39,10 @@ func golden(t *testing.T, name, got string) {
 	}
 	want, err := os.ReadFile(path)
 	if err != nil {
-		t.Fatalf("%v (run go test -run %s -update to create it)", err, t.Name())
+		t.Fatalf("%v (run go test -run %s -update-launch to create it)", err, t.Name())
 	}
 	if got != string(want) {
-		t.Errorf("%s differs from the golden file (go test -run %s -update rewrites it)\n--- got\n%s\n--- want\n%s", path, t.Name(), got, want)
+		t.Errorf("%s differs from the golden file (go test -run %s -update-launch rewrites it)\n--- got\n%s\n--- want\n%s", path, t.Name(), got, want)
 	}
 }
 
