@@ -27,8 +27,8 @@ import (
 // A name of its own: other test files of the package may define their own -update.
 var updateLaunchGolden = flag.Bool("update-launch", false, "rewrite the launch golden files under testdata/params")
 
-// golden compares got with testdata file name, or rewrites it with -update.
-func golden(t *testing.T, name, got string) {
+// launchGolden compares got with testdata/params/name, or rewrites it with -update-launch.
+func launchGolden(t *testing.T, name, got string) {
 	t.Helper()
 	path := filepath.Join("testdata", "params", name)
 	if *updateLaunchGolden {
@@ -46,7 +46,7 @@ func golden(t *testing.T, name, got string) {
 	}
 }
 
-func mustParse(t testing.TB, path string) []item {
+func mustParseParamFile(t testing.TB, path string) []item {
 	t.Helper()
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -60,7 +60,7 @@ func mustParse(t testing.TB, path string) []item {
 }
 
 func TestParseParamFileMergesDefaults(t *testing.T) {
-	items := mustParse(t, "testdata/params/good/grid.json")
+	items := mustParseParamFile(t, "testdata/params/good/grid.json")
 	if len(items) != 5 {
 		t.Fatalf("got %d items, want 5", len(items))
 	}
@@ -269,12 +269,12 @@ func TestLaunchDryRunPlanGolden(t *testing.T) {
 		if code != 0 {
 			t.Fatalf("%s: exit %d, %s", tt.name, code, errOut)
 		}
-		golden(t, "good/"+tt.name+".plan.golden", out)
+		launchGolden(t, "good/"+tt.name+".plan.golden", out)
 		out, errOut, code = runSpawn(t, nil, append(args, "--output", "json")...)
 		if code != 0 {
 			t.Fatalf("%s json: exit %d, %s", tt.name, code, errOut)
 		}
-		golden(t, "good/"+tt.name+".plan.json.golden", out)
+		launchGolden(t, "good/"+tt.name+".plan.json.golden", out)
 	}
 }
 
@@ -300,7 +300,7 @@ func TestClientToken(t *testing.T) {
 	}
 }
 
-func tagMap(tags []ec2types.Tag) map[string]string {
+func tagsByKey(tags []ec2types.Tag) map[string]string {
 	m := map[string]string{}
 	for _, tg := range tags {
 		m[aws.ToString(tg.Key)] = aws.ToString(tg.Value)
@@ -309,7 +309,7 @@ func tagMap(tags []ec2types.Tag) map[string]string {
 }
 
 func TestRunInstancesInput(t *testing.T) {
-	items := mustParse(t, "testdata/params/good/grid.json")
+	items := mustParseParamFile(t, "testdata/params/good/grid.json")
 	sw := &sweep{SweepID: "sw-123", SweepName: "grid", S3Bucket: "bkt", Region: "us-east-1", TTL: "3h"}
 
 	it := items[2] // spot with a price, own ttl 2h from defaults
@@ -334,7 +334,7 @@ func TestRunInstancesInput(t *testing.T) {
 		in.TagSpecifications[1].ResourceType != ec2types.ResourceTypeVolume {
 		t.Fatalf("tag specifications %+v", in.TagSpecifications)
 	}
-	got := tagMap(in.TagSpecifications[0].Tags)
+	got := tagsByKey(in.TagSpecifications[0].Tags)
 	want := map[string]string{
 		"spawn:sweep-id": "sw-123", "spawn:sweep-index": "2", "spawn:attempt": "2", "spawn:managed": "true",
 		"Name": "grid-2", "spawn:ttl": "2h",
@@ -355,12 +355,12 @@ func TestRunInstancesInput(t *testing.T) {
 	if in.InstanceMarketOptions != nil {
 		t.Errorf("on-demand item has market options %+v", in.InstanceMarketOptions)
 	}
-	if got := tagMap(in.TagSpecifications[0].Tags)["spawn:ttl"]; got != "3h" {
+	if got := tagsByKey(in.TagSpecifications[0].Tags)["spawn:ttl"]; got != "3h" {
 		t.Errorf("sweep-wide ttl tag: got %q, want 3h", got)
 	}
 	// No TTL anywhere: no spawn:ttl tag and no shutdown timer.
 	in = runInstancesInput(&sweep{SweepID: "s", SweepName: "n", S3Bucket: "b"}, it, 1)
-	if _, ok := tagMap(in.TagSpecifications[0].Tags)["spawn:ttl"]; ok {
+	if _, ok := tagsByKey(in.TagSpecifications[0].Tags)["spawn:ttl"]; ok {
 		t.Errorf("spawn:ttl tag without any TTL")
 	}
 }
@@ -404,7 +404,7 @@ func testSweepAndItem() (*sweep, item) {
 func TestUserDataScriptGolden(t *testing.T) {
 	sw, it := testSweepAndItem()
 	script := userDataScript(sw, it, 1, 90*time.Second+2*time.Hour)
-	golden(t, "userdata.golden", script)
+	launchGolden(t, "userdata.golden", script)
 	lines := strings.Split(script, "\n")
 	first := ""
 	for _, l := range lines[1:] {
@@ -587,12 +587,12 @@ func TestParseDuration(t *testing.T) {
 	}
 }
 
-type fakeSSM struct {
+type fakeSSMParameters struct {
 	values map[string]string
 	asked  []string
 }
 
-func (f *fakeSSM) GetParameter(_ context.Context, in *ssm.GetParameterInput, _ ...func(*ssm.Options)) (*ssm.GetParameterOutput, error) {
+func (f *fakeSSMParameters) GetParameter(_ context.Context, in *ssm.GetParameterInput, _ ...func(*ssm.Options)) (*ssm.GetParameterOutput, error) {
 	name := aws.ToString(in.Name)
 	f.asked = append(f.asked, name)
 	v, ok := f.values[name]
@@ -603,7 +603,7 @@ func (f *fakeSSM) GetParameter(_ context.Context, in *ssm.GetParameterInput, _ .
 }
 
 func TestResolveAMIErrors(t *testing.T) {
-	f := &fakeSSM{values: map[string]string{al2023Parameter + "x86_64": "not-an-ami"}}
+	f := &fakeSSMParameters{values: map[string]string{al2023Parameter + "x86_64": "not-an-ami"}}
 	if _, err := resolveAMI(context.Background(), f, "t3.micro"); err == nil || !strings.Contains(err.Error(), `holds no AMI id — set "ami"`) {
 		t.Errorf("bad value: %v", err)
 	}
