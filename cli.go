@@ -154,6 +154,7 @@ func runCLI(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 		// Only the root reads SPAWN_* env, so a flag on the command line always wins over env.
 		Options: []ff.Option{ff.WithEnvVarPrefix("SPAWN")},
 		Subcommands: []*ffcli.Command{
+			newLaunchCmd(r),
 			newVersionCmd(r),
 			newDeployCmd(r), newDestroyCmd(r),
 			newResumeCmd(r), newCancelCmd(r),

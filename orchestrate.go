@@ -1944,3 +1944,7 @@ func newCancelCmd(r *rootConfig) *ffcli.Command {
 			return nil
 		})
 }
+
+func startSweep(ctx context.Context, r *rootConfig, req *launchRequest) error {
+	return errors.New("launching is not available in this build")
+}
