@@ -36,7 +36,6 @@ import (
 
 // Engine constants. Each is a "why" the SPEC asks for, not a tuning knob.
 const (
-	defaultPollInterval = 10 * time.Second
 	// maxAttempts bounds relaunches after spot interruptions (SPEC promise 5).
 	maxAttempts = 3
 	// ttlGrace is how long past its TTL an instance may live before the orchestrator
@@ -1943,8 +1942,4 @@ func newCancelCmd(r *rootConfig) *ffcli.Command {
 			}
 			return nil
 		})
-}
-
-func startSweep(ctx context.Context, r *rootConfig, req *launchRequest) error {
-	return errors.New("launching is not available in this build")
 }
