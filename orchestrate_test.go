@@ -892,8 +892,8 @@ func runScenario(sc scenario, fail func(string, ...any), edit func(map[string]*f
 		})
 		a.crashAt = crashAt
 		a.onCrash = func() {
-			// The runtime dies with it; Lambda retries the event about a minute later.
-			startInvocation(2*sc.poll+time.Duration(r.IntN(120))*time.Second, 0)
+			// The runtime dies with it; Lambda retries the event a minute or more later.
+			startInvocation(time.Minute+time.Duration(r.IntN(120))*time.Second, 0)
 		}
 	}
 	invoke = func(ctx context.Context, id string) error {
@@ -916,8 +916,17 @@ func runScenario(sc scenario, fail func(string, ...any), edit func(map[string]*f
 		a.onCrash = func() {
 			res.spawn++
 			o2 := newOrch("resume", nil)
-			s.start("resume-after-crash", 2*sc.poll+time.Duration(r.IntN(120))*time.Second, func(ctx context.Context, a *actor) {
-				_ = o2.run(ctx, sweepID, time.Time{})
+			s.start("resume-after-crash", time.Duration(r.IntN(120))*time.Second, func(ctx context.Context, a *actor) {
+				// A user told "another orchestrator holds the lease" tries again later.
+				for range 10 {
+					if err := o2.run(ctx, sweepID, time.Time{}); !errors.Is(err, errLeaseHeld) {
+						return
+					}
+					o2 = newOrch("resume", nil)
+					if s.Sleep(ctx, time.Minute) != nil {
+						return
+					}
+				}
 			})
 		}
 	} else {
