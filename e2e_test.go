@@ -16,6 +16,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/aws/aws-sdk-go-v2/service/iam"
 	lambdasvc "github.com/aws/aws-sdk-go-v2/service/lambda"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/rs/zerolog"
@@ -578,4 +579,152 @@ func TestCancelFindsInstancesByTag(t *testing.T) {
 	if len(o.terminated) != 2 {
 		t.Errorf("terminated %v, want the sweep's 2", o.terminated)
 	}
+}
+
+// workload ends every instance that appears after start, ~1 s after it was first seen,
+// as the instance's own script would (reporting exit code 0 where tags are kept).
+func workload(t *testing.T, a *testAWS, api *ec2.Client, before map[string]bool, stop <-chan struct{}) {
+	seen := map[string]time.Time{}
+	for {
+		select {
+		case <-stop:
+			return
+		case <-time.After(200 * time.Millisecond):
+		}
+		insts, err := describeInstances(context.Background(), api, nil)
+		if err != nil {
+			continue
+		}
+		for _, inst := range insts {
+			id := aws.ToString(inst.InstanceId)
+			if before[id] || !liveState(inst.State.Name) {
+				continue
+			}
+			if first, ok := seen[id]; !ok {
+				seen[id] = time.Now()
+				continue
+			} else if time.Since(first) < time.Second {
+				continue
+			}
+			if a.keepsEC2Tags() {
+				_, _ = api.CreateTags(context.Background(), &ec2.CreateTagsInput{Resources: []string{id},
+					Tags: []ec2types.Tag{{Key: aws.String(exitCodeTag), Value: aws.String("0")}}})
+			}
+			_, _ = api.TerminateInstances(context.Background(), &ec2.TerminateInstancesInput{InstanceIds: []string{id}})
+		}
+	}
+}
+
+// TestNoDetachPauseAndResume: `launch --no-detach` runs the engine in the CLI; Ctrl-C
+// pauses it (lease released, a resume hint); `resume --no-detach` finishes the sweep.
+func TestNoDetachPauseAndResume(t *testing.T) {
+	a := newTestAWS(t)
+	store, table, itable := createTestTables(t, a)
+	bucket := uniqueName("spawn-nd")
+	if _, err := newS3Client(a.cfg).CreateBucket(context.Background(), &s3.CreateBucketInput{Bucket: aws.String(bucket)}); err != nil {
+		t.Fatalf("CreateBucket: %v", err)
+	}
+	api := ec2.NewFromConfig(a.cfg)
+	image := testImage(t, api)
+	before := map[string]bool{}
+	insts, err := describeInstances(context.Background(), api, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, inst := range insts {
+		before[aws.ToString(inst.InstanceId)] = true
+	}
+	const items = 8
+	// moto checks the instance profile exists: give the items one of their own.
+	profile := uniqueName("spawnd")
+	if a.keepsEC2Tags() {
+		if _, err := iam.NewFromConfig(a.cfg).CreateInstanceProfile(context.Background(),
+			&iam.CreateInstanceProfileInput{InstanceProfileName: aws.String(profile)}); err != nil {
+			t.Fatalf("CreateInstanceProfile: %v", err)
+		}
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, `{"defaults": {"ami": %q, "command": "true", "iam_instance_profile": %q}, "params": [`, image, profile)
+	for i := range items {
+		if i > 0 {
+			b.WriteString(",")
+		}
+		fmt.Fprintf(&b, `{"seed": %d}`, i)
+	}
+	b.WriteString("]}")
+	path := filepath.Join(t.TempDir(), "nd.json")
+	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range map[string]string{"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1"} {
+		t.Setenv(k, v)
+	}
+	globals := []string{"--endpoint-url", a.backend.endpoint, "--table", table, "--instances-table", itable, "--bucket", bucket,
+		"--function", uniqueName("absent")}
+
+	// Launch here, then "Ctrl-C" once the first instances run.
+	ctx, cancel := context.WithCancel(context.Background())
+	var out, errb syncBuffer
+	done := make(chan error, 1)
+	go func() {
+		done <- runCLI(ctx, append([]string{"launch", "--param-file", path, "--max-concurrent", "2", "--poll-interval", "1s",
+			"--no-detach", "--ttl", "1h"}, globals...), strings.NewReader(""), &out, &errb)
+	}()
+	var id string
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if f := strings.Fields(out.String()); len(f) > 1 && id == "" {
+			id = f[1]
+		}
+		if id != "" {
+			if sw, err := store.loadSweep(context.Background(), id); err == nil && sw.Launched >= 1 {
+				break
+			}
+		}
+	}
+	cancel()
+	err = <-done
+	if exitCode(err) != exitRuntime || !strings.Contains(errb.String(), "paused: resume with 'spawn resume --sweep-id "+id+"'") {
+		t.Fatalf("interrupted launch: exit %d, stdout %q, stderr %q", exitCode(err), out.String(), errb.String())
+	}
+	sw, err := store.loadSweep(context.Background(), id)
+	if err != nil || sw.LeaseOwner != "" || sw.Status != statusRunning {
+		t.Fatalf("after the pause: %v, lease %q, status %s", err, sw.LeaseOwner, sw.Status)
+	}
+
+	stop := make(chan struct{})
+	go workload(t, a, api, before, stop)
+	defer close(stop)
+	stdout, stderr, code := runSpawn(t, nil, append([]string{"resume", "--sweep-id", id, "--no-detach"}, globals...)...)
+	if code != 0 || !strings.Contains(stdout, "COMPLETED") {
+		t.Fatalf("resume --no-detach: exit %d, stdout %q, stderr %q", code, stdout, stderr)
+	}
+	sw, err = store.loadSweep(context.Background(), id)
+	if err != nil || sw.Status != statusCompleted || sw.Launched != items {
+		t.Fatalf("after resume: %v, status %s, launched %d", err, sw.Status, sw.Launched)
+	}
+	if a.keepsEC2Tags() && sw.Counts.Succeeded != items {
+		t.Errorf("counts %+v, want %d succeeded", sw.Counts, items)
+	}
+	// A finished sweep cannot be resumed.
+	if _, stderr, code := runSpawn(t, nil, append([]string{"resume", "--sweep-id", id}, globals...)...); code != exitUsage || !strings.Contains(stderr, "nothing to resume") {
+		t.Errorf("resume of a completed sweep: exit %d, %q", code, stderr)
+	}
+}
+
+// syncBuffer is a buffer the CLI writes in one goroutine while the test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
