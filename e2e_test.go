@@ -728,3 +728,32 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// TestLambdaHandlerBadEvents: a malformed event or an unknown sweep is one clear log line
+// and no error (Lambda would retry an error for nothing).
+func TestLambdaHandlerBadEvents(t *testing.T) {
+	a := newTestAWS(t)
+	_, table, itable := createTestTables(t, a)
+	var logs syncBuffer
+	log := zerolog.New(&logs)
+	h := &lambdaHandler{log: log, deps: newEngineDeps(a.cfg, "000000000000", "arn:aws:iam::000000000000:root", table, itable,
+		uniqueName("bucket"), uniqueName("fn"), log)}
+	h.once.Do(func() {}) // already set up
+	for _, tc := range []struct{ event, want string }{
+		{`not json`, "malformed event"},
+		{`{}`, "malformed event"},
+		{`{"sweep_id": "sw-nope"}`, "unknown sweep; not retried"},
+	} {
+		out, err := h.handle(context.Background(), json.RawMessage(tc.event))
+		if err != nil || out != nil {
+			t.Errorf("%s: answered %v, %v; want nothing", tc.event, out, err)
+		}
+		if !strings.Contains(logs.String(), tc.want) {
+			t.Errorf("%s: log %q lacks %q", tc.event, logs.String(), tc.want)
+		}
+	}
+	out, err := h.handle(context.Background(), json.RawMessage(`{"health_check": true}`))
+	if ans, ok := out.(healthAnswer); err != nil || !ok || !ans.OK || ans.Account != "000000000000" {
+		t.Errorf("health check: %#v, %v", out, err)
+	}
+}

@@ -1302,3 +1302,39 @@ func TestPrepareResume(t *testing.T) {
 		t.Errorf("unknown sweep: exit %d", exitCode(err))
 	}
 }
+
+// flipClock completes the sweep on its third sleep.
+type flipClock struct {
+	st    *fakeStore
+	id    string
+	naps  int
+	slept time.Duration
+}
+
+func (c *flipClock) Now() time.Time { return time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).Add(c.slept) }
+func (c *flipClock) Sleep(ctx context.Context, d time.Duration) error {
+	c.naps++
+	c.slept += d
+	if c.naps == 3 {
+		sw, _ := c.st.loadSweep(ctx, c.id)
+		sw.Status = statusCompleted
+		return c.st.saveSweep(ctx, sw)
+	}
+	return nil
+}
+
+func TestWaitSweep(t *testing.T) {
+	st := newFakeStore()
+	ctx := context.Background()
+	if err := st.createSweep(ctx, &sweep{SweepID: "sw-w", Status: statusRunning}); err != nil {
+		t.Fatal(err)
+	}
+	c := &flipClock{st: st, id: "sw-w"}
+	sw, err := waitSweep(ctx, st, "sw-w", 5*time.Second, c)
+	if err != nil || sw.Status != statusCompleted || c.naps != 3 || c.slept != 15*time.Second {
+		t.Fatalf("waitSweep: %v, %v after %d naps (%s)", sw, err, c.naps, c.slept)
+	}
+	if _, err := waitSweep(ctx, st, "sw-none", time.Second, c); !errors.Is(err, errSweepNotFound) {
+		t.Errorf("unknown sweep: %v", err)
+	}
+}
