@@ -705,6 +705,11 @@ func TestNoDetachPauseAndResume(t *testing.T) {
 	if a.keepsEC2Tags() && sw.Counts.Succeeded != items {
 		t.Errorf("counts %+v, want %d succeeded", sw.Counts, items)
 	}
+	// Detached, with no function deployed: one line saying what to do.
+	if _, stderr, code := runSpawn(t, nil, append([]string{"launch", "--param-file", path}, globals...)...); code != exitRuntime ||
+		!strings.Contains(stderr, "does not exist: run 'spawn deploy'") {
+		t.Errorf("launch without a function: exit %d, %q", code, stderr)
+	}
 	// A finished sweep cannot be resumed.
 	if _, stderr, code := runSpawn(t, nil, append([]string{"resume", "--sweep-id", id}, globals...)...); code != exitUsage || !strings.Contains(stderr, "nothing to resume") {
 		t.Errorf("resume of a completed sweep: exit %d, %q", code, stderr)
