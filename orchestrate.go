@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	mathrand "math/rand/v2"
 	"net"
 	"os"
@@ -118,7 +119,8 @@ type orchestrator struct {
 	// mayLaunch holds the tokens of reservations known not to exist yet: fresh ones,
 	// and older ones that a DescribeInstances by client token just did not find.
 	mayLaunch    map[string]bool
-	sweepAccount string // the account of the sweep being run (its EC2 may be elsewhere)
+	sweepAccount string            // the account of the sweep being run (its EC2 may be elsewhere)
+	amis         map[string]string // default AMIs the items were resolved with (sweep.AMIs)
 	// terminated lists the instances a cancel terminated (for the CLI's report); killed
 	// is the same as a set, so that a retried cancel does not mistake them for instances
 	// that ended by themselves.
@@ -230,6 +232,7 @@ func (o *orchestrator) run(ctx context.Context, sweepID string, deadline time.Ti
 			items, err := o.loadItems(ctx, sw)
 			if err == nil {
 				o.items = items
+				o.amis = maps.Clone(sw.AMIs)
 				break
 			}
 			if permanentParamsError(err) {
@@ -382,6 +385,14 @@ func (o *orchestrator) reload(ctx context.Context, id string) (*sweep, error) {
 // save is a fenced write with the lease renewed and the counts brought up to date.
 func (o *orchestrator) save(ctx context.Context, sw *sweep) error {
 	now := o.clock.Now()
+	for k, v := range o.amis {
+		if _, ok := sw.AMIs[k]; !ok {
+			if sw.AMIs == nil {
+				sw.AMIs = map[string]string{}
+			}
+			sw.AMIs[k] = v // the items in memory were resolved with these
+		}
+	}
 	if sw.LeaseOwner == o.owner {
 		renewLease(sw, o.owner, now, o.leaseTTL)
 	}
@@ -1520,6 +1531,10 @@ func (d *engineDeps) resolveAMIs(ctx context.Context, sw *sweep, items []item) e
 			it.AMI = ami
 			continue
 		}
+		if ami, ok := sw.AMIs[key]; ok {
+			found[key], it.AMI = ami, ami
+			continue
+		}
 		cfg := d.cfg.Copy()
 		cfg.Region = region
 		ami, err := resolveAMI(ctx, ssm.NewFromConfig(cfg), it.InstanceType)
@@ -1527,6 +1542,10 @@ func (d *engineDeps) resolveAMIs(ctx context.Context, sw *sweep, items []item) e
 			return err
 		}
 		found[key], it.AMI = ami, ami
+		if sw.AMIs == nil {
+			sw.AMIs = map[string]string{}
+		}
+		sw.AMIs[key] = ami // saved with the next fenced write
 	}
 	return nil
 }

@@ -137,6 +137,10 @@ type sweep struct {
 	// EstimatedCostUSD is Σ runtime × hourly price of every instance that has ended,
 	// the running ones are added at read time.
 	EstimatedCostUSD float64 `dynamodbav:"estimated_cost_usd" json:"estimated_cost_usd"`
+	// AMIs are the default AMIs the orchestrator resolved ("region/instance-type" → id),
+	// kept so that every item and every retried launch (same ClientToken, same
+	// parameters) uses the same image even if a newer one is published mid-sweep.
+	AMIs map[string]string `dynamodbav:"amis,omitempty" json:"amis,omitempty"`
 }
 
 // instanceRecord is one item of the instances table: one per index and attempt's
