@@ -1274,7 +1274,52 @@ func describeByIDs(ctx context.Context, api ec2API, ids []string) (map[string]ec
 			}
 		}
 	}
+	fillMissingTags(ctx, api, out)
 	return out, nil
+}
+
+// tagDescriber is EC2's DescribeTags, which the SDK client has and the engine's fakes
+// need not.
+type tagDescriber interface {
+	DescribeTags(ctx context.Context, in *ec2.DescribeTagsInput, optFns ...func(*ec2.Options)) (*ec2.DescribeTagsOutput, error)
+}
+
+// fillMissingTags reads the tags of instances that came back with none. AWS always
+// returns an instance's tags (ours are set at launch, so never none); some emulators
+// keep tags but leave them out of DescribeInstances, and without this every outcome
+// there would be "unknown". One call covers every such instance; an error leaves them
+// as they were (the outcome is decided from what is known).
+func fillMissingTags(ctx context.Context, api ec2API, insts map[string]ec2types.Instance) {
+	td, ok := api.(tagDescriber)
+	if !ok {
+		return
+	}
+	var ids []string
+	for id, inst := range insts {
+		if len(inst.Tags) == 0 {
+			ids = append(ids, id)
+		}
+	}
+	if len(ids) == 0 {
+		return
+	}
+	sort.Strings(ids)
+	out, err := td.DescribeTags(ctx, &ec2.DescribeTagsInput{Filters: []ec2types.Filter{
+		{Name: aws.String("resource-id"), Values: ids},
+		{Name: aws.String("resource-type"), Values: []string{"instance"}},
+	}})
+	if err != nil {
+		return
+	}
+	for _, t := range out.Tags {
+		id := aws.ToString(t.ResourceId)
+		inst, ok := insts[id]
+		if !ok {
+			continue
+		}
+		inst.Tags = append(inst.Tags, ec2types.Tag{Key: t.Key, Value: t.Value})
+		insts[id] = inst
+	}
 }
 
 // findSweepInstances lists the sweep's instances that are not yet shutting down, by tag.
