@@ -26,5 +26,12 @@ lint:
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -count=1 .
 
+# demo: the main job on an in-process AWS emulator; needs only Go, no AWS account.
+demo:
+	mkdir -p bin
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/spawn .
+	CGO_ENABLED=0 GOOS=linux $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/spawn-linux-bootstrap .
+	$(GO) run ./demo --spawn bin/spawn --bootstrap bin/spawn-linux-bootstrap
+
 clean:
 	rm -rf bin

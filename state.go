@@ -1,13 +1,28 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/feature/dynamodb/attributevalue"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/smithy-go"
 )
 
 // Sweep statuses (SPEC.md).
@@ -64,9 +79,9 @@ type aliveInstance struct {
 	ClientToken  string    `dynamodbav:"client_token" json:"client_token"`
 	Spot         bool      `dynamodbav:"spot,omitempty" json:"spot,omitempty"`
 	ReservedAt   time.Time `dynamodbav:"reserved_at" json:"reserved_at"`
-	LaunchedAt   time.Time `dynamodbav:"launched_at,omitempty" json:"launched_at,omitempty"`
+	LaunchedAt   time.Time `dynamodbav:"launched_at,omitempty" json:"launched_at,omitzero"`
 	// Deadline is launch time + TTL (zero: no TTL); past Deadline+grace the orchestrator terminates.
-	Deadline    time.Time `dynamodbav:"deadline,omitempty" json:"deadline,omitempty"`
+	Deadline    time.Time `dynamodbav:"deadline,omitempty" json:"deadline,omitzero"`
 	PriceHourly float64   `dynamodbav:"price_hourly,omitempty" json:"price_hourly,omitempty"`
 }
 
@@ -99,8 +114,8 @@ type sweep struct {
 	Version         int64           `dynamodbav:"version" json:"version"`
 	CancelRequested bool            `dynamodbav:"cancel_requested" json:"cancel_requested"`
 	LeaseOwner      string          `dynamodbav:"lease_owner,omitempty" json:"lease_owner,omitempty"`
-	LeaseExpiresAt  time.Time       `dynamodbav:"lease_expires_at,omitempty" json:"lease_expires_at,omitempty"`
-	LeaseRenewedAt  time.Time       `dynamodbav:"lease_renewed_at,omitempty" json:"lease_renewed_at,omitempty"`
+	LeaseExpiresAt  time.Time       `dynamodbav:"lease_expires_at,omitempty" json:"lease_expires_at,omitzero"`
+	LeaseRenewedAt  time.Time       `dynamodbav:"lease_renewed_at,omitempty" json:"lease_renewed_at,omitzero"`
 	Counts          counts          `dynamodbav:"counts" json:"counts"`
 	Alive           []aliveInstance `dynamodbav:"alive" json:"alive"`
 	// RetryQueue holds indexes to launch again (spot interruption, resume --retry-failed)
@@ -123,7 +138,7 @@ type instanceRecord struct {
 	Outcome      string    `dynamodbav:"outcome" json:"outcome"` // empty while running
 	Attempt      int       `dynamodbav:"attempt" json:"attempt"`
 	LaunchedAt   time.Time `dynamodbav:"launched_at" json:"launched_at"`
-	TerminatedAt time.Time `dynamodbav:"terminated_at,omitempty" json:"terminated_at,omitempty"`
+	TerminatedAt time.Time `dynamodbav:"terminated_at,omitempty" json:"terminated_at,omitzero"`
 	ExitCode     *int      `dynamodbav:"exit_code,omitempty" json:"exit_code,omitempty"`
 	ErrorMessage string    `dynamodbav:"error_message,omitempty" json:"error_message,omitempty"`
 	PriceHourly  float64   `dynamodbav:"price_hourly,omitempty" json:"price_hourly,omitempty"`
@@ -196,4 +211,598 @@ func instancesTableInput(name string) *dynamodb.CreateTableInput {
 			{AttributeName: aws.String("index"), KeyType: types.KeyTypeRange},
 		},
 	}
+}
+
+// recordTimeLayout is RFC 3339 with a fixed-width fraction: created_at is the GSI's
+// range key, and RFC3339Nano's trimmed fractions would not sort as time.
+const recordTimeLayout = "2006-01-02T15:04:05.000Z07:00"
+
+// formatRecordTime formats t for the record's string time fields (created_at, updated_at,
+// completed_at).
+func formatRecordTime(t time.Time) string { return t.UTC().Format(recordTimeLayout) }
+
+// dynamoAPI is the part of the DynamoDB client the store uses.
+type dynamoAPI interface {
+	GetItem(ctx context.Context, in *dynamodb.GetItemInput, optFns ...func(*dynamodb.Options)) (*dynamodb.GetItemOutput, error)
+	PutItem(ctx context.Context, in *dynamodb.PutItemInput, optFns ...func(*dynamodb.Options)) (*dynamodb.PutItemOutput, error)
+	UpdateItem(ctx context.Context, in *dynamodb.UpdateItemInput, optFns ...func(*dynamodb.Options)) (*dynamodb.UpdateItemOutput, error)
+	Query(ctx context.Context, in *dynamodb.QueryInput, optFns ...func(*dynamodb.Options)) (*dynamodb.QueryOutput, error)
+}
+
+// dynamoStore is the sweepStore on DynamoDB: the record in table, one item per instance
+// in instancesTable. Every record write is conditional on the version it read.
+type dynamoStore struct {
+	db             dynamoAPI
+	table          string
+	instancesTable string
+	now            func() time.Time
+	// pageLimit caps the items per Query page (0: DynamoDB's 1 MB pages); tests set it
+	// to prove that every page is read.
+	pageLimit int32
+}
+
+func newDynamoStore(db dynamoAPI, table, instancesTable string) *dynamoStore {
+	return &dynamoStore{db: db, table: table, instancesTable: instancesTable, now: time.Now}
+}
+
+var _ sweepStore = (*dynamoStore)(nil)
+
+// marshalItem omits zero times, so an unset lease or launch time is absent from the
+// item rather than stored as year 1.
+func marshalItem(v any) (map[string]types.AttributeValue, error) {
+	return attributevalue.MarshalMapWithOptions(v, func(o *attributevalue.EncoderOptions) { o.OmitEmptyTime = true })
+}
+
+func isConditionFailed(err error) bool {
+	var ccf *types.ConditionalCheckFailedException
+	return errors.As(err, &ccf)
+}
+
+func (d *dynamoStore) createSweep(ctx context.Context, s *sweep) error {
+	now := formatRecordTime(d.now())
+	rec := *s
+	rec.Version = 1
+	if rec.CreatedAt == "" {
+		rec.CreatedAt = now
+	}
+	rec.UpdatedAt = now
+	item, err := marshalItem(&rec)
+	if err != nil {
+		return fmt.Errorf("encoding sweep %s: %w", s.SweepID, err)
+	}
+	_, err = d.db.PutItem(ctx, &dynamodb.PutItemInput{
+		TableName:                aws.String(d.table),
+		Item:                     item,
+		ConditionExpression:      aws.String("attribute_not_exists(#id)"),
+		ExpressionAttributeNames: map[string]string{"#id": "sweep_id"},
+	})
+	if isConditionFailed(err) {
+		return fmt.Errorf("%w: %s (choose another sweep id)", errSweepExists, s.SweepID)
+	}
+	if err != nil {
+		return fmt.Errorf("creating sweep %s in table %s: %w", s.SweepID, d.table, err)
+	}
+	*s = rec
+	return nil
+}
+
+func (d *dynamoStore) loadSweep(ctx context.Context, id string) (*sweep, error) {
+	out, err := d.db.GetItem(ctx, &dynamodb.GetItemInput{
+		TableName:      aws.String(d.table),
+		Key:            map[string]types.AttributeValue{"sweep_id": &types.AttributeValueMemberS{Value: id}},
+		ConsistentRead: aws.Bool(true),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading sweep %s from table %s: %w", id, d.table, err)
+	}
+	if len(out.Item) == 0 {
+		return nil, fmt.Errorf("%w: %s (check the id with 'spawn list')", errSweepNotFound, id)
+	}
+	var s sweep
+	if err := attributevalue.UnmarshalMap(out.Item, &s); err != nil {
+		return nil, fmt.Errorf("decoding sweep %s: %w", id, err)
+	}
+	return &s, nil
+}
+
+func (d *dynamoStore) saveSweep(ctx context.Context, s *sweep) error {
+	rec := *s
+	rec.Version = s.Version + 1
+	rec.UpdatedAt = formatRecordTime(d.now())
+	item, err := marshalItem(&rec)
+	if err != nil {
+		return fmt.Errorf("encoding sweep %s: %w", s.SweepID, err)
+	}
+	// A missing record fails the same condition; the caller's reload then says not found.
+	_, err = d.db.PutItem(ctx, &dynamodb.PutItemInput{
+		TableName:                 aws.String(d.table),
+		Item:                      item,
+		ConditionExpression:       aws.String("#v = :v"),
+		ExpressionAttributeNames:  map[string]string{"#v": "version"},
+		ExpressionAttributeValues: map[string]types.AttributeValue{":v": numberAV(s.Version)},
+	})
+	if isConditionFailed(err) {
+		return fmt.Errorf("saving sweep %s at version %d: %w", s.SweepID, s.Version, errStaleVersion)
+	}
+	if err != nil {
+		return fmt.Errorf("saving sweep %s to table %s: %w", s.SweepID, d.table, err)
+	}
+	s.Version = rec.Version
+	s.UpdatedAt = rec.UpdatedAt
+	return nil
+}
+
+func (d *dynamoStore) requestCancel(ctx context.Context, id string) (*sweep, error) {
+	out, err := d.db.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+		TableName:           aws.String(d.table),
+		Key:                 map[string]types.AttributeValue{"sweep_id": &types.AttributeValueMemberS{Value: id}},
+		UpdateExpression:    aws.String("SET #c = :t, #v = #v + :one, #u = :now"),
+		ConditionExpression: aws.String("attribute_exists(#id)"),
+		ExpressionAttributeNames: map[string]string{
+			"#c": "cancel_requested", "#v": "version", "#u": "updated_at", "#id": "sweep_id",
+		},
+		ExpressionAttributeValues: map[string]types.AttributeValue{
+			":t":   &types.AttributeValueMemberBOOL{Value: true},
+			":one": numberAV(1),
+			":now": &types.AttributeValueMemberS{Value: formatRecordTime(d.now())},
+		},
+		ReturnValues: types.ReturnValueAllNew,
+	})
+	if isConditionFailed(err) {
+		return nil, fmt.Errorf("%w: %s (check the id with 'spawn list')", errSweepNotFound, id)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("requesting cancel of sweep %s in table %s: %w", id, d.table, err)
+	}
+	var s sweep
+	if err := attributevalue.UnmarshalMap(out.Attributes, &s); err != nil {
+		return nil, fmt.Errorf("decoding sweep %s: %w", id, err)
+	}
+	return &s, nil
+}
+
+// putInstance drops a write whose attempt is older than the stored one: it carries
+// older news (a retried invocation finishing late) and must not hide the newer attempt.
+func (d *dynamoStore) putInstance(ctx context.Context, rec *instanceRecord) error {
+	item, err := marshalItem(rec)
+	if err != nil {
+		return fmt.Errorf("encoding instance %d of sweep %s: %w", rec.Index, rec.SweepID, err)
+	}
+	_, err = d.db.PutItem(ctx, &dynamodb.PutItemInput{
+		TableName:                 aws.String(d.instancesTable),
+		Item:                      item,
+		ConditionExpression:       aws.String("attribute_not_exists(#id) OR #a <= :a"),
+		ExpressionAttributeNames:  map[string]string{"#id": "sweep_id", "#a": "attempt"},
+		ExpressionAttributeValues: map[string]types.AttributeValue{":a": numberAV(int64(rec.Attempt))},
+	})
+	if isConditionFailed(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("saving instance %d of sweep %s to table %s: %w", rec.Index, rec.SweepID, d.instancesTable, err)
+	}
+	return nil
+}
+
+func (d *dynamoStore) listInstances(ctx context.Context, sweepID string) ([]instanceRecord, error) {
+	var recs []instanceRecord
+	var start map[string]types.AttributeValue
+	for {
+		in := &dynamodb.QueryInput{
+			TableName:                 aws.String(d.instancesTable),
+			KeyConditionExpression:    aws.String("#id = :id"),
+			ExpressionAttributeNames:  map[string]string{"#id": "sweep_id"},
+			ExpressionAttributeValues: map[string]types.AttributeValue{":id": &types.AttributeValueMemberS{Value: sweepID}},
+			ConsistentRead:            aws.Bool(true),
+			ExclusiveStartKey:         start,
+		}
+		if d.pageLimit > 0 {
+			in.Limit = aws.Int32(d.pageLimit)
+		}
+		out, err := d.db.Query(ctx, in)
+		if err != nil {
+			return nil, fmt.Errorf("listing instances of sweep %s in table %s: %w", sweepID, d.instancesTable, err)
+		}
+		page := make([]instanceRecord, 0, len(out.Items))
+		if err := attributevalue.UnmarshalListOfMaps(out.Items, &page); err != nil {
+			return nil, fmt.Errorf("decoding instances of sweep %s: %w", sweepID, err)
+		}
+		recs = append(recs, page...)
+		if len(out.LastEvaluatedKey) == 0 {
+			return recs, nil
+		}
+		start = out.LastEvaluatedKey
+	}
+}
+
+// listSweeps reads the GSI newest first. It stops at limit (≤ 0: no limit) and then
+// returns a token built from the last sweep returned, so the next page starts right
+// after it whatever the filter skipped.
+func (d *dynamoStore) listSweeps(ctx context.Context, userID, status string, limit int, startKey string) ([]sweep, string, error) {
+	start, err := decodePageToken(startKey)
+	if err != nil {
+		return nil, "", err
+	}
+	in := &dynamodb.QueryInput{
+		TableName:                 aws.String(d.table),
+		IndexName:                 aws.String(gsiUserCreated),
+		KeyConditionExpression:    aws.String("#u = :u"),
+		ExpressionAttributeNames:  map[string]string{"#u": "user_id"},
+		ExpressionAttributeValues: map[string]types.AttributeValue{":u": &types.AttributeValueMemberS{Value: userID}},
+		ScanIndexForward:          aws.Bool(false),
+	}
+	if status != "" {
+		in.FilterExpression = aws.String("#s = :s")
+		in.ExpressionAttributeNames["#s"] = "status"
+		in.ExpressionAttributeValues[":s"] = &types.AttributeValueMemberS{Value: status}
+	}
+	var got []sweep
+	for {
+		if limit > 0 {
+			// Without a filter every item read is returned, so read only what is needed;
+			// with one, read a larger page rather than many tiny ones.
+			n := limit - len(got)
+			if status != "" {
+				n = max(n, 100)
+			}
+			in.Limit = aws.Int32(int32(min(n, 1000)))
+		}
+		if d.pageLimit > 0 && (in.Limit == nil || *in.Limit > d.pageLimit) {
+			in.Limit = aws.Int32(d.pageLimit)
+		}
+		in.ExclusiveStartKey = start
+		out, err := d.db.Query(ctx, in)
+		if err != nil {
+			return nil, "", fmt.Errorf("listing sweeps of %s in table %s: %w", userID, d.table, err)
+		}
+		for i, it := range out.Items {
+			var s sweep
+			if err := attributevalue.UnmarshalMap(it, &s); err != nil {
+				return nil, "", fmt.Errorf("decoding a sweep of %s: %w", userID, err)
+			}
+			got = append(got, s)
+			if limit > 0 && len(got) == limit {
+				if i == len(out.Items)-1 && len(out.LastEvaluatedKey) == 0 {
+					return got, "", nil
+				}
+				return got, encodePageToken(s), nil
+			}
+		}
+		if len(out.LastEvaluatedKey) == 0 {
+			return got, "", nil
+		}
+		start = out.LastEvaluatedKey
+	}
+}
+
+// pageToken is the GSI's position: its keys plus the table's key.
+type pageToken struct {
+	SweepID   string `json:"sweep_id"`
+	UserID    string `json:"user_id"`
+	CreatedAt string `json:"created_at"`
+}
+
+func encodePageToken(s sweep) string {
+	b, _ := json.Marshal(pageToken{SweepID: s.SweepID, UserID: s.UserID, CreatedAt: s.CreatedAt})
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+func decodePageToken(tok string) (map[string]types.AttributeValue, error) {
+	if tok == "" {
+		return nil, nil
+	}
+	var p pageToken
+	b, err := base64.RawURLEncoding.DecodeString(tok)
+	if err == nil {
+		err = json.Unmarshal(b, &p)
+	}
+	if err != nil || p.SweepID == "" || p.UserID == "" || p.CreatedAt == "" {
+		return nil, fmt.Errorf("page token %q is not one spawn gave out: start from the first page", tok)
+	}
+	return map[string]types.AttributeValue{
+		"sweep_id":   &types.AttributeValueMemberS{Value: p.SweepID},
+		"user_id":    &types.AttributeValueMemberS{Value: p.UserID},
+		"created_at": &types.AttributeValueMemberS{Value: p.CreatedAt},
+	}, nil
+}
+
+func numberAV(n int64) types.AttributeValue {
+	return &types.AttributeValueMemberN{Value: strconv.FormatInt(n, 10)}
+}
+
+// itemSize is an item's size as DynamoDB counts it against the 400 KB limit and for
+// write units: attribute names plus values, numbers ~1 byte per 2 significant digits
+// plus 1, lists and maps 3 bytes plus 1 per element.
+func itemSize(item map[string]types.AttributeValue) int {
+	n := 0
+	for k, v := range item {
+		n += len(k) + attributeSize(v)
+	}
+	return n
+}
+
+func attributeSize(v types.AttributeValue) int {
+	switch v := v.(type) {
+	case *types.AttributeValueMemberS:
+		return len(v.Value)
+	case *types.AttributeValueMemberN:
+		return numberSize(v.Value)
+	case *types.AttributeValueMemberB:
+		return len(v.Value)
+	case *types.AttributeValueMemberBOOL, *types.AttributeValueMemberNULL:
+		return 1
+	case *types.AttributeValueMemberSS:
+		n := 0
+		for _, s := range v.Value {
+			n += len(s)
+		}
+		return n
+	case *types.AttributeValueMemberNS:
+		n := 0
+		for _, s := range v.Value {
+			n += numberSize(s)
+		}
+		return n
+	case *types.AttributeValueMemberBS:
+		n := 0
+		for _, b := range v.Value {
+			n += len(b)
+		}
+		return n
+	case *types.AttributeValueMemberL:
+		n := 3
+		for _, e := range v.Value {
+			n += 1 + attributeSize(e)
+		}
+		return n
+	case *types.AttributeValueMemberM:
+		n := 3
+		for k, e := range v.Value {
+			n += 1 + len(k) + attributeSize(e)
+		}
+		return n
+	}
+	return 0
+}
+
+func numberSize(s string) int {
+	digits := strings.TrimLeft(strings.Map(func(r rune) rune {
+		if r >= '0' && r <= '9' {
+			return r
+		}
+		return -1
+	}, strings.SplitN(strings.ToLower(s), "e", 2)[0]), "0")
+	digits = strings.TrimRight(digits, "0")
+	return (utf8.RuneCountInString(digits)+1)/2 + 1
+}
+
+// The lease: one orchestrator drives a sweep at a time. These are functions over
+// sweepStore so the engine and its fakes share one implementation.
+
+// defaultLeaseTTL is how long a lease lasts without renewal: a crashed holder's
+// successor waits at most this long.
+const defaultLeaseTTL = 60 * time.Second
+
+// leaseWaitError says the lease's holder has stopped renewing but its lease has not
+// expired: wait until Until and try again.
+type leaseWaitError struct {
+	Owner string
+	Until time.Time
+}
+
+func (e *leaseWaitError) Error() string {
+	return fmt.Sprintf("orchestrator %s stopped renewing the sweep's lease: wait until it expires at %s and try again",
+		e.Owner, e.Until.UTC().Format(time.RFC3339))
+}
+
+// leaseAttempts bounds acquireLease's reload-and-retry on stale writes; each lost race
+// means someone else wrote, so a handful is plenty.
+const leaseAttempts = 5
+
+// acquireLease takes the sweep's lease for owner and returns the saved record. A lease
+// renewed within the last two poll intervals gives errLeaseHeld (a duplicate beside a
+// live holder); an unexpired lease whose holder stopped renewing gives *leaseWaitError.
+func acquireLease(ctx context.Context, st sweepStore, id, owner string, now time.Time, leaseTTL, pollInterval time.Duration) (*sweep, error) {
+	if pollInterval <= 0 {
+		pollInterval = 10 * time.Second
+	}
+	for range leaseAttempts {
+		s, err := st.loadSweep(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		if s.LeaseOwner != "" && s.LeaseOwner != owner && now.Before(s.LeaseExpiresAt) {
+			if now.Sub(s.LeaseRenewedAt) <= 2*pollInterval {
+				return nil, fmt.Errorf("sweep %s: %w (%s, renewed %s)", id, errLeaseHeld, s.LeaseOwner,
+					s.LeaseRenewedAt.UTC().Format(time.RFC3339))
+			}
+			return nil, &leaseWaitError{Owner: s.LeaseOwner, Until: s.LeaseExpiresAt}
+		}
+		renewLease(s, owner, now, leaseTTL)
+		err = st.saveSweep(ctx, s)
+		if err == nil {
+			return s, nil
+		}
+		if !errors.Is(err, errStaleVersion) {
+			return nil, err
+		}
+	}
+	return nil, fmt.Errorf("taking the lease of sweep %s: lost %d races in a row: %w", id, leaseAttempts, errStaleVersion)
+}
+
+// renewLease extends owner's lease in memory; the caller's next fenced save persists it.
+func renewLease(s *sweep, owner string, now time.Time, leaseTTL time.Duration) {
+	if leaseTTL <= 0 {
+		leaseTTL = defaultLeaseTTL
+	}
+	s.LeaseOwner = owner
+	s.LeaseExpiresAt = now.Add(leaseTTL)
+	s.LeaseRenewedAt = now
+}
+
+// releaseLease clears owner's lease and saves s (with whatever else the caller changed).
+// If s is stale it reloads and clears the lease only if owner still holds it; the
+// caller's other changes are then lost, as any stale write's are. On return s is the
+// stored record.
+func releaseLease(ctx context.Context, st sweepStore, s *sweep, owner string) error {
+	for range leaseAttempts {
+		if s.LeaseOwner != owner {
+			return nil
+		}
+		s.LeaseOwner = ""
+		s.LeaseExpiresAt = time.Time{}
+		s.LeaseRenewedAt = time.Time{}
+		err := st.saveSweep(ctx, s)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, errStaleVersion) {
+			return err
+		}
+		fresh, err := st.loadSweep(ctx, s.SweepID)
+		if err != nil {
+			return err
+		}
+		*s = *fresh
+	}
+	return fmt.Errorf("releasing the lease of sweep %s: lost %d races in a row: %w", s.SweepID, leaseAttempts, errStaleVersion)
+}
+
+// Params: the parameter file lives in S3, checked by its SHA-256 and cached locally,
+// so a re-invocation does not download it again.
+
+// s3API is the part of the S3 client the params store uses.
+type s3API interface {
+	PutObject(ctx context.Context, in *s3.PutObjectInput, optFns ...func(*s3.Options)) (*s3.PutObjectOutput, error)
+	GetObject(ctx context.Context, in *s3.GetObjectInput, optFns ...func(*s3.Options)) (*s3.GetObjectOutput, error)
+	HeadObject(ctx context.Context, in *s3.HeadObjectInput, optFns ...func(*s3.Options)) (*s3.HeadObjectOutput, error)
+}
+
+type paramsStore struct {
+	s3       s3API
+	bucket   string
+	cacheDir string
+}
+
+// newParamsStore uses defaultParamsCacheDir when cacheDir is empty.
+func newParamsStore(client s3API, bucket, cacheDir string) *paramsStore {
+	if cacheDir == "" {
+		cacheDir = defaultParamsCacheDir()
+	}
+	return &paramsStore{s3: client, bucket: bucket, cacheDir: cacheDir}
+}
+
+// defaultParamsCacheDir is the user's cache directory, or /tmp in Lambda, where HOME is
+// read-only and /tmp outlives one invocation of a warm instance.
+func defaultParamsCacheDir() string {
+	if os.Getenv("AWS_LAMBDA_RUNTIME_API") != "" {
+		return "/tmp/spawn-cache"
+	}
+	if d, err := os.UserCacheDir(); err == nil {
+		return filepath.Join(d, "spawn")
+	}
+	return filepath.Join(os.TempDir(), "spawn-cache")
+}
+
+func paramsKey(sweepID string) string { return "sweeps/" + sweepID + "/params.json" }
+
+const paramsChecksumMeta = "sha256"
+
+// uploadParams writes the params file once: a second upload to the same key is refused
+// by IfNoneMatch, unless it is the same bytes (a retried upload), which is fine.
+func (p *paramsStore) uploadParams(ctx context.Context, sweepID string, raw []byte) (key, sha256hex string, err error) {
+	key = paramsKey(sweepID)
+	sum := sha256.Sum256(raw)
+	sha256hex = hex.EncodeToString(sum[:])
+	_, err = p.s3.PutObject(ctx, &s3.PutObjectInput{
+		Bucket:      aws.String(p.bucket),
+		Key:         aws.String(key),
+		Body:        bytes.NewReader(raw),
+		ContentType: aws.String("application/json"),
+		Metadata:    map[string]string{paramsChecksumMeta: sha256hex},
+		IfNoneMatch: aws.String("*"),
+	})
+	if err == nil {
+		return key, sha256hex, nil
+	}
+	var apiErr smithy.APIError
+	if !errors.As(err, &apiErr) || (apiErr.ErrorCode() != "PreconditionFailed" && apiErr.ErrorCode() != "ConditionalRequestConflict") {
+		return "", "", fmt.Errorf("uploading params to s3://%s/%s: %w", p.bucket, key, err)
+	}
+	head, herr := p.s3.HeadObject(ctx, &s3.HeadObjectInput{Bucket: aws.String(p.bucket), Key: aws.String(key)})
+	if herr != nil {
+		return "", "", fmt.Errorf("uploading params to s3://%s/%s: the object exists and cannot be read: %w", p.bucket, key, herr)
+	}
+	if head.Metadata[paramsChecksumMeta] != sha256hex {
+		return "", "", fmt.Errorf("params of sweep %s already exist at s3://%s/%s with other contents: launch with a new sweep id", sweepID, p.bucket, key)
+	}
+	return key, sha256hex, nil
+}
+
+// downloadParams returns the params at key, verified against sha256hex (the record's).
+// A cached copy with the right checksum is used unless force; a wrong one is replaced.
+func (p *paramsStore) downloadParams(ctx context.Context, key, sha256hex string, force bool) ([]byte, error) {
+	if sha256hex == "" {
+		return nil, fmt.Errorf("params at s3://%s/%s: the sweep record has no checksum to verify them: launch the sweep again", p.bucket, key)
+	}
+	cache := p.cachePath(key, sha256hex)
+	if !force {
+		if b, err := os.ReadFile(cache); err == nil && sha256Hex(b) == sha256hex {
+			return b, nil
+		}
+	}
+	out, err := p.s3.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(p.bucket), Key: aws.String(key)})
+	if err != nil {
+		return nil, fmt.Errorf("downloading params s3://%s/%s: %w", p.bucket, key, err)
+	}
+	defer out.Body.Close()
+	b, err := io.ReadAll(out.Body)
+	if err != nil {
+		return nil, fmt.Errorf("downloading params s3://%s/%s: %w", p.bucket, key, err)
+	}
+	if got := sha256Hex(b); got != sha256hex {
+		return nil, fmt.Errorf("params s3://%s/%s have SHA-256 %s but the sweep record says %s: the object changed after launch; launch the sweep again",
+			p.bucket, key, got, sha256hex)
+	}
+	// The cache only saves a download: failing to write it must not fail the sweep.
+	_ = writeFileAtomic(cache, b)
+	return b, nil
+}
+
+// cachePath names the cache file by sweep id and checksum, so a changed file is never
+// mistaken for the old one.
+func (p *paramsStore) cachePath(key, sha256hex string) string {
+	id := strings.TrimSuffix(strings.TrimPrefix(key, "sweeps/"), "/params.json")
+	id = strings.NewReplacer("/", "_", "\\", "_", "..", "_").Replace(id)
+	return filepath.Join(p.cacheDir, "params", id+"-"+sha256hex+".json")
+}
+
+func sha256Hex(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
+
+// writeFileAtomic writes via a temporary file and rename, so a reader never sees half a file.
+func writeFileAtomic(path string, b []byte) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), ".params-*")
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return err
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(f.Name())
+		return err
+	}
+	if err := os.Rename(f.Name(), path); err != nil {
+		os.Remove(f.Name())
+		return err
+	}
+	return nil
 }
