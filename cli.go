@@ -155,6 +155,9 @@ func runCLI(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 		Options: []ff.Option{ff.WithEnvVarPrefix("SPAWN")},
 		Subcommands: []*ffcli.Command{
 			newVersionCmd(r),
+			newStatusCmd(r),
+			newListCmd(r),
+			newLogsCmd(r),
 		},
 		Exec: func(context.Context, []string) error { return flag.ErrHelp },
 	}

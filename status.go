@@ -2,14 +2,24 @@ package main
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"math"
+	"os"
 	"slices"
 	"sort"
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	dynamotypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/mattn/go-isatty"
+	"github.com/peterbourgon/ff/v3/ffcli"
 )
 
 // screenWidth is the width every text line of status and list fits in.
@@ -307,7 +317,7 @@ func renderStatus(w io.Writer, v *statusView, st textStyle) error {
 			}
 			rows = append(rows, withRegion(multiRegion, []string{fmt.Sprint(si.Index), orDash(si.InstanceID), si.Region, si.InstanceType, si.State, age, price}))
 		}
-		writeTable(&b, rows)
+		writeTable(&b, rows, nil)
 		if n := len(alive) - maxTableRows; n > 0 {
 			line(fmt.Sprintf("... and %d more alive (--output json lists every instance)", n))
 		}
@@ -331,7 +341,7 @@ func renderStatus(w io.Writer, v *statusView, st textStyle) error {
 			rows = append(rows, withRegion(multiRegion, []string{fmt.Sprint(si.Index), orDash(si.InstanceID), si.Region, si.InstanceType, si.Outcome, ran}))
 			notes = append(notes, msg)
 		}
-		writeTable(&b, rows, notes...)
+		writeTable(&b, rows, notes)
 		if n := len(bad) - maxTableRows; n > 0 {
 			line(fmt.Sprintf("... and %d more (--output json lists every instance)", n))
 		}
@@ -340,10 +350,11 @@ func renderStatus(w io.Writer, v *statusView, st textStyle) error {
 	return err
 }
 
-// writeTable aligns rows in columns two spaces apart; the first column is right-aligned
-// (indexes) and the last one is cut so the row fits screenWidth.
-// A non-empty note i is printed, indented, under data row i.
-func writeTable(b *strings.Builder, rows [][]string, notes ...string) {
+// writeTable aligns rows in columns two spaces apart; an INDEX first column is
+// right-aligned, and the last one is cut so the row fits screenWidth.
+// A non-empty note i is printed, indented, under data row i. Columns in uncut keep
+// their full width (ids a user copies).
+func writeTable(b *strings.Builder, rows [][]string, notes []string, uncut ...int) {
 	if len(rows) == 0 {
 		return
 	}
@@ -354,7 +365,11 @@ func writeTable(b *strings.Builder, rows [][]string, notes ...string) {
 	const maxCol = 20
 	for _, r := range rows {
 		for i, c := range r {
-			widths[i] = max(widths[i], min(utf8.RuneCountInString(c), maxCol))
+			w := utf8.RuneCountInString(c)
+			if !slices.Contains(uncut, i) {
+				w = min(w, maxCol)
+			}
+			widths[i] = max(widths[i], w)
 		}
 	}
 	for ri, r := range rows {
@@ -369,7 +384,7 @@ func writeTable(b *strings.Builder, rows [][]string, notes ...string) {
 			}
 			c = ellipsize(c, widths[i])
 			pad := strings.Repeat(" ", widths[i]-utf8.RuneCountInString(c))
-			if i == 0 {
+			if i == 0 && rows[0][0] == "INDEX" {
 				sb.WriteString(pad + c)
 			} else {
 				sb.WriteString(c + pad)
@@ -438,4 +453,435 @@ func fmtAge(d time.Duration) string {
 	default:
 		return fmt.Sprintf("%dd%02dh", int(d.Hours())/24, int(d.Hours())%24)
 	}
+}
+
+// explainedError is one line for the user that still wraps the error it explains.
+type explainedError struct {
+	msg string
+	err error
+}
+
+func (e *explainedError) Error() string { return e.msg }
+func (e *explainedError) Unwrap() error { return e.err }
+
+// explainStoreError turns the store's errors into what the user can act on. An unknown
+// sweep id is a runtime error (exit 1): the id is well formed, it just is not there.
+func explainStoreError(err error, d *deployment, table, sweepID string) error {
+	var rnf *dynamotypes.ResourceNotFoundException
+	switch {
+	case errors.As(err, &rnf):
+		return &explainedError{fmt.Sprintf("no spawn deployment found in %s (table %s does not exist): run 'spawn deploy', or pass the --region or --table it used", d.region, table), err}
+	case errors.Is(err, errSweepNotFound):
+		return &explainedError{fmt.Sprintf("sweep %s not found in table %s (%s): check the id with 'spawn list'", sweepID, d.table, d.region), err}
+	}
+	return err
+}
+
+// errOtherUser: the record's user_id is not the caller.
+var errOtherUser = errors.New("sweep belongs to another identity")
+
+// sweepSource is what status, logs and list read through: the store, the identity
+// that may read it, and prices for instances the engine has not priced.
+type sweepSource struct {
+	d     *deployment
+	store sweepStore
+	price *pricer
+	now   func() time.Time
+}
+
+func (r *rootConfig) openSweepSource(ctx context.Context) (*sweepSource, error) {
+	d, err := r.openDeployment(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &sweepSource{
+		d:     d,
+		store: newDynamoStore(dynamodb.NewFromConfig(d.cfg), d.table, d.instancesTable),
+		price: newPricer(d.cfg),
+		now:   time.Now,
+	}, nil
+}
+
+// load reads the record of a sweep the caller owns.
+func (src *sweepSource) load(ctx context.Context, id string) (*sweep, error) {
+	s, err := src.store.loadSweep(ctx, id)
+	if err != nil {
+		return nil, explainStoreError(err, src.d, src.d.table, id)
+	}
+	if s.UserID != "" && s.UserID != src.d.userID {
+		return nil, &explainedError{fmt.Sprintf("sweep %s belongs to %s; you are %s: use that identity's credentials (--profile)", id, s.UserID, src.d.userID), errOtherUser}
+	}
+	return s, nil
+}
+
+// view reads the record and every instance item and computes the status as of now.
+func (src *sweepSource) view(ctx context.Context, id string) (*statusView, error) {
+	s, err := src.load(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	recs, err := src.store.listInstances(ctx, id)
+	if err != nil {
+		return nil, explainStoreError(err, src.d, src.d.instancesTable, id)
+	}
+	return buildStatus(ctx, s, recs, src.price, src.now()), nil
+}
+
+// sweepIDArg takes the id from --sweep-id or the first argument, and parses the flags
+// that follow a positional id (the flag package stops at the first non-flag).
+func sweepIDArg(fs *flag.FlagSet, flagID string, args []string) (string, error) {
+	if len(args) > 0 {
+		if flagID != "" {
+			return "", usageErrorf("give the sweep id once: --sweep-id %s or %s, not both", flagID, args[0])
+		}
+		flagID = args[0]
+		if err := fs.Parse(args[1:]); err != nil {
+			return "", usageErrorf("%v", err)
+		}
+		if fs.NArg() > 0 {
+			return "", usageErrorf("unexpected argument %q: give one sweep id", fs.Arg(0))
+		}
+	}
+	if flagID == "" {
+		return "", usageErrorf("which sweep? pass --sweep-id ID (or the id as argument; 'spawn list' shows them)")
+	}
+	return flagID, nil
+}
+
+func isTerminalWriter(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && (isatty.IsTerminal(f.Fd()) || isatty.IsCygwinTerminal(f.Fd()))
+}
+
+func newStatusCmd(r *rootConfig) *ffcli.Command {
+	fs := r.newFlagSet("status")
+	var (
+		sweepID     string
+		watch, wait bool
+		interval    time.Duration
+	)
+	fs.StringVar(&sweepID, "sweep-id", "", "the sweep to show (or give it as the argument)")
+	fs.BoolVar(&watch, "watch", false, "refresh the view every --interval until the sweep ends")
+	fs.BoolVar(&wait, "wait", false, "block until the sweep ends; exit 3 if it ended FAILED, CANCELLED or with failed items")
+	fs.DurationVar(&interval, "interval", 5*time.Second, "how often --watch and --wait read the sweep")
+	return r.command("status", "spawn status [--sweep-id ID | ID] [--watch] [--wait] [--interval D]",
+		"show a sweep: progress, item counts, instances and estimated cost", fs,
+		func(ctx context.Context, args []string) error {
+			id, err := sweepIDArg(fs, sweepID, args)
+			if err != nil {
+				return err
+			}
+			if interval <= 0 {
+				return usageErrorf("--interval %v must be positive, e.g. 5s", interval)
+			}
+			if watch && r.jsonOutput() {
+				return usageErrorf("--watch draws a live text view: use --wait with --output json for the final document")
+			}
+			src, err := r.openSweepSource(ctx)
+			if err != nil {
+				return err
+			}
+			return r.runStatus(ctx, src, id, watch, wait, interval)
+		})
+}
+
+func (r *rootConfig) runStatus(ctx context.Context, src *sweepSource, id string, watch, wait bool, interval time.Duration) error {
+	tty := isTerminalWriter(r.stdout)
+	style := textStyle{color: tty && os.Getenv("NO_COLOR") == ""}
+	var v *statusView
+	var err error
+	switch {
+	case watch:
+		v, err = r.watchStatus(ctx, src, id, interval, tty, style)
+	case wait:
+		v, err = pollUntilEnded(ctx, src, id, interval)
+	default:
+		v, err = src.view(ctx, id)
+	}
+	if err != nil {
+		return err
+	}
+	if !(watch && tty) {
+		if r.jsonOutput() {
+			if err := r.printJSON(v.doc()); err != nil {
+				return err
+			}
+		} else if err := renderStatus(r.stdout, v, style); err != nil {
+			return err
+		}
+	}
+	if wait {
+		return waitOutcome(v)
+	}
+	return nil
+}
+
+// waitOutcome is --wait's exit code: 0 only for COMPLETED with every item succeeded.
+func waitOutcome(v *statusView) error {
+	s, c := v.s, v.counts
+	switch {
+	case s.Status == statusFailed || s.Status == statusCancelled:
+		return withExitCode(exitSweep, fmt.Errorf("sweep %s ended %s", s.SweepID, s.Status))
+	case c.Failed+c.Expired+c.Unknown > 0:
+		return withExitCode(exitSweep, fmt.Errorf("sweep %s ended %s with %d failed, %d expired and %d unknown items: 'spawn status %s' lists them",
+			s.SweepID, s.Status, c.Failed, c.Expired, c.Unknown, s.SweepID))
+	}
+	return nil
+}
+
+// pollUntilEnded reads the sweep every interval until its status is terminal.
+func pollUntilEnded(ctx context.Context, src *sweepSource, id string, interval time.Duration) (*statusView, error) {
+	for {
+		s, err := src.load(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		if terminalStatus(s.Status) {
+			return src.view(ctx, id)
+		}
+		if err := sleepCtx(ctx, interval); err != nil {
+			return nil, fmt.Errorf("stopped waiting for sweep %s (%w): it goes on; 'spawn status %s' shows it", id, err, id)
+		}
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// Escape sequences of a redraw: cursor home, clear the screen.
+const redrawScreen = "\x1b[H\x1b[2J"
+
+// watchStatus redraws the view in place on a terminal, or appends one line per change
+// elsewhere (a log file, a pipe), until the sweep ends or the user interrupts.
+func (r *rootConfig) watchStatus(ctx context.Context, src *sweepSource, id string, interval time.Duration, tty bool, style textStyle) (*statusView, error) {
+	var last string
+	for {
+		v, err := src.view(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		if tty {
+			var frame strings.Builder
+			frame.WriteString(redrawScreen)
+			_ = renderStatus(&frame, v, style)
+			if terminalStatus(v.s.Status) {
+				frame.WriteString("\nsweep ended " + style.status(v.s.Status) + "\n")
+			} else {
+				frame.WriteString(fmt.Sprintf("\nrefreshing every %v; Ctrl-C stops watching (the sweep goes on)\n", interval))
+			}
+			if _, err := io.WriteString(r.stdout, frame.String()); err != nil {
+				return nil, err
+			}
+		} else if line := v.progressSummary(); line != last {
+			fmt.Fprintf(r.stdout, "%s  %s\n", src.now().UTC().Format("15:04:05"), line)
+			last = line
+		}
+		if terminalStatus(v.s.Status) {
+			return v, nil
+		}
+		if err := sleepCtx(ctx, interval); err != nil {
+			return nil, fmt.Errorf("stopped watching sweep %s (%w): it goes on; 'spawn status %s' shows it", id, err, id)
+		}
+	}
+}
+
+// progressSummary is the one line --watch appends when stdout is not a terminal.
+func (v *statusView) progressSummary() string {
+	c := v.counts
+	return ellipsize(fmt.Sprintf("%s  %s  %d/%d done  running %d  failed %d  expired %d  unknown %d",
+		v.s.SweepID, v.s.Status, c.done(), v.s.TotalParams, c.Running, c.Failed, c.Expired, c.Unknown), screenWidth-10)
+}
+
+var sweepStatuses = []string{statusInitializing, statusRunning, statusCompleted, statusFailed, statusCancelled}
+
+// listEntry is one sweep of `spawn list --output json`.
+type listEntry struct {
+	SweepID          string  `json:"sweep_id"`
+	SweepName        string  `json:"sweep_name"`
+	Status           string  `json:"status"`
+	CreatedAt        string  `json:"created_at"`
+	UpdatedAt        string  `json:"updated_at"`
+	CompletedAt      string  `json:"completed_at,omitempty"`
+	TotalParams      int     `json:"total_params"`
+	MaxConcurrent    int     `json:"max_concurrent"`
+	Region           string  `json:"region"`
+	Counts           counts  `json:"counts"`
+	EstimatedCostUSD float64 `json:"estimated_cost_usd"`
+	ErrorMessage     string  `json:"error_message,omitempty"`
+}
+
+type listDoc struct {
+	Sweeps    []listEntry `json:"sweeps"`
+	NextToken string      `json:"next_token,omitempty"`
+}
+
+// newListEntry needs no instance items: counts come from the record, and the running
+// instances' cost from the prices recorded in their slots.
+func newListEntry(s *sweep, now time.Time) listEntry {
+	v := buildStatus(context.Background(), &sweep{TotalParams: s.TotalParams, Counts: s.Counts, Alive: s.Alive, EstimatedCostUSD: s.EstimatedCostUSD, Region: s.Region}, nil, nil, now)
+	return listEntry{
+		SweepID: s.SweepID, SweepName: s.SweepName, Status: s.Status, CreatedAt: s.CreatedAt, UpdatedAt: s.UpdatedAt,
+		CompletedAt: s.CompletedAt, TotalParams: s.TotalParams, MaxConcurrent: s.MaxConcurrent, Region: s.Region,
+		Counts: v.counts, EstimatedCostUSD: v.costUSD, ErrorMessage: s.ErrorMessage,
+	}
+}
+
+func newListCmd(r *rootConfig) *ffcli.Command {
+	fs := r.newFlagSet("list")
+	var (
+		status, token string
+		limit         int
+	)
+	fs.StringVar(&status, "status", "", "only sweeps with this status: "+strings.Join(sweepStatuses, ", "))
+	fs.IntVar(&limit, "limit", 50, "sweeps per page (1-1000)")
+	fs.StringVar(&token, "next-token", "", "continue from where the previous page ended")
+	return r.command("list", "spawn list [--status S] [--limit N] [--next-token T]",
+		"list your sweeps, newest first", fs,
+		func(ctx context.Context, args []string) error {
+			if len(args) > 0 {
+				return usageErrorf("unexpected argument %q: list takes only flags", args[0])
+			}
+			status = strings.ToUpper(status)
+			if status != "" && !slices.Contains(sweepStatuses, status) {
+				return usageErrorf("--status %q is not a sweep status: use one of %s", status, strings.Join(sweepStatuses, ", "))
+			}
+			if limit < 1 || limit > 1000 {
+				return usageErrorf("--limit %d is out of range: use 1 to 1000", limit)
+			}
+			src, err := r.openSweepSource(ctx)
+			if err != nil {
+				return err
+			}
+			doc, err := listPage(ctx, src, status, limit, token)
+			if err != nil {
+				return err
+			}
+			if r.jsonOutput() {
+				return r.printJSON(doc)
+			}
+			return renderList(r.stdout, doc)
+		})
+}
+
+func listPage(ctx context.Context, src *sweepSource, status string, limit int, token string) (*listDoc, error) {
+	if _, err := decodePageToken(token); err != nil {
+		return nil, withExitCode(exitUsage, err)
+	}
+	sweeps, next, err := src.store.listSweeps(ctx, src.d.userID, status, limit, token)
+	if err != nil {
+		return nil, explainStoreError(err, src.d, src.d.table, "")
+	}
+	doc := &listDoc{Sweeps: make([]listEntry, 0, len(sweeps)), NextToken: next}
+	now := src.now()
+	for i := range sweeps {
+		doc.Sweeps = append(doc.Sweeps, newListEntry(&sweeps[i], now))
+	}
+	return doc, nil
+}
+
+func renderList(w io.Writer, doc *listDoc) error {
+	var b strings.Builder
+	if len(doc.Sweeps) == 0 {
+		b.WriteString("no sweeps: start one with 'spawn launch --param-file FILE'\n")
+	} else {
+		rows := [][]string{{"SWEEP ID", "NAME", "STATUS", "DONE", "CREATED", "COST"}}
+		for _, e := range doc.Sweeps {
+			created := e.CreatedAt
+			if t := parseRecordTime(e.CreatedAt); !t.IsZero() {
+				created = t.UTC().Format("2006-01-02 15:04")
+			}
+			rows = append(rows, []string{e.SweepID, ellipsize(e.SweepName, 16), e.Status,
+				fmt.Sprintf("%d/%d", e.Counts.done(), e.TotalParams), created, fmt.Sprintf("$%.2f", e.EstimatedCostUSD)})
+		}
+		writeTable(&b, rows, nil, 0)
+	}
+	if doc.NextToken != "" {
+		// The only line allowed past screenWidth: the token must be copied whole.
+		b.WriteString("more: spawn list --next-token " + doc.NextToken + "\n")
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+type logObjectAPI interface {
+	GetObject(ctx context.Context, in *s3.GetObjectInput, opts ...func(*s3.Options)) (*s3.GetObjectOutput, error)
+}
+
+// logKey is where an instance uploads its output (SPEC.md).
+func logKey(sweepID string, index int) string {
+	return fmt.Sprintf("sweeps/%s/logs/%d.log", sweepID, index)
+}
+
+func newLogsCmd(r *rootConfig) *ffcli.Command {
+	fs := r.newFlagSet("logs")
+	var (
+		sweepID string
+		index   int
+	)
+	fs.StringVar(&sweepID, "sweep-id", "", "the sweep (or give it as the argument)")
+	fs.IntVar(&index, "index", -1, "the item whose log to print (numbered from 0 in file order)")
+	return r.command("logs", "spawn logs --sweep-id ID --index I",
+		"print the log that the instance of item I uploaded", fs,
+		func(ctx context.Context, args []string) error {
+			id, err := sweepIDArg(fs, sweepID, args)
+			if err != nil {
+				return err
+			}
+			if index < 0 {
+				return usageErrorf("which item? pass --index I (0 is the first item of the parameter file)")
+			}
+			src, err := r.openSweepSource(ctx)
+			if err != nil {
+				return err
+			}
+			s, err := src.load(ctx, id)
+			if err != nil {
+				return err
+			}
+			if index >= s.TotalParams {
+				return usageErrorf("--index %d is out of range: sweep %s has items 0 to %d", index, id, s.TotalParams-1)
+			}
+			bucket := s.S3Bucket
+			if bucket == "" {
+				bucket = src.d.bucket
+			}
+			return r.printLog(ctx, newS3Client(src.d.cfg), bucket, id, index)
+		})
+}
+
+func (r *rootConfig) printLog(ctx context.Context, client logObjectAPI, bucket, id string, index int) error {
+	key := logKey(id, index)
+	out, err := client.GetObject(ctx, &s3.GetObjectInput{Bucket: &bucket, Key: &key})
+	if err != nil {
+		var nsk *s3types.NoSuchKey
+		var nf *s3types.NotFound
+		if errors.As(err, &nsk) || errors.As(err, &nf) {
+			return &explainedError{fmt.Sprintf("no log for item %d of sweep %s yet: the instance uploads it when its command ends", index, id), err}
+		}
+		var nsb *s3types.NoSuchBucket
+		if errors.As(err, &nsb) {
+			return &explainedError{fmt.Sprintf("bucket %s does not exist: pass the --bucket that 'spawn deploy' used", bucket), err}
+		}
+		return fmt.Errorf("reading s3://%s/%s: %w", bucket, key, err)
+	}
+	defer out.Body.Close()
+	if r.jsonOutput() {
+		body, err := io.ReadAll(out.Body)
+		if err != nil {
+			return fmt.Errorf("reading s3://%s/%s: %w", bucket, key, err)
+		}
+		return r.printJSON(map[string]any{"sweep_id": id, "index": index, "bucket": bucket, "key": key, "log": string(body)})
+	}
+	if _, err := io.Copy(r.stdout, out.Body); err != nil {
+		return fmt.Errorf("reading s3://%s/%s: %w", bucket, key, err)
+	}
+	return nil
 }
