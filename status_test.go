@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -606,5 +607,171 @@ func TestLogsCommand(t *testing.T) {
 	out, _, code = runSpawn(t, e.env, append(e.args("logs", s.SweepID, "--index", "1"), "--bucket", "not-this-one")...)
 	if code != 0 || out != body {
 		t.Errorf("logs with the record's bucket: exit %d, out %q", code, out)
+	}
+}
+
+// tmuxPane runs a command in a detached tmux session on a socket of its own, 80
+// columns wide, so the command's stdout is a real terminal.
+type tmuxPane struct {
+	t      *testing.T
+	socket string
+}
+
+func startTmux(t *testing.T, env map[string]string, argv ...string) *tmuxPane {
+	t.Helper()
+	if _, err := exec.LookPath("tmux"); err != nil {
+		t.Skip("tmux is not installed: --watch needs a real terminal to test (CI installs tmux)")
+	}
+	p := &tmuxPane{t: t, socket: uniqueName("spawn-watch")}
+	var cmd []string
+	cmd = append(cmd, "env")
+	for k, v := range env {
+		cmd = append(cmd, k+"="+v)
+	}
+	cmd = append(cmd, argv...)
+	quoted := make([]string, len(cmd))
+	for i, c := range cmd {
+		quoted[i] = "'" + strings.ReplaceAll(c, "'", `'\''`) + "'"
+	}
+	// The pane stays after the command ends, so its last screen and exit code can be read.
+	shell := strings.Join(quoted, " ") + `; echo "EXITED $?"; sleep 600`
+	out, err := exec.Command("tmux", "-L", p.socket, "-f", os.DevNull, "new-session", "-d", "-s", "w", "-x", "80", "-y", "50", shell).CombinedOutput()
+	if err != nil {
+		t.Fatalf("tmux new-session: %v: %s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("tmux", "-L", p.socket, "kill-server").Run() })
+	return p
+}
+
+func (p *tmuxPane) capture() string {
+	out, err := exec.Command("tmux", "-L", p.socket, "capture-pane", "-p", "-t", "w").CombinedOutput()
+	if err != nil {
+		p.t.Fatalf("tmux capture-pane: %v: %s", err, out)
+	}
+	return string(out)
+}
+
+// waitFor captures the pane until it contains want.
+func (p *tmuxPane) waitFor(want string) string {
+	p.t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		screen := p.capture()
+		if strings.Contains(screen, want) {
+			return screen
+		}
+		if time.Now().After(deadline) {
+			p.t.Fatalf("the pane never showed %q; last screen:\n%s", want, screen)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestStatusWatchRedrawsInTerminal runs `spawn status --watch` (this test binary as
+// spawn) in a real terminal while the test advances the sweep through the store.
+func TestStatusWatchRedrawsInTerminal(t *testing.T) {
+	e := newStatusEnv(t)
+	s := e.putSweep(t, 10, time.Now())
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"SPAWN_TEST_RUN_AS_SPAWN": "1", "TERM": "xterm-256color"}
+	for k, v := range e.env {
+		env[k] = v
+	}
+	pane := startTmux(t, env, append([]string{exe}, e.args("status", s.SweepID, "--watch", "--interval", "200ms")...)...)
+
+	summary := func(screen string) []string {
+		var hits []string
+		for _, l := range strings.Split(screen, "\n") {
+			if strings.Contains(l, s.SweepID) {
+				hits = append(hits, l)
+			}
+		}
+		return hits
+	}
+	firstLine := func(screen string) string {
+		for _, l := range strings.Split(screen, "\n") {
+			if strings.TrimSpace(l) != "" {
+				return l
+			}
+		}
+		return ""
+	}
+	check := func(screen, status string) {
+		t.Helper()
+		hits := summary(screen)
+		if len(hits) != 1 || !strings.Contains(hits[0], status) || firstLine(screen) != hits[0] {
+			t.Errorf("want the summary line once, at the top, with %s; got %d:\n%s", status, len(hits), screen)
+		}
+		assertFitsWidth(t, screen)
+	}
+
+	before := pane.waitFor("0/10 done")
+	check(before, statusRunning)
+	// Several redraws happen while nothing changes; the screen must not scroll.
+	time.Sleep(700 * time.Millisecond)
+	check(pane.capture(), statusRunning)
+
+	e.advance(t, s.SweepID, func(s *sweep) {
+		s.Counts = counts{Succeeded: 4, Failed: 1}
+		s.Alive = []aliveInstance{{Index: 5, Attempt: 1, InstanceID: "i-watch5", Region: "us-east-1", InstanceType: "t3.micro", LaunchedAt: time.Now()}}
+	})
+	after := pane.waitFor("5/10 done")
+	check(after, statusRunning)
+	if strings.Contains(after, "0/10 done") || !strings.Contains(after, "i-watch5") {
+		t.Errorf("the old frame is still on screen or the new one is incomplete:\n%s", after)
+	}
+
+	e.advance(t, s.SweepID, func(s *sweep) { s.Status, s.Counts, s.Alive = statusCompleted, counts{Succeeded: 10}, nil })
+	final := pane.waitFor("EXITED")
+	check(final, statusCompleted)
+	if !strings.Contains(final, "EXITED 0") || !strings.Contains(final, "10/10 done") {
+		t.Errorf("--watch should end with the sweep, exit 0:\n%s", final)
+	}
+}
+
+// TestStatusWatchNotATerminal: with stdout a pipe, --watch appends a line per change
+// and ends with the full view.
+func TestStatusWatchNotATerminal(t *testing.T) {
+	e := newStatusEnv(t)
+	for k, v := range e.env {
+		t.Setenv(k, v)
+	}
+	s := e.putSweep(t, 4, time.Now())
+	var stdout, stderr bytes.Buffer
+	done := make(chan error, 1)
+	go func() {
+		done <- runCLI(context.Background(), e.args("status", s.SweepID, "--watch", "--interval", "50ms"), strings.NewReader(""), &stdout, &stderr)
+	}()
+	time.Sleep(300 * time.Millisecond)
+	e.advance(t, s.SweepID, func(s *sweep) { s.Counts = counts{Succeeded: 2} })
+	time.Sleep(300 * time.Millisecond)
+	e.advance(t, s.SweepID, func(s *sweep) { s.Status, s.Counts = statusCompleted, counts{Succeeded: 4} })
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("watch: %v (stderr %s)", err, stderr.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("--watch did not end with the sweep")
+	}
+	out := stdout.String()
+	if strings.Contains(out, "\x1b") {
+		t.Errorf("escape codes written to a pipe:\n%q", out)
+	}
+	lines := strings.Split(out, "\n")
+	var progress []string
+	for _, l := range lines {
+		if strings.Contains(l, " done  running ") {
+			progress = append(progress, l)
+		}
+	}
+	if len(progress) < 2 || !strings.Contains(progress[0], "RUNNING  0/4 done") || !strings.Contains(progress[len(progress)-1], "COMPLETED  4/4 done") {
+		t.Errorf("want one line per change from 0/4 to 4/4:\n%s", out)
+	}
+	if !strings.Contains(out, "[########################################]  4/4 done  100%") {
+		t.Errorf("no final view:\n%s", out)
 	}
 }
