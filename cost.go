@@ -201,9 +201,9 @@ func parseOnDemandPrice(priceList []string) (float64, error) {
 		if err := json.Unmarshal([]byte(doc), &pr); err != nil {
 			return 0, fmt.Errorf("pricing price list entry %d: %w", i, err)
 		}
-		for _, offer := range sortedKeys(pr.Terms.OnDemand) {
+		for _, offer := range sortedMapKeys(pr.Terms.OnDemand) {
 			dims := pr.Terms.OnDemand[offer].PriceDimensions
-			for _, rate := range sortedKeys(dims) {
+			for _, rate := range sortedMapKeys(dims) {
 				d := dims[rate]
 				if d.Unit != "Hrs" {
 					continue
@@ -218,7 +218,7 @@ func parseOnDemandPrice(priceList []string) (float64, error) {
 	return 0, fmt.Errorf("pricing price list has no hourly USD on-demand price (%d entries)", len(priceList))
 }
 
-func sortedKeys[V any](m map[string]V) []string {
+func sortedMapKeys[V any](m map[string]V) []string {
 	keys := make([]string, 0, len(m))
 	for k := range m {
 		keys = append(keys, k)

@@ -267,7 +267,7 @@ func (c counts) line() string {
 
 func (v *statusView) costLine() string {
 	var parts []string
-	for _, src := range sortedKeys(v.sources) {
+	for _, src := range sortedMapKeys(v.sources) {
 		parts = append(parts, fmt.Sprintf("%d %s", v.sources[src], src))
 	}
 	line := fmt.Sprintf("est. cost $%.2f so far", v.costUSD)
