@@ -815,8 +815,9 @@ type logObjectAPI interface {
 	GetObject(ctx context.Context, in *s3.GetObjectInput, opts ...func(*s3.Options)) (*s3.GetObjectOutput, error)
 }
 
-// logKey is where an instance uploads its output (SPEC.md).
-func logKey(sweepID string, index int) string {
+// instanceLogKey is where an instance uploads its output (SPEC.md); launch.go builds
+// the same key into the instance's user data.
+func instanceLogKey(sweepID string, index int) string {
 	return fmt.Sprintf("sweeps/%s/logs/%d.log", sweepID, index)
 }
 
@@ -858,7 +859,7 @@ func newLogsCmd(r *rootConfig) *ffcli.Command {
 }
 
 func (r *rootConfig) printLog(ctx context.Context, client logObjectAPI, bucket, id string, index int) error {
-	key := logKey(id, index)
+	key := instanceLogKey(id, index)
 	out, err := client.GetObject(ctx, &s3.GetObjectInput{Bucket: &bucket, Key: &key})
 	if err != nil {
 		var nsk *s3types.NoSuchKey
