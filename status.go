@@ -659,15 +659,48 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 // Escape sequences of a redraw: cursor home, clear the screen.
 const redrawScreen = "\x1b[H\x1b[2J"
 
+// watchItems keeps the instance items a live view needs between refreshes. Reading
+// every item of a 100,000-item sweep every few seconds would cost real read capacity;
+// the text view only shows the alive instances (the record has them) and the failed
+// ones, which change only when the record's failed/expired/unknown counts do.
+type watchItems struct {
+	bad  int // failed + expired + unknown when recs were read; -1: never read
+	recs []instanceRecord
+}
+
+func (w *watchItems) refresh(ctx context.Context, src *sweepSource, s *sweep) error {
+	bad := s.Counts.Failed + s.Counts.Expired + s.Counts.Unknown
+	if bad == w.bad {
+		return nil
+	}
+	recs, err := src.store.listInstances(ctx, s.SweepID)
+	if err != nil {
+		return explainStoreError(err, src.d, src.d.instancesTable, s.SweepID)
+	}
+	// Keep the failed ones and the ones alive when read (their EC2 state).
+	w.recs = slices.DeleteFunc(recs, func(r instanceRecord) bool { return r.Outcome == outcomeSucceeded || r.Outcome == outcomeCancelled })
+	w.bad = bad
+	return nil
+}
+
 // watchStatus redraws the view in place on a terminal, or appends one line per change
 // elsewhere (a log file, a pipe), until the sweep ends or the user interrupts.
 func (r *rootConfig) watchStatus(ctx context.Context, src *sweepSource, id string, interval time.Duration, tty bool, style textStyle) (*statusView, error) {
 	var last string
+	items := &watchItems{bad: -1}
 	for {
-		v, err := src.view(ctx, id)
+		s, err := src.load(ctx, id)
 		if err != nil {
 			return nil, err
 		}
+		if terminalStatus(s.Status) {
+			// The last screen reads the items once more.
+			items.bad = -1
+		}
+		if err := items.refresh(ctx, src, s); err != nil {
+			return nil, err
+		}
+		v := buildStatus(ctx, s, items.recs, src.price, src.now())
 		if tty {
 			var frame strings.Builder
 			frame.WriteString(redrawScreen)

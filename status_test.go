@@ -7,6 +7,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -643,8 +644,13 @@ func startTmux(t *testing.T, env map[string]string, argv ...string) *tmuxPane {
 	return p
 }
 
-func (p *tmuxPane) capture() string {
-	out, err := exec.Command("tmux", "-L", p.socket, "capture-pane", "-p", "-t", "w").CombinedOutput()
+// capture is the pane's text; with escapes, its colours too.
+func (p *tmuxPane) capture(escapes ...bool) string {
+	args := []string{"-L", p.socket, "capture-pane", "-p", "-t", "w"}
+	if len(escapes) > 0 && escapes[0] {
+		args = append(args, "-e")
+	}
+	out, err := exec.Command("tmux", args...).CombinedOutput()
 	if err != nil {
 		p.t.Fatalf("tmux capture-pane: %v: %s", err, out)
 	}
@@ -680,6 +686,7 @@ func TestStatusWatchRedrawsInTerminal(t *testing.T) {
 	for k, v := range e.env {
 		env[k] = v
 	}
+	delete(env, "NO_COLOR") // a terminal without NO_COLOR gets colour
 	pane := startTmux(t, env, append([]string{exe}, e.args("status", s.SweepID, "--watch", "--interval", "200ms")...)...)
 
 	summary := func(screen string) []string {
@@ -710,6 +717,9 @@ func TestStatusWatchRedrawsInTerminal(t *testing.T) {
 
 	before := pane.waitFor("0/10 done")
 	check(before, statusRunning)
+	if coloured := pane.capture(true); !strings.Contains(coloured, "\x1b[36mRUNNING") {
+		t.Errorf("no colour on the status word in a terminal:\n%q", coloured)
+	}
 	// Several redraws happen while nothing changes; the screen must not scroll.
 	time.Sleep(700 * time.Millisecond)
 	check(pane.capture(), statusRunning)
@@ -773,5 +783,92 @@ func TestStatusWatchNotATerminal(t *testing.T) {
 	}
 	if !strings.Contains(out, "[########################################]  4/4 done  100%") {
 		t.Errorf("no final view:\n%s", out)
+	}
+}
+
+// BenchmarkStatusView100k prices, counts and renders a 100,000-item sweep: what one
+// `spawn status` (and one --watch refresh) costs once the items are read.
+func BenchmarkStatusView100k(b *testing.B) {
+	const n = 100000
+	s := &sweep{SweepID: "sw-bench", SweepName: "bench", CreatedAt: ago(time.Hour).Format(time.RFC3339), Region: "us-east-1",
+		MaxConcurrent: 500, TotalParams: n, Status: statusRunning, Counts: counts{Succeeded: n - 600, Failed: 100}}
+	recs := make([]instanceRecord, 0, n)
+	for i := 0; i < n-500; i++ {
+		r := instanceRecord{Index: i, InstanceID: fmt.Sprintf("i-%017d", i), Region: "us-east-1", InstanceType: "c5.large", State: "terminated",
+			Outcome: outcomeSucceeded, Attempt: 1, LaunchedAt: ago(time.Hour), TerminatedAt: ago(30 * time.Minute)}
+		if i%1000 == 0 {
+			r.Outcome, r.ErrorMessage = outcomeFailed, "command exited with code 1"
+		}
+		recs = append(recs, r)
+	}
+	for i := n - 500; i < n; i++ {
+		s.Alive = append(s.Alive, aliveInstance{Index: i, Attempt: 1, InstanceID: fmt.Sprintf("i-%017d", i), Region: "us-east-1", InstanceType: "c5.large", LaunchedAt: ago(time.Minute)})
+	}
+	p := newTablePricer("us-east-1")
+	var jsonBytes int
+	b.ResetTimer()
+	for b.Loop() {
+		v := buildStatus(context.Background(), s, recs, p, statusNow)
+		if err := renderStatus(io.Discard, v, textStyle{}); err != nil {
+			b.Fatal(err)
+		}
+		raw, err := json.Marshal(v.doc())
+		if err != nil {
+			b.Fatal(err)
+		}
+		jsonBytes = len(raw)
+	}
+	b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N), "ms/view")
+	b.ReportMetric(float64(jsonBytes), "json-bytes")
+}
+
+// countingStore counts the reads of a live view.
+type countingStore struct {
+	sweepStore
+	loads, lists atomic.Int64
+}
+
+func (c *countingStore) loadSweep(ctx context.Context, id string) (*sweep, error) {
+	c.loads.Add(1)
+	return c.sweepStore.loadSweep(ctx, id)
+}
+
+func (c *countingStore) listInstances(ctx context.Context, id string) ([]instanceRecord, error) {
+	c.lists.Add(1)
+	return c.sweepStore.listInstances(ctx, id)
+}
+
+// TestWatchReadsItemsOnlyWhenFailuresChange: a refresh reads the record; the instance
+// items are read again only when an item failed (and once at the end).
+func TestWatchReadsItemsOnlyWhenFailuresChange(t *testing.T) {
+	e := newStatusEnv(t)
+	s := e.putSweep(t, 10, time.Now())
+	cs := &countingStore{sweepStore: e.store}
+	src := &sweepSource{d: &deployment{userID: e.userID, table: e.table, instancesTable: e.instTable}, store: cs, now: time.Now}
+	var out bytes.Buffer
+	r := &rootConfig{stdout: &out}
+	done := make(chan error, 1)
+	go func() {
+		_, err := r.watchStatus(context.Background(), src, s.SweepID, 10*time.Millisecond, false, textStyle{})
+		done <- err
+	}()
+	waitLoads := func(n int64) {
+		for cs.loads.Load() < n {
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	for i := 1; i <= 3; i++ {
+		waitLoads(cs.loads.Load() + 2)
+		e.advance(t, s.SweepID, func(s *sweep) { s.Counts.Succeeded = i })
+	}
+	waitLoads(cs.loads.Load() + 2)
+	e.advance(t, s.SweepID, func(s *sweep) { s.Counts.Failed = 1 })
+	waitLoads(cs.loads.Load() + 2)
+	e.advance(t, s.SweepID, func(s *sweep) { s.Status = statusCompleted })
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if got := cs.lists.Load(); got != 3 {
+		t.Errorf("instance items read %d times over %d refreshes, want 3 (first, after the failure, last)", got, cs.loads.Load())
 	}
 }
