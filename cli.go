@@ -154,7 +154,9 @@ func runCLI(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 		// Only the root reads SPAWN_* env, so a flag on the command line always wins over env.
 		Options: []ff.Option{ff.WithEnvVarPrefix("SPAWN")},
 		Subcommands: []*ffcli.Command{
+			newLaunchCmd(r),
 			newVersionCmd(r),
+			newDeployCmd(r), newDestroyCmd(r),
 			newStatusCmd(r),
 			newListCmd(r),
 			newLogsCmd(r),

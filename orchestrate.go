@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 
@@ -37,4 +38,8 @@ func runLambda() {
 		}
 		return nil, fmt.Errorf("sweep orchestration is not built yet")
 	})
+}
+
+func startSweep(ctx context.Context, r *rootConfig, req *launchRequest) error {
+	return errors.New("launching is not available in this build")
 }

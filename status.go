@@ -848,12 +848,6 @@ type logObjectAPI interface {
 	GetObject(ctx context.Context, in *s3.GetObjectInput, opts ...func(*s3.Options)) (*s3.GetObjectOutput, error)
 }
 
-// instanceLogKey is where an instance uploads its output (SPEC.md); launch.go builds
-// the same key into the instance's user data.
-func instanceLogKey(sweepID string, index int) string {
-	return fmt.Sprintf("sweeps/%s/logs/%d.log", sweepID, index)
-}
-
 func newLogsCmd(r *rootConfig) *ffcli.Command {
 	fs := r.newFlagSet("logs")
 	var (
@@ -892,7 +886,7 @@ func newLogsCmd(r *rootConfig) *ffcli.Command {
 }
 
 func (r *rootConfig) printLog(ctx context.Context, client logObjectAPI, bucket, id string, index int) error {
-	key := instanceLogKey(id, index)
+	key := logKey(id, index)
 	out, err := client.GetObject(ctx, &s3.GetObjectInput{Bucket: &bucket, Key: &key})
 	if err != nil {
 		var nsk *s3types.NoSuchKey

@@ -591,7 +591,7 @@ func TestLogsCommand(t *testing.T) {
 	}
 	s := e.putSweep(t, 3, time.Now())
 	body := "epoch 1 loss 0.93\nepoch 2 loss 0.41\n"
-	if _, err := s3c.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(e.bucket), Key: aws.String(instanceLogKey(s.SweepID, 1)), Body: strings.NewReader(body)}); err != nil {
+	if _, err := s3c.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(e.bucket), Key: aws.String(logKey(s.SweepID, 1)), Body: strings.NewReader(body)}); err != nil {
 		t.Fatal(err)
 	}
 	out, errOut, code := runSpawn(t, e.env, e.args("logs", "--sweep-id", s.SweepID, "--index", "1")...)
