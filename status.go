@@ -18,6 +18,7 @@ import (
 	dynamotypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/aws/smithy-go"
 	"github.com/mattn/go-isatty"
 	"github.com/peterbourgon/ff/v3/ffcli"
 )
@@ -889,13 +890,17 @@ func (r *rootConfig) printLog(ctx context.Context, client logObjectAPI, bucket, 
 	key := logKey(id, index)
 	out, err := client.GetObject(ctx, &s3.GetObjectInput{Bucket: &bucket, Key: &key})
 	if err != nil {
-		var nsk *s3types.NoSuchKey
-		var nf *s3types.NotFound
-		if errors.As(err, &nsk) || errors.As(err, &nf) {
-			return &explainedError{fmt.Sprintf("no log for item %d of sweep %s yet: the instance uploads it when its command ends", index, id), err}
+		// GetObject models only NoSuchKey; a missing bucket comes back as a generic API error.
+		var apiErr smithy.APIError
+		code := ""
+		if errors.As(err, &apiErr) {
+			code = apiErr.ErrorCode()
 		}
-		var nsb *s3types.NoSuchBucket
-		if errors.As(err, &nsb) {
+		var nsk *s3types.NoSuchKey
+		switch {
+		case errors.As(err, &nsk) || code == "NoSuchKey" || code == "NotFound":
+			return &explainedError{fmt.Sprintf("no log for item %d of sweep %s yet: the instance uploads it when its command ends", index, id), err}
+		case code == "NoSuchBucket":
 			return &explainedError{fmt.Sprintf("bucket %s does not exist: pass the --bucket that 'spawn deploy' used", bucket), err}
 		}
 		return fmt.Errorf("reading s3://%s/%s: %w", bucket, key, err)

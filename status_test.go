@@ -603,6 +603,11 @@ func TestLogsCommand(t *testing.T) {
 	if code != exitRuntime || errOut != want || out != "" {
 		t.Errorf("missing log: exit %d, stderr %q (want %q), out %q", code, errOut, want, out)
 	}
+	nb := uniqueName("no-such-bucket")
+	_, errOut, code = runSpawn(t, e.env, append(e.args("logs", s.SweepID, "--index", "1"), "--bucket", nb)...)
+	if code != exitRuntime || !strings.Contains(errOut, "bucket "+nb+" does not exist") {
+		t.Errorf("missing bucket: exit %d, stderr %q", code, errOut)
+	}
 	// The record's bucket wins over --bucket.
 	e.advance(t, s.SweepID, func(s *sweep) { s.S3Bucket = e.bucket })
 	out, _, code = runSpawn(t, e.env, append(e.args("logs", s.SweepID, "--index", "1"), "--bucket", "not-this-one")...)
