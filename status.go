@@ -528,9 +528,9 @@ func (src *sweepSource) view(ctx context.Context, id string) (*statusView, error
 	return buildStatus(ctx, s, recs, src.price, src.now()), nil
 }
 
-// sweepIDArg takes the id from --sweep-id or the first argument, and parses the flags
+// sweepIDAndFlags takes the id from --sweep-id or the first argument, and parses the flags
 // that follow a positional id (the flag package stops at the first non-flag).
-func sweepIDArg(fs *flag.FlagSet, flagID string, args []string) (string, error) {
+func sweepIDAndFlags(fs *flag.FlagSet, flagID string, args []string) (string, error) {
 	if len(args) > 0 {
 		if flagID != "" {
 			return "", usageErrorf("give the sweep id once: --sweep-id %s or %s, not both", flagID, args[0])
@@ -568,7 +568,7 @@ func newStatusCmd(r *rootConfig) *ffcli.Command {
 	return r.command("status", "spawn status [--sweep-id ID | ID] [--watch] [--wait] [--interval D]",
 		"show a sweep: progress, item counts, instances and estimated cost", fs,
 		func(ctx context.Context, args []string) error {
-			id, err := sweepIDArg(fs, sweepID, args)
+			id, err := sweepIDAndFlags(fs, sweepID, args)
 			if err != nil {
 				return err
 			}
@@ -860,7 +860,7 @@ func newLogsCmd(r *rootConfig) *ffcli.Command {
 	return r.command("logs", "spawn logs --sweep-id ID --index I",
 		"print the log that the instance of item I uploaded", fs,
 		func(ctx context.Context, args []string) error {
-			id, err := sweepIDArg(fs, sweepID, args)
+			id, err := sweepIDAndFlags(fs, sweepID, args)
 			if err != nil {
 				return err
 			}
