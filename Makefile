@@ -33,5 +33,12 @@ demo:
 	CGO_ENABLED=0 GOOS=linux $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/spawn-linux-bootstrap .
 	$(GO) run ./demo --spawn bin/spawn --bootstrap bin/spawn-linux-bootstrap
 
+# fuzz: the parser and event-decoder fuzz targets, longer than CI's short run.
+FUZZTIME ?= 60s
+fuzz:
+	for t in $$(grep -ho '^func Fuzz[A-Za-z0-9_]*' *_test.go | sed 's/^func //'); do \
+		$(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) . || exit 1; \
+	done
+
 clean:
 	rm -rf bin

@@ -157,6 +157,7 @@ func runCLI(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 			newLaunchCmd(r),
 			newVersionCmd(r),
 			newDeployCmd(r), newDestroyCmd(r),
+			newResumeCmd(r), newCancelCmd(r),
 			newStatusCmd(r),
 			newListCmd(r),
 			newLogsCmd(r),

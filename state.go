@@ -83,6 +83,19 @@ type aliveInstance struct {
 	// Deadline is launch time + TTL (zero: no TTL); past Deadline+grace the orchestrator terminates.
 	Deadline    time.Time `dynamodbav:"deadline,omitempty" json:"deadline,omitzero"`
 	PriceHourly float64   `dynamodbav:"price_hourly,omitempty" json:"price_hourly,omitempty"`
+	// LaunchTries and NotBefore pace a launch that failed for capacity or throttling: it is
+	// retried with the same ClientToken, not before NotBefore.
+	LaunchTries int       `dynamodbav:"launch_tries,omitempty" json:"launch_tries,omitempty"`
+	NotBefore   time.Time `dynamodbav:"not_before,omitempty" json:"not_before,omitzero"`
+	// IdleAlarm is set once the idle-timeout alarm exists, so a failed PutMetricAlarm is retried.
+	IdleAlarm bool `dynamodbav:"idle_alarm,omitempty" json:"idle_alarm,omitempty"`
+}
+
+// retryItem is an index queued to launch again, with the attempt it will launch as
+// (each attempt has its own ClientToken).
+type retryItem struct {
+	Index   int `dynamodbav:"index" json:"index"`
+	Attempt int `dynamodbav:"attempt" json:"attempt"`
 }
 
 // sweep is the record in the orchestration table. It grows with max_concurrent
@@ -120,10 +133,14 @@ type sweep struct {
 	Alive           []aliveInstance `dynamodbav:"alive" json:"alive"`
 	// RetryQueue holds indexes to launch again (spot interruption, resume --retry-failed)
 	// before NextToLaunch moves on.
-	RetryQueue []int `dynamodbav:"retry_queue,omitempty" json:"retry_queue,omitempty"`
+	RetryQueue []retryItem `dynamodbav:"retry_queue,omitempty" json:"retry_queue,omitempty"`
 	// EstimatedCostUSD is Σ runtime × hourly price of every instance that has ended,
 	// the running ones are added at read time.
 	EstimatedCostUSD float64 `dynamodbav:"estimated_cost_usd" json:"estimated_cost_usd"`
+	// AMIs are the default AMIs the orchestrator resolved ("region/instance-type" → id),
+	// kept so that every item and every retried launch (same ClientToken, same
+	// parameters) uses the same image even if a newer one is published mid-sweep.
+	AMIs map[string]string `dynamodbav:"amis,omitempty" json:"amis,omitempty"`
 }
 
 // instanceRecord is one item of the instances table: one per index and attempt's
