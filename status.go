@@ -630,31 +630,19 @@ func waitOutcome(v *statusView) error {
 	return nil
 }
 
-// pollUntilEnded reads the sweep every interval until its status is terminal.
+// pollUntilEnded checks that the caller may read the sweep, waits (the engine's
+// waitSweep) until its status is terminal, then reads every instance once.
 func pollUntilEnded(ctx context.Context, src *sweepSource, id string, interval time.Duration) (*statusView, error) {
-	for {
-		s, err := src.load(ctx, id)
-		if err != nil {
-			return nil, err
-		}
-		if terminalStatus(s.Status) {
-			return src.view(ctx, id)
-		}
-		if err := sleepCtx(ctx, interval); err != nil {
+	if _, err := src.load(ctx, id); err != nil {
+		return nil, err
+	}
+	if _, err := waitSweep(ctx, src.store, id, interval, realClock{}); err != nil {
+		if ctx.Err() != nil {
 			return nil, fmt.Errorf("stopped waiting for sweep %s (%w): it goes on; 'spawn status %s' shows it", id, err, id)
 		}
+		return nil, explainStoreError(err, src.d, src.d.table, id)
 	}
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
+	return src.view(ctx, id)
 }
 
 // Escape sequences of a redraw: cursor home, clear the screen.
@@ -721,7 +709,7 @@ func (r *rootConfig) watchStatus(ctx context.Context, src *sweepSource, id strin
 		if terminalStatus(v.s.Status) {
 			return v, nil
 		}
-		if err := sleepCtx(ctx, interval); err != nil {
+		if err := (realClock{}).Sleep(ctx, interval); err != nil {
 			return nil, fmt.Errorf("stopped watching sweep %s (%w): it goes on; 'spawn status %s' shows it", id, err, id)
 		}
 	}
