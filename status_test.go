@@ -21,6 +21,8 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/iam"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 )
@@ -875,5 +877,104 @@ func TestWatchReadsItemsOnlyWhenFailuresChange(t *testing.T) {
 	}
 	if got := cs.lists.Load(); got != 3 {
 		t.Errorf("instance items read %d times over %d refreshes, want 3 (first, after the failure, last)", got, cs.loads.Load())
+	}
+}
+
+// TestStatusOfARealSweep: `launch --no-detach` runs the engine here while the test
+// plays the instances (engine's workload helper), and `status --wait --output json`
+// waits for the end and reports what the engine wrote.
+func TestStatusOfARealSweep(t *testing.T) {
+	e := newStatusEnv(t)
+	ctx := context.Background()
+	for k, v := range e.env {
+		t.Setenv(k, v)
+	}
+	if _, err := newS3Client(e.a.cfg).CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(e.bucket)}); err != nil {
+		t.Fatal(err)
+	}
+	api := ec2.NewFromConfig(e.a.cfg)
+	before := map[string]bool{}
+	insts, err := describeInstances(ctx, api, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, inst := range insts {
+		before[aws.ToString(inst.InstanceId)] = true
+	}
+	profile := uniqueName("spawnd")
+	if e.a.keepsEC2Tags() {
+		// moto checks that the instance profile exists.
+		if _, err := iam.NewFromConfig(e.a.cfg).CreateInstanceProfile(ctx, &iam.CreateInstanceProfileInput{InstanceProfileName: aws.String(profile)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const items = 5
+	params := fmt.Sprintf(`{"defaults": {"ami": %q, "command": "true", "iam_instance_profile": %q, "instance_type": "t3.micro"}, "params": [{"seed": 0}, {"seed": 1}, {"seed": 2}, {"seed": 3}, {"seed": 4}]}`,
+		testImage(t, api), profile)
+	path := filepath.Join(t.TempDir(), "p.json")
+	if err := os.WriteFile(path, []byte(params), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	defer close(stop)
+	go workload(t, e.a, api, before, stop)
+
+	var launchOut, launchErr syncBuffer
+	launched := make(chan error, 1)
+	go func() {
+		launched <- runCLI(ctx, e.args("launch", "--param-file", path, "--max-concurrent", "2", "--poll-interval", "1s", "--no-detach", "--ttl", "1h"),
+			strings.NewReader(""), &launchOut, &launchErr)
+	}()
+	var id string
+	for deadline := time.Now().Add(time.Minute); id == "" && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if f := strings.Fields(launchOut.String()); len(f) > 1 {
+			id = f[1]
+		}
+	}
+	if id == "" {
+		t.Fatalf("launch printed no sweep id: stdout %q, stderr %q", launchOut.String(), launchErr.String())
+	}
+	var out, errb bytes.Buffer
+	waitErr := runCLI(ctx, e.args("status", id, "--wait", "--interval", "200ms", "--output", "json"), strings.NewReader(""), &out, &errb)
+	if err := <-launched; err != nil && exitCode(err) != exitSweep {
+		t.Fatalf("launch --no-detach: %v (stderr %s)", err, launchErr.String())
+	}
+	var doc struct {
+		SweepID   string           `json:"sweep_id"`
+		Status    string           `json:"status"`
+		Counts    counts           `json:"counts"`
+		Instances []statusInstance `json:"instances"`
+		Cost      float64          `json:"estimated_cost_usd"`
+	}
+	if err := json.Unmarshal(out.Bytes(), &doc); err != nil {
+		t.Fatalf("status --wait json: %v: %s (stderr %s)", err, out.String(), errb.String())
+	}
+	if doc.SweepID != id || doc.Status != statusCompleted || len(doc.Instances) != items {
+		t.Fatalf("final status %s with %d instances, want COMPLETED with %d: %s", doc.Status, len(doc.Instances), items, out.String())
+	}
+	for _, in := range doc.Instances {
+		if in.InstanceID == "" || in.LaunchedAt == nil || in.TerminatedAt == nil || in.Outcome == "" || in.PriceSource == "" {
+			t.Errorf("instance %d incomplete: %+v", in.Index, in)
+		}
+	}
+	if e.a.keepsEC2Tags() {
+		// The instances reported exit code 0 by tag: every item succeeded.
+		if exitCode(waitErr) != exitOK || doc.Counts.Succeeded != items {
+			t.Errorf("moto: exit %d (%v), counts %+v; want 0 and %d succeeded", exitCode(waitErr), waitErr, doc.Counts, items)
+		}
+	} else if exitCode(waitErr) != exitSweep || doc.Counts.Unknown != items {
+		// kumo drops tags, so no instance can report its exit code.
+		t.Errorf("kumo: exit %d (%v), counts %+v; want 3 and %d unknown", exitCode(waitErr), waitErr, doc.Counts, items)
+	}
+
+	// The sweep is in the caller's list, first; its items have no logs (the simulated
+	// instances upload none).
+	listOut, _, code := runSpawn(t, nil, e.args("list", "--output", "json")...)
+	var ld listDoc
+	if code != 0 || json.Unmarshal([]byte(listOut), &ld) != nil || len(ld.Sweeps) == 0 || ld.Sweeps[0].SweepID != id || ld.Sweeps[0].Counts.done() != items {
+		t.Errorf("list: exit %d, %s", code, listOut)
+	}
+	if _, stderr, code := runSpawn(t, nil, e.args("logs", id, "--index", "0")...); code != exitRuntime || !strings.Contains(stderr, "no log for item 0 of sweep "+id) {
+		t.Errorf("logs of a simulated instance: exit %d, %q", code, stderr)
 	}
 }
