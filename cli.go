@@ -158,6 +158,9 @@ func runCLI(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 			newVersionCmd(r),
 			newDeployCmd(r), newDestroyCmd(r),
 			newResumeCmd(r), newCancelCmd(r),
+			newStatusCmd(r),
+			newListCmd(r),
+			newLogsCmd(r),
 		},
 		Exec: func(context.Context, []string) error { return flag.ErrHelp },
 	}
