@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	fs2 "io/fs"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
@@ -1531,6 +1532,11 @@ type launchPlan struct {
 	// InstanceHoursAtTTL is Σ TTL over the items that have one: the most the sweep can run.
 	InstanceHoursAtTTL float64 `json:"instance_hours_at_ttl"`
 	ItemsWithoutTTL    int     `json:"items_without_ttl"`
+	// CostBoundUSD is the most the items with a TTL can cost, priced from the table
+	// embedded in the binary (a dry run makes no AWS call); PriceSources counts items per
+	// price source.
+	CostBoundUSD float64        `json:"cost_bound_usd"`
+	PriceSources map[string]int `json:"price_sources"`
 }
 
 type planGroup struct {
@@ -1607,6 +1613,15 @@ func (r *rootConfig) printPlan(ctx context.Context, req *launchRequest) error {
 		return err
 	}
 	pl := newLaunchPlan(req, cfg.Region)
+	priced := make([]item, len(req.Items))
+	for i, it := range req.Items {
+		if it.Region == "" {
+			it.Region = cfg.Region
+		}
+		priced[i] = it
+	}
+	usd, sources := newTablePricer(cfg.Region).dryRunCostBound(ctx, priced, req.TTL)
+	pl.CostBoundUSD, pl.PriceSources = math.Round(usd*100)/100, sources
 	if r.jsonOutput() {
 		return r.printJSON(pl)
 	}
@@ -1638,6 +1653,11 @@ func writePlan(w io.Writer, pl *launchPlan) error {
 		fmt.Fprintf(&b, "instance-hours:  %s at most (%s with a TTL; %s without one, not counted)\n",
 			hours, plural(withTTL, "item"), plural(pl.ItemsWithoutTTL, "item"))
 	}
+	var srcs []string
+	for _, k := range slices.Sorted(maps.Keys(pl.PriceSources)) {
+		srcs = append(srcs, fmt.Sprintf("%s: %d", k, pl.PriceSources[k]))
+	}
+	fmt.Fprintf(&b, "cost bound:      $%.2f at most (prices %s)\n", pl.CostBoundUSD, strings.Join(srcs, ", "))
 	b.WriteString("\n")
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "REGION\tINSTANCE TYPE\tITEMS\tSPOT")

@@ -1510,6 +1510,7 @@ type engineDeps struct {
 	clients  *awsClients
 	lambda   lambdaInvoker
 	function string
+	pricer   *pricer // one per process: its cache outlives an invocation in a warm Lambda
 	log      zerolog.Logger
 }
 
@@ -1522,6 +1523,7 @@ func newEngineDeps(cfg aws.Config, account, callerARN, table, instancesTable, bu
 		clients:  newAWSClients(cfg, account, partitionOf(callerARN)),
 		lambda:   lambdasvc.NewFromConfig(cfg),
 		function: function,
+		pricer:   newPricer(cfg),
 		log:      log,
 	}
 }
@@ -1532,6 +1534,7 @@ func (d *engineDeps) newOrchestrator(owner string, forceDownload, detached bool)
 	o := &orchestrator{
 		store:       d.store,
 		launchInput: runInstancesInput,
+		price:       d.pricer.priceFor,
 		clock:       realClock{},
 		owner:       owner,
 		log:         d.log,
