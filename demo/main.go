@@ -9,7 +9,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -27,6 +26,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/aws/aws-sdk-go-v2/service/lambda"
+	"github.com/aws/aws-sdk-go-v2/service/ssm"
+	ssmtypes "github.com/aws/aws-sdk-go-v2/service/ssm/types"
 	"github.com/sivchari/kumo"
 )
 
@@ -122,6 +123,18 @@ func run(ctx context.Context, args []string) error {
 	go func() { defer wg.Done(); simulateInstances(simCtx, ec2.NewFromConfig(cfg), *failEvery) }()
 	defer func() { stopSim(); wg.Wait() }()
 
+	// AWS publishes the latest Amazon Linux 2023 AMI ids as public SSM parameters; the
+	// emulator starts empty, so the demo publishes them as AWS would.
+	sc := ssm.NewFromConfig(cfg)
+	for _, arch := range []string{"x86_64", "arm64"} {
+		if _, err := sc.PutParameter(ctx, &ssm.PutParameterInput{
+			Name:  aws.String("/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-" + arch),
+			Value: aws.String("ami-0demo" + strings.ReplaceAll(arch, "_", "")), Type: ssmtypes.ParameterTypeString,
+		}); err != nil {
+			return fmt.Errorf("publishing the AMI parameter: %w", err)
+		}
+	}
+
 	// 3. launch and watch until the sweep ends.
 	d.say("spawn launch --param-file %s --max-concurrent 3 --poll-interval 2s", d.params)
 	id, err := d.spawnOut(ctx, "launch", "--param-file", d.params, "--name", "demo", "--max-concurrent", "3", "--poll-interval", "2s", "--output", "json")
@@ -133,10 +146,12 @@ func run(ctx context.Context, args []string) error {
 		return fmt.Errorf("spawn launch printed no sweep id: %s", id)
 	}
 	d.say("spawn status --watch %s", sweepID)
-	watchErr := d.spawnCmd(ctx, "status", "--watch", "--interval", "1s", sweepID)
-	if err := d.spawnCmd(ctx, "status", sweepID); err != nil && watchErr == nil {
-		watchErr = err
+	_ = d.spawnCmd(ctx, "status", "--watch", "--interval", "1s", sweepID) // exit 3: failed items, checked below
+	final, err := d.spawnOut(ctx, "status", "--output", "json", sweepID)
+	if err != nil && final == "" {
+		return fmt.Errorf("spawn status: %w", err)
 	}
+	status := jsonField(final, "status")
 
 	// 4. clean up.
 	d.say("spawn destroy --yes")
@@ -145,12 +160,8 @@ func run(ctx context.Context, args []string) error {
 	}
 	d.say("demo finished in %s", time.Since(start).Round(time.Second))
 	fmt.Fprint(d.out, realAccountNotes)
-	if watchErr != nil {
-		var ee *exec.ExitError
-		if errors.As(watchErr, &ee) && ee.ExitCode() == 3 {
-			return nil // the sweep ended with failed items, as the simulated workload intends
-		}
-		return watchErr
+	if status != "COMPLETED" {
+		return fmt.Errorf("the sweep ended %s, not COMPLETED (the function's log above says why)", status)
 	}
 	return nil
 }
@@ -214,7 +225,7 @@ func (d *demo) startFunction(fn string) (*exec.Cmd, error) {
 func simulateInstances(ctx context.Context, c *ec2.Client, failEvery int) {
 	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
 	endAt := map[string]time.Time{}
-	seen := 0
+	ordinal := map[string]int{}
 	for {
 		select {
 		case <-ctx.Done():
@@ -233,7 +244,7 @@ func simulateInstances(ctx context.Context, c *ec2.Client, failEvery int) {
 				}
 				t, ok := endAt[id]
 				if !ok {
-					seen++
+					ordinal[id] = len(ordinal) + 1
 					endAt[id] = time.Now().Add(time.Duration(2000+rng.IntN(4000)) * time.Millisecond)
 					continue
 				}
@@ -241,12 +252,13 @@ func simulateInstances(ctx context.Context, c *ec2.Client, failEvery int) {
 					continue
 				}
 				code := "0"
-				if failEvery > 0 && seen%failEvery == 0 {
+				if failEvery > 0 && ordinal[id]%failEvery == 0 {
 					code = "1"
 				}
 				_, _ = c.CreateTags(ctx, &ec2.CreateTagsInput{Resources: []string{id},
 					Tags: []ec2types.Tag{{Key: aws.String("spawn:exit-code"), Value: aws.String(code)}}})
 				_, _ = c.TerminateInstances(ctx, &ec2.TerminateInstancesInput{InstanceIds: []string{id}})
+				endAt[id] = time.Now().Add(time.Hour) // ended: never again
 			}
 		}
 	}
