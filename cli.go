@@ -11,8 +11,10 @@ import (
 	"runtime"
 	"runtime/debug"
 	"strings"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
@@ -225,8 +227,32 @@ func (r *rootConfig) awsConfig(ctx context.Context) (aws.Config, error) {
 	return loadAWSConfig(ctx, r.profile, r.region, r.endpointURL, r.log)
 }
 
+// defaultAWSTimeout bounds one HTTP attempt of any AWS call: an answer that never comes
+// must not hold a step (and the lease) until Lambda's own timeout. SPAWN_AWS_TIMEOUT
+// overrides it (a Go duration).
+const defaultAWSTimeout = 30 * time.Second
+
+func awsTimeout() (time.Duration, error) {
+	v := os.Getenv("SPAWN_AWS_TIMEOUT")
+	if v == "" {
+		return defaultAWSTimeout, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		return 0, usageErrorf("SPAWN_AWS_TIMEOUT %q is not a positive duration: use e.g. 30s", v)
+	}
+	return d, nil
+}
+
 func loadAWSConfig(ctx context.Context, profile, region, endpoint string, log zerolog.Logger) (aws.Config, error) {
-	opts := []func(*config.LoadOptions) error{config.WithLogger(sdkLogger{log})}
+	timeout, err := awsTimeout()
+	if err != nil {
+		return aws.Config{}, err
+	}
+	opts := []func(*config.LoadOptions) error{
+		config.WithLogger(sdkLogger{log}),
+		config.WithHTTPClient(awshttp.NewBuildableClient().WithTimeout(timeout)),
+	}
 	if profile != "" {
 		opts = append(opts, config.WithSharedConfigProfile(profile))
 	}

@@ -772,6 +772,7 @@ func (o *orchestrator) record(sw *sweep, e *aliveInstance) *instanceRecord {
 		Attempt:      e.Attempt,
 		LaunchedAt:   e.LaunchedAt,
 		PriceHourly:  e.PriceHourly,
+		PriceSource:  e.PriceSource,
 	}
 }
 
@@ -965,10 +966,9 @@ func (o *orchestrator) launchOne(ctx context.Context, sw *sweep, e *aliveInstanc
 	o.setLaunched(sw, e, id, at)
 	sw.Launched++
 	price, source := o.price(ctx, e.Region, e.InstanceType, e.Spot)
-	e.PriceHourly = price
+	e.PriceHourly, e.PriceSource = price, source
 	rec := o.record(sw, e)
 	rec.State = string(ec2types.InstanceStateNamePending)
-	rec.PriceSource = source
 	if err := o.store.putInstance(ctx, rec); err != nil {
 		log.Warn().Err(err).Msg("recording a launch (the outcome will be recorded when it ends)")
 	}

@@ -83,6 +83,7 @@ type aliveInstance struct {
 	// Deadline is launch time + TTL (zero: no TTL); past Deadline+grace the orchestrator terminates.
 	Deadline    time.Time `dynamodbav:"deadline,omitempty" json:"deadline,omitzero"`
 	PriceHourly float64   `dynamodbav:"price_hourly,omitempty" json:"price_hourly,omitempty"`
+	PriceSource string    `dynamodbav:"price_source,omitempty" json:"price_source,omitempty"`
 	// LaunchTries and NotBefore pace a launch that failed for capacity or throttling: it is
 	// retried with the same ClientToken, not before NotBefore.
 	LaunchTries int       `dynamodbav:"launch_tries,omitempty" json:"launch_tries,omitempty"`

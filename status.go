@@ -100,7 +100,7 @@ func buildStatus(ctx context.Context, s *sweep, recs []instanceRecord, p *pricer
 			Index: a.Index, InstanceID: a.InstanceID, Region: a.Region, InstanceType: a.InstanceType,
 			Attempt: a.Attempt, Spot: a.Spot, PriceHourly: a.PriceHourly, launchedAt: a.LaunchedAt,
 		}
-		if si.PriceHourly > 0 {
+		if si.PriceSource = a.PriceSource; si.PriceHourly > 0 && si.PriceSource == "" {
 			si.PriceSource = "recorded"
 		}
 		si.State = "running"
