@@ -577,25 +577,48 @@ func TestSamePolicyIgnoresEncodingAndLayout(t *testing.T) {
 	}
 }
 
-// permissionsDocPath is the generated page; SPAWN_UPDATE_DOCS=1 rewrites it.
-const permissionsDocPath = "docs/permissions.md"
+// The README's "Permissions" section is generated from the policies deploy writes, between
+// these markers; SPAWN_UPDATE_DOCS=1 rewrites it.
+const (
+	permissionsBegin = "<!-- permissions:begin -->\n"
+	permissionsEnd   = "<!-- permissions:end -->\n"
+)
+
+// readmePermissions is permissionsDoc with its headings one level down, as a README section.
+func readmePermissions() string {
+	lines := strings.SplitAfter(permissionsDoc(), "\n")
+	inCode := false
+	for i, l := range lines {
+		if strings.HasPrefix(l, "```") {
+			inCode = !inCode
+		}
+		if !inCode && strings.HasPrefix(l, "#") {
+			lines[i] = "#" + l
+		}
+	}
+	return strings.Join(lines, "")
+}
 
 func TestPermissionsDocMatchesThePolicies(t *testing.T) {
-	got := permissionsDoc()
-	if os.Getenv("SPAWN_UPDATE_DOCS") == "1" {
-		if err := os.MkdirAll(filepath.Dir(permissionsDocPath), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(permissionsDocPath, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(permissionsDocPath)
+	readme, err := os.ReadFile("README.md")
 	if err != nil {
-		t.Fatalf("%v (generate it: SPAWN_UPDATE_DOCS=1 go test -run TestPermissionsDocMatchesThePolicies .)", err)
+		t.Fatal(err)
 	}
-	if string(want) != got {
-		t.Errorf("%s is out of date with the policies in deploy.go: regenerate it with SPAWN_UPDATE_DOCS=1 go test -run TestPermissionsDocMatchesThePolicies .", permissionsDocPath)
+	doc := string(readme)
+	b, e := strings.Index(doc, permissionsBegin), strings.Index(doc, permissionsEnd)
+	if b < 0 || e < b {
+		t.Fatalf("README.md has no %q … %q block for the generated permissions", permissionsBegin, permissionsEnd)
+	}
+	got := readmePermissions()
+	if os.Getenv("SPAWN_UPDATE_DOCS") == "1" {
+		doc = doc[:b+len(permissionsBegin)] + got + doc[e:]
+		if err := os.WriteFile("README.md", []byte(doc), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	if doc[b+len(permissionsBegin):e] != got {
+		t.Errorf("README.md's permissions are out of date with the policies in deploy.go: regenerate them with SPAWN_UPDATE_DOCS=1 go test -run TestPermissionsDocMatchesThePolicies .")
 	}
 }
 

@@ -1844,10 +1844,7 @@ func (r *rootConfig) reportEnd(sw *sweep, doc *launchDoc) error {
 		fmt.Fprintf(r.stdout, "sweep %s %s: %d succeeded, %d failed, %d expired, %d cancelled, %d unknown\n",
 			sw.SweepID, sw.Status, c.Succeeded, c.Failed, c.Expired, c.Cancelled, c.Unknown)
 	}
-	if sw.Status == statusFailed || sw.Status == statusCancelled || sw.Counts.Failed > 0 {
-		return withExitCode(exitSweep, errSilent)
-	}
-	return nil
+	return sweepEndError(sw, sw.Counts)
 }
 
 // sweepIDArg takes the id from --sweep-id or the one positional argument.

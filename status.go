@@ -618,8 +618,11 @@ func (r *rootConfig) runStatus(ctx context.Context, src *sweepSource, id string,
 }
 
 // waitOutcome is --wait's exit code: 0 only for COMPLETED with every item succeeded.
-func waitOutcome(v *statusView) error {
-	s, c := v.s, v.counts
+func waitOutcome(v *statusView) error { return sweepEndError(v.s, v.counts) }
+
+// sweepEndError is what `status --wait` and `launch --wait` exit with once the sweep is
+// terminal: nil only for COMPLETED with every item succeeded, else exit code 3.
+func sweepEndError(s *sweep, c counts) error {
 	switch {
 	case s.Status == statusFailed || s.Status == statusCancelled:
 		return withExitCode(exitSweep, fmt.Errorf("sweep %s ended %s", s.SweepID, s.Status))

@@ -628,6 +628,9 @@ type tmuxPane struct {
 func startTmux(t *testing.T, env map[string]string, argv ...string) *tmuxPane {
 	t.Helper()
 	if _, err := exec.LookPath("tmux"); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("tmux is not installed, and CI must test --watch in a real terminal: .ci/run installs it")
+		}
 		t.Skip("tmux is not installed: --watch needs a real terminal to test (CI installs tmux)")
 	}
 	p := &tmuxPane{t: t, socket: uniqueName("spawn-watch")}
