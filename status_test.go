@@ -960,14 +960,9 @@ func TestStatusOfARealSweep(t *testing.T) {
 			t.Errorf("instance %d incomplete: %+v", in.Index, in)
 		}
 	}
-	if e.a.keepsEC2Tags() {
-		// The instances reported exit code 0 by tag: every item succeeded.
-		if exitCode(waitErr) != exitOK || doc.Counts.Succeeded != items {
-			t.Errorf("moto: exit %d (%v), counts %+v; want 0 and %d succeeded", exitCode(waitErr), waitErr, doc.Counts, items)
-		}
-	} else if exitCode(waitErr) != exitSweep || doc.Counts.Unknown != items {
-		// kumo drops tags, so no instance can report its exit code.
-		t.Errorf("kumo: exit %d (%v), counts %+v; want 3 and %d unknown", exitCode(waitErr), waitErr, doc.Counts, items)
+	// The instances reported exit code 0 by tag: every item succeeded.
+	if exitCode(waitErr) != exitOK || doc.Counts.Succeeded != items {
+		t.Errorf("%s: exit %d (%v), counts %+v; want 0 and %d succeeded", e.a.backend.name, exitCode(waitErr), waitErr, doc.Counts, items)
 	}
 
 	// The sweep is in the caller's list, first; its items have no logs (the simulated
