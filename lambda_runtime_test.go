@@ -9,7 +9,6 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,22 +20,11 @@ import (
 // emulator's runtime API (kumo serves one at /_runtime/<function-name>).
 type functionProcess struct {
 	cmd  *exec.Cmd
-	mu   sync.Mutex
-	logs bytes.Buffer
-}
-
-func (p *functionProcess) Write(b []byte) (int, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.logs.Write(b)
+	logs syncBuffer
 }
 
 // output is what the function process printed so far (its JSON log lines).
-func (p *functionProcess) output() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.logs.String()
-}
+func (p *functionProcess) output() string { return p.logs.String() }
 
 // kill stops the process at once, as a crash would.
 func (p *functionProcess) kill() {
@@ -72,8 +60,8 @@ func startFunctionProcess(t testing.TB, endpoint, functionName string, env map[s
 	for k, v := range env {
 		p.cmd.Env = append(p.cmd.Env, k+"="+v)
 	}
-	p.cmd.Stdout = p
-	p.cmd.Stderr = p
+	p.cmd.Stdout = &p.logs
+	p.cmd.Stderr = &p.logs
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("starting the function process: %v", err)
 	}

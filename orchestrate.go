@@ -1430,13 +1430,13 @@ type awsClients struct {
 
 	mu    sync.Mutex
 	creds map[string]aws.CredentialsProvider
-	ec2   map[string]*ec2.Client
-	cw    map[string]*cloudwatch.Client
+	ec2   map[string]ec2API
+	cw    map[string]alarmAPI
 }
 
 func newAWSClients(base aws.Config, ownAccount, partition string) *awsClients {
 	return &awsClients{base: base, ownAccount: ownAccount, partition: partition, creds: map[string]aws.CredentialsProvider{},
-		ec2: map[string]*ec2.Client{}, cw: map[string]*cloudwatch.Client{}}
+		ec2: map[string]ec2API{}, cw: map[string]alarmAPI{}}
 }
 
 // configFor must be called with c.mu held.
@@ -1462,26 +1462,23 @@ func (c *awsClients) configFor(account, region string) aws.Config {
 }
 
 func (c *awsClients) ec2For(account, region string) ec2API {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	key := account + "/" + region
-	if cl, ok := c.ec2[key]; ok {
-		return cl
-	}
-	cl := ec2.NewFromConfig(c.configFor(account, region))
-	c.ec2[key] = cl
-	return cl
+	return cachedClient(c, c.ec2, account, region, func(cfg aws.Config) ec2API { return ec2.NewFromConfig(cfg) })
 }
 
 func (c *awsClients) alarmsFor(account, region string) alarmAPI {
+	return cachedClient(c, c.cw, account, region, func(cfg aws.Config) alarmAPI { return cloudwatch.NewFromConfig(cfg) })
+}
+
+// cachedClient returns the client of (account, region) from cache, making it once.
+func cachedClient[T any](c *awsClients, cache map[string]T, account, region string, make func(aws.Config) T) T {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	key := account + "/" + region
-	if cl, ok := c.cw[key]; ok {
+	if cl, ok := cache[key]; ok {
 		return cl
 	}
-	cl := cloudwatch.NewFromConfig(c.configFor(account, region))
-	c.cw[key] = cl
+	cl := make(c.configFor(account, region))
+	cache[key] = cl
 	return cl
 }
 
