@@ -1635,9 +1635,25 @@ func (h *lambdaHandler) setup(ctx context.Context) {
 		bucket, envOr("AWS_LAMBDA_FUNCTION_NAME", defaultFunction), h.log)
 }
 
-func (h *lambdaHandler) handle(ctx context.Context, raw json.RawMessage) (any, error) {
+// errMalformedEvent: the event is neither a sweep to run nor a health check.
+var errMalformedEvent = errors.New(`malformed event: expected {"sweep_id": "..."} or {"health_check": true}`)
+
+// decodeEvent reads the function's input: an event is accepted when it is JSON of the
+// orchestratorEvent shape that names a sweep or asks for a health check.
+func decodeEvent(raw []byte) (orchestratorEvent, error) {
 	var ev orchestratorEvent
-	if err := json.Unmarshal(raw, &ev); err != nil || (!ev.HealthCheck && ev.SweepID == "") {
+	if err := json.Unmarshal(raw, &ev); err != nil {
+		return orchestratorEvent{}, fmt.Errorf("%w: %w", errMalformedEvent, err)
+	}
+	if !ev.HealthCheck && ev.SweepID == "" {
+		return orchestratorEvent{}, errMalformedEvent
+	}
+	return ev, nil
+}
+
+func (h *lambdaHandler) handle(ctx context.Context, raw json.RawMessage) (any, error) {
+	ev, err := decodeEvent(raw)
+	if err != nil {
 		h.log.Error().Str("event", string(raw)).Msg(`malformed event: expected {"sweep_id": "..."} or {"health_check": true}; not retried`)
 		return nil, nil
 	}
@@ -1659,7 +1675,7 @@ func (h *lambdaHandler) handle(ctx context.Context, raw json.RawMessage) (any, e
 	deadline, _ := ctx.Deadline()
 	h.log.Info().Str("sweep_id", ev.SweepID).Str("owner", owner).Time("deadline", deadline).Msg("invocation started")
 	o := h.deps.newOrchestrator(owner, ev.ForceDownload, true)
-	err := o.run(ctx, ev.SweepID, deadline)
+	err = o.run(ctx, ev.SweepID, deadline)
 	switch {
 	case err == nil:
 		return nil, nil
