@@ -4,6 +4,9 @@ GO        ?= go
 VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT    ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo none)
 LDFLAGS   := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
+# lambda.norpc leaves out aws-lambda-go's legacy net/rpc runtime: net/rpc's reflection on
+# methods stops the linker from dropping unused SDK methods (63 MB → 18 MB binary).
+BUILDFLAGS := -tags lambda.norpc -trimpath
 TESTFLAGS ?=
 
 .PHONY: all build test test-race lint bench fuzz demo clean
@@ -12,9 +15,9 @@ all: build
 
 build:
 	mkdir -p bin
-	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/spawn-linux-amd64 .
-	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/spawn-linux-arm64 .
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/spawn .
+	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build $(BUILDFLAGS) -ldflags "$(LDFLAGS)" -o bin/spawn-linux-amd64 .
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build $(BUILDFLAGS) -ldflags "$(LDFLAGS)" -o bin/spawn-linux-arm64 .
+	CGO_ENABLED=0 $(GO) build $(BUILDFLAGS) -ldflags "$(LDFLAGS)" -o bin/spawn .
 
 test:
 	$(GO) test -count=1 $(TESTFLAGS) ./...
@@ -29,8 +32,8 @@ bench:
 # demo: the main job on an in-process AWS emulator; needs only Go, no AWS account.
 demo:
 	mkdir -p bin
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/spawn .
-	CGO_ENABLED=0 GOOS=linux $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/spawn-linux-bootstrap .
+	CGO_ENABLED=0 $(GO) build $(BUILDFLAGS) -ldflags "$(LDFLAGS)" -o bin/spawn .
+	CGO_ENABLED=0 GOOS=linux $(GO) build $(BUILDFLAGS) -ldflags "$(LDFLAGS)" -o bin/spawn-linux-bootstrap .
 	$(GO) run ./demo --spawn bin/spawn --bootstrap bin/spawn-linux-bootstrap
 
 # fuzz: the parser and event-decoder fuzz targets, longer than CI's short run.

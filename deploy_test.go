@@ -10,7 +10,6 @@ import (
 	"io"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -902,22 +901,12 @@ func BenchmarkDeploy(b *testing.B) {
 	b.ReportMetric(total.Seconds()/float64(b.N), "s/deploy")
 }
 
-// BenchmarkBootstrapZip builds spawn as a release does (CGO_ENABLED=0, -trimpath,
-// -ldflags "-s -w") and reports the zipped bootstrap's size and the zip time.
+// BenchmarkBootstrapZip builds spawn as a release does (buildRelease) and reports the zipped bootstrap's size and the zip time.
 func BenchmarkBootstrapZip(b *testing.B) {
 	if runtime.GOOS != "linux" {
 		b.Skip("zips a Linux build")
 	}
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		b.Skip("needs the go command to build spawn")
-	}
-	bin := filepath.Join(b.TempDir(), "spawn")
-	cmd := exec.Command(goBin, "build", "-trimpath", "-ldflags", "-s -w", "-o", bin, ".")
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		b.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := buildRelease(b)
 	fi, err := os.Stat(bin)
 	if err != nil {
 		b.Fatal(err)

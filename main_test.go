@@ -4,8 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -68,5 +72,71 @@ func TestGlobalFlagsBeforeOrAfterAndEnv(t *testing.T) {
 	_, _, code = runSpawn(t, nil, "no-such-command")
 	if code != exitUsage {
 		t.Errorf("unknown command: code %d", code)
+	}
+}
+
+// releaseFlags are the Makefile's: a static, stripped build without aws-lambda-go's
+// net/rpc runtime.
+var releaseFlags = []string{"build", "-tags", "lambda.norpc", "-trimpath", "-ldflags", "-s -w"}
+
+var (
+	releaseOnce sync.Once
+	releaseBin  string
+	releaseErr  error
+)
+
+// buildRelease builds spawn once per test process as `make build` does and returns the
+// binary's path.
+func buildRelease(t testing.TB) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds the release binary: skipped with -short")
+	}
+	releaseOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "spawn-release-")
+		if err != nil {
+			releaseErr = err
+			return
+		}
+		releaseBin = filepath.Join(dir, "spawn")
+		cmd := exec.Command("go", append(releaseFlags, "-o", releaseBin, ".")...)
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			releaseErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if releaseErr != nil {
+		t.Fatal(releaseErr)
+	}
+	return releaseBin
+}
+
+// The emulator and the test libraries are development tools: they never enter the
+// binary users run, and neither does aws-lambda-go's net/rpc runtime.
+func TestReleaseBinaryHasNoEmulator(t *testing.T) {
+	bin := buildRelease(t)
+	out, err := exec.Command("go", "version", "-m", bin).CombinedOutput()
+	if err != nil {
+		t.Fatalf("go version -m: %v\n%s", err, out)
+	}
+	info := string(out)
+	for _, banned := range []string{"sivchari/kumo", "testcontainers", "docker", "stretchr/testify"} {
+		if strings.Contains(info, banned) {
+			t.Errorf("the release binary contains %s:\n%s", banned, info)
+		}
+	}
+	for _, want := range []string{"-tags=lambda.norpc", "CGO_ENABLED=0", "-trimpath=true"} {
+		if !strings.Contains(info, want) {
+			t.Errorf("the release binary was not built with %s:\n%s", want, info)
+		}
+	}
+	// With net/rpc linked the binary triples (every SDK method is kept): the zipped
+	// bootstrap's 10 MB budget catches it.
+	pkg, err := zipBootstrap(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(pkg.zip) > 10<<20 {
+		t.Errorf("the zipped bootstrap is %.1f MB, over its 10 MB budget", float64(len(pkg.zip))/(1<<20))
 	}
 }
