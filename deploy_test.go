@@ -395,7 +395,7 @@ func verifyDeployed(t *testing.T, a *testAWS, n deployTestNames) {
 		wantArch = lambdatypes.ArchitectureArm64
 	}
 	if c.Runtime != lambdatypes.RuntimeProvidedal2023 || aws.ToString(c.Handler) != "bootstrap" || aws.ToInt32(c.Timeout) != 900 ||
-		aws.ToInt32(c.MemorySize) != 128 || len(c.Architectures) != 1 || c.Architectures[0] != wantArch ||
+		aws.ToInt32(c.MemorySize) != defaultMemoryMB || len(c.Architectures) != 1 || c.Architectures[0] != wantArch ||
 		!strings.HasSuffix(aws.ToString(c.Role), ":role/"+orchestratorRoleName) {
 		t.Errorf("function configuration: runtime %s handler %s timeout %d memory %d arch %v role %s", c.Runtime,
 			aws.ToString(c.Handler), aws.ToInt32(c.Timeout), aws.ToInt32(c.MemorySize), c.Architectures, aws.ToString(c.Role))
