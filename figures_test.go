@@ -345,7 +345,7 @@ func BenchmarkSweepHourCost(b *testing.B) {
 			b.ReportMetric(wruPerStep, "wru/step")
 			b.ReportMetric(dynamoUSD, "dynamodb_usd/sweep-hour")
 			b.ReportMetric(invocations, "invocations/sweep-hour")
-			for _, mb := range []int{128, 512} {
+			for _, mb := range []int{128, defaultMemoryMB, 512} {
 				gbs := float64(mb) / 1024 * (time.Hour.Seconds() + invocations*invocationOverhead.Seconds())
 				b.ReportMetric(gbs, fmt.Sprintf("GB-s/sweep-hour@%dMB", mb))
 				for _, arch := range []struct {
