@@ -474,7 +474,7 @@ func (n policyNames) deployerPolicy() policyDocument {
 				"s3:CreateBucket", "s3:ListBucket", "s3:ListBucketVersions", "s3:DeleteBucket",
 				"s3:GetLifecycleConfiguration", "s3:PutLifecycleConfiguration",
 				"s3:GetBucketPublicAccessBlock", "s3:PutBucketPublicAccessBlock",
-				"s3:GetBucketPolicy", "s3:PutBucketPolicy",
+				"s3:GetBucketPolicy", "s3:PutBucketPolicy", "s3:DeleteBucketPolicy",
 			},
 			Resource: []string{n.bucketARN()},
 		},
@@ -607,6 +607,7 @@ type deployS3API interface {
 	PutPublicAccessBlock(context.Context, *s3.PutPublicAccessBlockInput, ...func(*s3.Options)) (*s3.PutPublicAccessBlockOutput, error)
 	GetBucketPolicy(context.Context, *s3.GetBucketPolicyInput, ...func(*s3.Options)) (*s3.GetBucketPolicyOutput, error)
 	PutBucketPolicy(context.Context, *s3.PutBucketPolicyInput, ...func(*s3.Options)) (*s3.PutBucketPolicyOutput, error)
+	DeleteBucketPolicy(context.Context, *s3.DeleteBucketPolicyInput, ...func(*s3.Options)) (*s3.DeleteBucketPolicyOutput, error)
 	ListObjectVersions(context.Context, *s3.ListObjectVersionsInput, ...func(*s3.Options)) (*s3.ListObjectVersionsOutput, error)
 	DeleteObjects(context.Context, *s3.DeleteObjectsInput, ...func(*s3.Options)) (*s3.DeleteObjectsOutput, error)
 	DeleteBucket(context.Context, *s3.DeleteBucketInput, ...func(*s3.Options)) (*s3.DeleteBucketOutput, error)
@@ -704,8 +705,11 @@ type deployer struct {
 	log      zerolog.Logger
 	dryRun   bool
 	emulated bool // an endpoint override: an optional API an emulator lacks is skipped, not fatal
-	names    policyNames
-	memoryMB int32 // 0: defaultMemoryMB for a new function, keep an existing function's
+	// plainHTTP: S3 is reached over plain http (an emulator). A TLS-only bucket policy
+	// would refuse every request there, so its deny statement is left out.
+	plainHTTP bool
+	names     policyNames
+	memoryMB  int32 // 0: defaultMemoryMB for a new function, keep an existing function's
 
 	s3     deployS3API
 	ddb    deployDynamoAPI
@@ -732,9 +736,10 @@ type computeTarget struct {
 
 func newDeployer(d *deployment, log zerolog.Logger, dryRun bool) *deployer {
 	return &deployer{
-		log:      log,
-		dryRun:   dryRun,
-		emulated: endpointOverridden(d.cfg),
+		log:       log,
+		dryRun:    dryRun,
+		emulated:  endpointOverridden(d.cfg),
+		plainHTTP: s3PlainHTTP(d.cfg),
 		names: policyNames{
 			partition: partitionOf(d.userID), account: d.accountID, region: d.region,
 			table: d.table, instancesTable: d.instancesTable, bucket: d.bucket, function: d.function,
@@ -1242,12 +1247,25 @@ func (d *deployer) ensureBucket(ctx context.Context) error {
 		}
 	}
 
-	want := d.names.bucketPolicy().json()
+	wantDoc, reason := d.names.bucketPolicy(), ""
+	if d.plainHTTP {
+		wantDoc.Statement = wantDoc.Statement[1:]
+		reason = "TLS-only policy left out: the endpoint is plain http, which it would refuse"
+	}
+	want := wantDoc.json()
 	pol, err := d.s3.GetBucketPolicy(ctx, &s3.GetBucketPolicyInput{Bucket: bucket})
 	if err != nil && !isNotFound(err) {
 		return fmt.Errorf("reading bucket %s's policy: %w", d.names.bucket, err)
 	}
-	if err != nil || !samePolicy(aws.ToString(pol.Policy), want) {
+	switch {
+	case len(wantDoc.Statement) == 0:
+		if err == nil && !d.dryRun { // a policy from before: it would refuse plain http too
+			changed = true
+			if _, err := d.s3.DeleteBucketPolicy(ctx, &s3.DeleteBucketPolicyInput{Bucket: bucket}); err != nil {
+				return fmt.Errorf("removing bucket %s's policy: %w", d.names.bucket, err)
+			}
+		}
+	case err != nil || !samePolicy(aws.ToString(pol.Policy), want):
 		changed = true
 		if !d.dryRun {
 			err := d.retryPropagation(ctx, "writing bucket "+d.names.bucket+"'s policy", isInvalidPrincipal, func() error {
@@ -1262,8 +1280,19 @@ func (d *deployer) ensureBucket(ctx context.Context) error {
 	if changed && action == actionUnchanged {
 		action = actionUpdated
 	}
-	d.report(resourceResult{Kind: kindBucket, Name: d.names.bucket, ARN: arn, Action: action})
+	d.report(resourceResult{Kind: kindBucket, Name: d.names.bucket, ARN: arn, Action: action, Reason: reason})
 	return nil
+}
+
+// s3PlainHTTP reports whether S3 requests go to a plain-http endpoint.
+func s3PlainHTTP(cfg aws.Config) bool {
+	ep := aws.ToString(cfg.BaseEndpoint)
+	for _, v := range []string{os.Getenv("AWS_ENDPOINT_URL_S3"), os.Getenv("AWS_ENDPOINT_URL")} {
+		if ep == "" {
+			ep = v
+		}
+	}
+	return strings.HasPrefix(strings.ToLower(ep), "http://")
 }
 
 func allTrue(c *s3types.PublicAccessBlockConfiguration) bool {

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"io"
 	"net/url"
 	"os"
@@ -224,7 +225,9 @@ func TestDeployCreatesEveryResourceThenReportsUnchangedThenDestroys(t *testing.T
 		t.Fatal(err)
 	}
 	s3c := newS3Client(a.cfg)
-	if _, err := s3c.DeleteBucketPolicy(ctx, &s3.DeleteBucketPolicyInput{Bucket: aws.String(n.bucket)}); err != nil {
+	if _, err := s3c.PutPublicAccessBlock(ctx, &s3.PutPublicAccessBlockInput{Bucket: aws.String(n.bucket),
+		PublicAccessBlockConfiguration: &s3types.PublicAccessBlockConfiguration{BlockPublicAcls: aws.Bool(false),
+			IgnorePublicAcls: aws.Bool(false), BlockPublicPolicy: aws.Bool(false), RestrictPublicBuckets: aws.Bool(false)}}); err != nil {
 		t.Fatal(err)
 	}
 	plan := runDeployJSON(t, env, n.args(a, "deploy", "--bootstrap", boot, "--dry-run")...)
@@ -239,8 +242,8 @@ func TestDeployCreatesEveryResourceThenReportsUnchangedThenDestroys(t *testing.T
 	if cfg, err := lc.GetFunctionConfiguration(ctx, &lambda.GetFunctionConfigurationInput{FunctionName: aws.String(n.function)}); err != nil || aws.ToInt32(cfg.Timeout) != 30 {
 		t.Fatalf("--dry-run changed the function: %v %v", err, cfg)
 	}
-	if _, err := s3c.GetBucketPolicy(ctx, &s3.GetBucketPolicyInput{Bucket: aws.String(n.bucket)}); err == nil {
-		t.Fatal("--dry-run wrote the bucket policy")
+	if pab, err := s3c.GetPublicAccessBlock(ctx, &s3.GetPublicAccessBlockInput{Bucket: aws.String(n.bucket)}); err != nil || allTrue(pab.PublicAccessBlockConfiguration) {
+		t.Fatalf("--dry-run wrote the public access block: %v", err)
 	}
 	repair := runDeployJSON(t, env, n.args(a, "deploy", "--bootstrap", boot)...)
 	for _, r := range repair.Resources {
@@ -273,11 +276,7 @@ func TestDeployCreatesEveryResourceThenReportsUnchangedThenDestroys(t *testing.T
 	if _, err := lc.GetFunction(ctx, &lambda.GetFunctionInput{FunctionName: aws.String(n.function)}); err != nil {
 		t.Fatalf("a refused destroy deleted the function: %v", err)
 	}
-	// Objects, so destroy must empty the bucket first. moto enforces the TLS-only bucket
-	// policy and the test endpoint is plain http: lift the policy to write them.
-	if _, err := s3c.DeleteBucketPolicy(ctx, &s3.DeleteBucketPolicyInput{Bucket: aws.String(n.bucket)}); err != nil {
-		t.Fatal(err)
-	}
+	// Objects, so destroy must empty the bucket first.
 	for _, key := range []string{"sweeps/x/params.json", "sweeps/x/logs/0.log"} {
 		if _, err := s3c.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(n.bucket), Key: aws.String(key), Body: strings.NewReader("{}")}); err != nil {
 			t.Fatal(err)
@@ -323,14 +322,14 @@ func verifyDeployed(t *testing.T, a *testAWS, n deployTestNames) {
 	if err != nil || !allTrue(pab.PublicAccessBlockConfiguration) {
 		t.Errorf("public access block: %v %+v", err, pab)
 	}
-	pol, err := s3c.GetBucketPolicy(ctx, &s3.GetBucketPolicyInput{Bucket: bucket})
-	if err != nil {
-		t.Fatalf("bucket policy: %v", err)
-	}
-	var bp policyDocument
-	if err := json.Unmarshal([]byte(aws.ToString(pol.Policy)), &bp); err != nil || len(bp.Statement) == 0 ||
-		bp.Statement[0].Effect != "Deny" || bp.Statement[0].Condition["Bool"]["aws:SecureTransport"] != "false" {
-		t.Errorf("bucket policy is not TLS-only: %v %s", err, aws.ToString(pol.Policy))
+	// The test endpoint is plain http: the TLS-only statement, which would refuse every
+	// request, is left out (TestBucketPolicyIsTLSOnlyOverHTTPS checks it is written
+	// otherwise).
+	if pol, err := s3c.GetBucketPolicy(ctx, &s3.GetBucketPolicyInput{Bucket: bucket}); err == nil &&
+		strings.Contains(aws.ToString(pol.Policy), "aws:SecureTransport") {
+		t.Errorf("a TLS-only bucket policy on a plain-http endpoint: %s", aws.ToString(pol.Policy))
+	} else if err != nil && !isNotFound(err) {
+		t.Errorf("bucket policy: %v", err)
 	}
 
 	ddb := dynamodb.NewFromConfig(a.cfg)
@@ -920,4 +919,45 @@ func BenchmarkBootstrapZip(b *testing.B) {
 	}
 	b.ReportMetric(float64(len(pkg.zip))/1e6, "MB-zip")
 	b.ReportMetric(float64(fi.Size())/1e6, "MB-binary")
+}
+
+// Over https (every real AWS endpoint) the bucket refuses every request not made over
+// TLS. The deployer runs against the emulator as it would against AWS, with only its
+// plain-http switch off.
+func TestBucketPolicyIsTLSOnlyOverHTTPS(t *testing.T) {
+	a := newTestAWS(t)
+	if a.backend.name != "kumo" {
+		t.Skipf("%s enforces the TLS-only policy over its plain-http endpoint, so the test could not read it back; it runs on kumo", a.backend.name)
+	}
+	ctx := context.Background()
+	dep := &deployment{cfg: a.cfg, accountID: "000000000000", userID: "arn:aws:iam::000000000000:user/t", region: a.cfg.Region,
+		table: uniqueName("t"), instancesTable: uniqueName("i"), bucket: uniqueName("spawn-tls"), function: uniqueName("f")}
+	d := newDeployer(dep, zerolog.Nop(), false)
+	if !d.plainHTTP {
+		t.Fatal("the emulator's http endpoint was not recognised as plain http")
+	}
+	d.plainHTTP = false
+	if err := d.ensureBucket(ctx); err != nil {
+		t.Fatal(err)
+	}
+	pol, err := newS3Client(a.cfg).GetBucketPolicy(ctx, &s3.GetBucketPolicyInput{Bucket: aws.String(dep.bucket)})
+	if err != nil {
+		t.Fatalf("bucket policy: %v", err)
+	}
+	var bp policyDocument
+	if err := json.Unmarshal([]byte(aws.ToString(pol.Policy)), &bp); err != nil || len(bp.Statement) == 0 ||
+		bp.Statement[0].Effect != "Deny" || bp.Statement[0].Condition["Bool"]["aws:SecureTransport"] != "false" {
+		t.Errorf("bucket policy is not TLS-only: %v %s", err, aws.ToString(pol.Policy))
+	}
+	// Back on plain http, a second deploy removes the statement that would lock it out.
+	d = newDeployer(dep, zerolog.Nop(), false)
+	if err := d.ensureBucket(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := newS3Client(a.cfg).GetBucketPolicy(ctx, &s3.GetBucketPolicyInput{Bucket: aws.String(dep.bucket)}); !isNotFound(err) {
+		t.Errorf("the TLS-only policy stayed on a plain-http endpoint: %v", err)
+	}
+	if r := d.results[len(d.results)-1]; r.Action != actionUpdated || !strings.Contains(r.Reason, "plain http") {
+		t.Errorf("bucket line: %+v", r)
+	}
 }
