@@ -25,6 +25,7 @@ import (
 	lambdasvc "github.com/aws/aws-sdk-go-v2/service/lambda"
 	lambdatypes "github.com/aws/aws-sdk-go-v2/service/lambda/types"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/rs/zerolog"
 )
 
 // TestFaultsEndToEnd runs many small sweeps of the real binary on kumo, each with its own
@@ -960,3 +961,115 @@ func (f *faultTotals) report(t *testing.T, runs int, wall time.Duration) {
 		f.kills, f.asyncDups, f.syncDups, f.cancels, f.cancelledRuns, f.handoffs, f.held)
 }
 
+// ---- regression tests for what the randomised runs found ----
+
+// landedStaleStore reports the first save that completes the sweep as stale although it
+// was written, as the SDK does when an attempt's answer is lost and its retry of the
+// same conditional write then fails the condition; a cancel comes in between.
+type landedStaleStore struct {
+	*fakeStore
+	tripped bool
+}
+
+func (s *landedStaleStore) saveSweep(ctx context.Context, sw *sweep) error {
+	if err := s.fakeStore.saveSweep(ctx, sw); err != nil || s.tripped || sw.Status != statusCompleted {
+		return err
+	}
+	s.tripped = true
+	if _, err := s.fakeStore.requestCancel(ctx, sw.SweepID); err != nil {
+		return err
+	}
+	return errStaleVersion
+}
+
+// emptyEC2 is an EC2 with no instances, where launching is refused.
+type emptyEC2 struct{}
+
+func (emptyEC2) RunInstances(context.Context, *ec2.RunInstancesInput, ...func(*ec2.Options)) (*ec2.RunInstancesOutput, error) {
+	return nil, fmt.Errorf("no launches in this test")
+}
+
+func (emptyEC2) DescribeInstances(context.Context, *ec2.DescribeInstancesInput, ...func(*ec2.Options)) (*ec2.DescribeInstancesOutput, error) {
+	return &ec2.DescribeInstancesOutput{}, nil
+}
+
+func (emptyEC2) TerminateInstances(context.Context, *ec2.TerminateInstancesInput, ...func(*ec2.Options)) (*ec2.TerminateInstancesOutput, error) {
+	return &ec2.TerminateInstancesOutput{}, nil
+}
+
+// A completed sweep stays COMPLETED when the write that completed it is reported stale
+// and a cancel arrives right after it (found by TestFaultsEndToEnd, seed 700066509:
+// the status went from COMPLETED to CANCELLED).
+func TestCompletedSweepIgnoresLateCancel(t *testing.T) {
+	st := &landedStaleStore{fakeStore: newFakeStore()}
+	sw := &sweep{SweepID: "sw-late-cancel", Status: statusRunning, MaxConcurrent: 1, PollInterval: "1s", TotalParams: 1,
+		NextToLaunch: 1, Launched: 1, Region: "us-east-1", Counts: counts{Succeeded: 1}}
+	if err := st.createSweep(context.Background(), sw); err != nil {
+		t.Fatal(err)
+	}
+	o := &orchestrator{
+		store:       st,
+		ec2For:      func(context.Context, string) (ec2API, error) { return emptyEC2{}, nil },
+		launchInput: testLaunchInput,
+		loadItems:   func(context.Context, *sweep) ([]item, error) { return []item{{Index: 0, InstanceType: "t3.micro"}}, nil },
+		log:         zerolog.Nop(),
+	}
+	if err := o.run(context.Background(), sw.SweepID, time.Time{}); err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	got, err := st.loadSweep(context.Background(), sw.SweepID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !st.tripped || got.Status != statusCompleted || got.LeaseOwner != "" || got.Counts.Cancelled != 0 {
+		t.Fatalf("stale report given %v; status %s, lease %q, counts %+v; want COMPLETED, released, nothing cancelled",
+			st.tripped, got.Status, got.LeaseOwner, got.Counts)
+	}
+}
+
+// completesOnCancelStore completes the sweep right after the cancel is requested, as a
+// holder that finished and died before handing back its lease would.
+type completesOnCancelStore struct{ *fakeStore }
+
+func (s completesOnCancelStore) requestCancel(ctx context.Context, id string) (*sweep, error) {
+	got, err := s.fakeStore.requestCancel(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cur := s.sweeps[id]
+	cur.Status, cur.Counts = statusCompleted, counts{Succeeded: cur.TotalParams}
+	cur.LeaseOwner, cur.LeaseExpiresAt, cur.LeaseRenewedAt = "dead-holder", time.Now().Add(-time.Second), time.Now().Add(-time.Minute)
+	cur.Version++
+	return got, nil
+}
+
+// `spawn cancel` that finds the sweep completed once it holds the lease leaves it
+// COMPLETED (and hands the lease back).
+func TestCancelLeavesCompletedSweep(t *testing.T) {
+	st := completesOnCancelStore{newFakeStore()}
+	sw := &sweep{SweepID: "sw-cancel-completed", Status: statusRunning, MaxConcurrent: 1, PollInterval: "1s", TotalParams: 1,
+		NextToLaunch: 1, Launched: 1, Region: "us-east-1"}
+	if err := st.createSweep(context.Background(), sw); err != nil {
+		t.Fatal(err)
+	}
+	o := &orchestrator{
+		store:       st,
+		ec2For:      func(context.Context, string) (ec2API, error) { return emptyEC2{}, nil },
+		launchInput: testLaunchInput,
+		log:         zerolog.Nop(),
+	}
+	got, already, err := o.cancelRun(context.Background(), sw.SweepID)
+	if err != nil {
+		t.Fatalf("cancel: %v", err)
+	}
+	stored, err := st.loadSweep(context.Background(), sw.SweepID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Status != statusCompleted || stored.Status != statusCompleted || stored.LeaseOwner != "" || stored.Counts.Cancelled != 0 {
+		t.Fatalf("cancel answered %s (already %v); stored %s, lease %q, counts %+v; want COMPLETED, released, nothing cancelled",
+			got.Status, already, stored.Status, stored.LeaseOwner, stored.Counts)
+	}
+}

@@ -509,6 +509,12 @@ func (o *orchestrator) failSweep(ctx context.Context, sw *sweep, cause error) er
 // free slots, save (fenced), then launch what was reserved and save again.
 func (o *orchestrator) step(ctx context.Context, sw *sweep) error {
 	o.init()
+	if terminalStatus(sw.Status) {
+		// A sweep ends once: a record reloaded after a write that landed but was reported
+		// stale (the SDK retried it) may already be terminal, and a late cancel must not
+		// turn COMPLETED into CANCELLED.
+		return nil
+	}
 	if sw.CancelRequested {
 		return o.cancelSweep(ctx, sw)
 	}
@@ -1062,6 +1068,10 @@ func (o *orchestrator) deleteAlarm(ctx context.Context, sw *sweep, e *aliveInsta
 // terminate every other instance of the sweep (recorded, reserved, or found by its
 // tags), count what is left as cancelled, and set CANCELLED.
 func (o *orchestrator) cancelSweep(ctx context.Context, sw *sweep) error {
+	if terminalStatus(sw.Status) {
+		// It ended between the cancel's request and its lease: it stays as it ended.
+		return o.releaseFinal(ctx, sw)
+	}
 	now := o.clock.Now()
 	o.observe(ctx, sw, now)
 	// A reservation not found by its token may still have launched (DescribeInstances is
