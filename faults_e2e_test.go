@@ -119,8 +119,8 @@ type dupPlan struct {
 
 func newFaultPlan(rng *rand.Rand) faultPlan {
 	p := faultPlan{
-		items:     4 + rng.IntN(5),
-		maxConc:   1 + rng.IntN(3),
+		items:   4 + rng.IntN(5),
+		maxConc: 1 + rng.IntN(3),
 		// The CLI refuses a poll interval under 1 s.
 		poll:      time.Second + time.Duration(rng.IntN(4))*100*time.Millisecond,
 		fnTimeout: int32(3 + rng.IntN(4)),
@@ -1011,8 +1011,10 @@ func TestCompletedSweepIgnoresLateCancel(t *testing.T) {
 		store:       st,
 		ec2For:      func(context.Context, string) (ec2API, error) { return emptyEC2{}, nil },
 		launchInput: testLaunchInput,
-		loadItems:   func(context.Context, *sweep) ([]item, error) { return []item{{Index: 0, InstanceType: "t3.micro"}}, nil },
-		log:         zerolog.Nop(),
+		loadItems: func(context.Context, *sweep) ([]item, error) {
+			return []item{{Index: 0, InstanceType: "t3.micro"}}, nil
+		},
+		log: zerolog.Nop(),
 	}
 	if err := o.run(context.Background(), sw.SweepID, time.Time{}); err != nil {
 		t.Fatalf("run: %v", err)
