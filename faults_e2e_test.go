@@ -25,6 +25,7 @@ import (
 	lambdasvc "github.com/aws/aws-sdk-go-v2/service/lambda"
 	lambdatypes "github.com/aws/aws-sdk-go-v2/service/lambda/types"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/smithy-go"
 	"github.com/rs/zerolog"
 )
 
@@ -1073,5 +1074,67 @@ func TestCancelLeavesCompletedSweep(t *testing.T) {
 	if got.Status != statusCompleted || stored.Status != statusCompleted || stored.LeaseOwner != "" || stored.Counts.Cancelled != 0 {
 		t.Fatalf("cancel answered %s (already %v); stored %s, lease %q, counts %+v; want COMPLETED, released, nothing cancelled",
 			got.Status, already, stored.Status, stored.LeaseOwner, stored.Counts)
+	}
+}
+
+// tagsLaterEC2 keeps tags out of DescribeInstances (as kumo does) and fails DescribeTags
+// the first time, as a throttled or dropped call would.
+type tagsLaterEC2 struct {
+	emptyEC2
+	mu       sync.Mutex
+	tagCalls int
+}
+
+func (f *tagsLaterEC2) DescribeInstances(context.Context, *ec2.DescribeInstancesInput, ...func(*ec2.Options)) (*ec2.DescribeInstancesOutput, error) {
+	return &ec2.DescribeInstancesOutput{Reservations: []ec2types.Reservation{{Instances: []ec2types.Instance{{
+		InstanceId: aws.String("i-tagged"),
+		State:      &ec2types.InstanceState{Name: ec2types.InstanceStateNameTerminated},
+	}}}}}, nil
+}
+
+func (f *tagsLaterEC2) DescribeTags(context.Context, *ec2.DescribeTagsInput, ...func(*ec2.Options)) (*ec2.DescribeTagsOutput, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.tagCalls++; f.tagCalls == 1 {
+		return nil, &smithy.GenericAPIError{Code: "RequestLimitExceeded", Message: "Request limit exceeded."}
+	}
+	return &ec2.DescribeTagsOutput{Tags: []ec2types.TagDescription{{ResourceId: aws.String("i-tagged"),
+		ResourceType: ec2types.ResourceTypeInstance, Key: aws.String(exitCodeTag), Value: aws.String("0")}}}, nil
+}
+
+// A failed read of an ended instance's tags decides nothing: the instance is looked at
+// again next step and gets the exit code it reported (found by TestFaultsEndToEnd, seed
+// 449186682: items that reported exit code 0 were recorded unknown).
+func TestFailedTagReadDecidesNoOutcome(t *testing.T) {
+	st := newFakeStore()
+	sw := &sweep{SweepID: "sw-tags-later", Status: statusRunning, MaxConcurrent: 1, PollInterval: "10ms", TotalParams: 1,
+		NextToLaunch: 1, Launched: 1, Region: "us-east-1", Alive: []aliveInstance{{Index: 0, Attempt: 1, InstanceID: "i-tagged",
+			Region: "us-east-1", InstanceType: "t3.micro", ClientToken: "tok-0", LaunchedAt: time.Now().Add(-time.Minute)}}}
+	if err := st.createSweep(context.Background(), sw); err != nil {
+		t.Fatal(err)
+	}
+	api := &tagsLaterEC2{}
+	o := &orchestrator{
+		store:       st,
+		ec2For:      func(context.Context, string) (ec2API, error) { return api, nil },
+		launchInput: testLaunchInput,
+		loadItems: func(context.Context, *sweep) ([]item, error) {
+			return []item{{Index: 0, InstanceType: "t3.micro"}}, nil
+		},
+		log: zerolog.Nop(),
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := o.run(ctx, sw.SweepID, time.Time{}); err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	got, err := st.loadSweep(context.Background(), sw.SweepID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs, _ := st.listInstances(context.Background(), sw.SweepID)
+	if got.Status != statusCompleted || got.Counts.Succeeded != 1 || len(recs) != 1 || recs[0].Outcome != outcomeSucceeded || api.tagCalls < 2 {
+		t.Fatalf("status %s, counts %+v, items %+v after %d DescribeTags calls; want COMPLETED with the item succeeded",
+			got.Status, got.Counts, recs, api.tagCalls)
 	}
 }

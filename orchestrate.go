@@ -1284,8 +1284,27 @@ func describeByIDs(ctx context.Context, api ec2API, ids []string) (map[string]ec
 			}
 		}
 	}
-	fillMissingTags(ctx, api, out)
+	if err := fillMissingTags(ctx, api, out); err != nil {
+		// An ended instance whose report could not be read is left for the next step, as
+		// if not yet visible: a failed call must not decide its outcome. A running one
+		// needs no tags to stay running.
+		for id, inst := range out {
+			if len(inst.Tags) == 0 && inst.State != nil && endedState(inst.State.Name) {
+				delete(out, id)
+			}
+		}
+	}
 	return out, nil
+}
+
+// endedState: the instance no longer runs its workload.
+func endedState(s ec2types.InstanceStateName) bool {
+	switch s {
+	case ec2types.InstanceStateNameShuttingDown, ec2types.InstanceStateNameTerminated,
+		ec2types.InstanceStateNameStopping, ec2types.InstanceStateNameStopped:
+		return true
+	}
+	return false
 }
 
 // tagDescriber is EC2's DescribeTags, which the SDK client has and the engine's fakes
@@ -1298,11 +1317,11 @@ type tagDescriber interface {
 // returns an instance's tags (ours are set at launch, so never none); some emulators
 // keep tags but leave them out of DescribeInstances, and without this every outcome
 // there would be "unknown". One call covers every such instance; an error leaves them
-// as they were (the outcome is decided from what is known).
-func fillMissingTags(ctx context.Context, api ec2API, insts map[string]ec2types.Instance) {
+// as they were and is returned.
+func fillMissingTags(ctx context.Context, api ec2API, insts map[string]ec2types.Instance) error {
 	td, ok := api.(tagDescriber)
 	if !ok {
-		return
+		return nil
 	}
 	var ids []string
 	for id, inst := range insts {
@@ -1311,7 +1330,7 @@ func fillMissingTags(ctx context.Context, api ec2API, insts map[string]ec2types.
 		}
 	}
 	if len(ids) == 0 {
-		return
+		return nil
 	}
 	sort.Strings(ids)
 	out, err := td.DescribeTags(ctx, &ec2.DescribeTagsInput{Filters: []ec2types.Filter{
@@ -1319,7 +1338,7 @@ func fillMissingTags(ctx context.Context, api ec2API, insts map[string]ec2types.
 		{Name: aws.String("resource-type"), Values: []string{"instance"}},
 	}})
 	if err != nil {
-		return
+		return err
 	}
 	for _, t := range out.Tags {
 		id := aws.ToString(t.ResourceId)
@@ -1330,6 +1349,7 @@ func fillMissingTags(ctx context.Context, api ec2API, insts map[string]ec2types.
 		inst.Tags = append(inst.Tags, ec2types.Tag{Key: t.Key, Value: t.Value})
 		insts[id] = inst
 	}
+	return nil
 }
 
 // findSweepInstances lists the sweep's instances that are not yet shutting down, by tag.
