@@ -197,6 +197,7 @@ type faultRun struct {
 	lastSweep  *sweep
 
 	kills, asyncDups, syncDups, cancels int
+	syncRetried, cancelRepeats          int
 	cancelOutcome                       string
 	syncRunning                         sync.WaitGroup
 }
@@ -610,6 +611,17 @@ func finishedItems(c counts) int { return c.Succeeded + c.Failed + c.Expired + c
 // has none, and a cancel repeats a reserved launch to find its instance).
 func (r *faultRun) cancel() {
 	out, errOut, code := r.cli(r.proxy.CleanURL(), "cancel", "--sweep-id", r.sweepID, "--output", "json")
+	// The cancel is recorded but a new holder took the lease while the CLI waited for
+	// the old one to expire: do as the message says.
+	for range 3 {
+		if code == 0 || !strings.Contains(errOut, "has not stopped yet") {
+			break
+		}
+		r.mu.Lock()
+		r.cancelRepeats++
+		r.mu.Unlock()
+		out, errOut, code = r.cli(r.proxy.CleanURL(), "cancel", "--sweep-id", r.sweepID, "--output", "json")
+	}
 	var doc cancelDoc
 	if code != 0 || json.Unmarshal([]byte(out), &doc) != nil {
 		r.violate("spawn cancel: exit %d, stdout %q, stderr %q", code, out, errOut)
@@ -677,9 +689,20 @@ func (r *faultRun) duplicate(sync bool) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Duration(r.plan.fnTimeout+30)*time.Second)
 		defer cancel()
 		payload, _ := json.Marshal(orchestratorEvent{SweepID: r.sweepID})
-		// An error here is kumo's (no free runtime, or the function's own timeout): the
-		// invariants, not this answer, say whether the duplicate did harm.
-		_, _ = r.lc.Invoke(ctx, &lambdasvc.InvokeInput{FunctionName: aws.String(r.fn), Payload: payload})
+		out, err := r.lc.Invoke(ctx, &lambdasvc.InvokeInput{FunctionName: aws.String(r.fn), Payload: payload})
+		if err == nil && out.FunctionError == nil {
+			return
+		}
+		// The duplicate stands for an event delivered twice, and Lambda retries an event
+		// whose invocation failed; a synchronous invoke is not retried, so the harness
+		// does it (else a duplicate that took over and then failed would strand the sweep,
+		// which no real delivery could).
+		r.mu.Lock()
+		r.syncRetried++
+		r.mu.Unlock()
+		if err := invokeEvent(context.Background(), r.lc, r.fn, r.sweepID); err != nil {
+			r.violate("re-sending a failed duplicate as an event: %v", err)
+		}
 	}()
 }
 
@@ -713,7 +736,9 @@ func (r *faultRun) execute() {
 	dups := append([]dupPlan(nil), r.plan.dups...)
 	cancelAt := r.plan.cancelAt
 	var cancelDone chan struct{}
-	limit := 75*time.Second + time.Duration(len(kills))*65*time.Second
+	// A holder whose lease release fails (every retry faulted) blocks the sweep until
+	// its lease expires (60 s), as does a killed one.
+	limit := 140*time.Second + time.Duration(len(kills))*65*time.Second
 	if cancelAt > 0 {
 		limit += 65 * time.Second // a cancel waits out the lease of a killed holder
 	}
@@ -916,6 +941,8 @@ type faultTotals struct {
 	mu                                               sync.Mutex
 	runs, requests, kills, asyncDups, syncDups       int
 	cancels, cancelledRuns, handoffs, held, launches int
+	invocations, staleHandOns                        int
+	syncRetried, cancelRepeats                       int
 	injected                                         map[string]int
 }
 
@@ -938,12 +965,16 @@ func (f *faultTotals) add(r *faultRun) {
 	f.asyncDups += r.asyncDups
 	f.syncDups += r.syncDups
 	f.cancels += r.cancels
+	f.syncRetried += r.syncRetried
+	f.cancelRepeats += r.cancelRepeats
 	if !r.cancelled.IsZero() {
 		f.cancelledRuns++
 	}
 	f.launches += len(r.insts)
 	f.handoffs += strings.Count(logs, "sweep handed on")
 	f.held += strings.Count(logs, "another orchestrator holds the lease")
+	f.invocations += strings.Count(logs, "invocation started")
+	f.staleHandOns += strings.Count(logs, "its lease outlives this invocation")
 }
 
 func (f *faultTotals) report(t *testing.T, runs int, wall time.Duration) {
@@ -957,9 +988,10 @@ func (f *faultTotals) report(t *testing.T, runs int, wall time.Duration) {
 		sum += f.injected[k]
 	}
 	t.Logf("%d runs (%d finished) in %s: %d instances launched; %d AWS requests through the proxies, %d faults injected (%s); "+
-		"%d process kills, %d duplicate events, %d duplicate sync invokes, %d cancels (%d ended CANCELLED); %d hand-offs, %d invocations found the lease held",
+		"%d process kills, %d duplicate events, %d duplicate sync invokes, %d cancels (%d ended CANCELLED); %d invocations, %d hand-offs, "+
+		"%d found the lease held, %d handed on at once behind a stale lease; %d failed sync duplicates re-sent as events, %d cancels repeated as told",
 		runs, f.runs, wall.Round(time.Second), f.launches, f.requests, sum, strings.Join(parts, ", "),
-		f.kills, f.asyncDups, f.syncDups, f.cancels, f.cancelledRuns, f.handoffs, f.held)
+		f.kills, f.asyncDups, f.syncDups, f.cancels, f.cancelledRuns, f.invocations, f.handoffs, f.held, f.staleHandOns, f.syncRetried, f.cancelRepeats)
 }
 
 // ---- regression tests for what the randomised runs found ----
