@@ -27,7 +27,11 @@ import (
 // idempotent by ClientToken (a retried launch returns the first answer), so a response
 // lost after the launch happened is recovered exactly as on AWS.
 type faultProxy struct {
-	srv    *httptest.Server
+	srv *httptest.Server
+	// clean serves the same emulator with no faults but the same RunInstances
+	// idempotency, for callers that talk to AWS directly (the CLI) while sharing
+	// EC2's memory of client tokens with the faulty path.
+	clean  *httptest.Server
 	target *url.URL
 	rate   float64 // fraction of requests that fail
 	delay  time.Duration
@@ -37,9 +41,10 @@ type faultProxy struct {
 	byToken  map[string][]byte // RunInstances ClientToken → the answer EC2 gave
 	injected map[string]int    // fault kind → count
 	requests int
-	// onRunInstances sees every RunInstances answer that created instances (first time
-	// per token): the harness counts instances alive from it.
-	onRunInstances func(body []byte)
+	// onRunInstances sees every RunInstances request and answer that created instances
+	// (first time per token), called with the proxy's lock held so that launches are
+	// seen one at a time: the harness counts instances alive from it.
+	onRunInstances func(req url.Values, body []byte)
 }
 
 func newFaultProxy(target string, rate float64, seed uint64) *faultProxy {
@@ -56,11 +61,16 @@ func newFaultProxy(target string, rate float64, seed uint64) *faultProxy {
 		injected: map[string]int{},
 	}
 	p.srv = httptest.NewServer(http.HandlerFunc(p.serve))
+	p.clean = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { p.handle(w, r, "") }))
 	return p
 }
 
-func (p *faultProxy) URL() string { return p.srv.URL }
-func (p *faultProxy) Close()      { p.srv.Close() }
+func (p *faultProxy) URL() string      { return p.srv.URL }
+func (p *faultProxy) CleanURL() string { return p.clean.URL }
+func (p *faultProxy) Close() {
+	p.srv.Close()
+	p.clean.Close()
+}
 
 func (p *faultProxy) counts() (requests int, injected map[string]int) {
 	p.mu.Lock()
@@ -97,10 +107,11 @@ func (p *faultProxy) pick() string {
 	return k
 }
 
-func (p *faultProxy) serve(w http.ResponseWriter, r *http.Request) {
+func (p *faultProxy) serve(w http.ResponseWriter, r *http.Request) { p.handle(w, r, p.pick()) }
+
+func (p *faultProxy) handle(w http.ResponseWriter, r *http.Request, fault string) {
 	body, _ := io.ReadAll(r.Body)
 	svc := service(r)
-	fault := p.pick()
 	switch fault {
 	case "500":
 		writeAWSError(w, svc, 500, "InternalError", "injected internal error")
@@ -149,9 +160,10 @@ func (p *faultProxy) serve(w http.ResponseWriter, r *http.Request) {
 // ClientToken, as AWS documents it.
 func (p *faultProxy) forward(r *http.Request, svc string, body []byte) (int, http.Header, []byte, error) {
 	token := ""
+	var form url.Values
 	if svc == "ec2" {
-		if form, err := url.ParseQuery(string(body)); err == nil && form.Get("Action") == "RunInstances" {
-			token = form.Get("ClientToken")
+		if f, err := url.ParseQuery(string(body)); err == nil && f.Get("Action") == "RunInstances" {
+			form, token = f, f.Get("ClientToken")
 		}
 	}
 	if token != "" {
@@ -160,8 +172,17 @@ func (p *faultProxy) forward(r *http.Request, svc string, body []byte) (int, htt
 		if prev, ok := p.byToken[token]; ok {
 			return 200, http.Header{"Content-Type": {"text/xml"}}, prev, nil
 		}
+		if err := r.Context().Err(); err != nil {
+			// The caller gave up while the request waited its turn here: it never
+			// reached EC2, and must not launch anything later.
+			return 0, nil, nil, err
+		}
 	}
-	req, err := http.NewRequestWithContext(r.Context(), r.Method, p.target.String()+r.URL.RequestURI(), bytes.NewReader(body))
+	// Once a request reaches the service it is carried out, even if the caller stops
+	// listening (as AWS does): a launch or a write may happen with no one told.
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(fctx, r.Method, p.target.String()+r.URL.RequestURI(), bytes.NewReader(body))
 	if err != nil {
 		return 0, nil, nil, err
 	}
@@ -179,7 +200,7 @@ func (p *faultProxy) forward(r *http.Request, svc string, body []byte) (int, htt
 	if token != "" && resp.StatusCode == 200 {
 		p.byToken[token] = respBody
 		if p.onRunInstances != nil {
-			p.onRunInstances(respBody)
+			p.onRunInstances(form, respBody)
 		}
 	}
 	return resp.StatusCode, resp.Header, respBody, nil

@@ -509,6 +509,12 @@ func (o *orchestrator) failSweep(ctx context.Context, sw *sweep, cause error) er
 // free slots, save (fenced), then launch what was reserved and save again.
 func (o *orchestrator) step(ctx context.Context, sw *sweep) error {
 	o.init()
+	if terminalStatus(sw.Status) {
+		// A sweep ends once: a record reloaded after a write that landed but was reported
+		// stale (the SDK retried it) may already be terminal, and a late cancel must not
+		// turn COMPLETED into CANCELLED.
+		return nil
+	}
 	if sw.CancelRequested {
 		return o.cancelSweep(ctx, sw)
 	}
@@ -1062,6 +1068,10 @@ func (o *orchestrator) deleteAlarm(ctx context.Context, sw *sweep, e *aliveInsta
 // terminate every other instance of the sweep (recorded, reserved, or found by its
 // tags), count what is left as cancelled, and set CANCELLED.
 func (o *orchestrator) cancelSweep(ctx context.Context, sw *sweep) error {
+	if terminalStatus(sw.Status) {
+		// It ended between the cancel's request and its lease: it stays as it ended.
+		return o.releaseFinal(ctx, sw)
+	}
 	now := o.clock.Now()
 	o.observe(ctx, sw, now)
 	// A reservation not found by its token may still have launched (DescribeInstances is
@@ -1274,8 +1284,27 @@ func describeByIDs(ctx context.Context, api ec2API, ids []string) (map[string]ec
 			}
 		}
 	}
-	fillMissingTags(ctx, api, out)
+	if err := fillMissingTags(ctx, api, out); err != nil {
+		// An ended instance whose report could not be read is left for the next step, as
+		// if not yet visible: a failed call must not decide its outcome. A running one
+		// needs no tags to stay running.
+		for id, inst := range out {
+			if len(inst.Tags) == 0 && inst.State != nil && endedState(inst.State.Name) {
+				delete(out, id)
+			}
+		}
+	}
 	return out, nil
+}
+
+// endedState: the instance no longer runs its workload.
+func endedState(s ec2types.InstanceStateName) bool {
+	switch s {
+	case ec2types.InstanceStateNameShuttingDown, ec2types.InstanceStateNameTerminated,
+		ec2types.InstanceStateNameStopping, ec2types.InstanceStateNameStopped:
+		return true
+	}
+	return false
 }
 
 // tagDescriber is EC2's DescribeTags, which the SDK client has and the engine's fakes
@@ -1288,11 +1317,11 @@ type tagDescriber interface {
 // returns an instance's tags (ours are set at launch, so never none); some emulators
 // keep tags but leave them out of DescribeInstances, and without this every outcome
 // there would be "unknown". One call covers every such instance; an error leaves them
-// as they were (the outcome is decided from what is known).
-func fillMissingTags(ctx context.Context, api ec2API, insts map[string]ec2types.Instance) {
+// as they were and is returned.
+func fillMissingTags(ctx context.Context, api ec2API, insts map[string]ec2types.Instance) error {
 	td, ok := api.(tagDescriber)
 	if !ok {
-		return
+		return nil
 	}
 	var ids []string
 	for id, inst := range insts {
@@ -1301,7 +1330,7 @@ func fillMissingTags(ctx context.Context, api ec2API, insts map[string]ec2types.
 		}
 	}
 	if len(ids) == 0 {
-		return
+		return nil
 	}
 	sort.Strings(ids)
 	out, err := td.DescribeTags(ctx, &ec2.DescribeTagsInput{Filters: []ec2types.Filter{
@@ -1309,7 +1338,7 @@ func fillMissingTags(ctx context.Context, api ec2API, insts map[string]ec2types.
 		{Name: aws.String("resource-type"), Values: []string{"instance"}},
 	}})
 	if err != nil {
-		return
+		return err
 	}
 	for _, t := range out.Tags {
 		id := aws.ToString(t.ResourceId)
@@ -1320,6 +1349,7 @@ func fillMissingTags(ctx context.Context, api ec2API, insts map[string]ec2types.
 		inst.Tags = append(inst.Tags, ec2types.Tag{Key: t.Key, Value: t.Value})
 		insts[id] = inst
 	}
+	return nil
 }
 
 // findSweepInstances lists the sweep's instances that are not yet shutting down, by tag.
