@@ -260,7 +260,9 @@ func (o *orchestrator) run(ctx context.Context, sweepID string, deadline time.Ti
 			return o.pause(ctx, sw)
 		}
 		t0 := o.clock.Now()
-		err := o.step(ctx, sw)
+		stepCtx, cancelStep := o.stepContext(ctx)
+		err := o.step(stepCtx, sw)
+		cancelStep()
 		stepEst = max(stepEst, o.clock.Now().Sub(t0))
 		if err != nil {
 			if ctx.Err() != nil {
@@ -304,6 +306,18 @@ func (o *orchestrator) run(ctx context.Context, sweepID string, deadline time.Ti
 	}
 }
 
+// stepContext bounds one step by the invocation's deadline less half the safety margin:
+// AWS calls that keep failing slowly (each attempt up to SPAWN_AWS_TIMEOUT, retried) must
+// not use up the time the loop needs to save, release the lease and hand on.
+func (o *orchestrator) stepContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	if o.deadline.IsZero() {
+		return context.WithCancel(ctx)
+	}
+	// A duration from the engine's clock, not a wall-clock deadline: the clock is the
+	// engine's time (tests drive it).
+	return context.WithTimeout(ctx, max(o.deadline.Sub(o.clock.Now())-o.margin/2, time.Millisecond))
+}
+
 // acquire takes the lease, waiting out a holder that stopped renewing (bounded by the
 // invocation's deadline: past it the wait continues in a fresh invocation). A transient
 // error is retried, not returned.
@@ -326,6 +340,14 @@ func (o *orchestrator) acquire(ctx context.Context, id string) (*sweep, error) {
 		case errors.As(err, &wait):
 			d := wait.Until.Sub(o.clock.Now()) + time.Millisecond
 			if !o.fits(d) && o.invokeAsync != nil {
+				// Wait as long as this invocation can first: handing on at once would chain
+				// invocations for nothing until the lease expires.
+				if spare := o.deadline.Sub(o.clock.Now()) - o.margin; spare > 0 {
+					if err := o.clock.Sleep(ctx, spare); err != nil {
+						return nil, err
+					}
+					continue
+				}
 				o.log.Info().Str("sweep_id", id).Time("until", wait.Until).Msg("the previous holder stopped renewing and its lease outlives this invocation: handing on")
 				return nil, o.invokeAsync(ctx, id)
 			}
