@@ -1210,21 +1210,28 @@ func (o *orchestrator) cancelRun(ctx context.Context, id string) (sw *sweep, alr
 		return sw, true, nil
 	}
 	poll := pollIntervalOf(sw)
-	limit := o.clock.Now().Add(o.leaseTTL + 2*poll)
-	for {
-		now := o.clock.Now()
-		if terminalStatus(sw.Status) {
-			return sw, false, nil
+	// waitHolder gives a live holder the time to see the cancel and end the sweep itself
+	// (it reads cancel_requested at its next step), bounded by a lease's life.
+	waitHolder := func() error {
+		limit := o.clock.Now().Add(o.leaseTTL + 2*poll)
+		for {
+			now := o.clock.Now()
+			if terminalStatus(sw.Status) || sw.LeaseOwner == "" || !sw.LeaseExpiresAt.After(now) || now.After(limit) {
+				return nil
+			}
+			if err := o.clock.Sleep(ctx, min(poll, time.Second)); err != nil {
+				return err
+			}
+			if fresh, err := o.store.loadSweep(ctx, id); err == nil {
+				sw = fresh
+			}
 		}
-		if sw.LeaseOwner == "" || !sw.LeaseExpiresAt.After(now) || now.After(limit) {
-			break
-		}
-		if err := o.clock.Sleep(ctx, min(poll, time.Second)); err != nil {
-			return nil, false, err
-		}
-		if fresh, err := o.store.loadSweep(ctx, id); err == nil {
-			sw = fresh
-		}
+	}
+	if err := waitHolder(); err != nil {
+		return nil, false, err
+	}
+	if terminalStatus(sw.Status) {
+		return sw, false, nil
 	}
 	for n := 1; ; n++ {
 		sw, err = o.acquire(ctx, id)
@@ -1232,6 +1239,20 @@ func (o *orchestrator) cancelRun(ctx context.Context, id string) (sw *sweep, alr
 			// Finished meanwhile (the holder acknowledged).
 			sw, err = o.store.loadSweep(ctx, id)
 			return sw, false, err
+		}
+		if errors.Is(err, errLeaseHeld) && n <= 3 {
+			// A new holder took over just now (a retried invocation): it sees the cancel at
+			// its first step. Wait for it as for the first one.
+			if sw, err = o.store.loadSweep(ctx, id); err != nil {
+				return nil, false, err
+			}
+			if err := waitHolder(); err != nil {
+				return nil, false, err
+			}
+			if terminalStatus(sw.Status) {
+				return sw, false, nil
+			}
+			continue
 		}
 		if errors.Is(err, errLeaseHeld) {
 			return nil, false, fmt.Errorf("the orchestrator of sweep %s is still running and has not stopped yet: run 'spawn cancel --sweep-id %s' again", id, id)
