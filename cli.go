@@ -156,13 +156,16 @@ func runCLI(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 		// Only the root reads SPAWN_* env, so a flag on the command line always wins over env.
 		Options: []ff.Option{ff.WithEnvVarPrefix("SPAWN")},
 		Subcommands: []*ffcli.Command{
+			// In the order a user meets them.
+			newDeployCmd(r),
 			newLaunchCmd(r),
-			newVersionCmd(r),
-			newDeployCmd(r), newDestroyCmd(r),
-			newResumeCmd(r), newCancelCmd(r),
 			newStatusCmd(r),
 			newListCmd(r),
 			newLogsCmd(r),
+			newCancelCmd(r),
+			newResumeCmd(r),
+			newDestroyCmd(r),
+			newVersionCmd(r),
 		},
 		Exec: func(context.Context, []string) error { return flag.ErrHelp },
 	}
