@@ -1946,6 +1946,17 @@ func sweepIDArg(flagValue string, args []string) (string, error) {
 	return "", usageErrorf("unexpected arguments %q: pass one sweep id with --sweep-id", args)
 }
 
+// sweepEngine is what resume and cancel start from: the sweep id (flag or argument),
+// checked before any AWS call, and the engine wired to the deployment.
+func (r *rootConfig) sweepEngine(ctx context.Context, flagValue string, args []string) (string, *engineDeps, error) {
+	id, err := sweepIDArg(flagValue, args)
+	if err != nil {
+		return "", nil, err
+	}
+	_, deps, err := r.cliEngine(ctx)
+	return id, deps, err
+}
+
 func newResumeCmd(r *rootConfig) *ffcli.Command {
 	fs := r.newFlagSet("resume")
 	id := fs.String("sweep-id", "", "the sweep to continue")
@@ -1956,11 +1967,7 @@ func newResumeCmd(r *rootConfig) *ffcli.Command {
 	return r.command("resume", "spawn resume --sweep-id ID [--retry-failed] [--detach | --no-detach]",
 		"continue a sweep that is not COMPLETED or CANCELLED", fs,
 		func(ctx context.Context, args []string) error {
-			sweepID, err := sweepIDArg(*id, args)
-			if err != nil {
-				return err
-			}
-			_, deps, err := r.cliEngine(ctx)
+			sweepID, deps, err := r.sweepEngine(ctx, *id, args)
 			if err != nil {
 				return err
 			}
@@ -2055,11 +2062,7 @@ func newCancelCmd(r *rootConfig) *ffcli.Command {
 	return r.command("cancel", "spawn cancel --sweep-id ID",
 		"stop launching, terminate every instance of the sweep, status CANCELLED", fs,
 		func(ctx context.Context, args []string) error {
-			sweepID, err := sweepIDArg(*id, args)
-			if err != nil {
-				return err
-			}
-			_, deps, err := r.cliEngine(ctx)
+			sweepID, deps, err := r.sweepEngine(ctx, *id, args)
 			if err != nil {
 				return err
 			}
