@@ -8,17 +8,11 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime"
-	"runtime/debug"
 	"strings"
-	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
-	"github.com/aws/aws-sdk-go-v2/config"
-	"github.com/aws/aws-sdk-go-v2/service/s3"
+	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
-	"github.com/aws/smithy-go/logging"
 	"github.com/mattn/go-isatty"
 	"github.com/peterbourgon/ff/v3"
 	"github.com/peterbourgon/ff/v3/ffcli"
@@ -198,16 +192,6 @@ func (r *rootConfig) setup() error {
 	return nil
 }
 
-// newLogger writes readable console lines on a terminal and JSON lines otherwise
-// (always JSON in Lambda, where CloudWatch reads them).
-func newLogger(w io.Writer, lvl zerolog.Level, lambda bool) zerolog.Logger {
-	out := w
-	if f, ok := w.(*os.File); ok && !lambda && isatty.IsTerminal(f.Fd()) {
-		out = zerolog.ConsoleWriter{Out: w, TimeFormat: "15:04:05", NoColor: os.Getenv("NO_COLOR") != ""}
-	}
-	return zerolog.New(out).Level(lvl).With().Timestamp().Logger()
-}
-
 func (r *rootConfig) jsonOutput() bool { return r.output == "json" }
 
 // printJSON writes exactly one JSON document on stdout.
@@ -217,73 +201,9 @@ func (r *rootConfig) printJSON(v any) error {
 	return enc.Encode(v)
 }
 
-// sdkLogger routes the AWS SDK's own log lines into zerolog at debug level, so a user
-// never sees raw SDK output (emulators make the SDK warn about missing checksums).
-type sdkLogger struct{ log zerolog.Logger }
-
-func (l sdkLogger) Logf(_ logging.Classification, format string, v ...any) {
-	l.log.Debug().Str("component", "aws-sdk").Msgf(format, v...)
-}
-
 // awsConfig loads the SDK configuration with --profile, --region and --endpoint-url.
 func (r *rootConfig) awsConfig(ctx context.Context) (aws.Config, error) {
 	return loadAWSConfig(ctx, r.profile, r.region, r.endpointURL, r.log)
-}
-
-// defaultAWSTimeout bounds one HTTP attempt of any AWS call: an answer that never comes
-// must not hold a step (and the lease) until Lambda's own timeout. SPAWN_AWS_TIMEOUT
-// overrides it (a Go duration).
-const defaultAWSTimeout = 30 * time.Second
-
-func awsTimeout() (time.Duration, error) {
-	v := os.Getenv("SPAWN_AWS_TIMEOUT")
-	if v == "" {
-		return defaultAWSTimeout, nil
-	}
-	d, err := time.ParseDuration(v)
-	if err != nil || d <= 0 {
-		return 0, usageErrorf("SPAWN_AWS_TIMEOUT %q is not a positive duration: use e.g. 30s", v)
-	}
-	return d, nil
-}
-
-func loadAWSConfig(ctx context.Context, profile, region, endpoint string, log zerolog.Logger) (aws.Config, error) {
-	timeout, err := awsTimeout()
-	if err != nil {
-		return aws.Config{}, err
-	}
-	opts := []func(*config.LoadOptions) error{
-		config.WithLogger(sdkLogger{log}),
-		config.WithHTTPClient(awshttp.NewBuildableClient().WithTimeout(timeout)),
-	}
-	if profile != "" {
-		opts = append(opts, config.WithSharedConfigProfile(profile))
-	}
-	if region != "" {
-		opts = append(opts, config.WithRegion(region))
-	}
-	if endpoint != "" {
-		opts = append(opts, config.WithBaseEndpoint(endpoint))
-	}
-	cfg, err := config.LoadDefaultConfig(ctx, opts...)
-	if err != nil {
-		return aws.Config{}, fmt.Errorf("loading AWS configuration: %w (check --profile and ~/.aws/config)", err)
-	}
-	if cfg.Region == "" {
-		cfg.Region = "us-east-1"
-	}
-	return cfg, nil
-}
-
-// endpointOverridden reports whether S3 (or every service) goes to a custom endpoint,
-// in which case S3 must use path-style addressing.
-func endpointOverridden(cfg aws.Config) bool {
-	return cfg.BaseEndpoint != nil || os.Getenv("AWS_ENDPOINT_URL") != "" || os.Getenv("AWS_ENDPOINT_URL_S3") != ""
-}
-
-func newS3Client(cfg aws.Config) *s3.Client {
-	path := endpointOverridden(cfg)
-	return s3.NewFromConfig(cfg, func(o *s3.Options) { o.UsePathStyle = path })
 }
 
 func newVersionCmd(r *rootConfig) *ffcli.Command {
@@ -297,28 +217,6 @@ func newVersionCmd(r *rootConfig) *ffcli.Command {
 			fmt.Fprintf(r.stdout, "spawn %s (commit %s, %s, %s/%s)\n", v.Version, v.Commit, v.GoVersion, v.OS, v.Arch)
 			return nil
 		})
-}
-
-type versionDoc struct {
-	Version   string `json:"version"`
-	Commit    string `json:"commit"`
-	GoVersion string `json:"go_version"`
-	OS        string `json:"os"`
-	Arch      string `json:"arch"`
-}
-
-func versionInfo() versionDoc {
-	c := commit
-	if c == "none" {
-		if bi, ok := debug.ReadBuildInfo(); ok {
-			for _, s := range bi.Settings {
-				if s.Key == "vcs.revision" {
-					c = s.Value
-				}
-			}
-		}
-	}
-	return versionDoc{Version: version, Commit: c, GoVersion: runtime.Version(), OS: runtime.GOOS, Arch: runtime.GOARCH}
 }
 
 // deployment is what a command that talks to spawn's resources needs: the AWS config,
@@ -361,7 +259,73 @@ func (r *rootConfig) openDeployment(ctx context.Context) (*deployment, error) {
 	return d, nil
 }
 
-// defaultBucketName is SPEC.md's spawn-sweeps-<account-id>-<region>.
-func defaultBucketName(accountID, region string) string {
-	return "spawn-sweeps-" + accountID + "-" + region
+// cliEngine opens the deployment and wires the engine for a CLI command.
+func (r *rootConfig) cliEngine(ctx context.Context) (*deployment, *engineDeps, error) {
+	d, err := r.openDeployment(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	return d, newEngineDeps(d.cfg, d.accountID, d.userID, d.table, d.instancesTable, d.bucket, d.function, r.log), nil
+}
+
+// sweepIDArg takes the id from --sweep-id or the one positional argument.
+func sweepIDArg(flagValue string, args []string) (string, error) {
+	switch {
+	case flagValue != "" && len(args) == 0:
+		return flagValue, nil
+	case flagValue == "" && len(args) == 1:
+		return args[0], nil
+	case flagValue == "" && len(args) == 0:
+		return "", usageErrorf("a sweep id is needed: pass --sweep-id ID (see 'spawn list')")
+	}
+	return "", usageErrorf("unexpected arguments %q: pass one sweep id with --sweep-id", args)
+}
+
+// explainedError is one line for the user that still wraps the error it explains.
+type explainedError struct {
+	msg string
+	err error
+}
+
+func (e *explainedError) Error() string { return e.msg }
+
+func (e *explainedError) Unwrap() error { return e.err }
+
+// explainStoreError turns the store's errors into what the user can act on. An unknown
+// sweep id is a runtime error (exit 1): the id is well formed, it just is not there.
+func explainStoreError(err error, d *deployment, table, sweepID string) error {
+	var rnf *ddbtypes.ResourceNotFoundException
+	switch {
+	case errors.As(err, &rnf):
+		return &explainedError{fmt.Sprintf("no spawn deployment found in %s (table %s does not exist): run 'spawn deploy', or pass the --region or --table it used", d.region, table), err}
+	case errors.Is(err, errSweepNotFound):
+		return &explainedError{fmt.Sprintf("sweep %s not found in table %s (%s): check the id with 'spawn list'", sweepID, d.table, d.region), err}
+	}
+	return err
+}
+
+// sweepIDAndFlags takes the id from --sweep-id or the first argument, and parses the flags
+// that follow a positional id (the flag package stops at the first non-flag).
+func sweepIDAndFlags(fs *flag.FlagSet, flagID string, args []string) (string, error) {
+	if len(args) > 0 {
+		if flagID != "" {
+			return "", usageErrorf("give the sweep id once: --sweep-id %s or %s, not both", flagID, args[0])
+		}
+		flagID = args[0]
+		if err := fs.Parse(args[1:]); err != nil {
+			return "", usageErrorf("%v", err)
+		}
+		if fs.NArg() > 0 {
+			return "", usageErrorf("unexpected argument %q: give one sweep id", fs.Arg(0))
+		}
+	}
+	if flagID == "" {
+		return "", usageErrorf("which sweep? pass --sweep-id ID (or the id as argument; 'spawn list' shows them)")
+	}
+	return flagID, nil
+}
+
+func isTerminalWriter(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && (isatty.IsTerminal(f.Fd()) || isatty.IsCygwinTerminal(f.Fd()))
 }

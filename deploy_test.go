@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"io"
 	"net/url"
 	"os"
@@ -16,6 +15,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
@@ -960,4 +961,62 @@ func TestBucketPolicyIsTLSOnlyOverHTTPS(t *testing.T) {
 	if r := d.results[len(d.results)-1]; r.Action != actionUpdated || !strings.Contains(r.Reason, "plain http") {
 		t.Errorf("bucket line: %+v", r)
 	}
+}
+
+// permissionsDoc renders docs/permissions.md: the deploying user's permissions and every
+// policy deploy writes, for example account ids. A test keeps the file in step.
+func permissionsDoc() string {
+	n := policyNames{
+		partition: "aws", account: "111122223333", region: "us-east-1",
+		table: defaultTable, instancesTable: defaultInstancesTable,
+		bucket: defaultBucketName("111122223333", "us-east-1"), function: defaultFunction,
+		computeAccounts: []string{"444455556666"},
+	}
+	orchARN := n.roleARN(n.account, orchestratorRoleName)
+	var b strings.Builder
+	section := func(title, text string, p policyDocument) {
+		js, err := json.MarshalIndent(p, "", "  ")
+		if err != nil {
+			panic(err)
+		}
+		fmt.Fprintf(&b, "## %s\n\n%s\n\n```json\n%s\n```\n\n", title, text, js)
+	}
+	b.WriteString(`# Permissions
+
+<!-- Generated from deploy.go by TestPermissionsDocMatchesThePolicies; do not edit.
+     Regenerate: SPAWN_UPDATE_DOCS=1 go test -run TestPermissionsDocMatchesThePolicies . -->
+
+` + "`spawn deploy`" + ` creates every resource spawn uses and writes the policies below. The examples use
+account 111122223333 (where the orchestrator runs), compute account 444455556666 (only with
+` + "`--compute-profile`" + `), region us-east-1 and the default names; deploy fills in yours.
+
+Every statement names spawn's own resources, except the calls AWS authorizes only on ` + "`\"*\"`" + `
+(EC2's Describe calls, spot price history included, the Price List API and
+` + "`sts:GetCallerIdentity`" + `): they have no resource-level permissions.
+
+Cross-account: the orchestrator assumes ` + "`SpawnSweepCrossAccountRole`" + ` in the compute account with the
+external id ` + "`spawn-<orchestrator account id>`" + ` (here ` + "`" + crossAccountExternalID(n.account) + "`" + `). It is derived, not secret: the role
+trusts only the orchestrator role's ARN, and the id ties the role to this orchestrator account.
+
+`)
+	section("Deploying user (orchestrator account)",
+		"What the user running `spawn deploy` and `spawn destroy` needs.", n.deployerPolicy())
+	section("Deploying user (compute account)",
+		"What the `--compute-profile` user needs in the compute account.", n.computeDeployerPolicy("444455556666"))
+	section("SpawnSweepOrchestratorRole: trust", "The Lambda service assumes the orchestrator role.", lambdaTrustPolicy())
+	section("SpawnSweepOrchestratorRole: inline policy `spawn`",
+		"The orchestrator function's permissions. The `AssumeComputeAccountRole` statement appears only when a compute account was deployed.",
+		n.orchestratorPolicy())
+	section("spawnd-role: trust", "EC2 assumes the instance role (instance profile `spawnd-role`).", ec2TrustPolicy())
+	section("spawnd-role: inline policy `spawn`",
+		"An instance may tag and terminate only itself, and write only log objects.", n.instancePolicy(n.account))
+	section("SpawnSweepCrossAccountRole: trust (compute account)",
+		"Only the orchestrator role, and only with the external id.", n.crossAccountTrustPolicy(orchARN))
+	section("SpawnSweepCrossAccountRole: inline policy `spawn` (compute account)",
+		"The EC2 calls the orchestrator makes there, passing that account's `spawnd-role`, and the idle-timeout alarms (an alarm lives in its instance's account).",
+		n.crossAccountPolicy("444455556666"))
+	section("Bucket policy",
+		"Refuses every request not made over TLS. With a compute account, its instances may write their log objects.",
+		n.bucketPolicy())
+	return strings.TrimRight(b.String(), "\n") + "\n"
 }

@@ -5,12 +5,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	lambdatypes "github.com/aws/aws-sdk-go-v2/service/lambda/types"
 	"net/url"
 	"os"
 	"os/exec"
 	"testing"
 	"time"
+
+	lambdatypes "github.com/aws/aws-sdk-go-v2/service/lambda/types"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/lambda"

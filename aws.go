@@ -1,0 +1,91 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/smithy-go/logging"
+	"github.com/mattn/go-isatty"
+	"github.com/rs/zerolog"
+)
+
+// newLogger writes readable console lines on a terminal and JSON lines otherwise
+// (always JSON in Lambda, where CloudWatch reads them).
+func newLogger(w io.Writer, lvl zerolog.Level, lambda bool) zerolog.Logger {
+	out := w
+	if f, ok := w.(*os.File); ok && !lambda && isatty.IsTerminal(f.Fd()) {
+		out = zerolog.ConsoleWriter{Out: w, TimeFormat: "15:04:05", NoColor: os.Getenv("NO_COLOR") != ""}
+	}
+	return zerolog.New(out).Level(lvl).With().Timestamp().Logger()
+}
+
+// sdkLogger routes the AWS SDK's own log lines into zerolog at debug level, so a user
+// never sees raw SDK output (emulators make the SDK warn about missing checksums).
+type sdkLogger struct{ log zerolog.Logger }
+
+func (l sdkLogger) Logf(_ logging.Classification, format string, v ...any) {
+	l.log.Debug().Str("component", "aws-sdk").Msgf(format, v...)
+}
+
+// defaultAWSTimeout bounds one HTTP attempt of any AWS call: an answer that never comes
+// must not hold a step (and the lease) until Lambda's own timeout. SPAWN_AWS_TIMEOUT
+// overrides it (a Go duration).
+const defaultAWSTimeout = 30 * time.Second
+
+func awsTimeout() (time.Duration, error) {
+	v := os.Getenv("SPAWN_AWS_TIMEOUT")
+	if v == "" {
+		return defaultAWSTimeout, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		return 0, usageErrorf("SPAWN_AWS_TIMEOUT %q is not a positive duration: use e.g. 30s", v)
+	}
+	return d, nil
+}
+
+func loadAWSConfig(ctx context.Context, profile, region, endpoint string, log zerolog.Logger) (aws.Config, error) {
+	timeout, err := awsTimeout()
+	if err != nil {
+		return aws.Config{}, err
+	}
+	opts := []func(*config.LoadOptions) error{
+		config.WithLogger(sdkLogger{log}),
+		config.WithHTTPClient(awshttp.NewBuildableClient().WithTimeout(timeout)),
+	}
+	if profile != "" {
+		opts = append(opts, config.WithSharedConfigProfile(profile))
+	}
+	if region != "" {
+		opts = append(opts, config.WithRegion(region))
+	}
+	if endpoint != "" {
+		opts = append(opts, config.WithBaseEndpoint(endpoint))
+	}
+	cfg, err := config.LoadDefaultConfig(ctx, opts...)
+	if err != nil {
+		return aws.Config{}, fmt.Errorf("loading AWS configuration: %w (check --profile and ~/.aws/config)", err)
+	}
+	if cfg.Region == "" {
+		cfg.Region = "us-east-1"
+	}
+	return cfg, nil
+}
+
+// endpointOverridden reports whether S3 (or every service) goes to a custom endpoint,
+// in which case S3 must use path-style addressing.
+func endpointOverridden(cfg aws.Config) bool {
+	return cfg.BaseEndpoint != nil || os.Getenv("AWS_ENDPOINT_URL") != "" || os.Getenv("AWS_ENDPOINT_URL_S3") != ""
+}
+
+func newS3Client(cfg aws.Config) *s3.Client {
+	path := endpointOverridden(cfg)
+	return s3.NewFromConfig(cfg, func(o *s3.Options) { o.UsePathStyle = path })
+}

@@ -1,0 +1,157 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/iam"
+	"github.com/aws/aws-sdk-go-v2/service/sts"
+	"github.com/mattn/go-isatty"
+	"github.com/peterbourgon/ff/v3/ffcli"
+)
+
+type deployFlags struct {
+	computeProfile string
+	bootstrap      string
+	memory         int
+	dryRun         bool
+}
+
+func newDeployCmd(r *rootConfig) *ffcli.Command {
+	fs := r.newFlagSet("deploy")
+	var f deployFlags
+	fs.StringVar(&f.computeProfile, "compute-profile", "", "profile of the account where instances run, when it is another account")
+	fs.StringVar(&f.bootstrap, "bootstrap", "", "Linux build of spawn to deploy as the function (default: this executable, when it is a Linux build)")
+	fs.IntVar(&f.memory, "memory", 0, fmt.Sprintf("function memory in MB (default %d for a new function; an existing function keeps its own)", defaultMemoryMB))
+	fs.BoolVar(&f.dryRun, "dry-run", false, "print what would be created or updated and change nothing")
+	return r.command("deploy", "spawn deploy [--compute-profile P] [--bootstrap FILE] [--memory MB] [--dry-run]",
+		"create or update every AWS resource spawn needs, then health-check the function", fs,
+		func(ctx context.Context, args []string) error {
+			if len(args) > 0 {
+				return usageErrorf("deploy takes no arguments, got %q", args)
+			}
+			if f.memory != 0 && (f.memory < 128 || f.memory > 10240) {
+				return usageErrorf("--memory %d is out of range: Lambda takes 128 to 10240 MB", f.memory)
+			}
+			path, err := selfBootstrap(f.bootstrap)
+			if err != nil {
+				return err
+			}
+			pkg, err := zipBootstrap(path)
+			if err != nil {
+				return err
+			}
+			d, err := r.openDeployer(ctx, f.computeProfile, f.dryRun)
+			if err != nil {
+				return err
+			}
+			d.memoryMB = int32(f.memory)
+			err = d.deploy(ctx, pkg)
+			if perr := r.printResources(d.results, f.dryRun); perr != nil && err == nil {
+				err = perr
+			}
+			return err
+		})
+}
+
+func newDestroyCmd(r *rootConfig) *ffcli.Command {
+	fs := r.newFlagSet("destroy")
+	var yes, force bool
+	var computeProfile string
+	fs.BoolVar(&yes, "yes", false, "do not ask for confirmation")
+	fs.BoolVar(&force, "force", false, "destroy even while sweeps are running (their instances keep running)")
+	fs.StringVar(&computeProfile, "compute-profile", "", "also remove the roles deploy created in this profile's account")
+	return r.command("destroy", "spawn destroy [--yes] [--force] [--compute-profile P]",
+		"remove every AWS resource deploy created, with the sweeps' data", fs,
+		func(ctx context.Context, args []string) error {
+			if len(args) > 0 {
+				return usageErrorf("destroy takes no arguments, got %q", args)
+			}
+			d, err := r.openDeployer(ctx, computeProfile, false)
+			if err != nil {
+				return err
+			}
+			if !yes {
+				if err := r.confirmDestroy(d.names); err != nil {
+					return err
+				}
+			}
+			err = d.destroy(ctx, force)
+			if perr := r.printResources(d.results, false); perr != nil && err == nil {
+				err = perr
+			}
+			return err
+		})
+}
+
+// openDeployer resolves the account, region and names, and the compute account of
+// --compute-profile.
+func (r *rootConfig) openDeployer(ctx context.Context, computeProfile string, dryRun bool) (*deployer, error) {
+	dep, err := r.openDeployment(ctx)
+	if err != nil {
+		return nil, err
+	}
+	d := newDeployer(dep, r.log, dryRun)
+	if computeProfile != "" {
+		cfg, err := loadAWSConfig(ctx, computeProfile, dep.region, r.endpointURL, r.log)
+		if err != nil {
+			return nil, err
+		}
+		id, err := sts.NewFromConfig(cfg).GetCallerIdentity(ctx, &sts.GetCallerIdentityInput{})
+		if err != nil {
+			return nil, fmt.Errorf("no usable AWS credentials for --compute-profile %s: %w (check ~/.aws/config)", computeProfile, err)
+		}
+		d.compute = &computeTarget{account: aws.ToString(id.Account), iam: iam.NewFromConfig(cfg)}
+	}
+	return d, nil
+}
+
+// confirmDestroy asks on a terminal; without one the user must pass --yes.
+func (r *rootConfig) confirmDestroy(n policyNames) error {
+	f, ok := r.stdin.(*os.File)
+	if !ok || !isatty.IsTerminal(f.Fd()) {
+		return usageErrorf("destroy deletes the function, roles, tables and bucket %s with every sweep's data: pass --yes to confirm (stdin is not a terminal)", n.bucket)
+	}
+	fmt.Fprintf(r.stderr, "This deletes function %s, roles %s and %s, tables %s and %s, and bucket %s with all its objects.\nType yes to continue: ",
+		n.function, orchestratorRoleName, instanceRoleName, n.table, n.instancesTable, n.bucket)
+	line, _ := bufio.NewReader(r.stdin).ReadString('\n')
+	if strings.TrimSpace(strings.ToLower(line)) != "yes" {
+		return usageErrorf("destroy cancelled: nothing was deleted")
+	}
+	return nil
+}
+
+// printResources writes one aligned line per resource, or the JSON document.
+func (r *rootConfig) printResources(res []resourceResult, dryRun bool) error {
+	if res == nil {
+		res = []resourceResult{}
+	}
+	if r.jsonOutput() {
+		return r.printJSON(struct {
+			Resources []resourceResult `json:"resources"`
+		}{res})
+	}
+	// Columns are padded by hand rather than with text/tabwriter, which aligns a column
+	// only across consecutive lines that have it (the reason column is sparse).
+	var wKind, wName, wAction int
+	for _, x := range res {
+		wKind, wName, wAction = max(wKind, len(x.Kind)), max(wName, len(x.Name)), max(wAction, len(x.Action))
+	}
+	var b strings.Builder
+	for _, x := range res {
+		line := fmt.Sprintf("%-*s  %-*s  %-*s  %s", wKind, x.Kind, wName, x.Name, wAction, x.Action, x.Reason)
+		b.WriteString(strings.TrimRight(line, " ") + "\n")
+	}
+	if _, err := io.WriteString(r.stdout, b.String()); err != nil {
+		return err
+	}
+	if dryRun {
+		fmt.Fprintln(r.stderr, "dry run: nothing was changed")
+	}
+	return nil
+}

@@ -1,0 +1,502 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	iofs "io/fs"
+	"maps"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/peterbourgon/ff/v3/ffcli"
+)
+
+func newSweepID(now time.Time) string {
+	b := make([]byte, 3)
+	_, _ = rand.Read(b)
+	return "sw-" + now.UTC().Format("20060102-150405") + "-" + hex.EncodeToString(b)
+}
+
+// launchDoc is `launch --output json`.
+type launchDoc struct {
+	SweepID       string `json:"sweep_id"`
+	SweepName     string `json:"sweep_name"`
+	Status        string `json:"status"`
+	TotalParams   int    `json:"total_params"`
+	MaxConcurrent int    `json:"max_concurrent"`
+	Detached      bool   `json:"detached"`
+	Function      string `json:"function,omitempty"`
+	ParamsKey     string `json:"s3_params_key"`
+	Counts        counts `json:"counts"`
+}
+
+// startSweep uploads the params, creates the record and starts the orchestrator: the
+// function (detached) or the same engine in this process.
+func startSweep(ctx context.Context, r *rootConfig, req *launchRequest) error {
+	d, deps, err := r.cliEngine(ctx)
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	id := newSweepID(now)
+	name := req.Name
+	if name == "" {
+		name = id
+	}
+	key, sum, err := deps.params.uploadParams(ctx, id, req.Raw)
+	if err != nil {
+		return fmt.Errorf("%w (is spawn deployed? run 'spawn deploy')", err)
+	}
+	poll := req.PollInterval
+	if poll <= 0 {
+		poll = defaultPollInterval
+	}
+	sw := &sweep{
+		SweepID:        id,
+		SweepName:      name,
+		UserID:         d.userID,
+		CreatedAt:      formatRecordTime(now),
+		S3Bucket:       d.bucket,
+		S3ParamsKey:    key,
+		ParamsChecksum: sum,
+		MaxConcurrent:  max(req.MaxConcurrent, 1),
+		LaunchDelay:    req.LaunchDelay.String(),
+		PollInterval:   poll.String(),
+		TotalParams:    len(req.Items),
+		Region:         d.region,
+		AWSAccountID:   d.accountID,
+		Status:         statusInitializing,
+	}
+	if req.TTL > 0 {
+		sw.TTL = req.TTL.String()
+	}
+	if req.IdleTimeout > 0 {
+		sw.IdleTimeout = req.IdleTimeout.String()
+	}
+	fixCounts(sw)
+	if err := deps.store.createSweep(ctx, sw); err != nil {
+		return fmt.Errorf("%w (is spawn deployed? run 'spawn deploy')", err)
+	}
+	doc := launchDoc{SweepID: id, SweepName: name, Status: sw.Status, TotalParams: sw.TotalParams,
+		MaxConcurrent: sw.MaxConcurrent, Detached: req.Detach, ParamsKey: key, Counts: sw.Counts}
+	if req.Detach {
+		doc.Function = d.function
+		if err := startFunction(ctx, deps, id); err != nil {
+			return err
+		}
+		if !req.Wait {
+			return r.printLaunched(doc)
+		}
+		if !r.jsonOutput() {
+			if err := r.printLaunched(doc); err != nil {
+				return err
+			}
+		}
+		final, err := waitSweep(ctx, deps.store, id, min(poll, 5*time.Second), realClock{})
+		if err != nil {
+			return err
+		}
+		return r.reportEnd(final, &doc)
+	}
+	if !r.jsonOutput() {
+		fmt.Fprintf(r.stdout, "sweep %s running here: %d items, at most %d at a time (Ctrl-C pauses it)\n", id, sw.TotalParams, sw.MaxConcurrent)
+	}
+	return r.runHere(ctx, deps, id, false, req.Wait, &doc)
+}
+
+// launchRequest is what `spawn launch` hands on once flags and the file are valid.
+type launchRequest struct {
+	ParamFile     string // path as given
+	Raw           []byte // the file's bytes: uploaded as-is, re-parsed by the orchestrator
+	Items         []item
+	Name          string
+	MaxConcurrent int
+	LaunchDelay   time.Duration
+	PollInterval  time.Duration
+	TTL           time.Duration // sweep-wide default for items without their own
+	IdleTimeout   time.Duration
+	Detach        bool
+	Wait          bool
+}
+
+// durationFlag is a flag taking Go durations or days (2d), like the parameter file.
+type durationFlag struct {
+	d   time.Duration
+	set bool
+}
+
+func (f *durationFlag) String() string {
+	if f == nil || (!f.set && f.d == 0) {
+		return ""
+	}
+	return shortDuration(f.d)
+}
+
+func (f *durationFlag) Set(s string) error {
+	d, err := parseDuration(s)
+	if err != nil {
+		return errors.New("not a duration: use 90m, 2h30m or 2d")
+	}
+	f.d, f.set = d, true
+	return nil
+}
+
+type launchFlags struct {
+	paramFile     string
+	maxConcurrent int
+	launchDelay   durationFlag
+	pollInterval  durationFlag
+	name          string
+	detach        bool
+	noDetach      bool
+	ttl           durationFlag
+	idleTimeout   durationFlag
+	wait          bool
+	dryRun        bool
+}
+
+const (
+	defaultMaxConcurrent = 10
+	defaultPollInterval  = 10 * time.Second
+	maxSweepNameLen      = 128
+)
+
+func newLaunchCmd(r *rootConfig) *ffcli.Command {
+	fs := r.newFlagSet("launch")
+	lf := &launchFlags{maxConcurrent: defaultMaxConcurrent, detach: true, pollInterval: durationFlag{d: defaultPollInterval}}
+	fs.StringVar(&lf.paramFile, "param-file", "", "the sweep's parameter file (JSON; - reads stdin)")
+	fs.IntVar(&lf.maxConcurrent, "max-concurrent", lf.maxConcurrent, "most instances alive at once")
+	fs.Var(&lf.launchDelay, "launch-delay", "pause between two launches (default 0s)")
+	fs.Var(&lf.pollInterval, "poll-interval", "how often running instances are checked")
+	fs.StringVar(&lf.name, "name", "", "sweep name (default: the file's name without extension)")
+	fs.BoolVar(&lf.detach, "detach", true, "run the sweep in the deployed Lambda orchestrator and return")
+	fs.BoolVar(&lf.noDetach, "no-detach", false, "run the sweep in this process (needs --ttl or --idle-timeout)")
+	fs.Var(&lf.ttl, "ttl", "default time to live of every instance without its own ttl (e.g. 2h, 1d)")
+	fs.Var(&lf.idleTimeout, "idle-timeout", "terminate an instance whose CPU stays under 5% this long")
+	fs.BoolVar(&lf.wait, "wait", false, "block until the sweep ends; exit 3 if it failed or had failed items")
+	fs.BoolVar(&lf.dryRun, "dry-run", false, "validate the file and print the plan; create nothing")
+	return r.command("launch",
+		"spawn launch --param-file F [--max-concurrent N] [--launch-delay D] [--poll-interval D] [--name S] [--detach | --no-detach] [--ttl D] [--idle-timeout D] [--wait] [--dry-run]",
+		"validate a parameter file and start a sweep", fs,
+		func(ctx context.Context, args []string) error {
+			req, err := lf.request(r, fs, args)
+			if err != nil {
+				return err
+			}
+			if lf.dryRun {
+				return r.printPlan(ctx, req)
+			}
+			return startSweep(ctx, r, req)
+		})
+}
+
+// request checks the flags, then reads and validates the file; nothing touches AWS.
+func (lf *launchFlags) request(r *rootConfig, fs *flag.FlagSet, args []string) (*launchRequest, error) {
+	if len(args) > 0 {
+		return nil, usageErrorf("unexpected argument %q — give the file with --param-file", args[0])
+	}
+	if lf.paramFile == "" {
+		return nil, usageErrorf("--param-file is required — give the sweep's parameter file (JSON)")
+	}
+	detachSet := false
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == "detach" {
+			detachSet = true
+		}
+	})
+	if detachSet && lf.noDetach {
+		if lf.detach {
+			return nil, usageErrorf("--detach and --no-detach contradict each other — give one")
+		}
+	}
+	detach := lf.detach && !lf.noDetach
+	switch {
+	case lf.maxConcurrent < 1:
+		return nil, usageErrorf("--max-concurrent %d: must be at least 1", lf.maxConcurrent)
+	case lf.launchDelay.d < 0:
+		return nil, usageErrorf("--launch-delay %s: must not be negative", lf.launchDelay.String())
+	case lf.pollInterval.d < time.Second:
+		return nil, usageErrorf("--poll-interval %s: must be at least 1s", lf.pollInterval.d)
+	case lf.ttl.set && lf.ttl.d <= 0:
+		return nil, usageErrorf("--ttl %s: must be more than zero — give how long an instance may run, e.g. 2h", lf.ttl.d)
+	case lf.idleTimeout.set && lf.idleTimeout.d < time.Minute:
+		return nil, usageErrorf("--idle-timeout %s: must be at least 1m (CloudWatch alarms look at whole minutes)", lf.idleTimeout.d)
+	case !detach && !lf.ttl.set && !lf.idleTimeout.set:
+		return nil, usageErrorf("--no-detach needs --ttl or --idle-timeout — if this process dies, nothing else would stop the sweep's instances")
+	}
+	name := lf.name
+	if name == "" {
+		name = defaultSweepName(lf.paramFile)
+	}
+	if err := checkSweepName(name); err != nil {
+		return nil, err
+	}
+
+	var data []byte
+	var err error
+	if lf.paramFile == "-" {
+		data, err = io.ReadAll(r.stdin)
+	} else {
+		data, err = os.ReadFile(lf.paramFile)
+	}
+	if err != nil {
+		if errors.Is(err, iofs.ErrNotExist) {
+			return nil, usageErrorf("--param-file %s: no such file — check the path", lf.paramFile)
+		}
+		return nil, usageErrorf("--param-file %s: %v", lf.paramFile, errors.Unwrap(err))
+	}
+	file := lf.paramFile
+	if file == "-" {
+		file = "stdin"
+	}
+	items, err := parseParamFile(file, data)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkSweepTTLTags(file, items, lf.ttl.d); err != nil {
+		return nil, err
+	}
+	return &launchRequest{
+		ParamFile:     lf.paramFile,
+		Raw:           data,
+		Items:         items,
+		Name:          name,
+		MaxConcurrent: lf.maxConcurrent,
+		LaunchDelay:   lf.launchDelay.d,
+		PollInterval:  lf.pollInterval.d,
+		TTL:           lf.ttl.d,
+		IdleTimeout:   lf.idleTimeout.d,
+		Detach:        detach,
+		Wait:          lf.wait,
+	}, nil
+}
+
+// checkSweepTTLTags: --ttl gives every item without its own TTL one more tag (spawn:ttl),
+// which the file alone could not count.
+func checkSweepTTLTags(file string, items []item, sweepTTL time.Duration) error {
+	if sweepTTL <= 0 {
+		return nil
+	}
+	withTTL := len(fixedTags("", "", 0, 0, sweepTTL))
+	for i := range items {
+		it := &items[i]
+		if it.TTL == 0 && withTTL+len(it.Params) > maxTagsPerResource {
+			return usageErrorf("%s, %s: with --ttl the instance also gets tag %s, making %d tags, over EC2's limit of %d — drop a param",
+				file, where{idx: it.Index}, tagTTL, withTTL+len(it.Params), maxTagsPerResource)
+		}
+	}
+	return nil
+}
+
+// defaultSweepName is the file's name without directory and extension.
+func defaultSweepName(path string) string {
+	if path == "-" {
+		return "stdin"
+	}
+	base := filepath.Base(path)
+	base = strings.TrimSuffix(base, filepath.Ext(base))
+	if base == "" || base == "." || base == string(filepath.Separator) {
+		return "sweep"
+	}
+	if utf8.RuneCountInString(base) > maxSweepNameLen {
+		base = string([]rune(base)[:maxSweepNameLen])
+	}
+	return base
+}
+
+func checkSweepName(name string) error {
+	if strings.TrimSpace(name) == "" {
+		return usageErrorf("--name is empty — give the sweep a short name")
+	}
+	if utf8.RuneCountInString(name) > maxSweepNameLen {
+		return usageErrorf("--name is over %d characters — shorten it", maxSweepNameLen)
+	}
+	if !utf8.ValidString(name) || strings.IndexFunc(name, unicode.IsControl) >= 0 {
+		return usageErrorf("--name %q holds control characters or invalid UTF-8 — use plain text", name)
+	}
+	return nil
+}
+
+// launchPlan is what --dry-run prints: what the sweep would launch, and nothing created.
+type launchPlan struct {
+	DryRun        bool        `json:"dry_run"`
+	SweepName     string      `json:"sweep_name"`
+	ParamFile     string      `json:"param_file"`
+	TotalParams   int         `json:"total_params"`
+	SpotItems     int         `json:"spot_items"`
+	MaxConcurrent int         `json:"max_concurrent"`
+	LaunchDelay   string      `json:"launch_delay"`
+	PollInterval  string      `json:"poll_interval"`
+	TTL           string      `json:"ttl,omitempty"`
+	IdleTimeout   string      `json:"idle_timeout,omitempty"`
+	Detach        bool        `json:"detach"`
+	Region        string      `json:"region"`
+	Groups        []planGroup `json:"groups"`
+	// InstanceHoursAtTTL is Σ TTL over the items that have one: the most the sweep can run.
+	InstanceHoursAtTTL float64 `json:"instance_hours_at_ttl"`
+	ItemsWithoutTTL    int     `json:"items_without_ttl"`
+	// CostBoundUSD is the most the items with a TTL can cost, priced from the table
+	// embedded in the binary (a dry run makes no AWS call); PriceSources counts items per
+	// price source.
+	CostBoundUSD float64        `json:"cost_bound_usd"`
+	PriceSources map[string]int `json:"price_sources"`
+}
+
+type planGroup struct {
+	Region       string `json:"region"`
+	InstanceType string `json:"instance_type"`
+	Items        int    `json:"items"`
+	Spot         int    `json:"spot"`
+}
+
+func newLaunchPlan(req *launchRequest, region string) *launchPlan {
+	pl := &launchPlan{
+		DryRun:        true,
+		SweepName:     req.Name,
+		ParamFile:     req.ParamFile,
+		TotalParams:   len(req.Items),
+		MaxConcurrent: req.MaxConcurrent,
+		LaunchDelay:   shortDuration(req.LaunchDelay),
+		PollInterval:  shortDuration(req.PollInterval),
+		Detach:        req.Detach,
+		Region:        region,
+		Groups:        []planGroup{},
+	}
+	if req.TTL > 0 {
+		pl.TTL = shortDuration(req.TTL)
+	}
+	if req.IdleTimeout > 0 {
+		pl.IdleTimeout = shortDuration(req.IdleTimeout)
+	}
+	type key struct{ region, typ string }
+	at := map[key]int{}
+	var hours time.Duration
+	for i := range req.Items {
+		it := &req.Items[i]
+		rg := it.Region
+		if rg == "" {
+			rg = region
+		}
+		k := key{rg, it.InstanceType}
+		g, ok := at[k]
+		if !ok {
+			g = len(pl.Groups)
+			at[k] = g
+			pl.Groups = append(pl.Groups, planGroup{Region: rg, InstanceType: it.InstanceType})
+		}
+		pl.Groups[g].Items++
+		if it.Spot {
+			pl.Groups[g].Spot++
+			pl.SpotItems++
+		}
+		ttl := it.TTL
+		if ttl == 0 {
+			ttl = req.TTL
+		}
+		if ttl == 0 {
+			pl.ItemsWithoutTTL++
+		}
+		hours += ttl
+	}
+	slices.SortFunc(pl.Groups, func(a, b planGroup) int {
+		if c := strings.Compare(a.Region, b.Region); c != 0 {
+			return c
+		}
+		return strings.Compare(a.InstanceType, b.InstanceType)
+	})
+	pl.InstanceHoursAtTTL = math.Round(hours.Hours()*100) / 100
+	return pl
+}
+
+// printPlan prints the dry run's plan. Only the local AWS configuration is read (for the
+// default region): no credentials, no call to AWS.
+func (r *rootConfig) printPlan(ctx context.Context, req *launchRequest) error {
+	cfg, err := r.awsConfig(ctx)
+	if err != nil {
+		return err
+	}
+	pl := newLaunchPlan(req, cfg.Region)
+	priced := make([]item, len(req.Items))
+	for i, it := range req.Items {
+		if it.Region == "" {
+			it.Region = cfg.Region
+		}
+		priced[i] = it
+	}
+	usd, sources := newTablePricer(cfg.Region).dryRunCostBound(ctx, priced, req.TTL)
+	pl.CostBoundUSD, pl.PriceSources = math.Round(usd*100)/100, sources
+	if r.jsonOutput() {
+		return r.printJSON(pl)
+	}
+	return writePlan(r.stdout, pl)
+}
+
+func writePlan(w io.Writer, pl *launchPlan) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "dry run: nothing was created\n")
+	fmt.Fprintf(&b, "sweep:           %s (from %s)\n", pl.SweepName, pl.ParamFile)
+	fmt.Fprintf(&b, "items:           %d (%d spot)\n", pl.TotalParams, pl.SpotItems)
+	fmt.Fprintf(&b, "max concurrent:  %d\n", pl.MaxConcurrent)
+	fmt.Fprintf(&b, "launch delay:    %s\n", pl.LaunchDelay)
+	fmt.Fprintf(&b, "poll interval:   %s\n", pl.PollInterval)
+	fmt.Fprintf(&b, "ttl:             %s\n", orNone(pl.TTL))
+	fmt.Fprintf(&b, "idle timeout:    %s\n", orNone(pl.IdleTimeout))
+	mode := "detached (the Lambda orchestrator runs it)"
+	if !pl.Detach {
+		mode = "in this process (--no-detach)"
+	}
+	fmt.Fprintf(&b, "runs:            %s\n", mode)
+	hours := strconv.FormatFloat(pl.InstanceHoursAtTTL, 'f', -1, 64)
+	switch withTTL := pl.TotalParams - pl.ItemsWithoutTTL; {
+	case pl.ItemsWithoutTTL == 0:
+		fmt.Fprintf(&b, "instance-hours:  %s at most (every item running until its TTL)\n", hours)
+	case withTTL == 0:
+		fmt.Fprintf(&b, "instance-hours:  not bounded: no item has a TTL, each runs until its command ends\n")
+	default:
+		fmt.Fprintf(&b, "instance-hours:  %s at most (%s with a TTL; %s without one, not counted)\n",
+			hours, plural(withTTL, "item"), plural(pl.ItemsWithoutTTL, "item"))
+	}
+	var srcs []string
+	for _, k := range slices.Sorted(maps.Keys(pl.PriceSources)) {
+		srcs = append(srcs, fmt.Sprintf("%s: %d", k, pl.PriceSources[k]))
+	}
+	fmt.Fprintf(&b, "cost bound:      $%.2f at most (prices %s)\n", pl.CostBoundUSD, strings.Join(srcs, ", "))
+	b.WriteString("\n")
+	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "REGION\tINSTANCE TYPE\tITEMS\tSPOT")
+	for _, g := range pl.Groups {
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\n", g.Region, g.InstanceType, g.Items, g.Spot)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return strconv.Itoa(n) + " " + noun + "s"
+}
+
+func orNone(sweepWide string) string {
+	if sweepWide == "" {
+		return "no sweep-wide default (items may set their own)"
+	}
+	return sweepWide + " for items without their own"
+}

@@ -1,0 +1,174 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	lambdatypes "github.com/aws/aws-sdk-go-v2/service/lambda/types"
+	"github.com/peterbourgon/ff/v3/ffcli"
+)
+
+// startFunction invokes the orchestrator function for a sweep; a missing function is
+// one clear line.
+func startFunction(ctx context.Context, deps *engineDeps, id string) error {
+	err := invokeEvent(ctx, deps.lambda, deps.function, id)
+	var nf *lambdatypes.ResourceNotFoundException
+	if errors.As(err, &nf) {
+		return fmt.Errorf("the orchestrator function %s does not exist: run 'spawn deploy', then 'spawn resume --sweep-id %s'", deps.function, id)
+	}
+	if err != nil {
+		return fmt.Errorf("starting the orchestrator function %s: %w (then run 'spawn resume --sweep-id %s')", deps.function, err, id)
+	}
+	return nil
+}
+
+func (r *rootConfig) printLaunched(doc launchDoc) error {
+	if r.jsonOutput() {
+		return r.printJSON(doc)
+	}
+	fmt.Fprintf(r.stdout, "sweep %s launched: %d items, at most %d at a time\n", doc.SweepID, doc.TotalParams, doc.MaxConcurrent)
+	fmt.Fprintf(r.stdout, "follow it with 'spawn status %s'\n", doc.SweepID)
+	return nil
+}
+
+// runHere runs the engine in this process with no deadline (--no-detach). Ctrl-C saves,
+// releases the lease and says how to resume.
+func (r *rootConfig) runHere(ctx context.Context, deps *engineDeps, id string, forceDownload, wait bool, doc *launchDoc) error {
+	o := deps.newOrchestrator(newOwnerID("cli"), forceDownload, false)
+	err := o.run(ctx, id, time.Time{})
+	if ctx.Err() != nil {
+		fmt.Fprintf(r.stderr, "sweep %s paused: resume with 'spawn resume --sweep-id %s'\n", id, id)
+		return withExitCode(exitRuntime, errSilent)
+	}
+	if errors.Is(err, errLeaseHeld) {
+		return fmt.Errorf("sweep %s is being run by another orchestrator right now: follow it with 'spawn status %s'", id, id)
+	}
+	if err != nil {
+		return err
+	}
+	final, err := deps.store.loadSweep(ctx, id)
+	if err != nil {
+		return err
+	}
+	if !wait && !terminalStatus(final.Status) {
+		return nil
+	}
+	return r.reportEnd(final, doc)
+}
+
+// reportEnd prints how a sweep ended; exit 3 when it failed, was cancelled or has
+// failed items (SPEC exit codes, for --wait and --no-detach).
+func (r *rootConfig) reportEnd(sw *sweep, doc *launchDoc) error {
+	if doc != nil {
+		doc.Status, doc.Counts = sw.Status, sw.Counts
+	}
+	if r.jsonOutput() {
+		if err := r.printJSON(doc); err != nil {
+			return err
+		}
+	} else {
+		c := sw.Counts
+		fmt.Fprintf(r.stdout, "sweep %s %s: %d succeeded, %d failed, %d expired, %d cancelled, %d unknown\n",
+			sw.SweepID, sw.Status, c.Succeeded, c.Failed, c.Expired, c.Cancelled, c.Unknown)
+	}
+	return sweepEndError(sw, sw.Counts)
+}
+
+// sweepEngine is what resume and cancel start from: the sweep id (flag or argument),
+// checked before any AWS call, and the engine wired to the deployment.
+func (r *rootConfig) sweepEngine(ctx context.Context, flagValue string, args []string) (string, *engineDeps, error) {
+	id, err := sweepIDArg(flagValue, args)
+	if err != nil {
+		return "", nil, err
+	}
+	_, deps, err := r.cliEngine(ctx)
+	return id, deps, err
+}
+
+func newResumeCmd(r *rootConfig) *ffcli.Command {
+	fs := r.newFlagSet("resume")
+	id := fs.String("sweep-id", "", "the sweep to continue")
+	retryFailed := fs.Bool("retry-failed", false, "queue the sweep's failed items again")
+	fs.Bool("detach", true, "run the orchestrator in Lambda (default)")
+	noDetach := fs.Bool("no-detach", false, "run the orchestrator in this process until the sweep ends")
+	force := fs.Bool("force-download", false, "download the parameters again instead of using the local cache")
+	return r.command("resume", "spawn resume --sweep-id ID [--retry-failed] [--detach | --no-detach]",
+		"continue a sweep that is not COMPLETED or CANCELLED", fs,
+		func(ctx context.Context, args []string) error {
+			sweepID, deps, err := r.sweepEngine(ctx, *id, args)
+			if err != nil {
+				return err
+			}
+			sw, queued, err := prepareResume(ctx, deps.store, sweepID, *retryFailed)
+			if err != nil {
+				return err
+			}
+			if *noDetach {
+				if !r.jsonOutput() {
+					fmt.Fprintf(r.stdout, "sweep %s resumed here (%d failed items queued again; Ctrl-C pauses it)\n", sweepID, queued)
+				}
+				doc := &launchDoc{SweepID: sw.SweepID, SweepName: sw.SweepName, TotalParams: sw.TotalParams, MaxConcurrent: sw.MaxConcurrent}
+				return r.runHere(ctx, deps, sweepID, *force, true, doc)
+			}
+			if err := startFunction(ctx, deps, sweepID); err != nil {
+				return err
+			}
+			if r.jsonOutput() {
+				return r.printJSON(map[string]any{"sweep_id": sweepID, "status": sw.Status, "requeued": queued, "detached": true})
+			}
+			fmt.Fprintf(r.stdout, "sweep %s resumed (%d failed items queued again)\nfollow it with 'spawn status %s'\n", sweepID, queued, sweepID)
+			return nil
+		})
+}
+
+// cancelDoc is `cancel --output json`.
+type cancelDoc struct {
+	SweepID    string   `json:"sweep_id"`
+	Status     string   `json:"status"`
+	Already    bool     `json:"already"`
+	Terminated []string `json:"terminated"`
+}
+
+func newCancelCmd(r *rootConfig) *ffcli.Command {
+	fs := r.newFlagSet("cancel")
+	id := fs.String("sweep-id", "", "the sweep to cancel")
+	return r.command("cancel", "spawn cancel --sweep-id ID",
+		"stop launching, terminate every instance of the sweep, status CANCELLED", fs,
+		func(ctx context.Context, args []string) error {
+			sweepID, deps, err := r.sweepEngine(ctx, *id, args)
+			if err != nil {
+				return err
+			}
+			o := deps.newOrchestrator(newOwnerID("cancel"), false, false)
+			sw, already, err := o.cancelRun(ctx, sweepID)
+			if errors.Is(err, errSweepNotFound) {
+				return withExitCode(exitUsage, err)
+			}
+			if err != nil {
+				return err
+			}
+			doc := cancelDoc{SweepID: sweepID, Status: sw.Status, Already: already, Terminated: o.terminated}
+			if doc.Terminated == nil {
+				doc.Terminated = []string{}
+			}
+			if r.jsonOutput() {
+				return r.printJSON(doc)
+			}
+			switch {
+			case already && sw.Status == statusCancelled:
+				fmt.Fprintf(r.stdout, "sweep %s is already cancelled\n", sweepID)
+			case already:
+				fmt.Fprintf(r.stdout, "sweep %s already ended (%s): nothing to cancel\n", sweepID, sw.Status)
+			case sw.Status != statusCancelled:
+				fmt.Fprintf(r.stdout, "sweep %s ended (%s) before the cancel took effect\n", sweepID, sw.Status)
+			case len(o.terminated) > 0:
+				fmt.Fprintf(r.stdout, "sweep %s cancelled: terminated %d instances: %s\n", sweepID, len(o.terminated), strings.Join(o.terminated, ", "))
+			default:
+				fmt.Fprintf(r.stdout, "sweep %s cancelled: its orchestrator stopped and terminated its instances\n", sweepID)
+			}
+			return nil
+		})
+}

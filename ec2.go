@@ -1,0 +1,301 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials/stscreds"
+	"github.com/aws/aws-sdk-go-v2/service/cloudwatch"
+	cwtypes "github.com/aws/aws-sdk-go-v2/service/cloudwatch/types"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/aws/aws-sdk-go-v2/service/sts"
+)
+
+// ec2API is the part of EC2 the engine uses, per region (and per account).
+type ec2API interface {
+	RunInstances(ctx context.Context, in *ec2.RunInstancesInput, optFns ...func(*ec2.Options)) (*ec2.RunInstancesOutput, error)
+	DescribeInstances(ctx context.Context, in *ec2.DescribeInstancesInput, optFns ...func(*ec2.Options)) (*ec2.DescribeInstancesOutput, error)
+	TerminateInstances(ctx context.Context, in *ec2.TerminateInstancesInput, optFns ...func(*ec2.Options)) (*ec2.TerminateInstancesOutput, error)
+}
+
+// alarmAPI creates and deletes the idle-timeout alarms.
+type alarmAPI interface {
+	PutMetricAlarm(ctx context.Context, in *cloudwatch.PutMetricAlarmInput, optFns ...func(*cloudwatch.Options)) (*cloudwatch.PutMetricAlarmOutput, error)
+	DeleteAlarms(ctx context.Context, in *cloudwatch.DeleteAlarmsInput, optFns ...func(*cloudwatch.Options)) (*cloudwatch.DeleteAlarmsOutput, error)
+}
+
+func alarmName(sweepID string, index int) string {
+	return fmt.Sprintf("spawn-%s-%d", sweepID, index)
+}
+
+// ensureAlarm creates the idle-timeout alarm of a running instance once; a failure is
+// retried next step.
+func (o *orchestrator) ensureAlarm(ctx context.Context, sw *sweep, e *aliveInstance) {
+	idle := o.idleTimeoutOf(sw, e.Index)
+	if o.alarmsFor == nil || idle <= 0 || e.IdleAlarm || e.InstanceID == "" {
+		return
+	}
+	api, err := o.alarmsFor(ctx, e.Region)
+	if err != nil {
+		return
+	}
+	period := int32(60)
+	periods := int32(max((idle+time.Minute-1)/time.Minute, 1))
+	_, err = api.PutMetricAlarm(ctx, &cloudwatch.PutMetricAlarmInput{
+		AlarmName:          aws.String(alarmName(sw.SweepID, e.Index)),
+		AlarmDescription:   aws.String(fmt.Sprintf("spawn: terminate %s after %s below %.0f%% CPU", e.InstanceID, idle, idleThreshold)),
+		Namespace:          aws.String("AWS/EC2"),
+		MetricName:         aws.String("CPUUtilization"),
+		Dimensions:         []cwtypes.Dimension{{Name: aws.String("InstanceId"), Value: aws.String(e.InstanceID)}},
+		Statistic:          cwtypes.StatisticAverage,
+		Period:             aws.Int32(period),
+		EvaluationPeriods:  aws.Int32(periods),
+		Threshold:          aws.Float64(idleThreshold),
+		ComparisonOperator: cwtypes.ComparisonOperatorLessThanThreshold,
+		AlarmActions:       []string{fmt.Sprintf("arn:aws:automate:%s:ec2:terminate", e.Region)},
+	})
+	if err != nil {
+		o.log.Warn().Err(err).Str("sweep_id", sw.SweepID).Int("index", e.Index).Msg("creating the idle alarm; retrying next step")
+		return
+	}
+	e.IdleAlarm = true
+}
+
+func (o *orchestrator) deleteAlarm(ctx context.Context, sw *sweep, e *aliveInstance) {
+	if o.alarmsFor == nil || !e.IdleAlarm {
+		return
+	}
+	if api, err := o.alarmsFor(ctx, e.Region); err == nil {
+		_, err = api.DeleteAlarms(ctx, &cloudwatch.DeleteAlarmsInput{AlarmNames: []string{alarmName(sw.SweepID, e.Index)}})
+		if err != nil {
+			o.log.Warn().Err(err).Str("sweep_id", sw.SweepID).Int("index", e.Index).Msg("deleting the idle alarm")
+		}
+	}
+}
+
+func findByToken(ctx context.Context, api ec2API, token string) (*ec2types.Instance, error) {
+	insts, err := describeInstances(ctx, api, []ec2types.Filter{{Name: aws.String("client-token"), Values: []string{token}}})
+	if err != nil {
+		return nil, err
+	}
+	// Some backends ignore filters: only the token itself decides.
+	for i := range insts {
+		if aws.ToString(insts[i].ClientToken) == token {
+			return &insts[i], nil
+		}
+	}
+	return nil, nil
+}
+
+func describeByIDs(ctx context.Context, api ec2API, ids []string) (map[string]ec2types.Instance, error) {
+	want := map[string]bool{}
+	for _, id := range ids {
+		want[id] = true
+	}
+	// A filter (not InstanceIds) so that an id not yet visible is simply absent rather
+	// than failing the whole call with InvalidInstanceID.NotFound.
+	out := map[string]ec2types.Instance{}
+	for start := 0; start < len(ids); start += 100 {
+		chunk := ids[start:min(start+100, len(ids))]
+		insts, err := describeInstances(ctx, api, []ec2types.Filter{{Name: aws.String("instance-id"), Values: chunk}})
+		if err != nil {
+			return nil, err
+		}
+		for _, inst := range insts {
+			if id := aws.ToString(inst.InstanceId); want[id] {
+				out[id] = inst
+			}
+		}
+	}
+	if err := fillMissingTags(ctx, api, out); err != nil {
+		// An ended instance whose report could not be read is left for the next step, as
+		// if not yet visible: a failed call must not decide its outcome. A running one
+		// needs no tags to stay running.
+		for id, inst := range out {
+			if len(inst.Tags) == 0 && inst.State != nil && endedState(inst.State.Name) {
+				delete(out, id)
+			}
+		}
+	}
+	return out, nil
+}
+
+// endedState: the instance no longer runs its workload.
+func endedState(s ec2types.InstanceStateName) bool {
+	switch s {
+	case ec2types.InstanceStateNameShuttingDown, ec2types.InstanceStateNameTerminated,
+		ec2types.InstanceStateNameStopping, ec2types.InstanceStateNameStopped:
+		return true
+	}
+	return false
+}
+
+// tagDescriber is EC2's DescribeTags, which the SDK client has and the engine's fakes
+// need not.
+type tagDescriber interface {
+	DescribeTags(ctx context.Context, in *ec2.DescribeTagsInput, optFns ...func(*ec2.Options)) (*ec2.DescribeTagsOutput, error)
+}
+
+// fillMissingTags reads the tags of instances that came back with none. AWS always
+// returns an instance's tags (ours are set at launch, so never none); some emulators
+// keep tags but leave them out of DescribeInstances, and without this every outcome
+// there would be "unknown". One call covers every such instance; an error leaves them
+// as they were and is returned.
+func fillMissingTags(ctx context.Context, api ec2API, insts map[string]ec2types.Instance) error {
+	td, ok := api.(tagDescriber)
+	if !ok {
+		return nil
+	}
+	var ids []string
+	for id, inst := range insts {
+		if len(inst.Tags) == 0 {
+			ids = append(ids, id)
+		}
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	sort.Strings(ids)
+	out, err := td.DescribeTags(ctx, &ec2.DescribeTagsInput{Filters: []ec2types.Filter{
+		{Name: aws.String("resource-id"), Values: ids},
+		{Name: aws.String("resource-type"), Values: []string{"instance"}},
+	}})
+	if err != nil {
+		return err
+	}
+	for _, t := range out.Tags {
+		id := aws.ToString(t.ResourceId)
+		inst, ok := insts[id]
+		if !ok {
+			continue
+		}
+		inst.Tags = append(inst.Tags, ec2types.Tag{Key: t.Key, Value: t.Value})
+		insts[id] = inst
+	}
+	return nil
+}
+
+// findSweepInstances lists the sweep's instances that are not yet shutting down, by tag.
+// The returned tags are checked too: an ignored filter must never widen a terminate.
+func findSweepInstances(ctx context.Context, api ec2API, sweepID string) ([]string, error) {
+	insts, err := describeInstances(ctx, api, []ec2types.Filter{
+		{Name: aws.String("tag:spawn:sweep-id"), Values: []string{sweepID}},
+		{Name: aws.String("tag:spawn:managed"), Values: []string{"true"}},
+		{Name: aws.String("instance-state-name"), Values: []string{"pending", "running", "stopping", "stopped"}},
+	})
+	if err != nil {
+		return nil, err
+	}
+	var ids []string
+	for _, inst := range insts {
+		tags := map[string]string{}
+		for _, t := range inst.Tags {
+			tags[aws.ToString(t.Key)] = aws.ToString(t.Value)
+		}
+		if tags["spawn:sweep-id"] != sweepID || tags["spawn:managed"] != "true" {
+			continue
+		}
+		switch inst.State.Name {
+		case ec2types.InstanceStateNameShuttingDown, ec2types.InstanceStateNameTerminated:
+			continue
+		}
+		ids = append(ids, aws.ToString(inst.InstanceId))
+	}
+	return ids, nil
+}
+
+func describeInstances(ctx context.Context, api ec2API, filters []ec2types.Filter) ([]ec2types.Instance, error) {
+	in := &ec2.DescribeInstancesInput{Filters: filters}
+	var out []ec2types.Instance
+	for range 1000 {
+		page, err := api.DescribeInstances(ctx, in)
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range page.Reservations {
+			out = append(out, r.Instances...)
+		}
+		if aws.ToString(page.NextToken) == "" || aws.ToString(page.NextToken) == aws.ToString(in.NextToken) {
+			break
+		}
+		in.NextToken = page.NextToken
+	}
+	return out, nil
+}
+
+func terminate(ctx context.Context, api ec2API, ids []string) error {
+	for start := 0; start < len(ids); start += 500 {
+		_, err := api.TerminateInstances(ctx, &ec2.TerminateInstancesInput{InstanceIds: ids[start:min(start+500, len(ids))]})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// awsClients hands out EC2 and CloudWatch clients per (account, region), cached. A sweep
+// in another account is reached through its SpawnSweepCrossAccountRole, with credentials
+// the SDK refreshes before they expire.
+type awsClients struct {
+	base       aws.Config
+	ownAccount string
+	partition  string
+
+	mu    sync.Mutex
+	creds map[string]aws.CredentialsProvider
+	ec2   map[string]ec2API
+	cw    map[string]alarmAPI
+}
+
+func newAWSClients(base aws.Config, ownAccount, partition string) *awsClients {
+	return &awsClients{base: base, ownAccount: ownAccount, partition: partition, creds: map[string]aws.CredentialsProvider{},
+		ec2: map[string]ec2API{}, cw: map[string]alarmAPI{}}
+}
+
+// configFor must be called with c.mu held.
+func (c *awsClients) configFor(account, region string) aws.Config {
+	cfg := c.base.Copy()
+	if region != "" {
+		cfg.Region = region
+	}
+	if account != "" && c.ownAccount != "" && account != c.ownAccount {
+		p, ok := c.creds[account]
+		if !ok {
+			own := c.ownAccount
+			p = aws.NewCredentialsCache(stscreds.NewAssumeRoleProvider(sts.NewFromConfig(c.base), crossAccountRoleARN(c.partition, account),
+				func(o *stscreds.AssumeRoleOptions) {
+					o.ExternalID = aws.String(crossAccountExternalID(own))
+					o.RoleSessionName = "spawn-orchestrator"
+				}), func(o *aws.CredentialsCacheOptions) { o.ExpiryWindow = 5 * time.Minute })
+			c.creds[account] = p
+		}
+		cfg.Credentials = p
+	}
+	return cfg
+}
+
+func (c *awsClients) ec2For(account, region string) ec2API {
+	return cachedClient(c, c.ec2, account, region, func(cfg aws.Config) ec2API { return ec2.NewFromConfig(cfg) })
+}
+
+func (c *awsClients) alarmsFor(account, region string) alarmAPI {
+	return cachedClient(c, c.cw, account, region, func(cfg aws.Config) alarmAPI { return cloudwatch.NewFromConfig(cfg) })
+}
+
+// cachedClient returns the client of (account, region) from cache, making it once.
+func cachedClient[T any](c *awsClients, cache map[string]T, account, region string, make func(aws.Config) T) T {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	key := account + "/" + region
+	if cl, ok := cache[key]; ok {
+		return cl
+	}
+	cl := make(c.configFor(account, region))
+	cache[key] = cl
+	return cl
+}

@@ -1,0 +1,424 @@
+package main
+
+import (
+	"encoding/json"
+	"net/url"
+	"reflect"
+	"sort"
+	"strings"
+)
+
+// crossAccountExternalID is the sts:ExternalId the orchestrator passes when it assumes
+// SpawnSweepCrossAccountRole. It is derived, not secret: the role trusts only the
+// orchestrator role's ARN, and the id keeps another spawn installation (another account)
+// from being tricked into using a role meant for this one.
+func crossAccountExternalID(orchestratorAccountID string) string {
+	return "spawn-" + orchestratorAccountID
+}
+
+// crossAccountRoleARN is the role the orchestrator assumes for sweeps in another account.
+func crossAccountRoleARN(partition, computeAccountID string) string {
+	return "arn:" + partition + ":iam::" + computeAccountID + ":role/" + crossAccountRoleName
+}
+
+// partitionOf reads the partition (aws, aws-cn, aws-us-gov) from an ARN.
+func partitionOf(arn string) string {
+	if parts := strings.SplitN(arn, ":", 3); len(parts) == 3 && parts[0] == "arn" && parts[1] != "" {
+		return parts[1]
+	}
+	return "aws"
+}
+
+// policyDocument is an IAM / S3 policy.
+type policyDocument struct {
+	Version   string            `json:"Version"`
+	Statement []policyStatement `json:"Statement"`
+}
+
+type policyStatement struct {
+	Sid       string                    `json:"Sid,omitempty"`
+	Effect    string                    `json:"Effect"`
+	Principal any                       `json:"Principal,omitempty"`
+	Action    []string                  `json:"Action"`
+	Resource  []string                  `json:"Resource,omitempty"`
+	Condition map[string]map[string]any `json:"Condition,omitempty"`
+}
+
+func newPolicy(st ...policyStatement) policyDocument {
+	return policyDocument{Version: "2012-10-17", Statement: st}
+}
+
+func (p policyDocument) json() string {
+	b, err := json.Marshal(p)
+	if err != nil {
+		panic(err) // only strings, slices and maps: cannot fail
+	}
+	return string(b)
+}
+
+// policyNames is everything a policy names: the accounts, region and resource names.
+type policyNames struct {
+	partition      string
+	account        string
+	region         string
+	table          string
+	instancesTable string
+	bucket         string
+	function       string
+	// computeAccounts are the other accounts whose SpawnSweepCrossAccountRole the
+	// orchestrator may assume and whose spawnd-role may write logs to the bucket.
+	computeAccounts []string
+}
+
+func (n policyNames) arn(service, region, account, resource string) string {
+	return "arn:" + n.partition + ":" + service + ":" + region + ":" + account + ":" + resource
+}
+
+func (n policyNames) tableARN(table string) string {
+	return n.arn("dynamodb", n.region, n.account, "table/"+table)
+}
+
+func (n policyNames) bucketARN() string { return "arn:" + n.partition + ":s3:::" + n.bucket }
+
+func (n policyNames) functionARN() string {
+	return n.arn("lambda", n.region, n.account, "function:"+n.function)
+}
+
+func (n policyNames) roleARN(account, name string) string {
+	return "arn:" + n.partition + ":iam::" + account + ":role/" + name
+}
+
+func lambdaTrustPolicy() policyDocument {
+	return newPolicy(policyStatement{
+		Effect: "Allow", Principal: map[string]any{"Service": "lambda.amazonaws.com"},
+		Action: []string{"sts:AssumeRole"},
+	})
+}
+
+func ec2TrustPolicy() policyDocument {
+	return newPolicy(policyStatement{
+		Effect: "Allow", Principal: map[string]any{"Service": "ec2.amazonaws.com"},
+		Action: []string{"sts:AssumeRole"},
+	})
+}
+
+// ec2Statements are the EC2 calls the orchestrator makes in account: launch tagged
+// instances, tag and terminate only spawn's, pass spawnd-role to them, read state and
+// spot prices, and keep the idle-timeout alarms. Shared by the orchestrator role (its
+// own account) and SpawnSweepCrossAccountRole (a compute account).
+func (n policyNames) ec2Statements(account string) []policyStatement {
+	ec2 := func(resource string) string { return n.arn("ec2", "*", account, resource) }
+	return []policyStatement{
+		{
+			Sid: "LaunchOnlyTaggedInstances", Effect: "Allow",
+			Action:    []string{"ec2:RunInstances"},
+			Resource:  []string{ec2("instance/*")},
+			Condition: map[string]map[string]any{"StringEquals": {"aws:RequestTag/spawn:managed": "true"}},
+		},
+		{
+			// RunInstances also authorizes every resource the instance uses; these carry
+			// no request tags, so they cannot be conditioned on them.
+			Sid: "LaunchUsingResources", Effect: "Allow",
+			Action: []string{"ec2:RunInstances"},
+			Resource: []string{
+				n.arn("ec2", "*", "", "image/*"),
+				n.arn("ec2", "*", "", "snapshot/*"),
+				ec2("subnet/*"), ec2("network-interface/*"), ec2("security-group/*"),
+				ec2("volume/*"), ec2("key-pair/*"), ec2("spot-instances-request/*"),
+			},
+		},
+		{
+			Sid: "TagAtLaunch", Effect: "Allow",
+			Action:    []string{"ec2:CreateTags"},
+			Resource:  []string{ec2("instance/*"), ec2("volume/*"), ec2("network-interface/*"), ec2("spot-instances-request/*")},
+			Condition: map[string]map[string]any{"StringEquals": {"ec2:CreateAction": "RunInstances"}},
+		},
+		{
+			Sid: "TagAndTerminateOnlySpawnInstances", Effect: "Allow",
+			Action:    []string{"ec2:CreateTags", "ec2:TerminateInstances"},
+			Resource:  []string{ec2("instance/*")},
+			Condition: map[string]map[string]any{"StringEquals": {"ec2:ResourceTag/spawn:managed": "true"}},
+		},
+		{
+			// EC2's Describe calls (spot price history included) have no resource-level
+			// permissions: IAM accepts only "*" for them.
+			Sid: "ReadEC2State", Effect: "Allow",
+			Action:   []string{"ec2:Describe*"},
+			Resource: []string{"*"},
+		},
+		{
+			Sid: "PassInstanceRoleToEC2Only", Effect: "Allow",
+			Action:    []string{"iam:PassRole"},
+			Resource:  []string{n.roleARN(account, instanceRoleName)},
+			Condition: map[string]map[string]any{"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}},
+		},
+		{
+			// Idle timeouts are CloudWatch alarms whose action terminates the instance; an
+			// alarm must live in the instance's account.
+			Sid: "IdleAlarms", Effect: "Allow",
+			Action:   []string{"cloudwatch:PutMetricAlarm", "cloudwatch:DeleteAlarms", "cloudwatch:DescribeAlarms"},
+			Resource: []string{n.arn("cloudwatch", "*", account, "alarm:spawn-*")},
+		},
+		{
+			// An alarm's EC2 action runs as this service-linked role, created on first use.
+			Sid: "AlarmActionsRole", Effect: "Allow",
+			Action:    []string{"iam:CreateServiceLinkedRole"},
+			Resource:  []string{"arn:" + n.partition + ":iam::" + account + ":role/aws-service-role/events.amazonaws.com/AWSServiceRoleForCloudWatchEvents*"},
+			Condition: map[string]map[string]any{"StringEquals": {"iam:AWSServiceName": "events.amazonaws.com"}},
+		},
+	}
+}
+
+// orchestratorPolicy is the Lambda function's inline policy: least privilege, every
+// statement scoped to spawn's resources where the API allows it.
+func (n policyNames) orchestratorPolicy() policyDocument {
+	sweepTable := n.tableARN(n.table)
+	st := []policyStatement{
+		{
+			Sid: "SweepTables", Effect: "Allow",
+			Action: []string{
+				"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem",
+				"dynamodb:ConditionCheckItem", "dynamodb:Query", "dynamodb:BatchGetItem", "dynamodb:BatchWriteItem",
+				"dynamodb:DescribeTable",
+			},
+			Resource: []string{sweepTable, sweepTable + "/index/" + gsiUserCreated, n.tableARN(n.instancesTable)},
+		},
+		{
+			Sid: "SweepObjects", Effect: "Allow",
+			Action:   []string{"s3:GetObject", "s3:PutObject"},
+			Resource: []string{n.bucketARN() + "/sweeps/*"},
+		},
+		{
+			Sid: "ReinvokeItself", Effect: "Allow",
+			Action:   []string{"lambda:InvokeFunction"},
+			Resource: []string{n.functionARN()},
+		},
+	}
+	st = append(st, n.ec2Statements(n.account)...)
+	st = append(st,
+		policyStatement{
+			Sid: "AmazonLinuxAMIs", Effect: "Allow",
+			Action:   []string{"ssm:GetParameter", "ssm:GetParameters"},
+			Resource: []string{n.arn("ssm", "*", "", "parameter"+al2023ParameterPath+"*")},
+		},
+		policyStatement{
+			// The Price List API has no resource-level permissions.
+			Sid: "Prices", Effect: "Allow",
+			Action:   []string{"pricing:GetProducts"},
+			Resource: []string{"*"},
+		},
+		policyStatement{
+			Sid: "OwnLogs", Effect: "Allow",
+			Action:   []string{"logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"},
+			Resource: []string{n.arn("logs", n.region, n.account, "log-group:/aws/lambda/"+n.function+":*")},
+		},
+	)
+	if len(n.computeAccounts) > 0 {
+		var roles []string
+		for _, acct := range n.computeAccounts {
+			roles = append(roles, crossAccountRoleARN(n.partition, acct))
+		}
+		st = append(st, policyStatement{
+			Sid: "AssumeComputeAccountRole", Effect: "Allow",
+			Action:   []string{"sts:AssumeRole"},
+			Resource: roles,
+		})
+	}
+	return newPolicy(st...)
+}
+
+// instancePolicy is spawnd-role's: an instance may tag and terminate only itself and
+// write only log objects.
+func (n policyNames) instancePolicy(account string) policyDocument {
+	return newPolicy(
+		policyStatement{
+			Sid: "TagAndTerminateOnlyItself", Effect: "Allow",
+			Action:    []string{"ec2:CreateTags", "ec2:TerminateInstances"},
+			Resource:  []string{n.arn("ec2", "*", account, "instance/*")},
+			Condition: map[string]map[string]any{"StringEquals": {"aws:ARN": "${ec2:SourceInstanceARN}"}},
+		},
+		policyStatement{
+			Sid: "WriteOwnLogs", Effect: "Allow",
+			Action:   []string{"s3:PutObject"},
+			Resource: []string{n.bucketARN() + "/sweeps/*/logs/*"},
+		},
+	)
+}
+
+// crossAccountTrustPolicy lets only the orchestrator role assume the compute account's
+// role, and only with the external id.
+func (n policyNames) crossAccountTrustPolicy(orchestratorRoleARN string) policyDocument {
+	return newPolicy(policyStatement{
+		Effect: "Allow", Principal: map[string]any{"AWS": orchestratorRoleARN},
+		Action:    []string{"sts:AssumeRole"},
+		Condition: map[string]map[string]any{"StringEquals": {"sts:ExternalId": crossAccountExternalID(n.account)}},
+	})
+}
+
+// crossAccountPolicy is what the orchestrator may do in a compute account: the EC2
+// calls it makes there, and pass that account's spawnd-role.
+func (n policyNames) crossAccountPolicy(computeAccount string) policyDocument {
+	return newPolicy(n.ec2Statements(computeAccount)...)
+}
+
+// bucketPolicy refuses every request not made over TLS and, with compute accounts,
+// lets their instances write log objects.
+func (n policyNames) bucketPolicy() policyDocument {
+	st := []policyStatement{{
+		Sid: "RefuseNonTLS", Effect: "Deny", Principal: "*",
+		Action:    []string{"s3:*"},
+		Resource:  []string{n.bucketARN(), n.bucketARN() + "/*"},
+		Condition: map[string]map[string]any{"Bool": {"aws:SecureTransport": "false"}},
+	}}
+	if len(n.computeAccounts) > 0 {
+		var roles []string
+		for _, acct := range n.computeAccounts {
+			roles = append(roles, n.roleARN(acct, instanceRoleName))
+		}
+		st = append(st, policyStatement{
+			Sid: "ComputeAccountInstanceLogs", Effect: "Allow",
+			Principal: map[string]any{"AWS": roles},
+			Action:    []string{"s3:PutObject"},
+			Resource:  []string{n.bucketARN() + "/sweeps/*/logs/*"},
+		})
+	}
+	return newPolicy(st...)
+}
+
+// deployerPolicy is what the user running deploy and destroy needs in the orchestrator's
+// account (docs/permissions.md).
+func (n policyNames) deployerPolicy() policyDocument {
+	sweepTable := n.tableARN(n.table)
+	return newPolicy(
+		policyStatement{
+			Sid: "WhoAmI", Effect: "Allow",
+			Action:   []string{"sts:GetCallerIdentity"},
+			Resource: []string{"*"},
+		},
+		policyStatement{
+			Sid: "Bucket", Effect: "Allow",
+			Action: []string{
+				"s3:CreateBucket", "s3:ListBucket", "s3:ListBucketVersions", "s3:DeleteBucket",
+				"s3:GetLifecycleConfiguration", "s3:PutLifecycleConfiguration",
+				"s3:GetBucketPublicAccessBlock", "s3:PutBucketPublicAccessBlock",
+				"s3:GetBucketPolicy", "s3:PutBucketPolicy", "s3:DeleteBucketPolicy",
+			},
+			Resource: []string{n.bucketARN()},
+		},
+		policyStatement{
+			Sid: "EmptyBucketOnDestroy", Effect: "Allow",
+			Action:   []string{"s3:DeleteObject", "s3:DeleteObjectVersion"},
+			Resource: []string{n.bucketARN() + "/*"},
+		},
+		policyStatement{
+			Sid: "Tables", Effect: "Allow",
+			Action: []string{
+				"dynamodb:DescribeTable", "dynamodb:CreateTable", "dynamodb:UpdateTable", "dynamodb:DeleteTable",
+				"dynamodb:DescribeContinuousBackups", "dynamodb:UpdateContinuousBackups", "dynamodb:Scan",
+			},
+			Resource: []string{sweepTable, n.tableARN(n.instancesTable)},
+		},
+		policyStatement{
+			Sid: "Roles", Effect: "Allow",
+			Action: []string{
+				"iam:GetRole", "iam:CreateRole", "iam:DeleteRole", "iam:UpdateAssumeRolePolicy",
+				"iam:GetRolePolicy", "iam:PutRolePolicy", "iam:DeleteRolePolicy", "iam:ListRolePolicies",
+				"iam:ListAttachedRolePolicies", "iam:DetachRolePolicy", "iam:ListInstanceProfilesForRole",
+			},
+			Resource: []string{n.roleARN(n.account, orchestratorRoleName), n.roleARN(n.account, instanceRoleName)},
+		},
+		policyStatement{
+			Sid: "InstanceProfile", Effect: "Allow",
+			Action: []string{
+				"iam:GetInstanceProfile", "iam:CreateInstanceProfile", "iam:DeleteInstanceProfile",
+				"iam:AddRoleToInstanceProfile", "iam:RemoveRoleFromInstanceProfile",
+			},
+			Resource: []string{"arn:" + n.partition + ":iam::" + n.account + ":instance-profile/" + instanceRoleName},
+		},
+		policyStatement{
+			Sid: "PassOrchestratorRoleToLambda", Effect: "Allow",
+			Action:    []string{"iam:PassRole"},
+			Resource:  []string{n.roleARN(n.account, orchestratorRoleName)},
+			Condition: map[string]map[string]any{"StringEquals": {"iam:PassedToService": "lambda.amazonaws.com"}},
+		},
+		policyStatement{
+			Sid: "Function", Effect: "Allow",
+			Action: []string{
+				"lambda:GetFunction", "lambda:CreateFunction", "lambda:DeleteFunction",
+				"lambda:UpdateFunctionCode", "lambda:UpdateFunctionConfiguration",
+				"lambda:GetFunctionRecursionConfig", "lambda:PutFunctionRecursionConfig",
+				"lambda:GetFunctionEventInvokeConfig", "lambda:PutFunctionEventInvokeConfig",
+				"lambda:InvokeFunction",
+			},
+			Resource: []string{n.functionARN()},
+		},
+	)
+}
+
+// computeDeployerPolicy is what the --compute-profile user needs in a compute account.
+func (n policyNames) computeDeployerPolicy(computeAccount string) policyDocument {
+	return newPolicy(
+		policyStatement{
+			Sid: "WhoAmI", Effect: "Allow",
+			Action:   []string{"sts:GetCallerIdentity"},
+			Resource: []string{"*"},
+		},
+		policyStatement{
+			Sid: "Roles", Effect: "Allow",
+			Action: []string{
+				"iam:GetRole", "iam:CreateRole", "iam:DeleteRole", "iam:UpdateAssumeRolePolicy",
+				"iam:GetRolePolicy", "iam:PutRolePolicy", "iam:DeleteRolePolicy", "iam:ListRolePolicies",
+				"iam:ListAttachedRolePolicies", "iam:DetachRolePolicy", "iam:ListInstanceProfilesForRole",
+			},
+			Resource: []string{n.roleARN(computeAccount, crossAccountRoleName), n.roleARN(computeAccount, instanceRoleName)},
+		},
+		policyStatement{
+			Sid: "InstanceProfile", Effect: "Allow",
+			Action: []string{
+				"iam:GetInstanceProfile", "iam:CreateInstanceProfile", "iam:DeleteInstanceProfile",
+				"iam:AddRoleToInstanceProfile", "iam:RemoveRoleFromInstanceProfile",
+			},
+			Resource: []string{"arn:" + n.partition + ":iam::" + computeAccount + ":instance-profile/" + instanceRoleName},
+		},
+	)
+}
+
+// samePolicy compares two policy documents by meaning: whitespace, key order, a
+// one-element list versus its element and the order of lists are not differences.
+// IAM returns documents URL-encoded (kumo does not), so both forms are accepted.
+func samePolicy(stored, want string) bool {
+	if s, err := url.PathUnescape(stored); err == nil {
+		stored = s
+	}
+	var a, b any
+	if json.Unmarshal([]byte(stored), &a) != nil || json.Unmarshal([]byte(want), &b) != nil {
+		return false
+	}
+	return reflect.DeepEqual(normalizePolicy(a), normalizePolicy(b))
+}
+
+func normalizePolicy(v any) any {
+	switch t := v.(type) {
+	case map[string]any:
+		out := make(map[string]any, len(t))
+		for k, e := range t {
+			out[k] = normalizePolicy(e)
+		}
+		return out
+	case []any:
+		if len(t) == 1 {
+			return normalizePolicy(t[0])
+		}
+		out := make([]any, len(t))
+		for i, e := range t {
+			out[i] = normalizePolicy(e)
+		}
+		sort.Slice(out, func(i, j int) bool {
+			bi, _ := json.Marshal(out[i])
+			bj, _ := json.Marshal(out[j])
+			return string(bi) < string(bj)
+		})
+		return out
+	}
+	return v
+}

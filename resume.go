@@ -1,0 +1,62 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+)
+
+// prepareResume refuses a finished sweep and, with retryFailed, queues the failed items
+// again (attempt+1, counts fixed) in one fenced write.
+func prepareResume(ctx context.Context, st sweepStore, id string, retryFailed bool) (*sweep, int, error) {
+	for range 10 {
+		sw, err := st.loadSweep(ctx, id)
+		if errors.Is(err, errSweepNotFound) {
+			return nil, 0, withExitCode(exitUsage, err)
+		}
+		if err != nil {
+			return nil, 0, err
+		}
+		if sw.Status == statusCompleted || sw.Status == statusCancelled {
+			return nil, 0, usageErrorf("sweep %s is %s: there is nothing to resume (start a new one with 'spawn launch')", id, sw.Status)
+		}
+		if !retryFailed && sw.Status != statusFailed {
+			return sw, 0, nil
+		}
+		queued := 0
+		if retryFailed {
+			recs, err := st.listInstances(ctx, id)
+			if err != nil {
+				return nil, 0, err
+			}
+			busy := map[int]bool{}
+			for _, e := range sw.Alive {
+				busy[e.Index] = true
+			}
+			for _, q := range sw.RetryQueue {
+				busy[q.Index] = true
+			}
+			for _, rec := range recs {
+				if rec.Outcome != outcomeFailed || busy[rec.Index] {
+					continue
+				}
+				sw.RetryQueue = append(sw.RetryQueue, retryItem{Index: rec.Index, Attempt: rec.Attempt + 1})
+				sw.Counts.Failed = max(sw.Counts.Failed-1, 0)
+				queued++
+			}
+		}
+		if sw.Status == statusFailed {
+			sw.Status, sw.ErrorMessage, sw.CompletedAt = statusRunning, "", ""
+		}
+		fixCounts(sw)
+		err = st.saveSweep(ctx, sw)
+		if errors.Is(err, errStaleVersion) {
+			continue
+		}
+		if err != nil {
+			return nil, 0, err
+		}
+		return sw, queued, nil
+	}
+	return nil, 0, fmt.Errorf("sweep %s kept changing while it was being resumed: try again", id)
+}

@@ -1,0 +1,525 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/aws/smithy-go"
+)
+
+// step is one poll: observe every alive instance, give ended ones their outcome, reserve
+// free slots, save (fenced), then launch what was reserved and save again.
+func (o *orchestrator) step(ctx context.Context, sw *sweep) error {
+	o.init()
+	if terminalStatus(sw.Status) {
+		// A sweep ends once: a record reloaded after a write that landed but was reported
+		// stale (the SDK retried it) may already be terminal, and a late cancel must not
+		// turn COMPLETED into CANCELLED.
+		return nil
+	}
+	if sw.CancelRequested {
+		return o.cancelSweep(ctx, sw)
+	}
+	if sw.Status == statusInitializing {
+		sw.Status = statusRunning
+	}
+	now := o.clock.Now()
+	o.observe(ctx, sw, now)
+	o.reserve(sw, now)
+	if o.finishIfDone(sw, now) {
+		if err := o.save(ctx, sw); err != nil {
+			return err
+		}
+		return o.release(ctx, sw)
+	}
+	if err := o.save(ctx, sw); err != nil {
+		return err
+	}
+	return o.launchReserved(ctx, sw)
+}
+
+// adoptLaunched fills reservations whose RunInstances answered earlier in this invocation.
+func (o *orchestrator) adoptLaunched(sw *sweep) {
+	for i := range sw.Alive {
+		e := &sw.Alive[i]
+		if e.InstanceID != "" {
+			continue
+		}
+		if l, ok := o.launched[e.ClientToken]; ok {
+			o.setLaunched(sw, e, l.id, l.at)
+		}
+	}
+}
+
+func (o *orchestrator) setLaunched(sw *sweep, e *aliveInstance, id string, at time.Time) {
+	e.InstanceID = id
+	e.LaunchedAt = at
+	e.NotBefore = time.Time{}
+	if ttl := o.ttlOf(sw, e.Index); ttl > 0 {
+		e.Deadline = at.Add(ttl)
+	}
+}
+
+func (o *orchestrator) itemOf(idx int) (item, bool) {
+	if idx < 0 || idx >= len(o.items) {
+		return item{}, false
+	}
+	return o.items[idx], true
+}
+
+func (o *orchestrator) ttlOf(sw *sweep, idx int) time.Duration {
+	if it, ok := o.itemOf(idx); ok && it.TTL > 0 {
+		return it.TTL
+	}
+	return durationOr(sw.TTL, 0)
+}
+
+func (o *orchestrator) idleTimeoutOf(sw *sweep, idx int) time.Duration {
+	if it, ok := o.itemOf(idx); ok && it.IdleTimeout > 0 {
+		return it.IdleTimeout
+	}
+	return durationOr(sw.IdleTimeout, 0)
+}
+
+func regionOf(sw *sweep, it item) string {
+	if it.Region != "" {
+		return it.Region
+	}
+	return sw.Region
+}
+
+// observe refreshes every alive entry: reservations are resolved by client token, and
+// recorded instances by id. An AWS error never counts as "ended": the entry stays alive
+// and is looked at again next step.
+func (o *orchestrator) observe(ctx context.Context, sw *sweep, now time.Time) {
+	o.adoptLaunched(sw)
+	byRegion := map[string][]int{}
+	for i, e := range sw.Alive {
+		byRegion[e.Region] = append(byRegion[e.Region], i)
+	}
+	finished := map[int]bool{}
+	for _, region := range sortedKeys(byRegion) {
+		idxs := byRegion[region]
+		log := o.log.With().Str("sweep_id", sw.SweepID).Str("region", region).Logger()
+		api, err := o.ec2For(ctx, region)
+		if err != nil {
+			log.Warn().Err(err).Msg("no EC2 client for the region; retrying next step")
+			continue
+		}
+		for _, i := range idxs {
+			e := &sw.Alive[i]
+			if e.InstanceID != "" || e.NotBefore.After(now) || o.mayLaunch[e.ClientToken] {
+				continue
+			}
+			inst, err := findByToken(ctx, api, e.ClientToken)
+			if err != nil {
+				log.Warn().Err(err).Int("index", e.Index).Msg("looking up a reserved launch; retrying next step")
+				continue
+			}
+			if inst == nil {
+				o.mayLaunch[e.ClientToken] = true
+				continue
+			}
+			at := aws.ToTime(inst.LaunchTime)
+			if at.IsZero() {
+				at = now
+			}
+			o.launched[e.ClientToken] = launchedInstance{id: aws.ToString(inst.InstanceId), at: at}
+			o.setLaunched(sw, e, aws.ToString(inst.InstanceId), at)
+		}
+		var ids []string
+		for _, i := range idxs {
+			if id := sw.Alive[i].InstanceID; id != "" {
+				ids = append(ids, id)
+			}
+		}
+		if len(ids) == 0 {
+			continue
+		}
+		seen, err := describeByIDs(ctx, api, ids)
+		if err != nil {
+			log.Warn().Err(err).Msg("describing instances; they stay alive until the next step")
+			continue
+		}
+		for _, i := range idxs {
+			e := &sw.Alive[i]
+			if e.InstanceID == "" {
+				continue
+			}
+			inst, ok := seen[e.InstanceID]
+			if !ok {
+				// Not visible yet (DescribeInstances is eventually consistent), or long gone.
+				if now.Sub(e.LaunchedAt) > lostAfter {
+					if o.finish(ctx, sw, e, nil, now) {
+						finished[i] = true
+					}
+				}
+				continue
+			}
+			switch inst.State.Name {
+			case ec2types.InstanceStateNameShuttingDown, ec2types.InstanceStateNameTerminated,
+				ec2types.InstanceStateNameStopping, ec2types.InstanceStateNameStopped:
+				if _, reported := exitCodeOf(inst.Tags); sw.CancelRequested && !reported {
+					continue // most likely the cancel's own terminate: recorded as cancelled
+				}
+				if o.finish(ctx, sw, e, &inst, now) {
+					finished[i] = true
+				}
+			default:
+				if !e.Deadline.IsZero() && now.After(e.Deadline.Add(ttlGrace)) {
+					log.Info().Int("index", e.Index).Str("instance_id", e.InstanceID).Msg("past its TTL: terminating")
+					if err := terminate(ctx, api, []string{e.InstanceID}); err != nil {
+						log.Warn().Err(err).Msg("terminating an expired instance; retrying next step")
+					}
+				}
+				o.ensureAlarm(ctx, sw, e)
+			}
+		}
+	}
+	if len(finished) > 0 {
+		kept := sw.Alive[:0]
+		for i, e := range sw.Alive {
+			if !finished[i] {
+				kept = append(kept, e)
+			}
+		}
+		sw.Alive = kept
+	}
+}
+
+// finish gives an ended instance its outcome (or queues a spot relaunch), writes its
+// instance item, and updates counts and cost. It reports false when the item write
+// failed: the entry then stays alive and is finished next step.
+func (o *orchestrator) finish(ctx context.Context, sw *sweep, e *aliveInstance, inst *ec2types.Instance, now time.Time) bool {
+	rec := o.record(sw, e)
+	rec.TerminatedAt = now
+	rec.State = string(ec2types.InstanceStateNameTerminated)
+	requeue := false
+	if inst == nil {
+		rec.Outcome = outcomeUnknown
+		rec.ErrorMessage = "the instance is no longer visible to EC2"
+	} else {
+		rec.State = string(inst.State.Name)
+		if t, ok := transitionTime(aws.ToString(inst.StateTransitionReason)); ok && t.Before(now) {
+			rec.TerminatedAt = t
+		}
+		code, hasCode := exitCodeOf(inst.Tags)
+		switch {
+		case hasCode:
+			rec.ExitCode = &code
+			rec.Outcome = outcomeSucceeded
+			if code != 0 {
+				rec.Outcome = outcomeFailed
+				rec.ErrorMessage = fmt.Sprintf("the command exited with code %d", code)
+			}
+		case spotInterrupted(inst):
+			if e.Attempt < maxAttempts {
+				requeue = true
+				rec.ErrorMessage = fmt.Sprintf("spot interruption: relaunching as attempt %d", e.Attempt+1)
+			} else {
+				rec.Outcome = outcomeUnknown
+				rec.ErrorMessage = fmt.Sprintf("spot interruption on each of %d attempts", maxAttempts)
+			}
+		case !e.Deadline.IsZero() && !rec.TerminatedAt.Before(e.Deadline.Add(-ttlSlack)):
+			rec.Outcome = outcomeExpired
+		default:
+			rec.Outcome = outcomeUnknown
+			rec.ErrorMessage = "the instance ended without reporting an exit code"
+			if r := inst.StateReason; r != nil && aws.ToString(r.Message) != "" {
+				rec.ErrorMessage += ": " + aws.ToString(r.Message)
+			}
+		}
+		if inst.State.Name == ec2types.InstanceStateNameStopped || inst.State.Name == ec2types.InstanceStateNameStopping {
+			// A stopped instance still costs its volumes: finish it off.
+			if api, err := o.ec2For(ctx, e.Region); err == nil {
+				_ = terminate(ctx, api, []string{e.InstanceID})
+			}
+		}
+	}
+	if !e.LaunchedAt.IsZero() && rec.TerminatedAt.After(e.LaunchedAt) {
+		rec.CostUSD = rec.TerminatedAt.Sub(e.LaunchedAt).Hours() * e.PriceHourly
+	}
+	if err := o.store.putInstance(ctx, rec); err != nil {
+		o.log.Warn().Err(err).Str("sweep_id", sw.SweepID).Int("index", e.Index).Msg("recording an outcome; retrying next step")
+		return false
+	}
+	o.deleteAlarm(ctx, sw, e)
+	sw.EstimatedCostUSD += rec.CostUSD
+	if requeue {
+		sw.RetryQueue = append(sw.RetryQueue, retryItem{Index: e.Index, Attempt: e.Attempt + 1})
+	} else {
+		addOutcome(&sw.Counts, rec.Outcome)
+	}
+	o.log.Info().Str("sweep_id", sw.SweepID).Int("index", e.Index).Int("attempt", e.Attempt).
+		Str("instance_id", e.InstanceID).Str("outcome", rec.Outcome).Msg("instance ended")
+	return true
+}
+
+func addOutcome(c *counts, outcome string) {
+	switch outcome {
+	case outcomeSucceeded:
+		c.Succeeded++
+	case outcomeFailed:
+		c.Failed++
+	case outcomeExpired:
+		c.Expired++
+	case outcomeCancelled:
+		c.Cancelled++
+	default:
+		c.Unknown++
+	}
+}
+
+func (o *orchestrator) record(sw *sweep, e *aliveInstance) *instanceRecord {
+	return &instanceRecord{
+		SweepID:      sw.SweepID,
+		Index:        e.Index,
+		InstanceID:   e.InstanceID,
+		Region:       e.Region,
+		InstanceType: e.InstanceType,
+		Attempt:      e.Attempt,
+		LaunchedAt:   e.LaunchedAt,
+		PriceHourly:  e.PriceHourly,
+		PriceSource:  e.PriceSource,
+	}
+}
+
+func exitCodeOf(tags []ec2types.Tag) (int, bool) {
+	for _, t := range tags {
+		if aws.ToString(t.Key) == exitCodeTag {
+			n, err := strconv.Atoi(strings.TrimSpace(aws.ToString(t.Value)))
+			return n, err == nil
+		}
+	}
+	return 0, false
+}
+
+func spotInterrupted(inst *ec2types.Instance) bool {
+	r := inst.StateReason
+	return r != nil && aws.ToString(r.Code) == "Server.SpotInstanceTermination"
+}
+
+// transitionTime reads EC2's "User initiated (2024-01-02 03:04:05 GMT)".
+func transitionTime(reason string) (time.Time, bool) {
+	i, j := strings.LastIndex(reason, "("), strings.LastIndex(reason, ")")
+	if i < 0 || j < i {
+		return time.Time{}, false
+	}
+	t, err := time.Parse("2006-01-02 15:04:05 MST", reason[i+1:j])
+	return t, err == nil
+}
+
+// reserve fills free slots: retries first, then the next items in file order. A slot is
+// reserved (with its ClientToken) and saved before RunInstances is called.
+func (o *orchestrator) reserve(sw *sweep, now time.Time) {
+	for len(sw.Alive) < sw.MaxConcurrent {
+		var idx, attempt int
+		switch {
+		case len(sw.RetryQueue) > 0:
+			idx, attempt = sw.RetryQueue[0].Index, sw.RetryQueue[0].Attempt
+			sw.RetryQueue = sw.RetryQueue[1:]
+		case sw.NextToLaunch < sw.TotalParams:
+			idx, attempt = sw.NextToLaunch, 1
+			sw.NextToLaunch++
+		default:
+			return
+		}
+		it, _ := o.itemOf(idx)
+		in := o.launchInput(sw, it, attempt)
+		token := aws.ToString(in.ClientToken)
+		sw.Alive = append(sw.Alive, aliveInstance{
+			Index:        idx,
+			Attempt:      attempt,
+			Region:       regionOf(sw, it),
+			InstanceType: string(in.InstanceType),
+			ClientToken:  token,
+			Spot:         in.InstanceMarketOptions != nil,
+			ReservedAt:   now,
+		})
+		o.mayLaunch[token] = true
+	}
+}
+
+func (o *orchestrator) finishIfDone(sw *sweep, now time.Time) bool {
+	if sw.NextToLaunch < sw.TotalParams || len(sw.RetryQueue) > 0 || len(sw.Alive) > 0 {
+		return false
+	}
+	sw.Status = statusCompleted
+	sw.CompletedAt = now.UTC().Format(time.RFC3339)
+	return true
+}
+
+// launchReserved calls RunInstances for each reservation known not to exist yet, with
+// launch_delay between launches, then saves the ids (fenced).
+func (o *orchestrator) launchReserved(ctx context.Context, sw *sweep) error {
+	delay := durationOr(sw.LaunchDelay, 0)
+	var tokens []string
+	for _, e := range sw.Alive {
+		if e.InstanceID == "" && o.mayLaunch[e.ClientToken] && !e.NotBefore.After(o.clock.Now()) {
+			tokens = append(tokens, e.ClientToken)
+		}
+	}
+	failed := map[string]bool{}
+	dirty := false
+	for n, token := range tokens {
+		if n > 0 && delay > 0 {
+			if !o.fits(delay) {
+				break
+			}
+			if err := o.clock.Sleep(ctx, delay); err != nil {
+				return err
+			}
+		}
+		if !o.fits(0) {
+			break
+		}
+		// A long run of launches must not outlive the lease it was reserved under.
+		if o.clock.Now().After(sw.LeaseRenewedAt.Add(o.leaseTTL / 3)) {
+			dropByToken(sw, failed)
+			if err := o.save(ctx, sw); err != nil {
+				return err
+			}
+			dirty = false
+		}
+		e := entryByToken(sw, token)
+		if e == nil {
+			continue
+		}
+		dirty = true
+		if o.launchOne(ctx, sw, e) {
+			failed[token] = true
+		}
+	}
+	dropByToken(sw, failed)
+	if !dirty {
+		return nil
+	}
+	if o.finishIfDone(sw, o.clock.Now()) {
+		if err := o.save(ctx, sw); err != nil {
+			return err
+		}
+		return o.release(ctx, sw)
+	}
+	return o.save(ctx, sw)
+}
+
+func entryByToken(sw *sweep, token string) *aliveInstance {
+	for i := range sw.Alive {
+		if sw.Alive[i].ClientToken == token {
+			return &sw.Alive[i]
+		}
+	}
+	return nil
+}
+
+func dropByToken(sw *sweep, drop map[string]bool) {
+	if len(drop) == 0 {
+		return
+	}
+	kept := make([]aliveInstance, 0, len(sw.Alive))
+	for _, e := range sw.Alive {
+		if !drop[e.ClientToken] {
+			kept = append(kept, e)
+		}
+	}
+	sw.Alive = kept
+	clear(drop)
+}
+
+// launchOne calls RunInstances for one reservation. It reports true when the launch was
+// refused for bad input and the item got outcome failed (its slot is to be released).
+func (o *orchestrator) launchOne(ctx context.Context, sw *sweep, e *aliveInstance) bool {
+	log := o.log.With().Str("sweep_id", sw.SweepID).Int("index", e.Index).Int("attempt", e.Attempt).Logger()
+	now := o.clock.Now()
+	api, err := o.ec2For(ctx, e.Region)
+	if err != nil {
+		o.backoff(e, now)
+		log.Warn().Err(err).Msg("no EC2 client for the region; retrying with backoff")
+		return false
+	}
+	it, _ := o.itemOf(e.Index)
+	out, err := api.RunInstances(ctx, o.launchInput(sw, it, e.Attempt))
+	// Whatever happened, a second call must first look the token up again.
+	delete(o.mayLaunch, e.ClientToken)
+	if err == nil && (out == nil || len(out.Instances) == 0) {
+		err = errors.New("RunInstances returned no instance")
+	}
+	if err != nil {
+		if ctx.Err() != nil || retryableLaunchError(err) {
+			o.backoff(e, now)
+			log.Warn().Err(err).Int("tries", e.LaunchTries).Time("not_before", e.NotBefore).Msg("launch refused for now; retrying with the same client token")
+			return false
+		}
+		rec := o.record(sw, e)
+		rec.Outcome = outcomeFailed
+		rec.State = "not-launched"
+		rec.TerminatedAt = now
+		rec.ErrorMessage = "launch refused: " + err.Error()
+		if perr := o.store.putInstance(ctx, rec); perr != nil {
+			o.backoff(e, now)
+			log.Warn().Err(perr).Msg("recording a refused launch; retrying next step")
+			return false
+		}
+		addOutcome(&sw.Counts, outcomeFailed)
+		log.Warn().Err(err).Msg("launch refused for bad input: item failed")
+		return true
+	}
+	inst := out.Instances[0]
+	id := aws.ToString(inst.InstanceId)
+	at := aws.ToTime(inst.LaunchTime)
+	if at.IsZero() {
+		at = now
+	}
+	o.launched[e.ClientToken] = launchedInstance{id: id, at: at}
+	o.setLaunched(sw, e, id, at)
+	sw.Launched++
+	price, source := o.price(ctx, e.Region, e.InstanceType, e.Spot)
+	e.PriceHourly, e.PriceSource = price, source
+	rec := o.record(sw, e)
+	rec.State = string(ec2types.InstanceStateNamePending)
+	if err := o.store.putInstance(ctx, rec); err != nil {
+		log.Warn().Err(err).Msg("recording a launch (the outcome will be recorded when it ends)")
+	}
+	o.ensureAlarm(ctx, sw, e)
+	log.Info().Str("instance_id", id).Msg("launched")
+	return false
+}
+
+func (o *orchestrator) backoff(e *aliveInstance, now time.Time) {
+	e.LaunchTries++
+	d := backoffBase << min(e.LaunchTries-1, 10)
+	d = min(d, backoffMax)
+	d = d/2 + time.Duration(o.jitter()*float64(d/2))
+	e.NotBefore = now.Add(d)
+}
+
+// retryableLaunchError: capacity, throttling, service-side and network errors. The same
+// ClientToken is used again, so a call that did launch is never doubled.
+func retryableLaunchError(err error) bool {
+	var ae smithy.APIError
+	if !errors.As(err, &ae) {
+		return true // network errors and timeouts
+	}
+	code := ae.ErrorCode()
+	switch {
+	case strings.HasPrefix(code, "Insufficient") && strings.HasSuffix(code, "Capacity"),
+		strings.HasPrefix(code, "Throttl"),
+		code == "RequestLimitExceeded", code == "Unavailable", code == "ServiceUnavailable",
+		code == "InternalError", code == "InternalFailure", code == "RequestTimeout",
+		code == "RequestExpired", code == "IncorrectState", code == "PendingVerification":
+		return true
+	}
+	var re interface{ HTTPStatusCode() int }
+	if errors.As(err, &re) && re.HTTPStatusCode() >= 500 {
+		return true
+	}
+	var ne net.Error
+	return errors.As(err, &ne)
+}
