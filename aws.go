@@ -46,7 +46,7 @@ func awsTimeout() (time.Duration, error) {
 	}
 	d, err := time.ParseDuration(v)
 	if err != nil || d <= 0 {
-		return 0, usageErrorf("SPAWN_AWS_TIMEOUT %q is not a positive duration: use e.g. 30s", v)
+		return 0, fmt.Errorf("SPAWN_AWS_TIMEOUT %q is not a positive duration: use e.g. 30s", v)
 	}
 	return d, nil
 }

@@ -188,6 +188,9 @@ func (r *rootConfig) setup() error {
 	if err != nil || r.logLevel == "" {
 		return usageErrorf("--log-level %q is not a level: use debug, info, warn or error", r.logLevel)
 	}
+	if _, err := awsTimeout(); err != nil {
+		return withExitCode(exitUsage, err)
+	}
 	r.log = newLogger(r.stderr, lvl, false)
 	return nil
 }

@@ -103,6 +103,9 @@ func newResumeCmd(r *rootConfig) *ffcli.Command {
 				return err
 			}
 			sw, queued, err := prepareResume(ctx, deps.store, sweepID, *retryFailed)
+			if errors.Is(err, errNothingToResume) {
+				return withExitCode(exitUsage, err)
+			}
 			if err != nil {
 				return err
 			}

@@ -1296,11 +1296,11 @@ func TestPrepareResume(t *testing.T) {
 		if err := st.saveSweep(ctx, cur); err != nil {
 			t.Fatal(err)
 		}
-		if _, _, err := prepareResume(ctx, st, "sw-r", false); exitCode(err) != exitUsage || !strings.Contains(err.Error(), "nothing to resume") {
+		if _, _, err := prepareResume(ctx, st, "sw-r", false); !errors.Is(err, errNothingToResume) {
 			t.Errorf("%s: err %v (exit %d), want a usage error", status, err, exitCode(err))
 		}
 	}
-	if _, _, err := prepareResume(ctx, st, "nope", false); exitCode(err) != exitUsage {
+	if _, _, err := prepareResume(ctx, st, "nope", false); !errors.Is(err, errSweepNotFound) {
 		t.Errorf("unknown sweep: exit %d", exitCode(err))
 	}
 }

@@ -6,19 +6,19 @@ import (
 	"fmt"
 )
 
+// errNothingToResume: the sweep is COMPLETED or CANCELLED.
+var errNothingToResume = errors.New("there is nothing to resume")
+
 // prepareResume refuses a finished sweep and, with retryFailed, queues the failed items
 // again (attempt+1, counts fixed) in one fenced write.
 func prepareResume(ctx context.Context, st sweepStore, id string, retryFailed bool) (*sweep, int, error) {
 	for range 10 {
 		sw, err := st.loadSweep(ctx, id)
-		if errors.Is(err, errSweepNotFound) {
-			return nil, 0, withExitCode(exitUsage, err)
-		}
 		if err != nil {
 			return nil, 0, err
 		}
 		if sw.Status == statusCompleted || sw.Status == statusCancelled {
-			return nil, 0, usageErrorf("sweep %s is %s: there is nothing to resume (start a new one with 'spawn launch')", id, sw.Status)
+			return nil, 0, fmt.Errorf("sweep %s is %s, %w: start a new one with 'spawn launch'", id, sw.Status, errNothingToResume)
 		}
 		if !retryFailed && sw.Status != statusFailed {
 			return sw, 0, nil
