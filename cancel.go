@@ -19,29 +19,62 @@ func (o *orchestrator) cancelSweep(ctx context.Context, sw *sweep) error {
 		return o.releaseFinal(ctx, sw)
 	}
 	now := o.clock.Now()
-	o.observe(ctx, sw, now)
-	// A reservation not found by its token may still have launched (DescribeInstances is
-	// eventually consistent): RunInstances with the same token answers with that instance
-	// if it exists, so it can be terminated. Without the items the tag search must do.
+	o.outcomes(ctx, sw, o.refresh(ctx, sw, now), now)
+	if err := o.resolveForCancel(ctx, sw, now); err != nil {
+		return err
+	}
+	if err := o.terminateSweep(ctx, sw); err != nil {
+		return err
+	}
+	if err := o.recordCancelled(ctx, sw, now); err != nil {
+		return err
+	}
+	c := &sw.Counts
+	c.Cancelled += max(sw.TotalParams-c.done(), 0)
+	sw.Alive = nil
+	sw.RetryQueue = nil
+	sw.Status = statusCancelled
+	sw.CompletedAt = now.UTC().Format(time.RFC3339)
+	if err := o.save(ctx, sw); err != nil {
+		return err
+	}
+	o.log.Info().Str("sweep_id", sw.SweepID).Int("terminated", len(o.terminated)).Msg("sweep cancelled")
+	return o.release(ctx, sw)
+}
+
+// resolveForCancel: a reservation not found by its token may still have launched
+// (DescribeInstances is eventually consistent): RunInstances with the same token answers
+// with that instance if it exists, so it can be terminated. Without the items the tag
+// search must do.
+func (o *orchestrator) resolveForCancel(ctx context.Context, sw *sweep, now time.Time) error {
 	for i := range sw.Alive {
 		e := &sw.Alive[i]
 		if e.InstanceID != "" || !o.mayLaunch[e.ClientToken] || o.launchInput == nil || len(o.items) == 0 {
 			continue
 		}
-		if api, err := o.ec2For(ctx, e.Region); err == nil {
-			it, _ := o.itemOf(e.Index)
-			out, err := api.RunInstances(ctx, o.launchInput(sw, it, e.Attempt))
-			delete(o.mayLaunch, e.ClientToken)
-			if err != nil && retryableLaunchError(err) {
-				// It may have launched: the cancel is not done until it is found.
-				return fmt.Errorf("resolving the reserved launch of item %d: %w", e.Index, err)
-			}
-			if err == nil && out != nil && len(out.Instances) > 0 {
-				o.launched[e.ClientToken] = launchedInstance{id: aws.ToString(out.Instances[0].InstanceId), at: now}
-				o.setLaunched(sw, e, aws.ToString(out.Instances[0].InstanceId), now)
-			}
+		api, err := o.ec2For(ctx, e.Region)
+		if err != nil {
+			continue
+		}
+		it, _ := o.itemOf(e.Index)
+		out, err := api.RunInstances(ctx, o.launchInput(sw, it, e.Attempt))
+		delete(o.mayLaunch, e.ClientToken)
+		if err != nil && retryableLaunchError(err) {
+			// It may have launched: the cancel is not done until it is found.
+			return fmt.Errorf("resolving the reserved launch of item %d: %w", e.Index, err)
+		}
+		if err == nil && out != nil && len(out.Instances) > 0 {
+			o.launched[e.ClientToken] = launchedInstance{id: aws.ToString(out.Instances[0].InstanceId), at: now}
+			o.setLaunched(sw, e, aws.ToString(out.Instances[0].InstanceId), now)
 		}
 	}
+	return nil
+}
+
+// terminateSweep terminates, region by region, every instance the record knows and
+// every instance tagged with the sweep's id: the sweep's region, the alive entries'
+// regions and the items' regions.
+func (o *orchestrator) terminateSweep(ctx context.Context, sw *sweep) error {
 	regions := map[string][]string{sw.Region: nil}
 	for _, e := range sw.Alive {
 		regions[e.Region] = append(regions[e.Region], e.InstanceID)
@@ -83,6 +116,11 @@ func (o *orchestrator) cancelSweep(ctx context.Context, sw *sweep) error {
 			}
 		}
 	}
+	return nil
+}
+
+// recordCancelled writes outcome cancelled for every alive entry and queued retry.
+func (o *orchestrator) recordCancelled(ctx context.Context, sw *sweep, now time.Time) error {
 	for i := range sw.Alive {
 		e := &sw.Alive[i]
 		rec := o.record(sw, e)
@@ -92,9 +130,7 @@ func (o *orchestrator) cancelSweep(ctx context.Context, sw *sweep) error {
 			rec.State = "not-launched"
 		}
 		rec.TerminatedAt = now
-		if !e.LaunchedAt.IsZero() {
-			rec.CostUSD = now.Sub(e.LaunchedAt).Hours() * e.PriceHourly
-		}
+		rec.CostUSD = runCost(e.LaunchedAt, now, e.PriceHourly)
 		if err := o.store.putInstance(ctx, rec); err != nil {
 			return fmt.Errorf("recording a cancelled instance: %w", err)
 		}
@@ -107,18 +143,7 @@ func (o *orchestrator) cancelSweep(ctx context.Context, sw *sweep) error {
 			return fmt.Errorf("recording a cancelled retry: %w", err)
 		}
 	}
-	c := &sw.Counts
-	done := c.Succeeded + c.Failed + c.Expired + c.Cancelled + c.Unknown
-	c.Cancelled += max(sw.TotalParams-done, 0)
-	sw.Alive = nil
-	sw.RetryQueue = nil
-	sw.Status = statusCancelled
-	sw.CompletedAt = now.UTC().Format(time.RFC3339)
-	if err := o.save(ctx, sw); err != nil {
-		return err
-	}
-	o.log.Info().Str("sweep_id", sw.SweepID).Int("terminated", len(o.terminated)).Msg("sweep cancelled")
-	return o.release(ctx, sw)
+	return nil
 }
 
 // cancelRun is `spawn cancel`: request the cancel (it always wins: it bumps the version),
@@ -133,29 +158,8 @@ func (o *orchestrator) cancelRun(ctx context.Context, id string) (sw *sweep, alr
 	if terminalStatus(sw.Status) {
 		return sw, true, nil
 	}
-	poll := pollIntervalOf(sw)
-	// waitHolder gives a live holder the time to see the cancel and end the sweep itself
-	// (it reads cancel_requested at its next step), bounded by a lease's life.
-	waitHolder := func() error {
-		limit := o.clock.Now().Add(o.leaseTTL + 2*poll)
-		for {
-			now := o.clock.Now()
-			if terminalStatus(sw.Status) || sw.LeaseOwner == "" || !sw.LeaseExpiresAt.After(now) || now.After(limit) {
-				return nil
-			}
-			if err := o.clock.Sleep(ctx, min(poll, time.Second)); err != nil {
-				return err
-			}
-			if fresh, err := o.store.loadSweep(ctx, id); err == nil {
-				sw = fresh
-			}
-		}
-	}
-	if err := waitHolder(); err != nil {
-		return nil, false, err
-	}
-	if terminalStatus(sw.Status) {
-		return sw, false, nil
+	if sw, err = o.waitHolder(ctx, sw); err != nil || terminalStatus(sw.Status) {
+		return sw, false, err
 	}
 	for n := 1; ; n++ {
 		sw, err = o.acquire(ctx, id)
@@ -170,11 +174,8 @@ func (o *orchestrator) cancelRun(ctx context.Context, id string) (sw *sweep, alr
 			if sw, err = o.store.loadSweep(ctx, id); err != nil {
 				return nil, false, err
 			}
-			if err := waitHolder(); err != nil {
-				return nil, false, err
-			}
-			if terminalStatus(sw.Status) {
-				return sw, false, nil
+			if sw, err = o.waitHolder(ctx, sw); err != nil || terminalStatus(sw.Status) {
+				return sw, false, err
 			}
 			continue
 		}
@@ -190,29 +191,59 @@ func (o *orchestrator) cancelRun(ctx context.Context, id string) (sw *sweep, alr
 				o.items = items
 			}
 		}
-		for m := 1; ; m++ {
-			err = o.cancelSweep(ctx, sw)
-			if err == nil {
-				return sw, false, nil
-			}
-			fresh, lerr := o.reload(ctx, id)
-			if errors.Is(lerr, errLeaseLost) {
-				break // someone else holds it now: acquire again
-			}
-			if lerr == nil {
-				sw = fresh
-			}
-			if errors.Is(err, errStaleVersion) {
-				continue
-			}
-			o.log.Warn().Err(err).Str("sweep_id", id).Msg("cancelling; retrying")
-			if perr := o.pauseAfterFailure(ctx, m); perr != nil {
-				_ = o.releaseFinal(ctx, sw)
-				return nil, false, fmt.Errorf("cancelling sweep %s: %w (run 'spawn cancel' again)", id, err)
-			}
+		done, err := o.cancelHeld(ctx, sw)
+		if done || err != nil {
+			return sw, false, err
 		}
 		if n > 5 {
-			return nil, false, fmt.Errorf("cancelling sweep %s: the lease kept changing hands (run 'spawn cancel' again)", id)
+			return nil, false, fmt.Errorf("cancelling sweep %s: the lease kept changing hands: run 'spawn cancel' again", id)
+		}
+	}
+}
+
+// waitHolder gives a live holder the time to see the cancel and end the sweep itself
+// (it reads cancel_requested at its next step), bounded by a lease's life. It returns
+// the freshest record it read.
+func (o *orchestrator) waitHolder(ctx context.Context, sw *sweep) (*sweep, error) {
+	poll := pollIntervalOf(sw)
+	limit := o.clock.Now().Add(o.leaseTTL + 2*poll)
+	for {
+		now := o.clock.Now()
+		if terminalStatus(sw.Status) || sw.LeaseOwner == "" || !sw.LeaseExpiresAt.After(now) || now.After(limit) {
+			return sw, nil
+		}
+		if err := o.clock.Sleep(ctx, min(poll, time.Second)); err != nil {
+			return nil, err
+		}
+		if fresh, err := o.store.loadSweep(ctx, sw.SweepID); err == nil {
+			sw = fresh
+		}
+	}
+}
+
+// cancelHeld runs the cancel with the lease held, retrying failed attempts. It reports
+// false with no error when another holder took the lease meanwhile (acquire again).
+func (o *orchestrator) cancelHeld(ctx context.Context, sw *sweep) (bool, error) {
+	id := sw.SweepID
+	for m := 1; ; m++ {
+		err := o.cancelSweep(ctx, sw)
+		if err == nil {
+			return true, nil
+		}
+		fresh, lerr := o.reload(ctx, id)
+		if errors.Is(lerr, errLeaseLost) {
+			return false, nil
+		}
+		if lerr == nil {
+			*sw = *fresh
+		}
+		if errors.Is(err, errStaleVersion) {
+			continue
+		}
+		o.log.Warn().Err(err).Str("sweep_id", id).Msg("cancelling; retrying")
+		if perr := o.pauseAfterFailure(ctx, m); perr != nil {
+			_ = o.releaseFinal(ctx, sw)
+			return false, fmt.Errorf("cancelling sweep %s: %w: run 'spawn cancel' again", id, err)
 		}
 	}
 }

@@ -203,32 +203,8 @@ func (o *orchestrator) run(ctx context.Context, sweepID string, deadline time.Ti
 	if terminalStatus(sw.Status) {
 		return o.releaseFinal(ctx, sw)
 	}
-	// A cancel needs the items too: a reservation that may have launched is resolved by
-	// repeating its RunInstances with the same token.
-	if o.items == nil {
-		for n := 1; ; n++ {
-			items, err := o.loadItems(ctx, sw)
-			if err == nil {
-				o.items = items
-				o.amis = maps.Clone(sw.AMIs)
-				break
-			}
-			if permanentParamsError(err) {
-				if sw.CancelRequested {
-					log.Warn().Err(err).Msg("cancelling without the sweep's parameters")
-					break
-				}
-				return o.failSweep(ctx, sw, fmt.Errorf("loading the sweep's parameters: %w", err))
-			}
-			log.Warn().Err(err).Msg("loading the sweep's parameters; retrying")
-			if o.pauseAfterFailure(ctx, n) != nil {
-				_ = o.releaseFinal(ctx, sw)
-				return fmt.Errorf("loading the parameters of sweep %s: %w", sweepID, err)
-			}
-		}
-	}
-	if !sw.CancelRequested && len(o.items) != sw.TotalParams {
-		return o.failSweep(ctx, sw, fmt.Errorf("the params file has %d items but the sweep expects %d", len(o.items), sw.TotalParams))
+	if stop, err := o.prepareItems(ctx, sw); stop {
+		return err
 	}
 	poll := pollIntervalOf(sw)
 	var stepEst time.Duration
@@ -282,6 +258,39 @@ func (o *orchestrator) run(ctx context.Context, sweepID string, deadline time.Ti
 			return o.pause(ctx, sw)
 		}
 	}
+}
+
+// prepareItems loads the sweep's items once per invocation, retrying transient failures.
+// It reports stop when run must return err: the sweep failed for good (its parameters
+// are gone or do not match the record), or loading kept failing.
+func (o *orchestrator) prepareItems(ctx context.Context, sw *sweep) (stop bool, err error) {
+	log := o.log.With().Str("sweep_id", sw.SweepID).Logger()
+	// A cancel needs the items too: a reservation that may have launched is resolved by
+	// repeating its RunInstances with the same token.
+	for n := 1; o.items == nil; n++ {
+		items, err := o.loadItems(ctx, sw)
+		if err == nil {
+			o.items = items
+			o.amis = maps.Clone(sw.AMIs)
+			break
+		}
+		if permanentParamsError(err) {
+			if sw.CancelRequested {
+				log.Warn().Err(err).Msg("cancelling without the sweep's parameters")
+				break
+			}
+			return true, o.failSweep(ctx, sw, fmt.Errorf("loading the sweep's parameters: %w", err))
+		}
+		log.Warn().Err(err).Msg("loading the sweep's parameters; retrying")
+		if o.pauseAfterFailure(ctx, n) != nil {
+			_ = o.releaseFinal(ctx, sw)
+			return true, fmt.Errorf("loading the parameters of sweep %s: %w", sw.SweepID, err)
+		}
+	}
+	if !sw.CancelRequested && len(o.items) != sw.TotalParams {
+		return true, o.failSweep(ctx, sw, fmt.Errorf("the params file has %d items but the sweep expects %d", len(o.items), sw.TotalParams))
+	}
+	return false, nil
 }
 
 // stepContext bounds one step by the invocation's deadline less half the safety margin:

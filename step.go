@@ -12,10 +12,12 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/aws/smithy-go"
+	"github.com/rs/zerolog"
 )
 
-// step is one poll: observe every alive instance, give ended ones their outcome, reserve
-// free slots, save (fenced), then launch what was reserved and save again.
+// step is one poll, as named phases: refresh what EC2 says of every alive entry, give
+// ended instances their outcome, enforce the TTL backstop and idle alarms on the running
+// ones, reserve free slots, save (fenced), then launch what was reserved and save again.
 func (o *orchestrator) step(ctx context.Context, sw *sweep) error {
 	o.init()
 	if terminalStatus(sw.Status) {
@@ -31,18 +33,159 @@ func (o *orchestrator) step(ctx context.Context, sw *sweep) error {
 		sw.Status = statusRunning
 	}
 	now := o.clock.Now()
-	o.observe(ctx, sw, now)
+	seen := o.refresh(ctx, sw, now)
+	o.outcomes(ctx, sw, seen, now)
+	o.backstop(ctx, sw, seen, now)
 	o.reserve(sw, now)
-	if o.finishIfDone(sw, now) {
-		if err := o.save(ctx, sw); err != nil {
-			return err
-		}
-		return o.release(ctx, sw)
-	}
-	if err := o.save(ctx, sw); err != nil {
+	if err := o.commit(ctx, sw); err != nil || sw.Status == statusCompleted {
 		return err
 	}
 	return o.launchReserved(ctx, sw)
+}
+
+// commit saves the step's changes (fenced). A sweep with nothing left to launch and
+// nothing alive is COMPLETED first, and then gives up its lease.
+func (o *orchestrator) commit(ctx context.Context, sw *sweep) error {
+	o.finishIfDone(sw, o.clock.Now())
+	if err := o.save(ctx, sw); err != nil {
+		return err
+	}
+	if sw.Status == statusCompleted {
+		return o.release(ctx, sw)
+	}
+	return nil
+}
+
+// sightings is what one refresh learned from EC2, by client token: an entry whose region
+// answered DescribeInstances is present, with its instance or nil when EC2 did not show
+// it. An entry whose region did not answer is absent: nothing is decided about it.
+type sightings map[string]*ec2types.Instance
+
+// refresh asks EC2 about every alive entry: reservations are resolved by client token,
+// and recorded instances described by id. An AWS error never counts as "ended": the
+// entry is left out of the answer and looked at again next step.
+func (o *orchestrator) refresh(ctx context.Context, sw *sweep, now time.Time) sightings {
+	o.adoptLaunched(sw)
+	byRegion := map[string][]int{}
+	for i, e := range sw.Alive {
+		byRegion[e.Region] = append(byRegion[e.Region], i)
+	}
+	seen := sightings{}
+	for _, region := range sortedKeys(byRegion) {
+		idxs := byRegion[region]
+		log := o.log.With().Str("sweep_id", sw.SweepID).Str("region", region).Logger()
+		api, err := o.ec2For(ctx, region)
+		if err != nil {
+			log.Warn().Err(err).Msg("no EC2 client for the region; retrying next step")
+			continue
+		}
+		var ids []string
+		for _, i := range idxs {
+			e := &sw.Alive[i]
+			o.resolveReservation(ctx, api, sw, e, now, log)
+			if e.InstanceID != "" {
+				ids = append(ids, e.InstanceID)
+			}
+		}
+		if len(ids) == 0 {
+			continue
+		}
+		found, err := describeByIDs(ctx, api, ids)
+		if err != nil {
+			log.Warn().Err(err).Msg("describing instances; they stay alive until the next step")
+			continue
+		}
+		for _, i := range idxs {
+			e := sw.Alive[i]
+			if e.InstanceID == "" {
+				continue
+			}
+			seen[e.ClientToken] = nil
+			if inst, ok := found[e.InstanceID]; ok {
+				seen[e.ClientToken] = &inst
+			}
+		}
+	}
+	return seen
+}
+
+// resolveReservation looks a reservation up by its client token, once its backoff has
+// passed and unless it is known not to exist yet: a launch whose answer was lost is
+// found here, and one that never happened is marked free to launch.
+func (o *orchestrator) resolveReservation(ctx context.Context, api ec2API, sw *sweep, e *aliveInstance, now time.Time, log zerolog.Logger) {
+	if e.InstanceID != "" || e.NotBefore.After(now) || o.mayLaunch[e.ClientToken] {
+		return
+	}
+	inst, err := findByToken(ctx, api, e.ClientToken)
+	if err != nil {
+		log.Warn().Err(err).Int("index", e.Index).Msg("looking up a reserved launch; retrying next step")
+		return
+	}
+	if inst == nil {
+		o.mayLaunch[e.ClientToken] = true
+		return
+	}
+	at := aws.ToTime(inst.LaunchTime)
+	if at.IsZero() {
+		at = now
+	}
+	o.launched[e.ClientToken] = launchedInstance{id: aws.ToString(inst.InstanceId), at: at}
+	o.setLaunched(sw, e, aws.ToString(inst.InstanceId), at)
+}
+
+// outcomes finishes every entry whose instance ended, or has not been visible for
+// lostAfter since its launch, and frees its slot. An entry whose outcome could not be
+// written stays alive and is finished next step.
+func (o *orchestrator) outcomes(ctx context.Context, sw *sweep, seen sightings, now time.Time) {
+	finished := map[string]bool{}
+	for i := range sw.Alive {
+		e := &sw.Alive[i]
+		inst, described := seen[e.ClientToken]
+		switch {
+		case !described:
+			continue
+		case inst == nil:
+			// Not visible yet (DescribeInstances is eventually consistent), or long gone.
+			if now.Sub(e.LaunchedAt) <= lostAfter {
+				continue
+			}
+		case !endedState(inst.State.Name):
+			continue
+		default:
+			if _, reported := exitCodeOf(inst.Tags); sw.CancelRequested && !reported {
+				continue // most likely the cancel's own terminate: recorded as cancelled
+			}
+		}
+		if o.finish(ctx, sw, e, inst, now) {
+			finished[e.ClientToken] = true
+		}
+	}
+	dropByToken(sw, finished)
+}
+
+// backstop acts on the instances still running: one past its TTL (plus grace) is
+// terminated by the orchestrator, in case its own shutdown never came, and each gets its
+// idle-timeout alarm if it has none yet.
+func (o *orchestrator) backstop(ctx context.Context, sw *sweep, seen sightings, now time.Time) {
+	for i := range sw.Alive {
+		e := &sw.Alive[i]
+		inst := seen[e.ClientToken]
+		if inst == nil || endedState(inst.State.Name) {
+			continue
+		}
+		if !e.Deadline.IsZero() && now.After(e.Deadline.Add(ttlGrace)) {
+			log := o.log.With().Str("sweep_id", sw.SweepID).Int("index", e.Index).Str("instance_id", e.InstanceID).Logger()
+			log.Info().Msg("past its TTL: terminating")
+			api, err := o.ec2For(ctx, e.Region)
+			if err == nil {
+				err = terminate(ctx, api, []string{e.InstanceID})
+			}
+			if err != nil {
+				log.Warn().Err(err).Msg("terminating an expired instance; retrying next step")
+			}
+		}
+		o.ensureAlarm(ctx, sw, e)
+	}
 }
 
 // adoptLaunched fills reservations whose RunInstances answered earlier in this invocation.
@@ -95,105 +238,6 @@ func regionOf(sw *sweep, it item) string {
 	return sw.Region
 }
 
-// observe refreshes every alive entry: reservations are resolved by client token, and
-// recorded instances by id. An AWS error never counts as "ended": the entry stays alive
-// and is looked at again next step.
-func (o *orchestrator) observe(ctx context.Context, sw *sweep, now time.Time) {
-	o.adoptLaunched(sw)
-	byRegion := map[string][]int{}
-	for i, e := range sw.Alive {
-		byRegion[e.Region] = append(byRegion[e.Region], i)
-	}
-	finished := map[int]bool{}
-	for _, region := range sortedKeys(byRegion) {
-		idxs := byRegion[region]
-		log := o.log.With().Str("sweep_id", sw.SweepID).Str("region", region).Logger()
-		api, err := o.ec2For(ctx, region)
-		if err != nil {
-			log.Warn().Err(err).Msg("no EC2 client for the region; retrying next step")
-			continue
-		}
-		for _, i := range idxs {
-			e := &sw.Alive[i]
-			if e.InstanceID != "" || e.NotBefore.After(now) || o.mayLaunch[e.ClientToken] {
-				continue
-			}
-			inst, err := findByToken(ctx, api, e.ClientToken)
-			if err != nil {
-				log.Warn().Err(err).Int("index", e.Index).Msg("looking up a reserved launch; retrying next step")
-				continue
-			}
-			if inst == nil {
-				o.mayLaunch[e.ClientToken] = true
-				continue
-			}
-			at := aws.ToTime(inst.LaunchTime)
-			if at.IsZero() {
-				at = now
-			}
-			o.launched[e.ClientToken] = launchedInstance{id: aws.ToString(inst.InstanceId), at: at}
-			o.setLaunched(sw, e, aws.ToString(inst.InstanceId), at)
-		}
-		var ids []string
-		for _, i := range idxs {
-			if id := sw.Alive[i].InstanceID; id != "" {
-				ids = append(ids, id)
-			}
-		}
-		if len(ids) == 0 {
-			continue
-		}
-		seen, err := describeByIDs(ctx, api, ids)
-		if err != nil {
-			log.Warn().Err(err).Msg("describing instances; they stay alive until the next step")
-			continue
-		}
-		for _, i := range idxs {
-			e := &sw.Alive[i]
-			if e.InstanceID == "" {
-				continue
-			}
-			inst, ok := seen[e.InstanceID]
-			if !ok {
-				// Not visible yet (DescribeInstances is eventually consistent), or long gone.
-				if now.Sub(e.LaunchedAt) > lostAfter {
-					if o.finish(ctx, sw, e, nil, now) {
-						finished[i] = true
-					}
-				}
-				continue
-			}
-			switch inst.State.Name {
-			case ec2types.InstanceStateNameShuttingDown, ec2types.InstanceStateNameTerminated,
-				ec2types.InstanceStateNameStopping, ec2types.InstanceStateNameStopped:
-				if _, reported := exitCodeOf(inst.Tags); sw.CancelRequested && !reported {
-					continue // most likely the cancel's own terminate: recorded as cancelled
-				}
-				if o.finish(ctx, sw, e, &inst, now) {
-					finished[i] = true
-				}
-			default:
-				if !e.Deadline.IsZero() && now.After(e.Deadline.Add(ttlGrace)) {
-					log.Info().Int("index", e.Index).Str("instance_id", e.InstanceID).Msg("past its TTL: terminating")
-					if err := terminate(ctx, api, []string{e.InstanceID}); err != nil {
-						log.Warn().Err(err).Msg("terminating an expired instance; retrying next step")
-					}
-				}
-				o.ensureAlarm(ctx, sw, e)
-			}
-		}
-	}
-	if len(finished) > 0 {
-		kept := sw.Alive[:0]
-		for i, e := range sw.Alive {
-			if !finished[i] {
-				kept = append(kept, e)
-			}
-		}
-		sw.Alive = kept
-	}
-}
-
 // finish gives an ended instance its outcome (or queues a spot relaunch), writes its
 // instance item, and updates counts and cost. It reports false when the item write
 // failed: the entry then stays alive and is finished next step.
@@ -243,9 +287,7 @@ func (o *orchestrator) finish(ctx context.Context, sw *sweep, e *aliveInstance, 
 			}
 		}
 	}
-	if !e.LaunchedAt.IsZero() && rec.TerminatedAt.After(e.LaunchedAt) {
-		rec.CostUSD = rec.TerminatedAt.Sub(e.LaunchedAt).Hours() * e.PriceHourly
-	}
+	rec.CostUSD = runCost(e.LaunchedAt, rec.TerminatedAt, e.PriceHourly)
 	if err := o.store.putInstance(ctx, rec); err != nil {
 		o.log.Warn().Err(err).Str("sweep_id", sw.SweepID).Int("index", e.Index).Msg("recording an outcome; retrying next step")
 		return false
@@ -401,13 +443,7 @@ func (o *orchestrator) launchReserved(ctx context.Context, sw *sweep) error {
 	if !dirty {
 		return nil
 	}
-	if o.finishIfDone(sw, o.clock.Now()) {
-		if err := o.save(ctx, sw); err != nil {
-			return err
-		}
-		return o.release(ctx, sw)
-	}
-	return o.save(ctx, sw)
+	return o.commit(ctx, sw)
 }
 
 func entryByToken(sw *sweep, token string) *aliveInstance {
