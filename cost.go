@@ -201,9 +201,9 @@ func parseOnDemandPrice(priceList []string) (float64, error) {
 		if err := json.Unmarshal([]byte(doc), &pr); err != nil {
 			return 0, fmt.Errorf("pricing price list entry %d: %w", i, err)
 		}
-		for _, offer := range sortedMapKeys(pr.Terms.OnDemand) {
+		for _, offer := range sortedKeys(pr.Terms.OnDemand) {
 			dims := pr.Terms.OnDemand[offer].PriceDimensions
-			for _, rate := range sortedMapKeys(dims) {
+			for _, rate := range sortedKeys(dims) {
 				d := dims[rate]
 				if d.Unit != "Hrs" {
 					continue

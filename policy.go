@@ -285,16 +285,50 @@ func (n policyNames) bucketPolicy() policyDocument {
 	return newPolicy(st...)
 }
 
+// whoAmIStatement, roleStatement and instanceProfileStatement are what deploying needs
+// in every account it touches: the caller's identity, spawn's roles (roles, in account)
+// and its instance profile.
+func whoAmIStatement() policyStatement {
+	return policyStatement{
+		Sid: "WhoAmI", Effect: "Allow",
+		Action:   []string{"sts:GetCallerIdentity"},
+		Resource: []string{"*"},
+	}
+}
+
+func (n policyNames) roleStatement(account string, roles ...string) policyStatement {
+	var arns []string
+	for _, r := range roles {
+		arns = append(arns, n.roleARN(account, r))
+	}
+	return policyStatement{
+		Sid: "Roles", Effect: "Allow",
+		Action: []string{
+			"iam:GetRole", "iam:CreateRole", "iam:DeleteRole", "iam:UpdateAssumeRolePolicy",
+			"iam:GetRolePolicy", "iam:PutRolePolicy", "iam:DeleteRolePolicy", "iam:ListRolePolicies",
+			"iam:ListAttachedRolePolicies", "iam:DetachRolePolicy", "iam:ListInstanceProfilesForRole",
+		},
+		Resource: arns,
+	}
+}
+
+func (n policyNames) instanceProfileStatement(account string) policyStatement {
+	return policyStatement{
+		Sid: "InstanceProfile", Effect: "Allow",
+		Action: []string{
+			"iam:GetInstanceProfile", "iam:CreateInstanceProfile", "iam:DeleteInstanceProfile",
+			"iam:AddRoleToInstanceProfile", "iam:RemoveRoleFromInstanceProfile",
+		},
+		Resource: []string{"arn:" + n.partition + ":iam::" + account + ":instance-profile/" + instanceRoleName},
+	}
+}
+
 // deployerPolicy is what the user running deploy and destroy needs in the orchestrator's
 // account (docs/permissions.md).
 func (n policyNames) deployerPolicy() policyDocument {
 	sweepTable := n.tableARN(n.table)
 	return newPolicy(
-		policyStatement{
-			Sid: "WhoAmI", Effect: "Allow",
-			Action:   []string{"sts:GetCallerIdentity"},
-			Resource: []string{"*"},
-		},
+		whoAmIStatement(),
 		policyStatement{
 			Sid: "Bucket", Effect: "Allow",
 			Action: []string{
@@ -318,23 +352,8 @@ func (n policyNames) deployerPolicy() policyDocument {
 			},
 			Resource: []string{sweepTable, n.tableARN(n.instancesTable)},
 		},
-		policyStatement{
-			Sid: "Roles", Effect: "Allow",
-			Action: []string{
-				"iam:GetRole", "iam:CreateRole", "iam:DeleteRole", "iam:UpdateAssumeRolePolicy",
-				"iam:GetRolePolicy", "iam:PutRolePolicy", "iam:DeleteRolePolicy", "iam:ListRolePolicies",
-				"iam:ListAttachedRolePolicies", "iam:DetachRolePolicy", "iam:ListInstanceProfilesForRole",
-			},
-			Resource: []string{n.roleARN(n.account, orchestratorRoleName), n.roleARN(n.account, instanceRoleName)},
-		},
-		policyStatement{
-			Sid: "InstanceProfile", Effect: "Allow",
-			Action: []string{
-				"iam:GetInstanceProfile", "iam:CreateInstanceProfile", "iam:DeleteInstanceProfile",
-				"iam:AddRoleToInstanceProfile", "iam:RemoveRoleFromInstanceProfile",
-			},
-			Resource: []string{"arn:" + n.partition + ":iam::" + n.account + ":instance-profile/" + instanceRoleName},
-		},
+		n.roleStatement(n.account, orchestratorRoleName, instanceRoleName),
+		n.instanceProfileStatement(n.account),
 		policyStatement{
 			Sid: "PassOrchestratorRoleToLambda", Effect: "Allow",
 			Action:    []string{"iam:PassRole"},
@@ -358,28 +377,9 @@ func (n policyNames) deployerPolicy() policyDocument {
 // computeDeployerPolicy is what the --compute-profile user needs in a compute account.
 func (n policyNames) computeDeployerPolicy(computeAccount string) policyDocument {
 	return newPolicy(
-		policyStatement{
-			Sid: "WhoAmI", Effect: "Allow",
-			Action:   []string{"sts:GetCallerIdentity"},
-			Resource: []string{"*"},
-		},
-		policyStatement{
-			Sid: "Roles", Effect: "Allow",
-			Action: []string{
-				"iam:GetRole", "iam:CreateRole", "iam:DeleteRole", "iam:UpdateAssumeRolePolicy",
-				"iam:GetRolePolicy", "iam:PutRolePolicy", "iam:DeleteRolePolicy", "iam:ListRolePolicies",
-				"iam:ListAttachedRolePolicies", "iam:DetachRolePolicy", "iam:ListInstanceProfilesForRole",
-			},
-			Resource: []string{n.roleARN(computeAccount, crossAccountRoleName), n.roleARN(computeAccount, instanceRoleName)},
-		},
-		policyStatement{
-			Sid: "InstanceProfile", Effect: "Allow",
-			Action: []string{
-				"iam:GetInstanceProfile", "iam:CreateInstanceProfile", "iam:DeleteInstanceProfile",
-				"iam:AddRoleToInstanceProfile", "iam:RemoveRoleFromInstanceProfile",
-			},
-			Resource: []string{"arn:" + n.partition + ":iam::" + computeAccount + ":instance-profile/" + instanceRoleName},
-		},
+		whoAmIStatement(),
+		n.roleStatement(computeAccount, crossAccountRoleName, instanceRoleName),
+		n.instanceProfileStatement(computeAccount),
 	)
 }
 
