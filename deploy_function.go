@@ -1,5 +1,6 @@
 // Deploying the orchestrator function: its code and configuration, its invoke settings,
 // and the health check that ends every deploy.
+
 package main
 
 import (
