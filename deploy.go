@@ -24,7 +24,7 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// Names of the IAM resources deploy creates (SPEC.md's infrastructure table).
+// Names of the IAM resources deploy creates (docs/design.md, Resources).
 const (
 	orchestratorRoleName = "SpawnSweepOrchestratorRole"
 	crossAccountRoleName = "SpawnSweepCrossAccountRole"
@@ -45,7 +45,7 @@ const (
 	al2023ParameterPath = "/aws/service/ami-amazon-linux-latest/"
 )
 
-// Actions reported for each resource (SPEC.md `deploy` / `destroy` JSON).
+// Actions reported for each resource in the output of deploy and destroy.
 const (
 	actionCreated   = "created"
 	actionUpdated   = "updated"

@@ -210,7 +210,7 @@ func userDataScript(sw *sweep, it item, attempt int, ttl time.Duration) string {
 	return b.String()
 }
 
-// logURL is where instance index uploads its log (SPEC.md's bucket layout).
+// logURL is where instance index uploads its log (docs/design.md, Resources).
 func logURL(sw *sweep, index int) string {
 	return "s3://" + sw.S3Bucket + "/" + logKey(sw.SweepID, index)
 }

@@ -26,9 +26,9 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// Engine constants. Each is a "why" the SPEC asks for, not a tuning knob.
+// Engine constants. Each is a "why" of docs/design.md, not a tuning knob.
 const (
-	// maxAttempts bounds relaunches after spot interruptions (SPEC promise 5).
+	// maxAttempts bounds relaunches after spot interruptions (docs/design.md promise 5).
 	maxAttempts = 3
 	// ttlGrace is how long past its TTL an instance may live before the orchestrator
 	// terminates it itself (the instance arms its own shutdown; this is the backstop).
@@ -530,7 +530,7 @@ func waitSweep(ctx context.Context, st sweepStore, id string, every time.Duratio
 	}
 }
 
-// orchestratorEvent is the function's input (SPEC.md).
+// orchestratorEvent is the function's input (docs/design.md, the function's event).
 type orchestratorEvent struct {
 	SweepID       string `json:"sweep_id"`
 	ForceDownload bool   `json:"force_download"`

@@ -25,7 +25,7 @@ import (
 	"github.com/aws/smithy-go"
 )
 
-// Sweep statuses (SPEC.md).
+// Sweep statuses.
 const (
 	statusInitializing = "INITIALIZING"
 	statusRunning      = "RUNNING"
@@ -34,7 +34,7 @@ const (
 	statusCancelled    = "CANCELLED"
 )
 
-// Item outcomes (SPEC.md promise 5). An item without an outcome is pending or running.
+// Item outcomes (docs/design.md promise 5). An item without an outcome is pending or running.
 const (
 	outcomeSucceeded = "succeeded"
 	outcomeFailed    = "failed"
@@ -56,7 +56,7 @@ var (
 	errLeaseHeld = errors.New("another orchestrator holds the sweep's lease")
 )
 
-// counts are the item counts kept in the record (SPEC.md `counts`).
+// counts are the item counts kept in the record (the `counts` of status and list JSON).
 type counts struct {
 	Pending   int `dynamodbav:"pending" json:"pending"`
 	Running   int `dynamodbav:"running" json:"running"`
@@ -190,7 +190,7 @@ type sweepStore interface {
 // gsiUserCreated is the index that lists a user's sweeps newest first.
 const gsiUserCreated = "user_id-created_at-index"
 
-// sweepTableInput is the orchestration table of SPEC.md: HASH sweep_id, a GSI on
+// sweepTableInput is the orchestration table (docs/design.md, Resources): HASH sweep_id, a GSI on
 // (user_id, created_at), on-demand billing. deploy and the tests create it from here.
 func sweepTableInput(name string) *dynamodb.CreateTableInput {
 	return &dynamodb.CreateTableInput{
@@ -768,7 +768,7 @@ func sortedKeys[V any](m map[string]V) []string {
 	return keys
 }
 
-// defaultBucketName is SPEC.md's spawn-sweeps-<account-id>-<region>.
+// defaultBucketName is spawn-sweeps-<account-id>-<region>.
 func defaultBucketName(accountID, region string) string {
 	return "spawn-sweeps-" + accountID + "-" + region
 }
