@@ -197,7 +197,7 @@ func findSweepInstances(ctx context.Context, api ec2API, sweepID string) ([]stri
 		for _, t := range inst.Tags {
 			tags[aws.ToString(t.Key)] = aws.ToString(t.Value)
 		}
-		if tags["spawn:sweep-id"] != sweepID || tags["spawn:managed"] != "true" {
+		if tags[tagSweepID] != sweepID || tags[tagManaged] != "true" {
 			continue
 		}
 		switch inst.State.Name {

@@ -335,7 +335,7 @@ func (o *orchestrator) record(sw *sweep, e *aliveInstance) *instanceRecord {
 
 func exitCodeOf(tags []ec2types.Tag) (int, bool) {
 	for _, t := range tags {
-		if aws.ToString(t.Key) == exitCodeTag {
+		if aws.ToString(t.Key) == tagExitCode {
 			n, err := strconv.Atoi(strings.TrimSpace(aws.ToString(t.Value)))
 			return n, err == nil
 		}
