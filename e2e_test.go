@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -22,70 +21,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/rs/zerolog"
 )
-
-// countingEC2 wraps a real EC2 client and keeps what the invariants need: the instances
-// each RunInstances made, per client token, and which are still alive.
-type countingEC2 struct {
-	ec2API
-	mu       sync.Mutex
-	byToken  map[string]map[string]bool
-	alive    map[string]bool
-	launched []string
-	maxAlive int
-}
-
-func newCountingEC2(api ec2API) *countingEC2 {
-	return &countingEC2{ec2API: api, byToken: map[string]map[string]bool{}, alive: map[string]bool{}}
-}
-
-// DescribeTags passes through, so the engine can read exit-code tags on an emulator
-// that keeps tags out of DescribeInstances (kumo).
-func (c *countingEC2) DescribeTags(ctx context.Context, in *ec2.DescribeTagsInput, opts ...func(*ec2.Options)) (*ec2.DescribeTagsOutput, error) {
-	td, ok := c.ec2API.(tagDescriber)
-	if !ok {
-		return nil, errors.New("the wrapped EC2 client has no DescribeTags")
-	}
-	return td.DescribeTags(ctx, in, opts...)
-}
-
-func (c *countingEC2) RunInstances(ctx context.Context, in *ec2.RunInstancesInput, opts ...func(*ec2.Options)) (*ec2.RunInstancesOutput, error) {
-	out, err := c.ec2API.RunInstances(ctx, in, opts...)
-	if err == nil {
-		c.mu.Lock()
-		tok := aws.ToString(in.ClientToken)
-		if c.byToken[tok] == nil {
-			c.byToken[tok] = map[string]bool{}
-		}
-		for _, inst := range out.Instances {
-			id := aws.ToString(inst.InstanceId)
-			if !c.byToken[tok][id] {
-				c.byToken[tok][id] = true
-				c.alive[id] = true
-				c.launched = append(c.launched, id)
-			}
-		}
-		c.maxAlive = max(c.maxAlive, len(c.alive))
-		c.mu.Unlock()
-	}
-	return out, err
-}
-
-func (c *countingEC2) ended(id string) {
-	c.mu.Lock()
-	delete(c.alive, id)
-	c.mu.Unlock()
-}
-
-func (c *countingEC2) snapshot() (launched []string, alive, maxAlive int, doubled []string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for tok, ids := range c.byToken {
-		if len(ids) > 1 {
-			doubled = append(doubled, tok)
-		}
-	}
-	return append([]string(nil), c.launched...), len(c.alive), c.maxAlive, doubled
-}
 
 // testImage is an AMI the backend accepts: moto checks AMI ids, kumo does not list any.
 func testImage(t testing.TB, api *ec2.Client) string {

@@ -25,7 +25,6 @@ import (
 	lambdasvc "github.com/aws/aws-sdk-go-v2/service/lambda"
 	lambdatypes "github.com/aws/aws-sdk-go-v2/service/lambda/types"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
-	"github.com/aws/smithy-go"
 	"github.com/rs/zerolog"
 )
 
@@ -996,40 +995,6 @@ func (f *faultTotals) report(t *testing.T, runs int, wall time.Duration) {
 
 // ---- regression tests for what the randomised runs found ----
 
-// landedStaleStore reports the first save that completes the sweep as stale although it
-// was written, as the SDK does when an attempt's answer is lost and its retry of the
-// same conditional write then fails the condition; a cancel comes in between.
-type landedStaleStore struct {
-	*fakeStore
-	tripped bool
-}
-
-func (s *landedStaleStore) saveSweep(ctx context.Context, sw *sweep) error {
-	if err := s.fakeStore.saveSweep(ctx, sw); err != nil || s.tripped || sw.Status != statusCompleted {
-		return err
-	}
-	s.tripped = true
-	if _, err := s.fakeStore.requestCancel(ctx, sw.SweepID); err != nil {
-		return err
-	}
-	return errStaleVersion
-}
-
-// emptyEC2 is an EC2 with no instances, where launching is refused.
-type emptyEC2 struct{}
-
-func (emptyEC2) RunInstances(context.Context, *ec2.RunInstancesInput, ...func(*ec2.Options)) (*ec2.RunInstancesOutput, error) {
-	return nil, fmt.Errorf("no launches in this test")
-}
-
-func (emptyEC2) DescribeInstances(context.Context, *ec2.DescribeInstancesInput, ...func(*ec2.Options)) (*ec2.DescribeInstancesOutput, error) {
-	return &ec2.DescribeInstancesOutput{}, nil
-}
-
-func (emptyEC2) TerminateInstances(context.Context, *ec2.TerminateInstancesInput, ...func(*ec2.Options)) (*ec2.TerminateInstancesOutput, error) {
-	return &ec2.TerminateInstancesOutput{}, nil
-}
-
 // A completed sweep stays COMPLETED when the write that completed it is reported stale
 // and a cancel arrives right after it (found by TestFaultsEndToEnd, seed 700066509:
 // the status went from COMPLETED to CANCELLED).
@@ -1062,24 +1027,6 @@ func TestCompletedSweepIgnoresLateCancel(t *testing.T) {
 	}
 }
 
-// completesOnCancelStore completes the sweep right after the cancel is requested, as a
-// holder that finished and died before handing back its lease would.
-type completesOnCancelStore struct{ *fakeStore }
-
-func (s completesOnCancelStore) requestCancel(ctx context.Context, id string) (*sweep, error) {
-	got, err := s.fakeStore.requestCancel(ctx, id)
-	if err != nil {
-		return nil, err
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	cur := s.sweeps[id]
-	cur.Status, cur.Counts = statusCompleted, counts{Succeeded: cur.TotalParams}
-	cur.LeaseOwner, cur.LeaseExpiresAt, cur.LeaseRenewedAt = "dead-holder", time.Now().Add(-time.Second), time.Now().Add(-time.Minute)
-	cur.Version++
-	return got, nil
-}
-
 // `spawn cancel` that finds the sweep completed once it holds the lease leaves it
 // COMPLETED (and hands the lease back).
 func TestCancelLeavesCompletedSweep(t *testing.T) {
@@ -1107,31 +1054,6 @@ func TestCancelLeavesCompletedSweep(t *testing.T) {
 		t.Fatalf("cancel answered %s (already %v); stored %s, lease %q, counts %+v; want COMPLETED, released, nothing cancelled",
 			got.Status, already, stored.Status, stored.LeaseOwner, stored.Counts)
 	}
-}
-
-// tagsLaterEC2 keeps tags out of DescribeInstances (as kumo does) and fails DescribeTags
-// the first time, as a throttled or dropped call would.
-type tagsLaterEC2 struct {
-	emptyEC2
-	mu       sync.Mutex
-	tagCalls int
-}
-
-func (f *tagsLaterEC2) DescribeInstances(context.Context, *ec2.DescribeInstancesInput, ...func(*ec2.Options)) (*ec2.DescribeInstancesOutput, error) {
-	return &ec2.DescribeInstancesOutput{Reservations: []ec2types.Reservation{{Instances: []ec2types.Instance{{
-		InstanceId: aws.String("i-tagged"),
-		State:      &ec2types.InstanceState{Name: ec2types.InstanceStateNameTerminated},
-	}}}}}, nil
-}
-
-func (f *tagsLaterEC2) DescribeTags(context.Context, *ec2.DescribeTagsInput, ...func(*ec2.Options)) (*ec2.DescribeTagsOutput, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.tagCalls++; f.tagCalls == 1 {
-		return nil, &smithy.GenericAPIError{Code: "RequestLimitExceeded", Message: "Request limit exceeded."}
-	}
-	return &ec2.DescribeTagsOutput{Tags: []ec2types.TagDescription{{ResourceId: aws.String("i-tagged"),
-		ResourceType: ec2types.ResourceTypeInstance, Key: aws.String(exitCodeTag), Value: aws.String("0")}}}, nil
 }
 
 // A failed read of an ended instance's tags decides nothing: the instance is looked at

@@ -22,7 +22,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/feature/dynamodb/attributevalue"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	lambdasvc "github.com/aws/aws-sdk-go-v2/service/lambda"
@@ -56,42 +55,6 @@ const (
 
 // wru is what one write of size bytes costs in DynamoDB write request units (1 KB each).
 func wru(size int) int { return max(1, (size+1023)/1024) }
-
-// meteredStore counts the engine's writes: how many, their size as DynamoDB counts it,
-// and the write units they cost. It wraps any sweepStore (the fake or dynamoStore).
-type meteredStore struct {
-	sweepStore
-	writes, bytes, wrus int
-}
-
-func (m *meteredStore) count(v any) {
-	av, err := attributevalue.MarshalMap(v)
-	if err != nil {
-		panic(err)
-	}
-	n := itemSize(av)
-	m.writes++
-	m.bytes += n
-	m.wrus += wru(n)
-}
-
-func (m *meteredStore) saveSweep(ctx context.Context, s *sweep) error {
-	err := m.sweepStore.saveSweep(ctx, s)
-	if err == nil {
-		m.count(s)
-	}
-	return err
-}
-
-func (m *meteredStore) putInstance(ctx context.Context, rec *instanceRecord) error {
-	err := m.sweepStore.putInstance(ctx, rec)
-	if err == nil {
-		m.count(rec)
-	}
-	return err
-}
-
-func (m *meteredStore) reset() { m.writes, m.bytes, m.wrus = 0, 0, 0 }
 
 // simSweep is a sweep run by the real engine on the fake store and the simulated EC2
 // of the engine's tests: every instance runs for runFor and exits 0 (runFor 0: it runs

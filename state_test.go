@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -502,22 +501,6 @@ func TestItemSize(t *testing.T) {
 	}
 }
 
-// countingS3 counts the calls that reach S3.
-type countingS3 struct {
-	s3API
-	gets, puts atomic.Int32
-}
-
-func (c *countingS3) GetObject(ctx context.Context, in *s3.GetObjectInput, optFns ...func(*s3.Options)) (*s3.GetObjectOutput, error) {
-	c.gets.Add(1)
-	return c.s3API.GetObject(ctx, in, optFns...)
-}
-
-func (c *countingS3) PutObject(ctx context.Context, in *s3.PutObjectInput, optFns ...func(*s3.Options)) (*s3.PutObjectOutput, error) {
-	c.puts.Add(1)
-	return c.s3API.PutObject(ctx, in, optFns...)
-}
-
 func newTestParamsStore(t *testing.T) (*paramsStore, *countingS3, *s3.Client) {
 	t.Helper()
 	a := newTestAWS(t)
@@ -627,18 +610,6 @@ func TestParamsUploadRefusesOverwrite(t *testing.T) {
 	if b, _ := io.ReadAll(out.Body); !bytes.Equal(b, first) {
 		t.Errorf("object after refused upload = %q, want the first upload", b)
 	}
-}
-
-// countingDynamo sums the size of every item written through PutItem.
-type countingDynamo struct {
-	dynamoAPI
-	puts, bytes int
-}
-
-func (c *countingDynamo) PutItem(ctx context.Context, in *dynamodb.PutItemInput, optFns ...func(*dynamodb.Options)) (*dynamodb.PutItemOutput, error) {
-	c.puts++
-	c.bytes += itemSize(in.Item)
-	return c.dynamoAPI.PutItem(ctx, in, optFns...)
 }
 
 func BenchmarkSaveSweep(b *testing.B) {
