@@ -19,7 +19,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/iam"
 	lambdasvc "github.com/aws/aws-sdk-go-v2/service/lambda"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
-	"github.com/rs/zerolog"
 )
 
 // testImage is an AMI the backend accepts: moto checks AMI ids, kumo does not list any.
@@ -42,118 +41,6 @@ func createTestTables(t testing.TB, a *testAWS) (*dynamoStore, string, string) {
 		}
 	}
 	return newDynamoStore(db, table, itable), table, itable
-}
-
-// TestEngineCompletesOnEmulator runs a 20-item sweep at max_concurrent 3 with the real
-// DynamoDB store and the real EC2 client on the emulator, while the test plays the
-// workload: it ends each instance shortly after launch (on moto it first reports exit
-// code 0 by tag, as the instance's script does).
-func TestEngineCompletesOnEmulator(t *testing.T) {
-	a := newTestAWS(t)
-	store, _, _ := createTestTables(t, a)
-	real := ec2.NewFromConfig(a.cfg)
-	image := testImage(t, real)
-	api := newCountingEC2(real)
-	const items, maxConc = 20, 3
-	sw := &sweep{
-		SweepID: uniqueName("sw"), SweepName: "integration", UserID: "arn:aws:iam::000000000000:user/test", Status: statusInitializing, MaxConcurrent: maxConc,
-		LaunchDelay: "0s", PollInterval: "250ms", TotalParams: items, Region: a.cfg.Region, AWSAccountID: "000000000000",
-	}
-	if err := store.createSweep(context.Background(), sw); err != nil {
-		t.Fatal(err)
-	}
-	var list []item
-	for i := range items {
-		list = append(list, item{Index: i, InstanceType: "t3.micro"})
-	}
-	o := &orchestrator{
-		store:  store,
-		ec2For: func(context.Context, string) (ec2API, error) { return api, nil },
-		launchInput: func(sw *sweep, it item, attempt int) *ec2.RunInstancesInput {
-			in := testLaunchInput(sw, it, attempt)
-			in.ImageId = aws.String(image)
-			in.TagSpecifications[0].Tags = append(in.TagSpecifications[0].Tags,
-				ec2types.Tag{Key: aws.String("spawn:managed"), Value: aws.String("true")})
-			return in
-		},
-		loadItems: func(context.Context, *sweep) ([]item, error) { return list, nil },
-		log:       zerolog.Nop(),
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- o.run(ctx, sw.SweepID, time.Time{}) }()
-
-	// The workload: end every instance ~300 ms after it was launched.
-	seen := map[string]time.Time{}
-	var runErr error
-loop:
-	for {
-		select {
-		case runErr = <-done:
-			break loop
-		case <-time.After(100 * time.Millisecond):
-		}
-		launched, _, _, _ := api.snapshot()
-		for _, id := range launched {
-			first, ok := seen[id]
-			if !ok {
-				seen[id] = time.Now()
-				continue
-			}
-			if first.IsZero() || time.Since(first) < 300*time.Millisecond {
-				continue
-			}
-			// As the instance's own script does: report the exit code, then end.
-			if _, err := real.CreateTags(ctx, &ec2.CreateTagsInput{Resources: []string{id},
-				Tags: []ec2types.Tag{{Key: aws.String(exitCodeTag), Value: aws.String("0")}}}); err != nil {
-				t.Fatalf("CreateTags: %v", err)
-			}
-			if _, err := real.TerminateInstances(ctx, &ec2.TerminateInstancesInput{InstanceIds: []string{id}}); err != nil {
-				t.Fatalf("TerminateInstances: %v", err)
-			}
-			api.ended(id)
-			seen[id] = time.Time{}
-		}
-	}
-	if runErr != nil {
-		t.Fatalf("run: %v", runErr)
-	}
-	got, err := store.loadSweep(context.Background(), sw.SweepID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	launched, _, maxAlive, doubled := api.snapshot()
-	if got.Status != statusCompleted || len(got.Alive) != 0 || got.LeaseOwner != "" {
-		t.Fatalf("status %s, alive %d, lease %q; want COMPLETED, none, released", got.Status, len(got.Alive), got.LeaseOwner)
-	}
-	if len(launched) != items || len(doubled) > 0 {
-		t.Errorf("%d instances launched for %d items (tokens with two instances: %v)", len(launched), items, doubled)
-	}
-	if maxAlive > maxConc {
-		t.Errorf("%d instances alive at once, max_concurrent %d", maxAlive, maxConc)
-	}
-	recs, err := store.listInstances(context.Background(), sw.SweepID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(recs) != items {
-		t.Fatalf("%d instance items, want %d", len(recs), items)
-	}
-	want := outcomeSucceeded
-	for _, rec := range recs {
-		if rec.Outcome != want || rec.InstanceID == "" {
-			t.Errorf("index %d: outcome %q (instance %q), want %s", rec.Index, rec.Outcome, rec.InstanceID, want)
-		}
-	}
-	c := got.Counts
-	if c.Succeeded != items || c.Pending != 0 || c.Running != 0 {
-		t.Errorf("counts %+v", c)
-	}
-	if got.Launched != items {
-		t.Errorf("launched %d, want %d", got.Launched, items)
-	}
-	fmt.Fprintf(testWriter{t}, "backend %s: %d launches, at most %d alive\n", a.backend.name, len(launched), maxAlive)
 }
 
 type testWriter struct{ t testing.TB }
@@ -456,73 +343,6 @@ func TestEndToEndCancelOnKumo(t *testing.T) {
 	}
 }
 
-// TestCancelFindsInstancesByTag: cancel terminates instances of the sweep that no record
-// names, found by their tags, and never one of another sweep, even where the backend
-// ignores the tag filter (kumo: nothing is found by tag, nothing foreign is touched).
-func TestCancelFindsInstancesByTag(t *testing.T) {
-	a := newTestAWS(t)
-	store, _, _ := createTestTables(t, a)
-	api := ec2.NewFromConfig(a.cfg)
-	image := testImage(t, api)
-	ctx := context.Background()
-	sw := &sweep{SweepID: uniqueName("sw"), SweepName: "cancel", UserID: "arn:aws:iam::000000000000:user/test",
-		Status: statusRunning, MaxConcurrent: 2, PollInterval: "1s", TotalParams: 4, NextToLaunch: 2,
-		Region: a.cfg.Region, AWSAccountID: "000000000000"}
-	if err := store.createSweep(ctx, sw); err != nil {
-		t.Fatal(err)
-	}
-	run := func(sweepID string) string {
-		out, err := api.RunInstances(ctx, &ec2.RunInstancesInput{
-			ImageId: aws.String(image), InstanceType: ec2types.InstanceTypeT3Micro, MinCount: aws.Int32(1), MaxCount: aws.Int32(1),
-			TagSpecifications: []ec2types.TagSpecification{{ResourceType: ec2types.ResourceTypeInstance, Tags: []ec2types.Tag{
-				{Key: aws.String("spawn:sweep-id"), Value: aws.String(sweepID)},
-				{Key: aws.String("spawn:managed"), Value: aws.String("true")},
-			}}},
-		})
-		if err != nil {
-			t.Fatalf("RunInstances: %v", err)
-		}
-		return aws.ToString(out.Instances[0].InstanceId)
-	}
-	ours := []string{run(sw.SweepID), run(sw.SweepID)}
-	foreign := run(uniqueName("other"))
-	o := &orchestrator{store: store, ec2For: func(context.Context, string) (ec2API, error) { return api, nil },
-		owner: "cancel-test", log: zerolog.Nop()}
-	got, already, err := o.cancelRun(ctx, sw.SweepID)
-	if err != nil || already || got.Status != statusCancelled {
-		t.Fatalf("cancel: %v, already %v, status %v", err, already, got)
-	}
-	if got.Counts.Cancelled != 4 || got.LeaseOwner != "" {
-		t.Errorf("counts %+v, lease %q", got.Counts, got.LeaseOwner)
-	}
-	states := map[string]ec2types.InstanceStateName{}
-	insts, err := describeInstances(ctx, api, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, inst := range insts {
-		states[aws.ToString(inst.InstanceId)] = inst.State.Name
-	}
-	if !liveState(states[foreign]) {
-		t.Errorf("an instance of another sweep was terminated: %s", states[foreign])
-	}
-	if !a.keepsEC2Tags() {
-		if len(o.terminated) != 0 {
-			t.Errorf("terminated %v on a backend that ignores tags", o.terminated)
-		}
-		t.Logf("backend %s ignores EC2 tags: only checked that nothing foreign was terminated", a.backend.name)
-		return
-	}
-	for _, id := range ours {
-		if liveState(states[id]) {
-			t.Errorf("instance %s of the sweep is still %s", id, states[id])
-		}
-	}
-	if len(o.terminated) != 2 {
-		t.Errorf("terminated %v, want the sweep's 2", o.terminated)
-	}
-}
-
 // workload ends every instance that appears after start, ~1 s after it was first seen,
 // as the instance's own script would (reporting exit code 0 where tags are kept).
 func workload(t *testing.T, a *testAWS, api *ec2.Client, before map[string]bool, stop <-chan struct{}) {
@@ -673,33 +493,4 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
-}
-
-// TestLambdaHandlerBadEvents: a malformed event or an unknown sweep is one clear log line
-// and no error (Lambda would retry an error for nothing).
-func TestLambdaHandlerBadEvents(t *testing.T) {
-	a := newTestAWS(t)
-	_, table, itable := createTestTables(t, a)
-	var logs syncBuffer
-	log := zerolog.New(&logs)
-	h := &lambdaHandler{log: log, deps: newEngineDeps(a.cfg, "000000000000", "arn:aws:iam::000000000000:root", table, itable,
-		uniqueName("bucket"), uniqueName("fn"), log)}
-	h.once.Do(func() {}) // already set up
-	for _, tc := range []struct{ event, want string }{
-		{`not json`, "malformed event"},
-		{`{}`, "malformed event"},
-		{`{"sweep_id": "sw-nope"}`, "unknown sweep; not retried"},
-	} {
-		out, err := h.handle(context.Background(), json.RawMessage(tc.event))
-		if err != nil || out != nil {
-			t.Errorf("%s: answered %v, %v; want nothing", tc.event, out, err)
-		}
-		if !strings.Contains(logs.String(), tc.want) {
-			t.Errorf("%s: log %q lacks %q", tc.event, logs.String(), tc.want)
-		}
-	}
-	out, err := h.handle(context.Background(), json.RawMessage(`{"health_check": true}`))
-	if ans, ok := out.(healthAnswer); err != nil || !ok || !ans.OK || ans.Account != "000000000000" {
-		t.Errorf("health check: %#v, %v", out, err)
-	}
 }

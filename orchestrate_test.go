@@ -2,23 +2,20 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"net/http"
-	"net/http/httptest"
-	"net/url"
 	"os"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/credentials"
-	"github.com/aws/smithy-go"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/rs/zerolog"
 )
 
@@ -454,29 +451,6 @@ func TestEngineNoDoubleLaunchAfterTimeout(t *testing.T) {
 	}
 }
 
-func TestRetryableLaunchError(t *testing.T) {
-	for _, tc := range []struct {
-		err  error
-		want bool
-	}{
-		{&smithy.GenericAPIError{Code: "InsufficientInstanceCapacity"}, true},
-		{&smithy.GenericAPIError{Code: "RequestLimitExceeded"}, true},
-		{&smithy.GenericAPIError{Code: "ThrottlingException"}, true},
-		{&smithy.GenericAPIError{Code: "Unavailable"}, true},
-		{&smithy.GenericAPIError{Code: "InternalError"}, true},
-		{context.DeadlineExceeded, true},
-		{&smithy.GenericAPIError{Code: "InvalidParameterValue"}, false},
-		{&smithy.GenericAPIError{Code: "InvalidAMIID.NotFound"}, false},
-		{&smithy.GenericAPIError{Code: "InvalidSubnetID.NotFound"}, false},
-		{&smithy.GenericAPIError{Code: "UnsupportedOperation"}, false},
-		{&smithy.GenericAPIError{Code: "InvalidKeyPair.NotFound"}, false},
-	} {
-		if got := retryableLaunchError(tc.err); got != tc.want {
-			t.Errorf("retryableLaunchError(%v) = %v, want %v", tc.err, got, tc.want)
-		}
-	}
-}
-
 func TestSafetyMarginScales(t *testing.T) {
 	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	for _, tc := range []struct {
@@ -496,178 +470,6 @@ func TestSafetyMarginScales(t *testing.T) {
 	}
 }
 
-func TestTransitionTime(t *testing.T) {
-	got, ok := transitionTime("User initiated (2024-01-02 03:04:05 GMT)")
-	if !ok || !got.Equal(time.Date(2024, 1, 2, 3, 4, 5, 0, time.UTC)) {
-		t.Errorf("got %v %v", got, ok)
-	}
-	if _, ok := transitionTime("Client.UserInitiatedShutdown"); ok {
-		t.Error("parsed a reason without a time")
-	}
-}
-
-// BenchmarkPollStep measures one poll step of a sweep at max_concurrent 50 whose
-// instances all end within a poll, so every step gives 50 outcomes and makes 50 launches:
-// ns/op and the bytes DynamoDB is asked to write per launch (the record and the instance
-// items), which must not grow with the number of items.
-func BenchmarkPollStep(b *testing.B) {
-	for _, n := range []int{1_000, 10_000, 100_000} {
-		b.Run(fmt.Sprintf("items=%d", n), func(b *testing.B) {
-			s := newSim(1, func(format string, args ...any) { b.Fatalf(format, args...) })
-			store := newFakeStore()
-			store.measure = true
-			fe := &fakeEC2{sim: s, idempotent: true, maxConcurrent: 50, fates: map[string]*fate{},
-				calls: map[string]int{}, byToken: map[string][]*fakeInstance{}, byID: map[string]*fakeInstance{},
-				launchesByKey: map[string]int{}, noChecks: true, fail: func(f string, a ...any) { b.Fatalf(f, a...) }}
-			items := make([]item, n)
-			for i := range items {
-				items[i] = item{Index: i, InstanceType: "c5.large", Params: []param{{Key: "lr", Value: "0.001"}, {Key: "seed", Value: strconv.Itoa(i)}}}
-			}
-			ctx := context.Background()
-			var sw *sweep
-			var o *orchestrator
-			start := func() {
-				sw = &sweep{SweepID: uniqueName("bench"), SweepName: "bench", UserID: "arn:aws:iam::123456789012:user/bench",
-					Status: statusInitializing, MaxConcurrent: 50, LaunchDelay: "0s", PollInterval: "10s", TotalParams: n,
-					Region: "us-east-1", AWSAccountID: "123456789012", TTL: "1h"}
-				if err := store.createSweep(ctx, sw); err != nil {
-					b.Fatal(err)
-				}
-				o = &orchestrator{
-					store:       store,
-					ec2For:      func(context.Context, string) (ec2API, error) { return fakeRegionEC2{f: fe, region: "us-east-1"}, nil },
-					launchInput: testLaunchInput,
-					clock:       s,
-					owner:       "bench",
-					items:       items,
-					log:         zerolog.Nop(),
-				}
-				o.init()
-				renewLease(sw, o.owner, s.now, o.leaseTTL)
-				for i := range n {
-					fe.fates[fmt.Sprintf("%s-%d-1", sw.SweepID, i)] = &fate{runFor: 5 * time.Second, end: "exit0"}
-				}
-			}
-			start()
-			launches := 0
-			store.written = 0
-			b.ResetTimer()
-			for range b.N {
-				before := sw.Launched
-				if err := o.step(ctx, sw); err != nil {
-					b.Fatal(err)
-				}
-				launches += sw.Launched - before
-				s.now = s.now.Add(10 * time.Second)
-				if terminalStatus(sw.Status) {
-					b.StopTimer()
-					start()
-					b.StartTimer()
-				}
-			}
-			b.StopTimer()
-			if launches > 0 {
-				b.ReportMetric(float64(store.written)/float64(launches), "dynamodb_bytes/launch")
-				b.ReportMetric(float64(launches)/float64(b.N), "launches/op")
-			}
-		})
-	}
-}
-
-// TestCrossAccountCredentials: a sweep in another account gets EC2 credentials from
-// that account's SpawnSweepCrossAccountRole with the external id, cached; the
-// orchestrator's own account uses its own credentials.
-func TestCrossAccountCredentials(t *testing.T) {
-	var mu sync.Mutex
-	var calls []url.Values
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_ = r.ParseForm()
-		mu.Lock()
-		calls = append(calls, r.PostForm)
-		mu.Unlock()
-		w.Header().Set("Content-Type", "text/xml")
-		fmt.Fprint(w, `<AssumeRoleResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><AssumeRoleResult>
-<Credentials><AccessKeyId>ASIACROSS</AccessKeyId><SecretAccessKey>s</SecretAccessKey><SessionToken>tok</SessionToken>
-<Expiration>2099-01-01T00:00:00Z</Expiration></Credentials>
-<AssumedRoleUser><Arn>arn:aws:sts::222222222222:assumed-role/SpawnSweepCrossAccountRole/spawn</Arn><AssumedRoleId>AROA:spawn</AssumedRoleId></AssumedRoleUser>
-</AssumeRoleResult><ResponseMetadata><RequestId>1</RequestId></ResponseMetadata></AssumeRoleResponse>`)
-	}))
-	defer srv.Close()
-	base := aws.Config{Region: "us-east-1", BaseEndpoint: aws.String(srv.URL),
-		Credentials: credentials.NewStaticCredentialsProvider("AKIAOWN", "s", "")}
-	c := newAWSClients(base, "111111111111", "aws")
-	ctx := context.Background()
-
-	own, err := c.configFor("111111111111", "eu-west-1").Credentials.Retrieve(ctx)
-	if err != nil || own.AccessKeyID != "AKIAOWN" {
-		t.Fatalf("own account: %v %v", own.AccessKeyID, err)
-	}
-	for range 2 {
-		cross, err := c.configFor("222222222222", "eu-west-1").Credentials.Retrieve(ctx)
-		if err != nil || cross.AccessKeyID != "ASIACROSS" {
-			t.Fatalf("other account: %q %v", cross.AccessKeyID, err)
-		}
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	if len(calls) != 1 {
-		t.Fatalf("%d AssumeRole calls, want 1 (cached until near expiry)", len(calls))
-	}
-	got := calls[0]
-	if got.Get("Action") != "AssumeRole" || got.Get("RoleArn") != "arn:aws:iam::222222222222:role/SpawnSweepCrossAccountRole" ||
-		got.Get("ExternalId") != "spawn-111111111111" {
-		t.Errorf("AssumeRole request %v", got)
-	}
-}
-
-func TestPrepareResume(t *testing.T) {
-	ctx := context.Background()
-	st := newFakeStore()
-	sw := &sweep{SweepID: "sw-r", Status: statusRunning, TotalParams: 5, MaxConcurrent: 2, NextToLaunch: 5,
-		Alive: []aliveInstance{{Index: 4, Attempt: 1, ClientToken: "t4"}}}
-	sw.Counts = counts{Succeeded: 1, Failed: 3}
-	fixCounts(sw)
-	if err := st.createSweep(ctx, sw); err != nil {
-		t.Fatal(err)
-	}
-	for _, rec := range []instanceRecord{
-		{SweepID: "sw-r", Index: 0, Attempt: 1, Outcome: outcomeSucceeded},
-		{SweepID: "sw-r", Index: 1, Attempt: 1, Outcome: outcomeFailed},
-		{SweepID: "sw-r", Index: 2, Attempt: 2, Outcome: outcomeFailed},
-		{SweepID: "sw-r", Index: 3, Attempt: 1, Outcome: outcomeFailed},
-		{SweepID: "sw-r", Index: 4, Attempt: 1},
-	} {
-		if err := st.putInstance(ctx, &rec); err != nil {
-			t.Fatal(err)
-		}
-	}
-	got, queued, err := prepareResume(ctx, st, "sw-r", true)
-	if err != nil || queued != 3 {
-		t.Fatalf("queued %d, err %v", queued, err)
-	}
-	want := []retryItem{{1, 2}, {2, 3}, {3, 2}}
-	if !slices.Equal(got.RetryQueue, want) || got.Counts.Failed != 0 || got.Counts.Pending != 3 || got.Counts.Running != 1 {
-		t.Errorf("retry queue %v, counts %+v", got.RetryQueue, got.Counts)
-	}
-	// A second --retry-failed before the orchestrator relaunched them queues nothing twice.
-	if _, queued, err := prepareResume(ctx, st, "sw-r", true); err != nil || queued != 0 {
-		t.Errorf("second retry-failed: queued %d, err %v", queued, err)
-	}
-	for _, status := range []string{statusCompleted, statusCancelled} {
-		cur, _ := st.loadSweep(ctx, "sw-r")
-		cur.Status = status
-		if err := st.saveSweep(ctx, cur); err != nil {
-			t.Fatal(err)
-		}
-		if _, _, err := prepareResume(ctx, st, "sw-r", false); !errors.Is(err, errNothingToResume) {
-			t.Errorf("%s: err %v (exit %d), want a usage error", status, err, exitCode(err))
-		}
-	}
-	if _, _, err := prepareResume(ctx, st, "nope", false); !errors.Is(err, errSweepNotFound) {
-		t.Errorf("unknown sweep: exit %d", exitCode(err))
-	}
-}
-
 func TestWaitSweep(t *testing.T) {
 	st := newFakeStore()
 	ctx := context.Background()
@@ -684,40 +486,143 @@ func TestWaitSweep(t *testing.T) {
 	}
 }
 
-// TestResolveAMIsStable: items without an AMI get the current Amazon Linux image once per
-// region and type; the sweep keeps it, so a newer image published mid-sweep does not
-// change a retried launch's parameters (its ClientToken would no longer match them).
-func TestResolveAMIsStable(t *testing.T) {
-	var mu sync.Mutex
-	current, calls := "ami-11111111", 0
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		mu.Lock()
-		defer mu.Unlock()
-		calls++
-		w.Header().Set("Content-Type", "application/x-amz-json-1.1")
-		fmt.Fprintf(w, `{"Parameter": {"Name": "al2023", "Type": "String", "Value": %q}}`, current)
-	}))
-	defer srv.Close()
-	d := &engineDeps{cfg: aws.Config{Region: "us-east-1", BaseEndpoint: aws.String(srv.URL),
-		Credentials: credentials.NewStaticCredentialsProvider("a", "b", "")}}
-	sw := &sweep{SweepID: "sw-ami", Region: "us-east-1"}
-	items := []item{{Index: 0, InstanceType: "t3.micro"}, {Index: 1, InstanceType: "t3.micro"},
-		{Index: 2, InstanceType: "t3.micro", AMI: "ami-99999999"}, {Index: 3, InstanceType: "t3.micro", Region: "eu-west-1"}}
-	ctx := context.Background()
-	if err := d.resolveAMIs(ctx, sw, items); err != nil {
+// TestLambdaHandlerBadEvents: a malformed event or an unknown sweep is one clear log line
+// and no error (Lambda would retry an error for nothing).
+func TestLambdaHandlerBadEvents(t *testing.T) {
+	a := newTestAWS(t)
+	_, table, itable := createTestTables(t, a)
+	var logs syncBuffer
+	log := zerolog.New(&logs)
+	h := &lambdaHandler{log: log, deps: newEngineDeps(a.cfg, "000000000000", "arn:aws:iam::000000000000:root", table, itable,
+		uniqueName("bucket"), uniqueName("fn"), log)}
+	h.once.Do(func() {}) // already set up
+	for _, tc := range []struct{ event, want string }{
+		{`not json`, "malformed event"},
+		{`{}`, "malformed event"},
+		{`{"sweep_id": "sw-nope"}`, "unknown sweep; not retried"},
+	} {
+		out, err := h.handle(context.Background(), json.RawMessage(tc.event))
+		if err != nil || out != nil {
+			t.Errorf("%s: answered %v, %v; want nothing", tc.event, out, err)
+		}
+		if !strings.Contains(logs.String(), tc.want) {
+			t.Errorf("%s: log %q lacks %q", tc.event, logs.String(), tc.want)
+		}
+	}
+	out, err := h.handle(context.Background(), json.RawMessage(`{"health_check": true}`))
+	if ans, ok := out.(healthAnswer); err != nil || !ok || !ans.OK || ans.Account != "000000000000" {
+		t.Errorf("health check: %#v, %v", out, err)
+	}
+}
+
+// TestEngineCompletesOnEmulator runs a 20-item sweep at max_concurrent 3 with the real
+// DynamoDB store and the real EC2 client on the emulator, while the test plays the
+// workload: it ends each instance shortly after launch (on moto it first reports exit
+// code 0 by tag, as the instance's script does).
+func TestEngineCompletesOnEmulator(t *testing.T) {
+	a := newTestAWS(t)
+	store, _, _ := createTestTables(t, a)
+	real := ec2.NewFromConfig(a.cfg)
+	image := testImage(t, real)
+	api := newCountingEC2(real)
+	const items, maxConc = 20, 3
+	sw := &sweep{
+		SweepID: uniqueName("sw"), SweepName: "integration", UserID: "arn:aws:iam::000000000000:user/test", Status: statusInitializing, MaxConcurrent: maxConc,
+		LaunchDelay: "0s", PollInterval: "250ms", TotalParams: items, Region: a.cfg.Region, AWSAccountID: "000000000000",
+	}
+	if err := store.createSweep(context.Background(), sw); err != nil {
 		t.Fatal(err)
 	}
-	if items[0].AMI != "ami-11111111" || items[1].AMI != "ami-11111111" || items[2].AMI != "ami-99999999" || calls != 2 {
-		t.Fatalf("items %+v after %d lookups", items, calls)
+	var list []item
+	for i := range items {
+		list = append(list, item{Index: i, InstanceType: "t3.micro"})
 	}
-	if sw.AMIs["us-east-1/t3.micro"] != "ami-11111111" || sw.AMIs["eu-west-1/t3.micro"] != "ami-11111111" {
-		t.Fatalf("sweep keeps %v", sw.AMIs)
+	o := &orchestrator{
+		store:  store,
+		ec2For: func(context.Context, string) (ec2API, error) { return api, nil },
+		launchInput: func(sw *sweep, it item, attempt int) *ec2.RunInstancesInput {
+			in := testLaunchInput(sw, it, attempt)
+			in.ImageId = aws.String(image)
+			in.TagSpecifications[0].Tags = append(in.TagSpecifications[0].Tags,
+				ec2types.Tag{Key: aws.String("spawn:managed"), Value: aws.String("true")})
+			return in
+		},
+		loadItems: func(context.Context, *sweep) ([]item, error) { return list, nil },
+		log:       zerolog.Nop(),
 	}
-	mu.Lock()
-	current = "ami-22222222"
-	mu.Unlock()
-	again := []item{{Index: 0, InstanceType: "t3.micro"}}
-	if err := d.resolveAMIs(ctx, sw, again); err != nil || again[0].AMI != "ami-11111111" {
-		t.Errorf("a later invocation resolved %q (%v), want the sweep's ami-11111111", again[0].AMI, err)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- o.run(ctx, sw.SweepID, time.Time{}) }()
+
+	// The workload: end every instance ~300 ms after it was launched.
+	seen := map[string]time.Time{}
+	var runErr error
+loop:
+	for {
+		select {
+		case runErr = <-done:
+			break loop
+		case <-time.After(100 * time.Millisecond):
+		}
+		launched, _, _, _ := api.snapshot()
+		for _, id := range launched {
+			first, ok := seen[id]
+			if !ok {
+				seen[id] = time.Now()
+				continue
+			}
+			if first.IsZero() || time.Since(first) < 300*time.Millisecond {
+				continue
+			}
+			// As the instance's own script does: report the exit code, then end.
+			if _, err := real.CreateTags(ctx, &ec2.CreateTagsInput{Resources: []string{id},
+				Tags: []ec2types.Tag{{Key: aws.String(exitCodeTag), Value: aws.String("0")}}}); err != nil {
+				t.Fatalf("CreateTags: %v", err)
+			}
+			if _, err := real.TerminateInstances(ctx, &ec2.TerminateInstancesInput{InstanceIds: []string{id}}); err != nil {
+				t.Fatalf("TerminateInstances: %v", err)
+			}
+			api.ended(id)
+			seen[id] = time.Time{}
+		}
 	}
+	if runErr != nil {
+		t.Fatalf("run: %v", runErr)
+	}
+	got, err := store.loadSweep(context.Background(), sw.SweepID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	launched, _, maxAlive, doubled := api.snapshot()
+	if got.Status != statusCompleted || len(got.Alive) != 0 || got.LeaseOwner != "" {
+		t.Fatalf("status %s, alive %d, lease %q; want COMPLETED, none, released", got.Status, len(got.Alive), got.LeaseOwner)
+	}
+	if len(launched) != items || len(doubled) > 0 {
+		t.Errorf("%d instances launched for %d items (tokens with two instances: %v)", len(launched), items, doubled)
+	}
+	if maxAlive > maxConc {
+		t.Errorf("%d instances alive at once, max_concurrent %d", maxAlive, maxConc)
+	}
+	recs, err := store.listInstances(context.Background(), sw.SweepID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != items {
+		t.Fatalf("%d instance items, want %d", len(recs), items)
+	}
+	want := outcomeSucceeded
+	for _, rec := range recs {
+		if rec.Outcome != want || rec.InstanceID == "" {
+			t.Errorf("index %d: outcome %q (instance %q), want %s", rec.Index, rec.Outcome, rec.InstanceID, want)
+		}
+	}
+	c := got.Counts
+	if c.Succeeded != items || c.Pending != 0 || c.Running != 0 {
+		t.Errorf("counts %+v", c)
+	}
+	if got.Launched != items {
+		t.Errorf("launched %d, want %d", got.Launched, items)
+	}
+	fmt.Fprintf(testWriter{t}, "backend %s: %d launches, at most %d alive\n", a.backend.name, len(launched), maxAlive)
 }
