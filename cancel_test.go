@@ -44,7 +44,7 @@ func TestCancelLeavesCompletedSweep(t *testing.T) {
 // ignores the tag filter (kumo: nothing is found by tag, nothing foreign is touched).
 func TestCancelFindsInstancesByTag(t *testing.T) {
 	a := newTestAWS(t)
-	store, _, _ := createTestTables(t, a)
+	store := newTestStore(t)
 	api := ec2.NewFromConfig(a.cfg)
 	image := testImage(t, api)
 	ctx := context.Background()

@@ -8,44 +8,15 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/aws/aws-sdk-go-v2/service/iam"
 	lambdasvc "github.com/aws/aws-sdk-go-v2/service/lambda"
-	"github.com/aws/aws-sdk-go-v2/service/s3"
 )
-
-// testImage is an AMI the backend accepts: moto checks AMI ids, kumo does not list any.
-func testImage(t testing.TB, api *ec2.Client) string {
-	t.Helper()
-	out, err := api.DescribeImages(context.Background(), &ec2.DescribeImagesInput{})
-	if err == nil && len(out.Images) > 0 {
-		return aws.ToString(out.Images[0].ImageId)
-	}
-	return "ami-12345678"
-}
-
-func createTestTables(t testing.TB, a *testAWS) (*dynamoStore, string, string) {
-	t.Helper()
-	db := dynamodb.NewFromConfig(a.cfg)
-	table, itable := uniqueName("sweeps"), uniqueName("instances")
-	for _, in := range []*dynamodb.CreateTableInput{sweepTableInput(table), instancesTableInput(itable)} {
-		if _, err := db.CreateTable(context.Background(), in); err != nil {
-			t.Fatalf("CreateTable %s: %v", aws.ToString(in.TableName), err)
-		}
-	}
-	return newDynamoStore(db, table, itable), table, itable
-}
-
-type testWriter struct{ t testing.TB }
-
-func (w testWriter) Write(b []byte) (int, error) { w.t.Log(string(b)); return len(b), nil }
 
 // e2eEnv is a deployment on kumo for the real binary: tables, bucket, and the function
 // process (this test binary running main() on kumo's runtime API).
@@ -65,11 +36,9 @@ func newE2EEnv(t *testing.T, timeoutSeconds int32) *e2eEnv {
 	if a.backend.name != "kumo" {
 		t.Skipf("running this binary as the Lambda function needs kumo's runtime API (moto's Lambda needs Docker); backend is %s", a.backend.name)
 	}
-	store, table, itable := createTestTables(t, a)
-	bucket := uniqueName("spawn-e2e")
-	if _, err := newS3Client(a.cfg).CreateBucket(context.Background(), &s3.CreateBucketInput{Bucket: aws.String(bucket)}); err != nil {
-		t.Fatalf("CreateBucket: %v", err)
-	}
+	store := newTestStore(t)
+	table, itable := store.table, store.instancesTable
+	bucket := createTestBucket(t, a, "spawn-e2e")
 	fn := uniqueName("fn")
 	createTestFunction(t, a.cfg, fn, timeoutSeconds)
 	// Two runtime processes: kumo runs synchronous invokes in parallel across them, so a
@@ -102,10 +71,16 @@ func (e *e2eEnv) spawn(t *testing.T, args ...string) (string, string, int) {
 	return runSpawn(t, e.env, append(args, e.globals...)...)
 }
 
-func (e *e2eEnv) paramFile(t *testing.T, n int) string {
+// sleepDefaults are the defaults of the end-to-end sweeps: items the emulator launches
+// and that the test ends itself.
+const sleepDefaults = `{"ami": "ami-12345678", "instance_type": "t3.micro", "command": "sleep 1"}`
+
+// writeParamFile writes a parameter file of n items, {"seed": 0} to {"seed": n-1},
+// under defaults (a JSON object), and returns its path.
+func writeParamFile(t testing.TB, defaults string, n int) string {
 	t.Helper()
 	var b strings.Builder
-	b.WriteString(`{"defaults": {"ami": "ami-12345678", "instance_type": "t3.micro", "command": "sleep 1"}, "params": [`)
+	fmt.Fprintf(&b, `{"defaults": %s, "params": [`, defaults)
 	for i := range n {
 		if i > 0 {
 			b.WriteString(",")
@@ -140,7 +115,7 @@ func liveState(s ec2types.InstanceStateName) bool {
 
 func (e *e2eEnv) launch(t *testing.T, items, maxConc int) string {
 	t.Helper()
-	out, errOut, code := e.spawn(t, "launch", "--param-file", e.paramFile(t, items), "--max-concurrent", strconv.Itoa(maxConc),
+	out, errOut, code := e.spawn(t, "launch", "--param-file", writeParamFile(t, sleepDefaults, items), "--max-concurrent", strconv.Itoa(maxConc),
 		"--poll-interval", "1s", "--output", "json")
 	var doc launchDoc
 	if code != 0 || json.Unmarshal([]byte(out), &doc) != nil || doc.SweepID == "" {
@@ -380,11 +355,9 @@ func workload(t *testing.T, a *testAWS, api *ec2.Client, before map[string]bool,
 // pauses it (lease released, a resume hint); `resume --no-detach` finishes the sweep.
 func TestNoDetachPauseAndResume(t *testing.T) {
 	a := newTestAWS(t)
-	store, table, itable := createTestTables(t, a)
-	bucket := uniqueName("spawn-nd")
-	if _, err := newS3Client(a.cfg).CreateBucket(context.Background(), &s3.CreateBucketInput{Bucket: aws.String(bucket)}); err != nil {
-		t.Fatalf("CreateBucket: %v", err)
-	}
+	store := newTestStore(t)
+	table, itable := store.table, store.instancesTable
+	bucket := createTestBucket(t, a, "spawn-nd")
 	api := ec2.NewFromConfig(a.cfg)
 	image := testImage(t, api)
 	before := map[string]bool{}
@@ -404,19 +377,7 @@ func TestNoDetachPauseAndResume(t *testing.T) {
 			t.Fatalf("CreateInstanceProfile: %v", err)
 		}
 	}
-	var b strings.Builder
-	fmt.Fprintf(&b, `{"defaults": {"ami": %q, "command": "true", "iam_instance_profile": %q}, "params": [`, image, profile)
-	for i := range items {
-		if i > 0 {
-			b.WriteString(",")
-		}
-		fmt.Fprintf(&b, `{"seed": %d}`, i)
-	}
-	b.WriteString("]}")
-	path := filepath.Join(t.TempDir(), "nd.json")
-	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	path := writeParamFile(t, fmt.Sprintf(`{"ami": %q, "command": "true", "iam_instance_profile": %q}`, image, profile), items)
 	for k, v := range map[string]string{"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1"} {
 		t.Setenv(k, v)
 	}
@@ -475,22 +436,4 @@ func TestNoDetachPauseAndResume(t *testing.T) {
 	if _, stderr, code := runSpawn(t, nil, append([]string{"resume", "--sweep-id", id}, globals...)...); code != exitUsage || !strings.Contains(stderr, "nothing to resume") {
 		t.Errorf("resume of a completed sweep: exit %d, %q", code, stderr)
 	}
-}
-
-// syncBuffer is a buffer the CLI writes in one goroutine while the test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

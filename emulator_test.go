@@ -17,6 +17,9 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/rs/zerolog"
 	"github.com/sivchari/kumo"
 	"github.com/testcontainers/testcontainers-go/modules/localstack"
@@ -164,4 +167,68 @@ func serializeEC2(target string) string {
 		rp.ServeHTTP(w, r)
 	}))
 	return srv.URL
+}
+
+// testImage is an AMI the backend accepts: moto checks AMI ids, kumo does not list any.
+func testImage(t testing.TB, api *ec2.Client) string {
+	t.Helper()
+	out, err := api.DescribeImages(context.Background(), &ec2.DescribeImagesInput{})
+	if err == nil && len(out.Images) > 0 {
+		return aws.ToString(out.Images[0].ImageId)
+	}
+	return "ami-12345678"
+}
+
+type testWriter struct{ t testing.TB }
+
+func (w testWriter) Write(b []byte) (int, error) { w.t.Log(string(b)); return len(b), nil }
+
+// syncBuffer is a buffer the CLI writes in one goroutine while the test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// createSweepTables creates a sweep table and an instances table under fresh names.
+func createSweepTables(t testing.TB, a *testAWS) (table, instancesTable string) {
+	t.Helper()
+	db := dynamodb.NewFromConfig(a.cfg)
+	table, instancesTable = uniqueName("sweeps"), uniqueName("instances")
+	for _, in := range []*dynamodb.CreateTableInput{sweepTableInput(table), instancesTableInput(instancesTable)} {
+		if _, err := db.CreateTable(context.Background(), in); err != nil {
+			t.Fatalf("CreateTable %s: %v", aws.ToString(in.TableName), err)
+		}
+	}
+	return table, instancesTable
+}
+
+// newTestStore is a dynamoStore on fresh tables of the test backend (its table and
+// instancesTable name them).
+func newTestStore(t testing.TB) *dynamoStore {
+	t.Helper()
+	a := newTestAWS(t)
+	table, instancesTable := createSweepTables(t, a)
+	return newDynamoStore(dynamodb.NewFromConfig(a.cfg), table, instancesTable)
+}
+
+// createTestBucket creates a bucket whose name starts with prefix.
+func createTestBucket(t testing.TB, a *testAWS, prefix string) string {
+	t.Helper()
+	bucket := uniqueName(prefix)
+	if _, err := newS3Client(a.cfg).CreateBucket(context.Background(), &s3.CreateBucketInput{Bucket: aws.String(bucket)}); err != nil {
+		t.Fatalf("CreateBucket %s: %v", bucket, err)
+	}
+	return bucket
 }

@@ -9,7 +9,6 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -19,12 +18,10 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	lambdasvc "github.com/aws/aws-sdk-go-v2/service/lambda"
 	lambdatypes "github.com/aws/aws-sdk-go-v2/service/lambda/types"
-	"github.com/aws/aws-sdk-go-v2/service/s3"
 )
 
 // TestFaultsEndToEnd runs many small sweeps of the real binary on kumo, each with its own
@@ -226,17 +223,9 @@ func newFaultRun(t *testing.T, a *testAWS, seed uint64) *faultRun {
 		insts: map[string]*simInstance{}, byPair: map[[2]int][]string{},
 	}
 	ctx := context.Background()
-	db := dynamodb.NewFromConfig(a.cfg)
-	r.table, r.itable, r.bucket, r.fn = uniqueName("fsweeps"), uniqueName("finstances"), uniqueName("spawn-faults"), uniqueName("ffn")
-	for _, in := range []*dynamodb.CreateTableInput{sweepTableInput(r.table), instancesTableInput(r.itable)} {
-		if _, err := db.CreateTable(ctx, in); err != nil {
-			r.fatalf("CreateTable %s: %v", aws.ToString(in.TableName), err)
-		}
-	}
-	r.store = newDynamoStore(db, r.table, r.itable)
-	if _, err := newS3Client(a.cfg).CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(r.bucket)}); err != nil {
-		r.fatalf("CreateBucket: %v", err)
-	}
+	r.store = newTestStore(t)
+	r.table, r.itable = r.store.table, r.store.instancesTable
+	r.bucket, r.fn = createTestBucket(t, a, "spawn-faults"), uniqueName("ffn")
 	if err := createFaultFunction(ctx, r.lc, r.fn, r.plan.fnTimeout); err != nil {
 		r.fatalf("CreateFunction %s: %v", r.fn, err)
 	}
@@ -386,23 +375,6 @@ func (r *faultRun) cli(endpoint string, args ...string) (string, string, int) {
 		fmt.Fprintf(&errb, "spawn: %v\n", err)
 	}
 	return out.String(), errb.String(), exitCode(err)
-}
-
-func (r *faultRun) paramFile() string {
-	var b strings.Builder
-	b.WriteString(`{"defaults": {"ami": "ami-12345678", "instance_type": "t3.micro", "command": "sleep 1"}, "params": [`)
-	for i := range r.plan.items {
-		if i > 0 {
-			b.WriteString(",")
-		}
-		fmt.Fprintf(&b, `{"seed": %d}`, i)
-	}
-	b.WriteString("]}\n")
-	path := filepath.Join(r.t.TempDir(), "sweep.json")
-	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
-		r.fatalf("%v", err)
-	}
-	return path
 }
 
 // runInstancesAnswer is the part of EC2's RunInstances answer the harness reads.
@@ -716,7 +688,7 @@ func (r *faultRun) execute() {
 	if err := r.waitReady(); err != nil {
 		r.fatalf("%v", err)
 	}
-	out, errOut, code := r.cli(r.a.backend.endpoint, "launch", "--param-file", r.paramFile(),
+	out, errOut, code := r.cli(r.a.backend.endpoint, "launch", "--param-file", writeParamFile(r.t, sleepDefaults, r.plan.items),
 		"--max-concurrent", strconv.Itoa(r.plan.maxConc), "--poll-interval", r.plan.poll.String(), "--output", "json")
 	var doc launchDoc
 	if code != 0 || json.Unmarshal([]byte(out), &doc) != nil || doc.SweepID == "" {

@@ -25,7 +25,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	lambdasvc "github.com/aws/aws-sdk-go-v2/service/lambda"
-	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/rs/zerolog"
 )
 
@@ -134,7 +133,7 @@ func figureItems(tb testing.TB, n int) []item {
 func BenchmarkLaunchThroughput(b *testing.B) {
 	const n = 200
 	a := newTestAWS(b)
-	st, _, _ := createTestTables(b, a)
+	st := newTestStore(b)
 	counted := &countingDynamo{dynamoAPI: st.db}
 	store := *st
 	store.db = counted
@@ -462,12 +461,10 @@ func BenchmarkColdStart(b *testing.B) {
 	if a.backend.name != "kumo" {
 		b.Skipf("running this binary as the Lambda function needs kumo's runtime API (moto's Lambda needs Docker); backend is %s", a.backend.name)
 	}
-	st, table, itable := createTestTables(b, a)
-	bucket := uniqueName("spawn-cold")
+	st := newTestStore(b)
+	table, itable := st.table, st.instancesTable
+	bucket := createTestBucket(b, a, "spawn-cold")
 	ctx := context.Background()
-	if _, err := newS3Client(a.cfg).CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(bucket)}); err != nil {
-		b.Fatalf("CreateBucket: %v", err)
-	}
 	params := newParamsStore(newS3Client(a.cfg), bucket, b.TempDir())
 	raw := []byte(`{"defaults": {"ami": "ami-12345678", "instance_type": "t3.micro", "command": "sleep 600"}, "params": [{"seed": 1}]}`)
 	lc := lambdasvc.NewFromConfig(a.cfg)

@@ -490,7 +490,7 @@ func TestWaitSweep(t *testing.T) {
 // and no error (Lambda would retry an error for nothing).
 func TestLambdaHandlerBadEvents(t *testing.T) {
 	a := newTestAWS(t)
-	_, table, itable := createTestTables(t, a)
+	table, itable := createSweepTables(t, a)
 	var logs syncBuffer
 	log := zerolog.New(&logs)
 	h := &lambdaHandler{log: log, deps: newEngineDeps(a.cfg, "000000000000", "arn:aws:iam::000000000000:root", table, itable,
@@ -521,7 +521,7 @@ func TestLambdaHandlerBadEvents(t *testing.T) {
 // code 0 by tag, as the instance's script does).
 func TestEngineCompletesOnEmulator(t *testing.T) {
 	a := newTestAWS(t)
-	store, _, _ := createTestTables(t, a)
+	store := newTestStore(t)
 	real := ec2.NewFromConfig(a.cfg)
 	image := testImage(t, real)
 	api := newCountingEC2(real)
