@@ -7,7 +7,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
-	"github.com/rs/zerolog"
 )
 
 // `spawn cancel` that finds the sweep completed once it holds the lease leaves it
@@ -19,12 +18,7 @@ func TestCancelLeavesCompletedSweep(t *testing.T) {
 	if err := st.createSweep(context.Background(), sw); err != nil {
 		t.Fatal(err)
 	}
-	o := &orchestrator{
-		store:       st,
-		ec2For:      func(context.Context, string) (ec2API, error) { return emptyEC2{}, nil },
-		launchInput: testLaunchInput,
-		log:         zerolog.Nop(),
-	}
+	o := newTestOrchestrator(st, everyRegion(emptyEC2{}), nil)
 	got, already, err := o.cancelRun(context.Background(), sw.SweepID)
 	if err != nil {
 		t.Fatalf("cancel: %v", err)
@@ -69,8 +63,8 @@ func TestCancelFindsInstancesByTag(t *testing.T) {
 	}
 	ours := []string{run(sw.SweepID), run(sw.SweepID)}
 	foreign := run(uniqueName("other"))
-	o := &orchestrator{store: store, ec2For: func(context.Context, string) (ec2API, error) { return api, nil },
-		owner: "cancel-test", log: zerolog.Nop()}
+	o := newTestOrchestrator(store, everyRegion(api), nil)
+	o.owner = "cancel-test"
 	got, already, err := o.cancelRun(ctx, sw.SweepID)
 	if err != nil || already || got.Status != statusCancelled {
 		t.Fatalf("cancel: %v, already %v, status %v", err, already, got)

@@ -19,6 +19,7 @@ import (
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/smithy-go"
+	"github.com/rs/zerolog"
 )
 
 // The engine's fakes: a store with dynamoStore's fencing, small EC2 and store fakes
@@ -31,8 +32,6 @@ type fakeStore struct {
 	sweeps   map[string]*sweep
 	inst     map[string]map[int]instanceRecord
 	faults   float64 // probability of a transient error per call
-	written  int     // bytes the sweep saves and instance puts asked to write
-	measure  bool
 	check    func(old, new *sweep)
 	rng      *rand.Rand
 	putCalls int
@@ -116,9 +115,6 @@ func (f *fakeStore) saveSweep(ctx context.Context, s *sweep) error {
 	if f.check != nil {
 		f.check(cur, next)
 	}
-	if f.measure {
-		f.written += fakeItemSize(next)
-	}
 	f.sweeps[s.SweepID] = next
 	if failAfter {
 		// The write happened but the caller hears a timeout: its next save is stale.
@@ -166,9 +162,6 @@ func (f *fakeStore) putInstance(ctx context.Context, rec *instanceRecord) error 
 	if cur, ok := m[rec.Index]; ok && cur.Attempt > rec.Attempt {
 		return nil // an earlier attempt never replaces a later one
 	}
-	if f.measure {
-		f.written += fakeItemSize(rec)
-	}
 	m[rec.Index] = *rec
 	return nil
 }
@@ -200,6 +193,25 @@ func fakeItemSize(v any) int {
 	return itemSize(av)
 }
 
+// newTestOrchestrator is an orchestrator on store that gets its EC2 clients from ec2For,
+// with clk for its clock (nil: the real clock), testLaunchInput and no log. A test sets
+// any other field on what it returns.
+func newTestOrchestrator(store sweepStore, ec2For func(context.Context, string) (ec2API, error), clk clock) *orchestrator {
+	return &orchestrator{store: store, ec2For: ec2For, launchInput: testLaunchInput, clock: clk, log: zerolog.Nop()}
+}
+
+// everyRegion answers every region with api.
+func everyRegion(api ec2API) func(context.Context, string) (ec2API, error) {
+	return func(context.Context, string) (ec2API, error) { return api, nil }
+}
+
+// itemsOf is a loadItems that answers items.
+func itemsOf(items []item) func(context.Context, *sweep) ([]item, error) {
+	return func(context.Context, *sweep) ([]item, error) { return items, nil }
+}
+
+// testLaunchInput is the launch of one item as the engine's fakes expect it: the client
+// token is sweep-index-attempt and the first tag names the sweep.
 func testLaunchInput(sw *sweep, it item, attempt int) *ec2.RunInstancesInput {
 	in := &ec2.RunInstancesInput{
 		ClientToken:  aws.String(fmt.Sprintf("%s-%d-%d", sw.SweepID, it.Index, attempt)),
@@ -323,11 +335,7 @@ type meteredStore struct {
 }
 
 func (m *meteredStore) count(v any) {
-	av, err := attributevalue.MarshalMap(v)
-	if err != nil {
-		panic(err)
-	}
-	n := itemSize(av)
+	n := fakeItemSize(v)
 	m.writes++
 	m.bytes += n
 	m.wrus += wru(n)

@@ -25,7 +25,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	lambdasvc "github.com/aws/aws-sdk-go-v2/service/lambda"
-	"github.com/rs/zerolog"
 )
 
 const (
@@ -70,9 +69,7 @@ func newSimSweep(tb testing.TB, items []item, maxConcurrent int, runFor time.Dur
 	fail := func(format string, args ...any) { tb.Fatalf(format, args...) }
 	s := newSim(1, fail)
 	store := &meteredStore{sweepStore: newFakeStore()}
-	fe := &fakeEC2{sim: s, idempotent: true, maxConcurrent: maxConcurrent, fates: map[string]*fate{},
-		calls: map[string]int{}, byToken: map[string][]*fakeInstance{}, byID: map[string]*fakeInstance{},
-		launchesByKey: map[string]int{}, noChecks: true, fail: fail}
+	fe := newBenchEC2(s, maxConcurrent, fail)
 	sw := &sweep{SweepID: uniqueName("fig"), SweepName: "figures", UserID: "arn:aws:iam::123456789012:user/researcher",
 		Status: statusInitializing, MaxConcurrent: maxConcurrent, LaunchDelay: "0s", PollInterval: defaultPollInterval.String(),
 		TotalParams: len(items), Region: "us-east-1", AWSAccountID: "123456789012", TTL: "4h",
@@ -85,15 +82,8 @@ func newSimSweep(tb testing.TB, items []item, maxConcurrent int, runFor time.Dur
 			items[i].TTL = 0
 		}
 	}
-	o := &orchestrator{
-		store:       store,
-		ec2For:      func(context.Context, string) (ec2API, error) { return fakeRegionEC2{f: fe, region: "us-east-1"}, nil },
-		launchInput: testLaunchInput,
-		clock:       s,
-		owner:       "lambda-0123456789abcdef0123456789abcdef",
-		items:       items,
-		log:         zerolog.Nop(),
-	}
+	o := newTestOrchestrator(store, fe.client, s)
+	o.owner, o.items = "lambda-0123456789abcdef0123456789abcdef", items
 	o.init()
 	renewLease(sw, o.owner, s.now, o.leaseTTL)
 	if err := store.createSweep(context.Background(), sw); err != nil {
@@ -151,17 +141,13 @@ func BenchmarkLaunchThroughput(b *testing.B) {
 		sw := &sweep{SweepID: uniqueName("tp"), SweepName: "throughput", UserID: "arn:aws:iam::000000000000:user/bench",
 			Status: statusInitializing, MaxConcurrent: n, LaunchDelay: "0s", PollInterval: "10s", TotalParams: n,
 			Region: a.cfg.Region, AWSAccountID: "000000000000"}
-		o := &orchestrator{
-			store:  &store,
-			ec2For: func(context.Context, string) (ec2API, error) { return real, nil },
-			launchInput: func(sw *sweep, it item, attempt int) *ec2.RunInstancesInput {
-				in := testLaunchInput(sw, it, attempt)
-				in.ImageId = aws.String(image)
-				return in
-			},
-			items: items,
-			log:   zerolog.Nop(),
+		o := newTestOrchestrator(&store, everyRegion(real), nil)
+		o.launchInput = func(sw *sweep, it item, attempt int) *ec2.RunInstancesInput {
+			in := testLaunchInput(sw, it, attempt)
+			in.ImageId = aws.String(image)
+			return in
 		}
+		o.items = items
 		o.init()
 		renewLease(sw, o.owner, o.clock.Now(), o.leaseTTL)
 		if err := store.createSweep(ctx, sw); err != nil {

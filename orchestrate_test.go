@@ -218,20 +218,14 @@ func runScenario(sc scenario, fail func(string, ...any), edit func(map[string]*f
 	res := simResult{store: store, ec2: fe, truth: truth}
 	jr := rand.New(rand.NewPCG(sc.seed, 5))
 	newOrch := func(kind string, invoke func(ctx context.Context, id string) error) *orchestrator {
-		return &orchestrator{
-			store: store,
-			ec2For: func(_ context.Context, region string) (ec2API, error) {
-				return fakeRegionEC2{f: fe, region: region}, nil
-			},
-			alarmsFor:   func(context.Context, string) (alarmAPI, error) { return alarms, nil },
-			invokeAsync: invoke,
-			loadItems:   func(context.Context, *sweep) ([]item, error) { return items, nil },
-			launchInput: testLaunchInput,
-			clock:       s,
-			owner:       fmt.Sprintf("%s-%d", kind, res.spawn),
-			jitter:      jr.Float64,
-			log:         testLog(s, kind, res.spawn),
-		}
+		o := newTestOrchestrator(store, fe.client, s)
+		o.alarmsFor = func(context.Context, string) (alarmAPI, error) { return alarms, nil }
+		o.invokeAsync = invoke
+		o.loadItems = itemsOf(items)
+		o.owner = fmt.Sprintf("%s-%d", kind, res.spawn)
+		o.jitter = jr.Float64
+		o.log = testLog(s, kind, res.spawn)
+		return o
 	}
 	var invoke func(ctx context.Context, id string) error
 	var startInvocation func(after time.Duration, crashAt int)
@@ -537,19 +531,15 @@ func TestEngineCompletesOnEmulator(t *testing.T) {
 	for i := range items {
 		list = append(list, item{Index: i, InstanceType: "t3.micro"})
 	}
-	o := &orchestrator{
-		store:  store,
-		ec2For: func(context.Context, string) (ec2API, error) { return api, nil },
-		launchInput: func(sw *sweep, it item, attempt int) *ec2.RunInstancesInput {
-			in := testLaunchInput(sw, it, attempt)
-			in.ImageId = aws.String(image)
-			in.TagSpecifications[0].Tags = append(in.TagSpecifications[0].Tags,
-				ec2types.Tag{Key: aws.String("spawn:managed"), Value: aws.String("true")})
-			return in
-		},
-		loadItems: func(context.Context, *sweep) ([]item, error) { return list, nil },
-		log:       zerolog.Nop(),
+	o := newTestOrchestrator(store, everyRegion(api), nil)
+	o.launchInput = func(sw *sweep, it item, attempt int) *ec2.RunInstancesInput {
+		in := testLaunchInput(sw, it, attempt)
+		in.ImageId = aws.String(image)
+		in.TagSpecifications[0].Tags = append(in.TagSpecifications[0].Tags,
+			ec2types.Tag{Key: aws.String("spawn:managed"), Value: aws.String("true")})
+		return in
 	}
+	o.loadItems = itemsOf(list)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	done := make(chan error, 1)

@@ -190,6 +190,19 @@ type fakeEC2 struct {
 	noChecks       bool // benchmarks: the invariants are the property test's job
 }
 
+// newBenchEC2 is an EC2 for benchmarks: it honours client tokens, finds instances by id
+// at once, and checks no invariants (the property test's job).
+func newBenchEC2(s *sim, maxConcurrent int, fail func(string, ...any)) *fakeEC2 {
+	return &fakeEC2{sim: s, idempotent: true, maxConcurrent: maxConcurrent, fates: map[string]*fate{},
+		calls: map[string]int{}, byToken: map[string][]*fakeInstance{}, byID: map[string]*fakeInstance{},
+		launchesByKey: map[string]int{}, noChecks: true, fail: fail}
+}
+
+// client is the fake's EC2 client for a region (an orchestrator's ec2For).
+func (f *fakeEC2) client(_ context.Context, region string) (ec2API, error) {
+	return fakeRegionEC2{f: f, region: region}, nil
+}
+
 func (f *fakeEC2) alive(inst *fakeInstance) bool {
 	now := f.sim.now
 	if !inst.terminatedAt.IsZero() {

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/aws/smithy-go"
-	"github.com/rs/zerolog"
 )
 
 func TestRetryableLaunchError(t *testing.T) {
@@ -52,11 +51,8 @@ func BenchmarkPollStep(b *testing.B) {
 	for _, n := range []int{1_000, 10_000, 100_000} {
 		b.Run(fmt.Sprintf("items=%d", n), func(b *testing.B) {
 			s := newSim(1, func(format string, args ...any) { b.Fatalf(format, args...) })
-			store := newFakeStore()
-			store.measure = true
-			fe := &fakeEC2{sim: s, idempotent: true, maxConcurrent: 50, fates: map[string]*fate{},
-				calls: map[string]int{}, byToken: map[string][]*fakeInstance{}, byID: map[string]*fakeInstance{},
-				launchesByKey: map[string]int{}, noChecks: true, fail: func(f string, a ...any) { b.Fatalf(f, a...) }}
+			store := &meteredStore{sweepStore: newFakeStore()}
+			fe := newBenchEC2(s, 50, func(f string, a ...any) { b.Fatalf(f, a...) })
 			items := make([]item, n)
 			for i := range items {
 				items[i] = item{Index: i, InstanceType: "c5.large", Params: []param{{Key: "lr", Value: "0.001"}, {Key: "seed", Value: strconv.Itoa(i)}}}
@@ -71,15 +67,8 @@ func BenchmarkPollStep(b *testing.B) {
 				if err := store.createSweep(ctx, sw); err != nil {
 					b.Fatal(err)
 				}
-				o = &orchestrator{
-					store:       store,
-					ec2For:      func(context.Context, string) (ec2API, error) { return fakeRegionEC2{f: fe, region: "us-east-1"}, nil },
-					launchInput: testLaunchInput,
-					clock:       s,
-					owner:       "bench",
-					items:       items,
-					log:         zerolog.Nop(),
-				}
+				o = newTestOrchestrator(store, fe.client, s)
+				o.owner, o.items = "bench", items
 				o.init()
 				renewLease(sw, o.owner, s.now, o.leaseTTL)
 				for i := range n {
@@ -88,7 +77,7 @@ func BenchmarkPollStep(b *testing.B) {
 			}
 			start()
 			launches := 0
-			store.written = 0
+			store.reset()
 			b.ResetTimer()
 			for range b.N {
 				before := sw.Launched
@@ -105,7 +94,7 @@ func BenchmarkPollStep(b *testing.B) {
 			}
 			b.StopTimer()
 			if launches > 0 {
-				b.ReportMetric(float64(store.written)/float64(launches), "dynamodb_bytes/launch")
+				b.ReportMetric(float64(store.bytes)/float64(launches), "dynamodb_bytes/launch")
 				b.ReportMetric(float64(launches)/float64(b.N), "launches/op")
 			}
 		})
@@ -122,15 +111,8 @@ func TestCompletedSweepIgnoresLateCancel(t *testing.T) {
 	if err := st.createSweep(context.Background(), sw); err != nil {
 		t.Fatal(err)
 	}
-	o := &orchestrator{
-		store:       st,
-		ec2For:      func(context.Context, string) (ec2API, error) { return emptyEC2{}, nil },
-		launchInput: testLaunchInput,
-		loadItems: func(context.Context, *sweep) ([]item, error) {
-			return []item{{Index: 0, InstanceType: "t3.micro"}}, nil
-		},
-		log: zerolog.Nop(),
-	}
+	o := newTestOrchestrator(st, everyRegion(emptyEC2{}), nil)
+	o.loadItems = itemsOf([]item{{Index: 0, InstanceType: "t3.micro"}})
 	if err := o.run(context.Background(), sw.SweepID, time.Time{}); err != nil {
 		t.Fatalf("run: %v", err)
 	}
@@ -156,15 +138,8 @@ func TestFailedTagReadDecidesNoOutcome(t *testing.T) {
 		t.Fatal(err)
 	}
 	api := &tagsLaterEC2{}
-	o := &orchestrator{
-		store:       st,
-		ec2For:      func(context.Context, string) (ec2API, error) { return api, nil },
-		launchInput: testLaunchInput,
-		loadItems: func(context.Context, *sweep) ([]item, error) {
-			return []item{{Index: 0, InstanceType: "t3.micro"}}, nil
-		},
-		log: zerolog.Nop(),
-	}
+	o := newTestOrchestrator(st, everyRegion(api), nil)
+	o.loadItems = itemsOf([]item{{Index: 0, InstanceType: "t3.micro"}})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := o.run(ctx, sw.SweepID, time.Time{}); err != nil {
