@@ -33,9 +33,7 @@ type e2eEnv struct {
 func newE2EEnv(t *testing.T, timeoutSeconds int32) *e2eEnv {
 	t.Helper()
 	a := newTestAWS(t)
-	if a.backend.name != "kumo" {
-		t.Skipf("running this binary as the Lambda function needs kumo's runtime API (moto's Lambda needs Docker); backend is %s", a.backend.name)
-	}
+	a.requireRuntimeAPI(t)
 	store := newTestStore(t)
 	table, itable := store.table, store.instancesTable
 	bucket := createTestBucket(t, a, "spawn-e2e")

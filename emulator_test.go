@@ -127,6 +127,15 @@ func (a *testAWS) requireEC2Tags(t testing.TB) {
 	}
 }
 
+// requireRuntimeAPI skips a test that runs this binary as the Lambda function: that
+// needs kumo's runtime API (moto's Lambda needs Docker).
+func (a *testAWS) requireRuntimeAPI(t testing.TB) {
+	t.Helper()
+	if a.backend.name != "kumo" {
+		t.Skipf("running this binary as the Lambda function needs kumo's runtime API (moto's Lambda needs Docker); backend is %s", a.backend.name)
+	}
+}
+
 func dockerAvailable() bool {
 	for _, p := range []string{"/var/run/docker.sock", strings.TrimPrefix(os.Getenv("DOCKER_HOST"), "unix://")} {
 		if p == "" {

@@ -444,9 +444,7 @@ func BenchmarkOrchestratorMemory100k(b *testing.B) {
 //	go test -run '^$' -bench 'BenchmarkColdStart' .
 func BenchmarkColdStart(b *testing.B) {
 	a := newTestAWS(b)
-	if a.backend.name != "kumo" {
-		b.Skipf("running this binary as the Lambda function needs kumo's runtime API (moto's Lambda needs Docker); backend is %s", a.backend.name)
-	}
+	a.requireRuntimeAPI(b)
 	st := newTestStore(b)
 	table, itable := st.table, st.instancesTable
 	bucket := createTestBucket(b, a, "spawn-cold")
