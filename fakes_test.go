@@ -26,6 +26,8 @@ import (
 // that each pin one case, wrappers that count what reaches a real client, and the
 // constructor of a test orchestrator.
 
+// fakeStore is a sweepStore in memory with the same fencing as dynamoStore; on a sim it
+// is a scheduling point and may inject transient errors.
 type fakeStore struct {
 	sim      *sim // nil: no scheduling, no faults
 	mu       sync.Mutex

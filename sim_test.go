@@ -169,6 +169,8 @@ type fakeInstance struct {
 	terminatedAt               time.Time
 }
 
+// fakeEC2 acts out each launch's planned fate (by client token) on the sim's clock and
+// checks the invariants after every call.
 type fakeEC2 struct {
 	sim            *sim
 	idempotent     bool // AWS honours ClientToken; moto does not
