@@ -50,8 +50,8 @@ func newE2EEnv(t *testing.T, timeoutSeconds int32) *e2eEnv {
 	waitFunctionReady(t, a.cfg, fn)
 	return &e2eEnv{
 		a: a, store: store, ec2: ec2.NewFromConfig(a.cfg), fn: fn, procs: procs,
-		env:     map[string]string{"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1"},
-		globals: []string{"--endpoint-url", a.backend.endpoint, "--table", table, "--instances-table", itable, "--bucket", bucket, "--function", fn},
+		env:     cliTestEnv(),
+		globals: deploymentFlags(a.backend.endpoint, table, itable, bucket, fn),
 	}
 }
 
@@ -376,11 +376,10 @@ func TestNoDetachPauseAndResume(t *testing.T) {
 		}
 	}
 	path := writeParamFile(t, fmt.Sprintf(`{"ami": %q, "command": "true", "iam_instance_profile": %q}`, image, profile), items)
-	for k, v := range map[string]string{"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1"} {
+	for k, v := range cliTestEnv() {
 		t.Setenv(k, v)
 	}
-	globals := []string{"--endpoint-url", a.backend.endpoint, "--table", table, "--instances-table", itable, "--bucket", bucket,
-		"--function", uniqueName("absent")}
+	globals := deploymentFlags(a.backend.endpoint, table, itable, bucket, uniqueName("absent"))
 
 	// Launch here, then "Ctrl-C" once the first instances run.
 	ctx, cancel := context.WithCancel(context.Background())

@@ -210,6 +210,18 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
+// cliTestEnv is the environment the CLI needs on the emulator: test credentials and a
+// region.
+func cliTestEnv() map[string]string {
+	return map[string]string{"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1"}
+}
+
+// deploymentFlags point the CLI at one deployment on endpoint.
+func deploymentFlags(endpoint, table, instancesTable, bucket, function string) []string {
+	return []string{"--endpoint-url", endpoint, "--table", table, "--instances-table", instancesTable, "--bucket", bucket,
+		"--function", function}
+}
+
 // createSweepTables creates a sweep table and an instances table under fresh names.
 func createSweepTables(t testing.TB, a *testAWS) (table, instancesTable string) {
 	t.Helper()

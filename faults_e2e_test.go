@@ -50,7 +50,7 @@ func TestFaultsEndToEnd(t *testing.T) {
 	parallel := envInt(t, "SPAWN_FAULT_PARALLEL", 10)
 	// The CLI runs in this process, for every run at once: only what all runs share is
 	// in the environment, everything else is a flag.
-	for k, v := range map[string]string{"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1"} {
+	for k, v := range cliTestEnv() {
 		t.Setenv(k, v)
 	}
 
@@ -325,8 +325,7 @@ func tail(s string, n int) string {
 // cli runs the spawn CLI in this process with the run's deployment flags; endpoint is
 // kumo (direct) or the proxy's fault-free side.
 func (r *faultRun) cli(endpoint string, args ...string) (string, string, int) {
-	args = append(args, "--endpoint-url", endpoint, "--table", r.table, "--instances-table", r.itable,
-		"--bucket", r.bucket, "--function", r.fn)
+	args = append(args, deploymentFlags(endpoint, r.table, r.itable, r.bucket, r.fn)...)
 	var out, errb syncBuffer
 	err := runCLI(context.Background(), args, strings.NewReader(""), &out, &errb)
 	if err != nil && err.Error() != "" {
