@@ -3,227 +3,20 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/aws/aws-sdk-go-v2/service/iam"
 	lambdasvc "github.com/aws/aws-sdk-go-v2/service/lambda"
-	"github.com/aws/aws-sdk-go-v2/service/s3"
-	"github.com/rs/zerolog"
 )
-
-// countingEC2 wraps a real EC2 client and keeps what the invariants need: the instances
-// each RunInstances made, per client token, and which are still alive.
-type countingEC2 struct {
-	ec2API
-	mu       sync.Mutex
-	byToken  map[string]map[string]bool
-	alive    map[string]bool
-	launched []string
-	maxAlive int
-}
-
-func newCountingEC2(api ec2API) *countingEC2 {
-	return &countingEC2{ec2API: api, byToken: map[string]map[string]bool{}, alive: map[string]bool{}}
-}
-
-// DescribeTags passes through, so the engine can read exit-code tags on an emulator
-// that keeps tags out of DescribeInstances (kumo).
-func (c *countingEC2) DescribeTags(ctx context.Context, in *ec2.DescribeTagsInput, opts ...func(*ec2.Options)) (*ec2.DescribeTagsOutput, error) {
-	td, ok := c.ec2API.(tagDescriber)
-	if !ok {
-		return nil, errors.New("the wrapped EC2 client has no DescribeTags")
-	}
-	return td.DescribeTags(ctx, in, opts...)
-}
-
-func (c *countingEC2) RunInstances(ctx context.Context, in *ec2.RunInstancesInput, opts ...func(*ec2.Options)) (*ec2.RunInstancesOutput, error) {
-	out, err := c.ec2API.RunInstances(ctx, in, opts...)
-	if err == nil {
-		c.mu.Lock()
-		tok := aws.ToString(in.ClientToken)
-		if c.byToken[tok] == nil {
-			c.byToken[tok] = map[string]bool{}
-		}
-		for _, inst := range out.Instances {
-			id := aws.ToString(inst.InstanceId)
-			if !c.byToken[tok][id] {
-				c.byToken[tok][id] = true
-				c.alive[id] = true
-				c.launched = append(c.launched, id)
-			}
-		}
-		c.maxAlive = max(c.maxAlive, len(c.alive))
-		c.mu.Unlock()
-	}
-	return out, err
-}
-
-func (c *countingEC2) ended(id string) {
-	c.mu.Lock()
-	delete(c.alive, id)
-	c.mu.Unlock()
-}
-
-func (c *countingEC2) snapshot() (launched []string, alive, maxAlive int, doubled []string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for tok, ids := range c.byToken {
-		if len(ids) > 1 {
-			doubled = append(doubled, tok)
-		}
-	}
-	return append([]string(nil), c.launched...), len(c.alive), c.maxAlive, doubled
-}
-
-// testImage is an AMI the backend accepts: moto checks AMI ids, kumo does not list any.
-func testImage(t testing.TB, api *ec2.Client) string {
-	t.Helper()
-	out, err := api.DescribeImages(context.Background(), &ec2.DescribeImagesInput{})
-	if err == nil && len(out.Images) > 0 {
-		return aws.ToString(out.Images[0].ImageId)
-	}
-	return "ami-12345678"
-}
-
-func createTestTables(t testing.TB, a *testAWS) (*dynamoStore, string, string) {
-	t.Helper()
-	db := dynamodb.NewFromConfig(a.cfg)
-	table, itable := uniqueName("sweeps"), uniqueName("instances")
-	for _, in := range []*dynamodb.CreateTableInput{sweepTableInput(table), instancesTableInput(itable)} {
-		if _, err := db.CreateTable(context.Background(), in); err != nil {
-			t.Fatalf("CreateTable %s: %v", aws.ToString(in.TableName), err)
-		}
-	}
-	return newDynamoStore(db, table, itable), table, itable
-}
-
-// TestEngineCompletesOnEmulator runs a 20-item sweep at max_concurrent 3 with the real
-// DynamoDB store and the real EC2 client on the emulator, while the test plays the
-// workload: it ends each instance shortly after launch (on moto it first reports exit
-// code 0 by tag, as the instance's script does).
-func TestEngineCompletesOnEmulator(t *testing.T) {
-	a := newTestAWS(t)
-	store, _, _ := createTestTables(t, a)
-	real := ec2.NewFromConfig(a.cfg)
-	image := testImage(t, real)
-	api := newCountingEC2(real)
-	const items, maxConc = 20, 3
-	sw := &sweep{
-		SweepID: uniqueName("sw"), SweepName: "integration", UserID: "arn:aws:iam::000000000000:user/test", Status: statusInitializing, MaxConcurrent: maxConc,
-		LaunchDelay: "0s", PollInterval: "250ms", TotalParams: items, Region: a.cfg.Region, AWSAccountID: "000000000000",
-	}
-	if err := store.createSweep(context.Background(), sw); err != nil {
-		t.Fatal(err)
-	}
-	var list []item
-	for i := range items {
-		list = append(list, item{Index: i, InstanceType: "t3.micro"})
-	}
-	o := &orchestrator{
-		store:  store,
-		ec2For: func(context.Context, string) (ec2API, error) { return api, nil },
-		launchInput: func(sw *sweep, it item, attempt int) *ec2.RunInstancesInput {
-			in := testLaunchInput(sw, it, attempt)
-			in.ImageId = aws.String(image)
-			in.TagSpecifications[0].Tags = append(in.TagSpecifications[0].Tags,
-				ec2types.Tag{Key: aws.String("spawn:managed"), Value: aws.String("true")})
-			return in
-		},
-		loadItems: func(context.Context, *sweep) ([]item, error) { return list, nil },
-		log:       zerolog.Nop(),
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- o.run(ctx, sw.SweepID, time.Time{}) }()
-
-	// The workload: end every instance ~300 ms after it was launched.
-	seen := map[string]time.Time{}
-	var runErr error
-loop:
-	for {
-		select {
-		case runErr = <-done:
-			break loop
-		case <-time.After(100 * time.Millisecond):
-		}
-		launched, _, _, _ := api.snapshot()
-		for _, id := range launched {
-			first, ok := seen[id]
-			if !ok {
-				seen[id] = time.Now()
-				continue
-			}
-			if first.IsZero() || time.Since(first) < 300*time.Millisecond {
-				continue
-			}
-			// As the instance's own script does: report the exit code, then end.
-			if _, err := real.CreateTags(ctx, &ec2.CreateTagsInput{Resources: []string{id},
-				Tags: []ec2types.Tag{{Key: aws.String(exitCodeTag), Value: aws.String("0")}}}); err != nil {
-				t.Fatalf("CreateTags: %v", err)
-			}
-			if _, err := real.TerminateInstances(ctx, &ec2.TerminateInstancesInput{InstanceIds: []string{id}}); err != nil {
-				t.Fatalf("TerminateInstances: %v", err)
-			}
-			api.ended(id)
-			seen[id] = time.Time{}
-		}
-	}
-	if runErr != nil {
-		t.Fatalf("run: %v", runErr)
-	}
-	got, err := store.loadSweep(context.Background(), sw.SweepID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	launched, _, maxAlive, doubled := api.snapshot()
-	if got.Status != statusCompleted || len(got.Alive) != 0 || got.LeaseOwner != "" {
-		t.Fatalf("status %s, alive %d, lease %q; want COMPLETED, none, released", got.Status, len(got.Alive), got.LeaseOwner)
-	}
-	if len(launched) != items || len(doubled) > 0 {
-		t.Errorf("%d instances launched for %d items (tokens with two instances: %v)", len(launched), items, doubled)
-	}
-	if maxAlive > maxConc {
-		t.Errorf("%d instances alive at once, max_concurrent %d", maxAlive, maxConc)
-	}
-	recs, err := store.listInstances(context.Background(), sw.SweepID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(recs) != items {
-		t.Fatalf("%d instance items, want %d", len(recs), items)
-	}
-	want := outcomeSucceeded
-	for _, rec := range recs {
-		if rec.Outcome != want || rec.InstanceID == "" {
-			t.Errorf("index %d: outcome %q (instance %q), want %s", rec.Index, rec.Outcome, rec.InstanceID, want)
-		}
-	}
-	c := got.Counts
-	if c.Succeeded != items || c.Pending != 0 || c.Running != 0 {
-		t.Errorf("counts %+v", c)
-	}
-	if got.Launched != items {
-		t.Errorf("launched %d, want %d", got.Launched, items)
-	}
-	fmt.Fprintf(testWriter{t}, "backend %s: %d launches, at most %d alive\n", a.backend.name, len(launched), maxAlive)
-}
-
-type testWriter struct{ t testing.TB }
-
-func (w testWriter) Write(b []byte) (int, error) { w.t.Log(string(b)); return len(b), nil }
 
 // e2eEnv is a deployment on kumo for the real binary: tables, bucket, and the function
 // process (this test binary running main() on kumo's runtime API).
@@ -240,14 +33,10 @@ type e2eEnv struct {
 func newE2EEnv(t *testing.T, timeoutSeconds int32) *e2eEnv {
 	t.Helper()
 	a := newTestAWS(t)
-	if a.backend.name != "kumo" {
-		t.Skipf("running this binary as the Lambda function needs kumo's runtime API (moto's Lambda needs Docker); backend is %s", a.backend.name)
-	}
-	store, table, itable := createTestTables(t, a)
-	bucket := uniqueName("spawn-e2e")
-	if _, err := newS3Client(a.cfg).CreateBucket(context.Background(), &s3.CreateBucketInput{Bucket: aws.String(bucket)}); err != nil {
-		t.Fatalf("CreateBucket: %v", err)
-	}
+	a.requireRuntimeAPI(t)
+	store := newTestStore(t)
+	table, itable := store.table, store.instancesTable
+	bucket := createTestBucket(t, a, "spawn-e2e")
 	fn := uniqueName("fn")
 	createTestFunction(t, a.cfg, fn, timeoutSeconds)
 	// Two runtime processes: kumo runs synchronous invokes in parallel across them, so a
@@ -261,8 +50,8 @@ func newE2EEnv(t *testing.T, timeoutSeconds int32) *e2eEnv {
 	waitFunctionReady(t, a.cfg, fn)
 	return &e2eEnv{
 		a: a, store: store, ec2: ec2.NewFromConfig(a.cfg), fn: fn, procs: procs,
-		env:     map[string]string{"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1"},
-		globals: []string{"--endpoint-url", a.backend.endpoint, "--table", table, "--instances-table", itable, "--bucket", bucket, "--function", fn},
+		env:     cliTestEnv(),
+		globals: deploymentFlags(a.backend.endpoint, table, itable, bucket, fn),
 	}
 }
 
@@ -280,10 +69,16 @@ func (e *e2eEnv) spawn(t *testing.T, args ...string) (string, string, int) {
 	return runSpawn(t, e.env, append(args, e.globals...)...)
 }
 
-func (e *e2eEnv) paramFile(t *testing.T, n int) string {
+// sleepDefaults are the defaults of the end-to-end sweeps: items the emulator launches
+// and that the test ends itself.
+const sleepDefaults = `{"ami": "ami-12345678", "instance_type": "t3.micro", "command": "sleep 1"}`
+
+// writeParamFile writes a parameter file of n items, {"seed": 0} to {"seed": n-1},
+// under defaults (a JSON object), and returns its path.
+func writeParamFile(t testing.TB, defaults string, n int) string {
 	t.Helper()
 	var b strings.Builder
-	b.WriteString(`{"defaults": {"ami": "ami-12345678", "instance_type": "t3.micro", "command": "sleep 1"}, "params": [`)
+	fmt.Fprintf(&b, `{"defaults": %s, "params": [`, defaults)
 	for i := range n {
 		if i > 0 {
 			b.WriteString(",")
@@ -318,7 +113,7 @@ func liveState(s ec2types.InstanceStateName) bool {
 
 func (e *e2eEnv) launch(t *testing.T, items, maxConc int) string {
 	t.Helper()
-	out, errOut, code := e.spawn(t, "launch", "--param-file", e.paramFile(t, items), "--max-concurrent", strconv.Itoa(maxConc),
+	out, errOut, code := e.spawn(t, "launch", "--param-file", writeParamFile(t, sleepDefaults, items), "--max-concurrent", strconv.Itoa(maxConc),
 		"--poll-interval", "1s", "--output", "json")
 	var doc launchDoc
 	if code != 0 || json.Unmarshal([]byte(out), &doc) != nil || doc.SweepID == "" {
@@ -521,73 +316,6 @@ func TestEndToEndCancelOnKumo(t *testing.T) {
 	}
 }
 
-// TestCancelFindsInstancesByTag: cancel terminates instances of the sweep that no record
-// names, found by their tags, and never one of another sweep, even where the backend
-// ignores the tag filter (kumo: nothing is found by tag, nothing foreign is touched).
-func TestCancelFindsInstancesByTag(t *testing.T) {
-	a := newTestAWS(t)
-	store, _, _ := createTestTables(t, a)
-	api := ec2.NewFromConfig(a.cfg)
-	image := testImage(t, api)
-	ctx := context.Background()
-	sw := &sweep{SweepID: uniqueName("sw"), SweepName: "cancel", UserID: "arn:aws:iam::000000000000:user/test",
-		Status: statusRunning, MaxConcurrent: 2, PollInterval: "1s", TotalParams: 4, NextToLaunch: 2,
-		Region: a.cfg.Region, AWSAccountID: "000000000000"}
-	if err := store.createSweep(ctx, sw); err != nil {
-		t.Fatal(err)
-	}
-	run := func(sweepID string) string {
-		out, err := api.RunInstances(ctx, &ec2.RunInstancesInput{
-			ImageId: aws.String(image), InstanceType: ec2types.InstanceTypeT3Micro, MinCount: aws.Int32(1), MaxCount: aws.Int32(1),
-			TagSpecifications: []ec2types.TagSpecification{{ResourceType: ec2types.ResourceTypeInstance, Tags: []ec2types.Tag{
-				{Key: aws.String("spawn:sweep-id"), Value: aws.String(sweepID)},
-				{Key: aws.String("spawn:managed"), Value: aws.String("true")},
-			}}},
-		})
-		if err != nil {
-			t.Fatalf("RunInstances: %v", err)
-		}
-		return aws.ToString(out.Instances[0].InstanceId)
-	}
-	ours := []string{run(sw.SweepID), run(sw.SweepID)}
-	foreign := run(uniqueName("other"))
-	o := &orchestrator{store: store, ec2For: func(context.Context, string) (ec2API, error) { return api, nil },
-		owner: "cancel-test", log: zerolog.Nop()}
-	got, already, err := o.cancelRun(ctx, sw.SweepID)
-	if err != nil || already || got.Status != statusCancelled {
-		t.Fatalf("cancel: %v, already %v, status %v", err, already, got)
-	}
-	if got.Counts.Cancelled != 4 || got.LeaseOwner != "" {
-		t.Errorf("counts %+v, lease %q", got.Counts, got.LeaseOwner)
-	}
-	states := map[string]ec2types.InstanceStateName{}
-	insts, err := describeInstances(ctx, api, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, inst := range insts {
-		states[aws.ToString(inst.InstanceId)] = inst.State.Name
-	}
-	if !liveState(states[foreign]) {
-		t.Errorf("an instance of another sweep was terminated: %s", states[foreign])
-	}
-	if !a.keepsEC2Tags() {
-		if len(o.terminated) != 0 {
-			t.Errorf("terminated %v on a backend that ignores tags", o.terminated)
-		}
-		t.Logf("backend %s ignores EC2 tags: only checked that nothing foreign was terminated", a.backend.name)
-		return
-	}
-	for _, id := range ours {
-		if liveState(states[id]) {
-			t.Errorf("instance %s of the sweep is still %s", id, states[id])
-		}
-	}
-	if len(o.terminated) != 2 {
-		t.Errorf("terminated %v, want the sweep's 2", o.terminated)
-	}
-}
-
 // workload ends every instance that appears after start, ~1 s after it was first seen,
 // as the instance's own script would (reporting exit code 0 where tags are kept).
 func workload(t *testing.T, a *testAWS, api *ec2.Client, before map[string]bool, stop <-chan struct{}) {
@@ -625,11 +353,9 @@ func workload(t *testing.T, a *testAWS, api *ec2.Client, before map[string]bool,
 // pauses it (lease released, a resume hint); `resume --no-detach` finishes the sweep.
 func TestNoDetachPauseAndResume(t *testing.T) {
 	a := newTestAWS(t)
-	store, table, itable := createTestTables(t, a)
-	bucket := uniqueName("spawn-nd")
-	if _, err := newS3Client(a.cfg).CreateBucket(context.Background(), &s3.CreateBucketInput{Bucket: aws.String(bucket)}); err != nil {
-		t.Fatalf("CreateBucket: %v", err)
-	}
+	store := newTestStore(t)
+	table, itable := store.table, store.instancesTable
+	bucket := createTestBucket(t, a, "spawn-nd")
 	api := ec2.NewFromConfig(a.cfg)
 	image := testImage(t, api)
 	before := map[string]bool{}
@@ -649,24 +375,11 @@ func TestNoDetachPauseAndResume(t *testing.T) {
 			t.Fatalf("CreateInstanceProfile: %v", err)
 		}
 	}
-	var b strings.Builder
-	fmt.Fprintf(&b, `{"defaults": {"ami": %q, "command": "true", "iam_instance_profile": %q}, "params": [`, image, profile)
-	for i := range items {
-		if i > 0 {
-			b.WriteString(",")
-		}
-		fmt.Fprintf(&b, `{"seed": %d}`, i)
-	}
-	b.WriteString("]}")
-	path := filepath.Join(t.TempDir(), "nd.json")
-	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	for k, v := range map[string]string{"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1"} {
+	path := writeParamFile(t, fmt.Sprintf(`{"ami": %q, "command": "true", "iam_instance_profile": %q}`, image, profile), items)
+	for k, v := range cliTestEnv() {
 		t.Setenv(k, v)
 	}
-	globals := []string{"--endpoint-url", a.backend.endpoint, "--table", table, "--instances-table", itable, "--bucket", bucket,
-		"--function", uniqueName("absent")}
+	globals := deploymentFlags(a.backend.endpoint, table, itable, bucket, uniqueName("absent"))
 
 	// Launch here, then "Ctrl-C" once the first instances run.
 	ctx, cancel := context.WithCancel(context.Background())
@@ -719,52 +432,5 @@ func TestNoDetachPauseAndResume(t *testing.T) {
 	// A finished sweep cannot be resumed.
 	if _, stderr, code := runSpawn(t, nil, append([]string{"resume", "--sweep-id", id}, globals...)...); code != exitUsage || !strings.Contains(stderr, "nothing to resume") {
 		t.Errorf("resume of a completed sweep: exit %d, %q", code, stderr)
-	}
-}
-
-// syncBuffer is a buffer the CLI writes in one goroutine while the test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// TestLambdaHandlerBadEvents: a malformed event or an unknown sweep is one clear log line
-// and no error (Lambda would retry an error for nothing).
-func TestLambdaHandlerBadEvents(t *testing.T) {
-	a := newTestAWS(t)
-	_, table, itable := createTestTables(t, a)
-	var logs syncBuffer
-	log := zerolog.New(&logs)
-	h := &lambdaHandler{log: log, deps: newEngineDeps(a.cfg, "000000000000", "arn:aws:iam::000000000000:root", table, itable,
-		uniqueName("bucket"), uniqueName("fn"), log)}
-	h.once.Do(func() {}) // already set up
-	for _, tc := range []struct{ event, want string }{
-		{`not json`, "malformed event"},
-		{`{}`, "malformed event"},
-		{`{"sweep_id": "sw-nope"}`, "unknown sweep; not retried"},
-	} {
-		out, err := h.handle(context.Background(), json.RawMessage(tc.event))
-		if err != nil || out != nil {
-			t.Errorf("%s: answered %v, %v; want nothing", tc.event, out, err)
-		}
-		if !strings.Contains(logs.String(), tc.want) {
-			t.Errorf("%s: log %q lacks %q", tc.event, logs.String(), tc.want)
-		}
-	}
-	out, err := h.handle(context.Background(), json.RawMessage(`{"health_check": true}`))
-	if ans, ok := out.(healthAnswer); err != nil || !ok || !ans.OK || ans.Account != "000000000000" {
-		t.Errorf("health check: %#v, %v", out, err)
 	}
 }

@@ -17,6 +17,9 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/rs/zerolog"
 	"github.com/sivchari/kumo"
 	"github.com/testcontainers/testcontainers-go/modules/localstack"
@@ -124,6 +127,15 @@ func (a *testAWS) requireEC2Tags(t testing.TB) {
 	}
 }
 
+// requireRuntimeAPI skips a test that runs this binary as the Lambda function: that
+// needs kumo's runtime API (moto's Lambda needs Docker).
+func (a *testAWS) requireRuntimeAPI(t testing.TB) {
+	t.Helper()
+	if a.backend.name != "kumo" {
+		t.Skipf("running this binary as the Lambda function needs kumo's runtime API (moto's Lambda needs Docker); backend is %s", a.backend.name)
+	}
+}
+
 func dockerAvailable() bool {
 	for _, p := range []string{"/var/run/docker.sock", strings.TrimPrefix(os.Getenv("DOCKER_HOST"), "unix://")} {
 		if p == "" {
@@ -164,4 +176,80 @@ func serializeEC2(target string) string {
 		rp.ServeHTTP(w, r)
 	}))
 	return srv.URL
+}
+
+// testImage is an AMI the backend accepts: moto checks AMI ids, kumo does not list any.
+func testImage(t testing.TB, api *ec2.Client) string {
+	t.Helper()
+	out, err := api.DescribeImages(context.Background(), &ec2.DescribeImagesInput{})
+	if err == nil && len(out.Images) > 0 {
+		return aws.ToString(out.Images[0].ImageId)
+	}
+	return "ami-12345678"
+}
+
+type testWriter struct{ t testing.TB }
+
+func (w testWriter) Write(b []byte) (int, error) { w.t.Log(string(b)); return len(b), nil }
+
+// syncBuffer is a buffer the CLI writes in one goroutine while the test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// cliTestEnv is the environment the CLI needs on the emulator: test credentials and a
+// region.
+func cliTestEnv() map[string]string {
+	return map[string]string{"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1"}
+}
+
+// deploymentFlags point the CLI at one deployment on endpoint.
+func deploymentFlags(endpoint, table, instancesTable, bucket, function string) []string {
+	return []string{"--endpoint-url", endpoint, "--table", table, "--instances-table", instancesTable, "--bucket", bucket,
+		"--function", function}
+}
+
+// createSweepTables creates a sweep table and an instances table under fresh names.
+func createSweepTables(t testing.TB, a *testAWS) (table, instancesTable string) {
+	t.Helper()
+	db := dynamodb.NewFromConfig(a.cfg)
+	table, instancesTable = uniqueName("sweeps"), uniqueName("instances")
+	for _, in := range []*dynamodb.CreateTableInput{sweepTableInput(table), instancesTableInput(instancesTable)} {
+		if _, err := db.CreateTable(context.Background(), in); err != nil {
+			t.Fatalf("CreateTable %s: %v", aws.ToString(in.TableName), err)
+		}
+	}
+	return table, instancesTable
+}
+
+// newTestStore is a dynamoStore on fresh tables of the test backend (its table and
+// instancesTable name them).
+func newTestStore(t testing.TB) *dynamoStore {
+	t.Helper()
+	a := newTestAWS(t)
+	table, instancesTable := createSweepTables(t, a)
+	return newDynamoStore(dynamodb.NewFromConfig(a.cfg), table, instancesTable)
+}
+
+// createTestBucket creates a bucket whose name starts with prefix.
+func createTestBucket(t testing.TB, a *testAWS, prefix string) string {
+	t.Helper()
+	bucket := uniqueName(prefix)
+	if _, err := newS3Client(a.cfg).CreateBucket(context.Background(), &s3.CreateBucketInput{Bucket: aws.String(bucket)}); err != nil {
+		t.Fatalf("CreateBucket %s: %v", bucket, err)
+	}
+	return bucket
 }

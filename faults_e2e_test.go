@@ -3,14 +3,10 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"encoding/xml"
 	"fmt"
 	"math/rand/v2"
-	"net/url"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,14 +15,9 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	lambdasvc "github.com/aws/aws-sdk-go-v2/service/lambda"
-	lambdatypes "github.com/aws/aws-sdk-go-v2/service/lambda/types"
-	"github.com/aws/aws-sdk-go-v2/service/s3"
-	"github.com/aws/smithy-go"
-	"github.com/rs/zerolog"
 )
 
 // TestFaultsEndToEnd runs many small sweeps of the real binary on kumo, each with its own
@@ -40,9 +31,7 @@ import (
 //	SPAWN_FAULT_PARALLEL=N  runs at a time (default 10)
 func TestFaultsEndToEnd(t *testing.T) {
 	a := newTestAWS(t)
-	if a.backend.name != "kumo" {
-		t.Skipf("running this binary as the Lambda function needs kumo's runtime API (moto's Lambda needs Docker); backend is %s", a.backend.name)
-	}
+	a.requireRuntimeAPI(t)
 	var seeds []uint64
 	if s := os.Getenv("SPAWN_FAULT_SEED"); s != "" {
 		n, err := strconv.ParseUint(s, 10, 64)
@@ -61,7 +50,7 @@ func TestFaultsEndToEnd(t *testing.T) {
 	parallel := envInt(t, "SPAWN_FAULT_PARALLEL", 10)
 	// The CLI runs in this process, for every run at once: only what all runs share is
 	// in the environment, everything else is a flag.
-	for k, v := range map[string]string{"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1"} {
+	for k, v := range cliTestEnv() {
 		t.Setenv(k, v)
 	}
 
@@ -228,18 +217,10 @@ func newFaultRun(t *testing.T, a *testAWS, seed uint64) *faultRun {
 		insts: map[string]*simInstance{}, byPair: map[[2]int][]string{},
 	}
 	ctx := context.Background()
-	db := dynamodb.NewFromConfig(a.cfg)
-	r.table, r.itable, r.bucket, r.fn = uniqueName("fsweeps"), uniqueName("finstances"), uniqueName("spawn-faults"), uniqueName("ffn")
-	for _, in := range []*dynamodb.CreateTableInput{sweepTableInput(r.table), instancesTableInput(r.itable)} {
-		if _, err := db.CreateTable(ctx, in); err != nil {
-			r.fatalf("CreateTable %s: %v", aws.ToString(in.TableName), err)
-		}
-	}
-	r.store = newDynamoStore(db, r.table, r.itable)
-	if _, err := newS3Client(a.cfg).CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(r.bucket)}); err != nil {
-		r.fatalf("CreateBucket: %v", err)
-	}
-	if err := createFaultFunction(ctx, r.lc, r.fn, r.plan.fnTimeout); err != nil {
+	r.store = newTestStore(t)
+	r.table, r.itable = r.store.table, r.store.instancesTable
+	r.bucket, r.fn = createTestBucket(t, a, "spawn-faults"), uniqueName("ffn")
+	if err := createFunction(ctx, r.lc, r.fn, r.plan.fnTimeout); err != nil {
 		r.fatalf("CreateFunction %s: %v", r.fn, err)
 	}
 	r.proxy = newFaultProxy(a.backend.endpoint, r.plan.rate, seed)
@@ -248,35 +229,17 @@ func newFaultRun(t *testing.T, a *testAWS, seed uint64) *faultRun {
 	r.proxy.onRunInstances = r.onRunInstances
 	t.Cleanup(r.proxy.Close)
 
-	u, err := url.Parse(a.backend.endpoint)
-	if err != nil {
-		r.fatalf("endpoint %q: %v", a.backend.endpoint, err)
-	}
 	// The runtime API is kumo's own; every AWS call of the function crosses the proxy.
-	// Later duplicates in an exec environment win, so these override the parent's.
-	r.procEnv = append(os.Environ(),
-		"SPAWN_TEST_RUN_AS_SPAWN=1",
-		"AWS_LAMBDA_RUNTIME_API="+u.Host+"/_runtime/"+r.fn,
-		"AWS_LAMBDA_FUNCTION_NAME="+r.fn,
-		"AWS_ENDPOINT_URL="+r.proxy.URL(),
-		"AWS_ACCESS_KEY_ID=test", "AWS_SECRET_ACCESS_KEY=test", "AWS_REGION=us-east-1",
-		"SPAWN_AWS_TIMEOUT=1s",
-		"SPAWN_TABLE="+r.table, "SPAWN_INSTANCES_TABLE="+r.itable, "SPAWN_BUCKET="+r.bucket,
-	)
+	var err error
+	r.procEnv, err = functionEnv(a.backend.endpoint, r.proxy.URL(), r.fn, map[string]string{
+		"SPAWN_AWS_TIMEOUT": "1s",
+		"SPAWN_TABLE":       r.table, "SPAWN_INSTANCES_TABLE": r.itable, "SPAWN_BUCKET": r.bucket,
+	})
+	if err != nil {
+		r.fatalf("%v", err)
+	}
 	t.Cleanup(r.stopProcs)
 	return r
-}
-
-func createFaultFunction(ctx context.Context, lc *lambdasvc.Client, name string, timeout int32) error {
-	_, err := lc.CreateFunction(ctx, &lambdasvc.CreateFunctionInput{
-		FunctionName: aws.String(name),
-		Runtime:      lambdatypes.RuntimeProvidedal2023,
-		Handler:      aws.String("bootstrap"),
-		Role:         aws.String("arn:aws:iam::123456789012:role/SpawnSweepOrchestratorRole"),
-		Timeout:      aws.Int32(timeout),
-		Code:         &lambdatypes.FunctionCode{ZipFile: emptyZip()},
-	})
-	return err
 }
 
 // fnProc is one function process: this test binary running main() on kumo's runtime API.
@@ -359,171 +322,16 @@ func tail(s string, n int) string {
 	return "…" + s[len(s)-n:]
 }
 
-// waitReady sends health checks until a process answers: an event is only queued for
-// a function whose runtime has polled once.
-func (r *faultRun) waitReady() error {
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		out, err := r.lc.Invoke(ctx, &lambdasvc.InvokeInput{FunctionName: aws.String(r.fn), Payload: []byte(`{"health_check": true}`)})
-		cancel()
-		if err == nil && out.FunctionError == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("function %s never answered a health check: %v", r.fn, err)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-}
-
 // cli runs the spawn CLI in this process with the run's deployment flags; endpoint is
 // kumo (direct) or the proxy's fault-free side.
 func (r *faultRun) cli(endpoint string, args ...string) (string, string, int) {
-	args = append(args, "--endpoint-url", endpoint, "--table", r.table, "--instances-table", r.itable,
-		"--bucket", r.bucket, "--function", r.fn)
+	args = append(args, deploymentFlags(endpoint, r.table, r.itable, r.bucket, r.fn)...)
 	var out, errb syncBuffer
 	err := runCLI(context.Background(), args, strings.NewReader(""), &out, &errb)
 	if err != nil && err.Error() != "" {
 		fmt.Fprintf(&errb, "spawn: %v\n", err)
 	}
 	return out.String(), errb.String(), exitCode(err)
-}
-
-func (r *faultRun) paramFile() string {
-	var b strings.Builder
-	b.WriteString(`{"defaults": {"ami": "ami-12345678", "instance_type": "t3.micro", "command": "sleep 1"}, "params": [`)
-	for i := range r.plan.items {
-		if i > 0 {
-			b.WriteString(",")
-		}
-		fmt.Fprintf(&b, `{"seed": %d}`, i)
-	}
-	b.WriteString("]}\n")
-	path := filepath.Join(r.t.TempDir(), "sweep.json")
-	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
-		r.fatalf("%v", err)
-	}
-	return path
-}
-
-// runInstancesAnswer is the part of EC2's RunInstances answer the harness reads.
-type runInstancesAnswer struct {
-	Instances []struct {
-		ID string `xml:"instanceId"`
-	} `xml:"instancesSet>item"`
-}
-
-// requestTags reads the instance tags of a RunInstances request (EC2 query form).
-func requestTags(form url.Values) map[string]string {
-	tags := map[string]string{}
-	for k, vs := range form {
-		if !strings.HasPrefix(k, "TagSpecification.") || !strings.HasSuffix(k, ".Key") || len(vs) == 0 {
-			continue
-		}
-		tags[vs[0]] = form.Get(strings.TrimSuffix(k, ".Key") + ".Value")
-	}
-	return tags
-}
-
-// onRunInstances sees every instance the run creates, one launch at a time (the proxy
-// holds its lock): it checks the launch and counts what is alive at that moment.
-func (r *faultRun) onRunInstances(form url.Values, body []byte) {
-	var ans runInstancesAnswer
-	if err := xml.Unmarshal(body, &ans); err != nil || len(ans.Instances) == 0 {
-		r.violate("a RunInstances answer the harness cannot read: %v: %.300s", err, body)
-		return
-	}
-	tags := requestTags(form)
-	index, ierr := strconv.Atoi(tags[tagSweepIndex])
-	attempt, aerr := strconv.Atoi(tags[tagAttempt])
-	sweepID := tags[tagSweepID]
-	now := time.Now()
-	if ierr != nil || aerr != nil {
-		r.violate("RunInstances without index and attempt tags: %v", tags)
-		return
-	}
-	if tok := form.Get("ClientToken"); tok != clientToken(sweepID, index, attempt) {
-		r.violate("item %d attempt %d launched with client token %q, not the one derived from sweep, index and attempt", index, attempt, tok)
-	}
-	r.mu.Lock()
-	if r.sweepID != "" && sweepID != r.sweepID {
-		r.violate("RunInstances for sweep %q in the run of sweep %s", sweepID, r.sweepID)
-	}
-	if index < 0 || index >= r.plan.items || attempt != 1 {
-		r.violate("launched item %d attempt %d: the sweep has %d items and no spot interruptions (attempt 1 only)", index, attempt, r.plan.items)
-	}
-	if !r.cancelled.IsZero() {
-		r.violate("item %d launched after `spawn cancel` returned CANCELLED", index)
-	}
-	if r.terminal != "" {
-		r.violate("item %d launched after the sweep was %s", index, r.terminal)
-	}
-	ids := make([]string, 0, len(r.insts)+1)
-	for id := range r.insts {
-		ids = append(ids, id)
-	}
-	for _, in := range ans.Instances {
-		pair := [2]int{index, attempt}
-		r.byPair[pair] = append(r.byPair[pair], in.ID)
-		if len(r.byPair[pair]) > 1 {
-			r.violate("item %d attempt %d launched into %d instances: %v", index, attempt, len(r.byPair[pair]), r.byPair[pair])
-		}
-		exit := 0
-		if r.rng.Float64() < r.plan.failRate {
-			exit = 1
-		}
-		r.insts[in.ID] = &simInstance{id: in.ID, index: index, attempt: attempt, created: now, exitCode: exit,
-			endAt: now.Add(300*time.Millisecond + time.Duration(r.rng.Int64N(int64(1200*time.Millisecond))))}
-		ids = append(ids, in.ID)
-	}
-	r.mu.Unlock()
-
-	alive, err := r.aliveOf(ids)
-	if err != nil {
-		r.violate("counting the instances alive at a launch: %v", err)
-		return
-	}
-	r.mu.Lock()
-	r.maxAlive = max(r.maxAlive, len(alive))
-	r.mu.Unlock()
-	if len(alive) > r.plan.maxConc {
-		r.violate("%d instances alive when item %d was launched, max_concurrent %d: %v", len(alive), index, r.plan.maxConc, alive)
-	}
-}
-
-// aliveOf asks kumo directly which of ids are pending or running.
-func (r *faultRun) aliveOf(ids []string) ([]string, error) {
-	if len(ids) == 0 {
-		return nil, nil
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	out, err := r.ec2.DescribeInstances(ctx, &ec2.DescribeInstancesInput{InstanceIds: ids})
-	if err != nil {
-		return nil, err
-	}
-	var alive []string
-	for _, res := range out.Reservations {
-		for _, inst := range res.Instances {
-			if liveState(inst.State.Name) {
-				alive = append(alive, aws.ToString(inst.InstanceId))
-			}
-		}
-	}
-	sort.Strings(alive)
-	return alive, nil
-}
-
-func (r *faultRun) createdIDs() []string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	ids := make([]string, 0, len(r.insts))
-	for id := range r.insts {
-		ids = append(ids, id)
-	}
-	sort.Strings(ids)
-	return ids
 }
 
 // workloadStep ends the instances whose time has come, as the instance's own script
@@ -551,60 +359,6 @@ func (r *faultRun) workloadStep(now time.Time) {
 		r.mu.Unlock()
 	}
 }
-
-// poll reads the record (consistent read) every 100 ms until stop: the version never
-// goes back, a terminal status never changes, and nothing outlives COMPLETED.
-func (r *faultRun) poll(stop <-chan struct{}, done chan<- struct{}) {
-	defer close(done)
-	var last *sweep
-	for {
-		select {
-		case <-stop:
-			return
-		case <-time.After(100 * time.Millisecond):
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		sw, err := r.store.loadSweep(ctx, r.sweepID)
-		cancel()
-		if err != nil {
-			continue
-		}
-		if last != nil {
-			if sw.Version < last.Version {
-				r.violate("the record's version went back from %d to %d", last.Version, sw.Version)
-			}
-			if terminalStatus(last.Status) && sw.Status != last.Status {
-				r.violate("the status went from %s to %s", last.Status, sw.Status)
-			}
-			if finishedItems(sw.Counts) < finishedItems(last.Counts) {
-				r.violate("items with an outcome went back from %+v to %+v", last.Counts, sw.Counts)
-			}
-		}
-		if len(sw.Alive) > sw.MaxConcurrent {
-			r.violate("the record holds %d alive entries, max_concurrent %d", len(sw.Alive), sw.MaxConcurrent)
-		}
-		if terminalStatus(sw.Status) && (last == nil || !terminalStatus(last.Status)) {
-			r.mu.Lock()
-			r.terminal = sw.Status
-			r.mu.Unlock()
-			if sw.Status == statusCompleted {
-				// Every instance the engine launched ended before it could complete:
-				// one still alive now is one it lost track of.
-				if alive, err := r.aliveOf(r.createdIDs()); err != nil {
-					r.violate("checking instances at completion: %v", err)
-				} else if len(alive) > 0 {
-					r.violate("instances alive when the sweep was COMPLETED: %v", alive)
-				}
-			}
-		}
-		last = sw
-		r.mu.Lock()
-		r.lastSweep = sw
-		r.mu.Unlock()
-	}
-}
-
-func finishedItems(c counts) int { return c.Succeeded + c.Failed + c.Expired + c.Cancelled + c.Unknown }
 
 // cancel runs `spawn cancel` against the proxy's fault-free side: the CLI talks to AWS
 // directly, but it shares EC2's memory of client tokens with the function's path (kumo
@@ -715,10 +469,10 @@ func (r *faultRun) execute() {
 			r.fatalf("%v", err)
 		}
 	}
-	if err := r.waitReady(); err != nil {
+	if err := functionReady(r.lc, r.fn, 60*time.Second); err != nil {
 		r.fatalf("%v", err)
 	}
-	out, errOut, code := r.cli(r.a.backend.endpoint, "launch", "--param-file", r.paramFile(),
+	out, errOut, code := r.cli(r.a.backend.endpoint, "launch", "--param-file", writeParamFile(r.t, sleepDefaults, r.plan.items),
 		"--max-concurrent", strconv.Itoa(r.plan.maxConc), "--poll-interval", r.plan.poll.String(), "--output", "json")
 	var doc launchDoc
 	if code != 0 || json.Unmarshal([]byte(out), &doc) != nil || doc.SweepID == "" {
@@ -807,135 +561,6 @@ func isClosed(c chan struct{}) bool {
 	}
 }
 
-func describeSweep(sw *sweep) string {
-	if sw == nil {
-		return "no record read"
-	}
-	return fmt.Sprintf("status %s, version %d, next %d, launched %d, alive %d, counts %+v, lease %q until %s, cancel_requested %v",
-		sw.Status, sw.Version, sw.NextToLaunch, sw.Launched, len(sw.Alive), sw.Counts, sw.LeaseOwner,
-		sw.LeaseExpiresAt.Format("15:04:05.000"), sw.CancelRequested)
-}
-
-// finalChecks: the end state of the record, the instance items and the instances.
-func (r *faultRun) finalChecks() {
-	ctx := context.Background()
-	sw, err := r.store.loadSweep(ctx, r.sweepID)
-	if err != nil {
-		r.violate("reading the record at the end: %v", err)
-		return
-	}
-	recs, err := r.store.listInstances(ctx, r.sweepID)
-	if err != nil {
-		r.violate("listing the instance items at the end: %v", err)
-		return
-	}
-	r.mu.Lock()
-	cancelled := !r.cancelled.IsZero()
-	insts := map[string]simInstance{}
-	for id, in := range r.insts {
-		insts[id] = *in
-	}
-	r.mu.Unlock()
-
-	want := statusCompleted
-	if cancelled {
-		want = statusCancelled
-	}
-	if sw.Status != want {
-		r.violate("the sweep ended %s, want %s: %s", sw.Status, want, describeSweep(sw))
-	}
-	if len(sw.Alive) != 0 || len(sw.RetryQueue) != 0 || sw.LeaseOwner != "" {
-		r.violate("at the end: %d alive entries, %d queued retries, lease %q", len(sw.Alive), len(sw.RetryQueue), sw.LeaseOwner)
-	}
-	c := sw.Counts
-	if finishedItems(c) != sw.TotalParams || c.Pending != 0 || c.Running != 0 || sw.TotalParams != r.plan.items {
-		r.violate("counts %+v do not account for the %d items", c, r.plan.items)
-	}
-	if c.Unknown != 0 || c.Expired != 0 {
-		r.violate("counts %+v: every workload reported an exit code before it ended, within its TTL", c)
-	}
-	if !cancelled && c.Cancelled != 0 {
-		r.violate("counts %+v: cancelled items in a sweep that was not cancelled", c)
-	}
-
-	byOutcome := map[string]int{}
-	recorded := map[string]bool{}
-	seenIndex := map[int]bool{}
-	for _, rec := range recs {
-		byOutcome[rec.Outcome]++
-		if seenIndex[rec.Index] {
-			r.violate("two instance items for index %d", rec.Index)
-		}
-		seenIndex[rec.Index] = true
-		if rec.InstanceID != "" {
-			recorded[rec.InstanceID] = true
-		}
-		in, ok := insts[rec.InstanceID]
-		switch {
-		case rec.InstanceID != "" && !ok:
-			r.violate("index %d is recorded with instance %s, which this run never created", rec.Index, rec.InstanceID)
-		case ok && in.index != rec.Index:
-			r.violate("index %d is recorded with instance %s, which was launched for index %d", rec.Index, rec.InstanceID, in.index)
-		}
-		switch rec.Outcome {
-		case outcomeSucceeded, outcomeFailed:
-			wantOutcome := outcomeSucceeded
-			if in.exitCode != 0 {
-				wantOutcome = outcomeFailed
-			}
-			if !ok || !in.ended || rec.Outcome != wantOutcome || rec.ExitCode == nil || *rec.ExitCode != in.exitCode {
-				r.violate("index %d (instance %s) recorded %s with exit code %v; the workload reported %d (reported: %v)",
-					rec.Index, rec.InstanceID, rec.Outcome, derefInt(rec.ExitCode), in.exitCode, in.ended)
-			}
-		case outcomeCancelled:
-			if !cancelled {
-				r.violate("index %d recorded cancelled in a sweep that was not cancelled", rec.Index)
-			}
-		default:
-			r.violate("index %d (instance %s) ended with outcome %q: %s", rec.Index, rec.InstanceID, rec.Outcome, rec.ErrorMessage)
-		}
-	}
-	if byOutcome[outcomeSucceeded] != c.Succeeded || byOutcome[outcomeFailed] != c.Failed {
-		r.violate("counts %+v disagree with the instance items %v", c, byOutcome)
-	}
-	if !cancelled {
-		if len(recs) != r.plan.items || sw.Launched != r.plan.items || len(insts) != r.plan.items {
-			r.violate("%d instance items, launched %d, %d instances created; want %d each", len(recs), sw.Launched, len(insts), r.plan.items)
-		}
-	} else if byOutcome[outcomeCancelled] > c.Cancelled {
-		r.violate("counts %+v disagree with the instance items %v", c, byOutcome)
-	}
-	// Every instance the run created belongs to an item: none was lost track of.
-	for id, in := range insts {
-		if !recorded[id] {
-			r.violate("instance %s (item %d attempt %d) is in no instance item: the engine lost track of it", id, in.index, in.attempt)
-		}
-	}
-	if alive, err := r.aliveOf(r.createdIDs()); err != nil {
-		r.violate("checking instances at the end: %v", err)
-	} else if len(alive) > 0 {
-		r.violate("instances alive at the end: %v", alive)
-	}
-}
-
-func derefInt(p *int) any {
-	if p == nil {
-		return nil
-	}
-	return *p
-}
-
-func (r *faultRun) report() {
-	r.mu.Lock()
-	violations := append([]string(nil), r.violations...)
-	r.mu.Unlock()
-	if len(violations) == 0 {
-		return
-	}
-	r.t.Errorf("%s: %d invariant(s) broken\nplan: %s\n%s\nfunction logs:\n%s", r.prefix(), len(violations), r.plan,
-		strings.Join(violations, "\n"), tail(r.functionLogs(), 20000))
-}
-
 // faultTotals sums what the runs did, for the test's closing line.
 type faultTotals struct {
 	mu                                               sync.Mutex
@@ -992,181 +617,4 @@ func (f *faultTotals) report(t *testing.T, runs int, wall time.Duration) {
 		"%d found the lease held, %d handed on at once behind a stale lease; %d failed sync duplicates re-sent as events, %d cancels repeated as told",
 		runs, f.runs, wall.Round(time.Second), f.launches, f.requests, sum, strings.Join(parts, ", "),
 		f.kills, f.asyncDups, f.syncDups, f.cancels, f.cancelledRuns, f.invocations, f.handoffs, f.held, f.staleHandOns, f.syncRetried, f.cancelRepeats)
-}
-
-// ---- regression tests for what the randomised runs found ----
-
-// landedStaleStore reports the first save that completes the sweep as stale although it
-// was written, as the SDK does when an attempt's answer is lost and its retry of the
-// same conditional write then fails the condition; a cancel comes in between.
-type landedStaleStore struct {
-	*fakeStore
-	tripped bool
-}
-
-func (s *landedStaleStore) saveSweep(ctx context.Context, sw *sweep) error {
-	if err := s.fakeStore.saveSweep(ctx, sw); err != nil || s.tripped || sw.Status != statusCompleted {
-		return err
-	}
-	s.tripped = true
-	if _, err := s.fakeStore.requestCancel(ctx, sw.SweepID); err != nil {
-		return err
-	}
-	return errStaleVersion
-}
-
-// emptyEC2 is an EC2 with no instances, where launching is refused.
-type emptyEC2 struct{}
-
-func (emptyEC2) RunInstances(context.Context, *ec2.RunInstancesInput, ...func(*ec2.Options)) (*ec2.RunInstancesOutput, error) {
-	return nil, fmt.Errorf("no launches in this test")
-}
-
-func (emptyEC2) DescribeInstances(context.Context, *ec2.DescribeInstancesInput, ...func(*ec2.Options)) (*ec2.DescribeInstancesOutput, error) {
-	return &ec2.DescribeInstancesOutput{}, nil
-}
-
-func (emptyEC2) TerminateInstances(context.Context, *ec2.TerminateInstancesInput, ...func(*ec2.Options)) (*ec2.TerminateInstancesOutput, error) {
-	return &ec2.TerminateInstancesOutput{}, nil
-}
-
-// A completed sweep stays COMPLETED when the write that completed it is reported stale
-// and a cancel arrives right after it (found by TestFaultsEndToEnd, seed 700066509:
-// the status went from COMPLETED to CANCELLED).
-func TestCompletedSweepIgnoresLateCancel(t *testing.T) {
-	st := &landedStaleStore{fakeStore: newFakeStore()}
-	sw := &sweep{SweepID: "sw-late-cancel", Status: statusRunning, MaxConcurrent: 1, PollInterval: "1s", TotalParams: 1,
-		NextToLaunch: 1, Launched: 1, Region: "us-east-1", Counts: counts{Succeeded: 1}}
-	if err := st.createSweep(context.Background(), sw); err != nil {
-		t.Fatal(err)
-	}
-	o := &orchestrator{
-		store:       st,
-		ec2For:      func(context.Context, string) (ec2API, error) { return emptyEC2{}, nil },
-		launchInput: testLaunchInput,
-		loadItems: func(context.Context, *sweep) ([]item, error) {
-			return []item{{Index: 0, InstanceType: "t3.micro"}}, nil
-		},
-		log: zerolog.Nop(),
-	}
-	if err := o.run(context.Background(), sw.SweepID, time.Time{}); err != nil {
-		t.Fatalf("run: %v", err)
-	}
-	got, err := st.loadSweep(context.Background(), sw.SweepID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !st.tripped || got.Status != statusCompleted || got.LeaseOwner != "" || got.Counts.Cancelled != 0 {
-		t.Fatalf("stale report given %v; status %s, lease %q, counts %+v; want COMPLETED, released, nothing cancelled",
-			st.tripped, got.Status, got.LeaseOwner, got.Counts)
-	}
-}
-
-// completesOnCancelStore completes the sweep right after the cancel is requested, as a
-// holder that finished and died before handing back its lease would.
-type completesOnCancelStore struct{ *fakeStore }
-
-func (s completesOnCancelStore) requestCancel(ctx context.Context, id string) (*sweep, error) {
-	got, err := s.fakeStore.requestCancel(ctx, id)
-	if err != nil {
-		return nil, err
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	cur := s.sweeps[id]
-	cur.Status, cur.Counts = statusCompleted, counts{Succeeded: cur.TotalParams}
-	cur.LeaseOwner, cur.LeaseExpiresAt, cur.LeaseRenewedAt = "dead-holder", time.Now().Add(-time.Second), time.Now().Add(-time.Minute)
-	cur.Version++
-	return got, nil
-}
-
-// `spawn cancel` that finds the sweep completed once it holds the lease leaves it
-// COMPLETED (and hands the lease back).
-func TestCancelLeavesCompletedSweep(t *testing.T) {
-	st := completesOnCancelStore{newFakeStore()}
-	sw := &sweep{SweepID: "sw-cancel-completed", Status: statusRunning, MaxConcurrent: 1, PollInterval: "1s", TotalParams: 1,
-		NextToLaunch: 1, Launched: 1, Region: "us-east-1"}
-	if err := st.createSweep(context.Background(), sw); err != nil {
-		t.Fatal(err)
-	}
-	o := &orchestrator{
-		store:       st,
-		ec2For:      func(context.Context, string) (ec2API, error) { return emptyEC2{}, nil },
-		launchInput: testLaunchInput,
-		log:         zerolog.Nop(),
-	}
-	got, already, err := o.cancelRun(context.Background(), sw.SweepID)
-	if err != nil {
-		t.Fatalf("cancel: %v", err)
-	}
-	stored, err := st.loadSweep(context.Background(), sw.SweepID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got.Status != statusCompleted || stored.Status != statusCompleted || stored.LeaseOwner != "" || stored.Counts.Cancelled != 0 {
-		t.Fatalf("cancel answered %s (already %v); stored %s, lease %q, counts %+v; want COMPLETED, released, nothing cancelled",
-			got.Status, already, stored.Status, stored.LeaseOwner, stored.Counts)
-	}
-}
-
-// tagsLaterEC2 keeps tags out of DescribeInstances (as kumo does) and fails DescribeTags
-// the first time, as a throttled or dropped call would.
-type tagsLaterEC2 struct {
-	emptyEC2
-	mu       sync.Mutex
-	tagCalls int
-}
-
-func (f *tagsLaterEC2) DescribeInstances(context.Context, *ec2.DescribeInstancesInput, ...func(*ec2.Options)) (*ec2.DescribeInstancesOutput, error) {
-	return &ec2.DescribeInstancesOutput{Reservations: []ec2types.Reservation{{Instances: []ec2types.Instance{{
-		InstanceId: aws.String("i-tagged"),
-		State:      &ec2types.InstanceState{Name: ec2types.InstanceStateNameTerminated},
-	}}}}}, nil
-}
-
-func (f *tagsLaterEC2) DescribeTags(context.Context, *ec2.DescribeTagsInput, ...func(*ec2.Options)) (*ec2.DescribeTagsOutput, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.tagCalls++; f.tagCalls == 1 {
-		return nil, &smithy.GenericAPIError{Code: "RequestLimitExceeded", Message: "Request limit exceeded."}
-	}
-	return &ec2.DescribeTagsOutput{Tags: []ec2types.TagDescription{{ResourceId: aws.String("i-tagged"),
-		ResourceType: ec2types.ResourceTypeInstance, Key: aws.String(exitCodeTag), Value: aws.String("0")}}}, nil
-}
-
-// A failed read of an ended instance's tags decides nothing: the instance is looked at
-// again next step and gets the exit code it reported (found by TestFaultsEndToEnd, seed
-// 449186682: items that reported exit code 0 were recorded unknown).
-func TestFailedTagReadDecidesNoOutcome(t *testing.T) {
-	st := newFakeStore()
-	sw := &sweep{SweepID: "sw-tags-later", Status: statusRunning, MaxConcurrent: 1, PollInterval: "10ms", TotalParams: 1,
-		NextToLaunch: 1, Launched: 1, Region: "us-east-1", Alive: []aliveInstance{{Index: 0, Attempt: 1, InstanceID: "i-tagged",
-			Region: "us-east-1", InstanceType: "t3.micro", ClientToken: "tok-0", LaunchedAt: time.Now().Add(-time.Minute)}}}
-	if err := st.createSweep(context.Background(), sw); err != nil {
-		t.Fatal(err)
-	}
-	api := &tagsLaterEC2{}
-	o := &orchestrator{
-		store:       st,
-		ec2For:      func(context.Context, string) (ec2API, error) { return api, nil },
-		launchInput: testLaunchInput,
-		loadItems: func(context.Context, *sweep) ([]item, error) {
-			return []item{{Index: 0, InstanceType: "t3.micro"}}, nil
-		},
-		log: zerolog.Nop(),
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := o.run(ctx, sw.SweepID, time.Time{}); err != nil {
-		t.Fatalf("run: %v", err)
-	}
-	got, err := st.loadSweep(context.Background(), sw.SweepID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	recs, _ := st.listInstances(context.Background(), sw.SweepID)
-	if got.Status != statusCompleted || got.Counts.Succeeded != 1 || len(recs) != 1 || recs[0].Outcome != outcomeSucceeded || api.tagCalls < 2 {
-		t.Fatalf("status %s, counts %+v, items %+v after %d DescribeTags calls; want COMPLETED with the item succeeded",
-			got.Status, got.Counts, recs, api.tagCalls)
-	}
 }

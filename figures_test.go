@@ -22,12 +22,9 @@ import (
 	"unicode/utf8"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/feature/dynamodb/attributevalue"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	lambdasvc "github.com/aws/aws-sdk-go-v2/service/lambda"
-	"github.com/aws/aws-sdk-go-v2/service/s3"
-	"github.com/rs/zerolog"
 )
 
 const (
@@ -57,42 +54,6 @@ const (
 // wru is what one write of size bytes costs in DynamoDB write request units (1 KB each).
 func wru(size int) int { return max(1, (size+1023)/1024) }
 
-// meteredStore counts the engine's writes: how many, their size as DynamoDB counts it,
-// and the write units they cost. It wraps any sweepStore (the fake or dynamoStore).
-type meteredStore struct {
-	sweepStore
-	writes, bytes, wrus int
-}
-
-func (m *meteredStore) count(v any) {
-	av, err := attributevalue.MarshalMap(v)
-	if err != nil {
-		panic(err)
-	}
-	n := itemSize(av)
-	m.writes++
-	m.bytes += n
-	m.wrus += wru(n)
-}
-
-func (m *meteredStore) saveSweep(ctx context.Context, s *sweep) error {
-	err := m.sweepStore.saveSweep(ctx, s)
-	if err == nil {
-		m.count(s)
-	}
-	return err
-}
-
-func (m *meteredStore) putInstance(ctx context.Context, rec *instanceRecord) error {
-	err := m.sweepStore.putInstance(ctx, rec)
-	if err == nil {
-		m.count(rec)
-	}
-	return err
-}
-
-func (m *meteredStore) reset() { m.writes, m.bytes, m.wrus = 0, 0, 0 }
-
 // simSweep is a sweep run by the real engine on the fake store and the simulated EC2
 // of the engine's tests: every instance runs for runFor and exits 0 (runFor 0: it runs
 // until terminated, and the sweep has no TTL).
@@ -108,9 +69,7 @@ func newSimSweep(tb testing.TB, items []item, maxConcurrent int, runFor time.Dur
 	fail := func(format string, args ...any) { tb.Fatalf(format, args...) }
 	s := newSim(1, fail)
 	store := &meteredStore{sweepStore: newFakeStore()}
-	fe := &fakeEC2{sim: s, idempotent: true, maxConcurrent: maxConcurrent, fates: map[string]*fate{},
-		calls: map[string]int{}, byToken: map[string][]*fakeInstance{}, byID: map[string]*fakeInstance{},
-		launchesByKey: map[string]int{}, noChecks: true, fail: fail}
+	fe := newBenchEC2(s, maxConcurrent, fail)
 	sw := &sweep{SweepID: uniqueName("fig"), SweepName: "figures", UserID: "arn:aws:iam::123456789012:user/researcher",
 		Status: statusInitializing, MaxConcurrent: maxConcurrent, LaunchDelay: "0s", PollInterval: defaultPollInterval.String(),
 		TotalParams: len(items), Region: "us-east-1", AWSAccountID: "123456789012", TTL: "4h",
@@ -123,15 +82,8 @@ func newSimSweep(tb testing.TB, items []item, maxConcurrent int, runFor time.Dur
 			items[i].TTL = 0
 		}
 	}
-	o := &orchestrator{
-		store:       store,
-		ec2For:      func(context.Context, string) (ec2API, error) { return fakeRegionEC2{f: fe, region: "us-east-1"}, nil },
-		launchInput: testLaunchInput,
-		clock:       s,
-		owner:       "lambda-0123456789abcdef0123456789abcdef",
-		items:       items,
-		log:         zerolog.Nop(),
-	}
+	o := newTestOrchestrator(store, fe.client, s)
+	o.owner, o.items = "lambda-0123456789abcdef0123456789abcdef", items
 	o.init()
 	renewLease(sw, o.owner, s.now, o.leaseTTL)
 	if err := store.createSweep(context.Background(), sw); err != nil {
@@ -171,7 +123,7 @@ func figureItems(tb testing.TB, n int) []item {
 func BenchmarkLaunchThroughput(b *testing.B) {
 	const n = 200
 	a := newTestAWS(b)
-	st, _, _ := createTestTables(b, a)
+	st := newTestStore(b)
 	counted := &countingDynamo{dynamoAPI: st.db}
 	store := *st
 	store.db = counted
@@ -189,17 +141,13 @@ func BenchmarkLaunchThroughput(b *testing.B) {
 		sw := &sweep{SweepID: uniqueName("tp"), SweepName: "throughput", UserID: "arn:aws:iam::000000000000:user/bench",
 			Status: statusInitializing, MaxConcurrent: n, LaunchDelay: "0s", PollInterval: "10s", TotalParams: n,
 			Region: a.cfg.Region, AWSAccountID: "000000000000"}
-		o := &orchestrator{
-			store:  &store,
-			ec2For: func(context.Context, string) (ec2API, error) { return real, nil },
-			launchInput: func(sw *sweep, it item, attempt int) *ec2.RunInstancesInput {
-				in := testLaunchInput(sw, it, attempt)
-				in.ImageId = aws.String(image)
-				return in
-			},
-			items: items,
-			log:   zerolog.Nop(),
+		o := newTestOrchestrator(&store, everyRegion(real), nil)
+		o.launchInput = func(sw *sweep, it item, attempt int) *ec2.RunInstancesInput {
+			in := testLaunchInput(sw, it, attempt)
+			in.ImageId = aws.String(image)
+			return in
 		}
+		o.items = items
 		o.init()
 		renewLease(sw, o.owner, o.clock.Now(), o.leaseTTL)
 		if err := store.createSweep(ctx, sw); err != nil {
@@ -496,15 +444,11 @@ func BenchmarkOrchestratorMemory100k(b *testing.B) {
 //	go test -run '^$' -bench 'BenchmarkColdStart' .
 func BenchmarkColdStart(b *testing.B) {
 	a := newTestAWS(b)
-	if a.backend.name != "kumo" {
-		b.Skipf("running this binary as the Lambda function needs kumo's runtime API (moto's Lambda needs Docker); backend is %s", a.backend.name)
-	}
-	st, table, itable := createTestTables(b, a)
-	bucket := uniqueName("spawn-cold")
+	a.requireRuntimeAPI(b)
+	st := newTestStore(b)
+	table, itable := st.table, st.instancesTable
+	bucket := createTestBucket(b, a, "spawn-cold")
 	ctx := context.Background()
-	if _, err := newS3Client(a.cfg).CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(bucket)}); err != nil {
-		b.Fatalf("CreateBucket: %v", err)
-	}
 	params := newParamsStore(newS3Client(a.cfg), bucket, b.TempDir())
 	raw := []byte(`{"defaults": {"ami": "ami-12345678", "instance_type": "t3.micro", "command": "sleep 600"}, "params": [{"seed": 1}]}`)
 	lc := lambdasvc.NewFromConfig(a.cfg)

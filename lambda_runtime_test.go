@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/url"
 	"os"
 	"os/exec"
@@ -40,27 +41,16 @@ func (p *functionProcess) kill() {
 // process is killed when the test ends.
 func startFunctionProcess(t testing.TB, endpoint, functionName string, env map[string]string) *functionProcess {
 	t.Helper()
-	u, err := url.Parse(endpoint)
+	procEnv, err := functionEnv(endpoint, endpoint, functionName, env)
 	if err != nil {
-		t.Fatalf("endpoint %q: %v", endpoint, err)
+		t.Fatal(err)
 	}
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
 	p := &functionProcess{cmd: exec.Command(exe)}
-	p.cmd.Env = append(os.Environ(),
-		"SPAWN_TEST_RUN_AS_SPAWN=1",
-		"AWS_LAMBDA_RUNTIME_API="+u.Host+"/_runtime/"+functionName,
-		"AWS_LAMBDA_FUNCTION_NAME="+functionName,
-		"AWS_ENDPOINT_URL="+endpoint,
-		"AWS_ACCESS_KEY_ID=test",
-		"AWS_SECRET_ACCESS_KEY=test",
-		"AWS_REGION=us-east-1",
-	)
-	for k, v := range env {
-		p.cmd.Env = append(p.cmd.Env, k+"="+v)
-	}
+	p.cmd.Env = procEnv
 	p.cmd.Stdout = &p.logs
 	p.cmd.Stderr = &p.logs
 	if err := p.cmd.Start(); err != nil {
@@ -75,26 +65,57 @@ func startFunctionProcess(t testing.TB, endpoint, functionName string, env map[s
 	return p
 }
 
+// functionEnv is the environment of a function process: this test binary runs main()
+// on the runtime API of the emulator at runtimeEndpoint (kumo serves one per function)
+// and makes its AWS calls to awsEndpoint; extra adds what the function's configuration
+// would set (kumo does not pass it on). Later duplicates in an exec environment win, so
+// these override the parent's.
+func functionEnv(runtimeEndpoint, awsEndpoint, functionName string, extra map[string]string) ([]string, error) {
+	u, err := url.Parse(runtimeEndpoint)
+	if err != nil {
+		return nil, fmt.Errorf("endpoint %q: %w", runtimeEndpoint, err)
+	}
+	env := append(os.Environ(),
+		"SPAWN_TEST_RUN_AS_SPAWN=1",
+		"AWS_LAMBDA_RUNTIME_API="+u.Host+"/_runtime/"+functionName,
+		"AWS_LAMBDA_FUNCTION_NAME="+functionName,
+		"AWS_ENDPOINT_URL="+awsEndpoint,
+		"AWS_ACCESS_KEY_ID=test",
+		"AWS_SECRET_ACCESS_KEY=test",
+		"AWS_REGION=us-east-1",
+	)
+	for k, v := range extra {
+		env = append(env, k+"="+v)
+	}
+	return env, nil
+}
+
 // waitFunctionReady sends health-check invokes until the process answers: an Event
 // sent before the runtime polls would be dropped.
 func waitFunctionReady(t testing.TB, cfg aws.Config, functionName string) {
 	t.Helper()
-	lc := lambda.NewFromConfig(cfg)
-	deadline := time.Now().Add(30 * time.Second)
+	if err := functionReady(lambda.NewFromConfig(cfg), functionName, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// functionReady sends health checks for up to within until a process answers.
+func functionReady(lc *lambda.Client, functionName string, within time.Duration) error {
+	deadline := time.Now().Add(within)
 	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		out, err := lc.Invoke(ctx, &lambda.InvokeInput{
 			FunctionName: aws.String(functionName),
 			Payload:      []byte(`{"health_check": true}`),
 		})
 		cancel()
 		if err == nil && out.FunctionError == nil {
-			return
+			return nil
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("function %s never answered a health check: %v", functionName, err)
+			return fmt.Errorf("function %s never answered a health check: %v", functionName, err)
 		}
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(200 * time.Millisecond)
 	}
 }
 
@@ -102,7 +123,13 @@ func waitFunctionReady(t testing.TB, cfg aws.Config, functionName string) {
 // test runs the process itself).
 func createTestFunction(t testing.TB, cfg aws.Config, name string, timeoutSeconds int32) {
 	t.Helper()
-	_, err := lambda.NewFromConfig(cfg).CreateFunction(context.Background(), &lambda.CreateFunctionInput{
+	if err := createFunction(context.Background(), lambda.NewFromConfig(cfg), name, timeoutSeconds); err != nil {
+		t.Fatalf("CreateFunction %s: %v", name, err)
+	}
+}
+
+func createFunction(ctx context.Context, lc *lambda.Client, name string, timeoutSeconds int32) error {
+	_, err := lc.CreateFunction(ctx, &lambda.CreateFunctionInput{
 		FunctionName: aws.String(name),
 		Runtime:      lambdatypes.RuntimeProvidedal2023,
 		Handler:      aws.String("bootstrap"),
@@ -110,9 +137,7 @@ func createTestFunction(t testing.TB, cfg aws.Config, name string, timeoutSecond
 		Timeout:      aws.Int32(timeoutSeconds),
 		Code:         &lambdatypes.FunctionCode{ZipFile: emptyZip()},
 	})
-	if err != nil {
-		t.Fatalf("CreateFunction %s: %v", name, err)
-	}
+	return err
 }
 
 func emptyZip() []byte {
@@ -126,9 +151,7 @@ func emptyZip() []byte {
 
 func TestFunctionProcessAnswersHealthCheck(t *testing.T) {
 	a := newTestAWS(t)
-	if a.backend.name != "kumo" {
-		t.Skipf("running our binary as the function needs kumo's runtime API; backend is %s", a.backend.name)
-	}
+	a.requireRuntimeAPI(t)
 	name := uniqueName("fn")
 	createTestFunction(t, a.cfg, name, 30)
 	startFunctionProcess(t, a.backend.endpoint, name, nil)

@@ -2,662 +2,22 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
 	"math/rand/v2"
-	"net/http"
-	"net/http/httptest"
-	"net/url"
 	"os"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/credentials"
-	"github.com/aws/aws-sdk-go-v2/feature/dynamodb/attributevalue"
-	"github.com/aws/aws-sdk-go-v2/service/cloudwatch"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
-	"github.com/aws/smithy-go"
 	"github.com/rs/zerolog"
 )
-
-// ---- a deterministic simulation: one actor runs at a time, time moves only when all sleep ----
-
-// sim schedules actors (orchestrator invocations, a cancel, ...) one at a time, switching
-// at every fake call, in an order drawn from a seeded generator: a run is reproducible
-// from its seed. Simulated time advances only when every actor sleeps.
-type sim struct {
-	now    time.Time
-	rng    *rand.Rand
-	actors []*actor
-	yield  chan struct{}
-	fail   func(format string, args ...any)
-}
-
-type actor struct {
-	name    string
-	run     chan struct{}
-	wakeAt  time.Time
-	done    bool
-	crashAt int // the fake call at which this actor dies (0: never)
-	ops     int
-	crashed bool
-	onCrash func()
-}
-
-type actorKey struct{}
-
-var errCrashed = errors.New("simulated crash")
-
-func newSim(seed uint64, fail func(string, ...any)) *sim {
-	return &sim{
-		now:   time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC),
-		rng:   rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
-		yield: make(chan struct{}),
-		fail:  fail,
-	}
-}
-
-// start adds an actor that begins at now+after.
-func (s *sim) start(name string, after time.Duration, f func(ctx context.Context, a *actor)) *actor {
-	a := &actor{name: name, run: make(chan struct{}), wakeAt: s.now.Add(after)}
-	s.actors = append(s.actors, a)
-	ctx := context.WithValue(context.Background(), actorKey{}, a)
-	go func() {
-		<-a.run
-		f(ctx, a)
-		a.done = true
-		s.yield <- struct{}{}
-	}()
-	return a
-}
-
-func actorOf(ctx context.Context) *actor {
-	a, _ := ctx.Value(actorKey{}).(*actor)
-	return a
-}
-
-// point is a scheduling point at the start of every fake call; a crashed actor's calls
-// all fail from its crash on.
-func (s *sim) point(ctx context.Context) error {
-	a := actorOf(ctx)
-	if a == nil {
-		return nil
-	}
-	if a.crashed {
-		return errCrashed
-	}
-	a.ops++
-	if a.crashAt > 0 && a.ops >= a.crashAt {
-		a.crashed = true
-		if a.onCrash != nil {
-			a.onCrash()
-		}
-		return errCrashed
-	}
-	s.park(a, s.now)
-	return nil
-}
-
-func (s *sim) park(a *actor, wakeAt time.Time) {
-	a.wakeAt = wakeAt
-	s.yield <- struct{}{}
-	<-a.run
-}
-
-func (s *sim) Now() time.Time { return s.now }
-
-func (s *sim) Sleep(ctx context.Context, d time.Duration) error {
-	a := actorOf(ctx)
-	if a == nil {
-		s.now = s.now.Add(d)
-		return nil
-	}
-	if a.crashed {
-		return errCrashed
-	}
-	s.park(a, s.now.Add(max(d, 0)))
-	return nil
-}
-
-// runAll runs until every actor is done; false when the step budget ran out.
-func (s *sim) runAll(maxSwitches int) bool {
-	for n := 0; n < maxSwitches; n++ {
-		var runnable []*actor
-		var next time.Time
-		live := 0
-		for _, a := range s.actors {
-			if a.done {
-				continue
-			}
-			live++
-			if !a.wakeAt.After(s.now) {
-				runnable = append(runnable, a)
-			} else if next.IsZero() || a.wakeAt.Before(next) {
-				next = a.wakeAt
-			}
-		}
-		if live == 0 {
-			return true
-		}
-		if len(runnable) == 0 {
-			s.now = next
-			continue
-		}
-		a := runnable[s.rng.IntN(len(runnable))]
-		a.run <- struct{}{}
-		<-s.yield
-	}
-	return false
-}
-
-// ---- a fake store with the same fencing as dynamoStore ----
-
-type fakeStore struct {
-	sim      *sim // nil: no scheduling, no faults
-	mu       sync.Mutex
-	sweeps   map[string]*sweep
-	inst     map[string]map[int]instanceRecord
-	faults   float64 // probability of a transient error per call
-	written  int     // bytes the sweep saves and instance puts asked to write
-	measure  bool
-	check    func(old, new *sweep)
-	rng      *rand.Rand
-	putCalls int
-}
-
-func newFakeStore() *fakeStore {
-	return &fakeStore{sweeps: map[string]*sweep{}, inst: map[string]map[int]instanceRecord{}}
-}
-
-func copySweep(s *sweep) *sweep {
-	c := *s
-	c.Alive = slices.Clone(s.Alive)
-	c.RetryQueue = slices.Clone(s.RetryQueue)
-	c.AMIs = maps.Clone(s.AMIs)
-	return &c
-}
-
-var errTransient = &smithy.GenericAPIError{Code: "InternalServerError", Message: "simulated transient error"}
-
-// enter is the scheduling point and the fault injector of every store call.
-func (f *fakeStore) enter(ctx context.Context) error {
-	if f.sim == nil {
-		return nil
-	}
-	return f.sim.point(ctx)
-}
-
-func (f *fakeStore) fault() bool {
-	return f.rng != nil && f.faults > 0 && f.rng.Float64() < f.faults
-}
-
-func (f *fakeStore) createSweep(ctx context.Context, s *sweep) error {
-	if err := f.enter(ctx); err != nil {
-		return err
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if _, ok := f.sweeps[s.SweepID]; ok {
-		return errSweepExists
-	}
-	s.Version = 1
-	f.sweeps[s.SweepID] = copySweep(s)
-	return nil
-}
-
-func (f *fakeStore) loadSweep(ctx context.Context, id string) (*sweep, error) {
-	if err := f.enter(ctx); err != nil {
-		return nil, err
-	}
-	if f.fault() {
-		return nil, errTransient
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	s, ok := f.sweeps[id]
-	if !ok {
-		return nil, errSweepNotFound
-	}
-	return copySweep(s), nil
-}
-
-func (f *fakeStore) saveSweep(ctx context.Context, s *sweep) error {
-	if err := f.enter(ctx); err != nil {
-		return err
-	}
-	failBefore, failAfter := f.fault(), f.fault()
-	if failBefore {
-		return errTransient
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	cur, ok := f.sweeps[s.SweepID]
-	if !ok {
-		return errSweepNotFound
-	}
-	if cur.Version != s.Version {
-		return errStaleVersion
-	}
-	next := copySweep(s)
-	next.Version = cur.Version + 1
-	if f.check != nil {
-		f.check(cur, next)
-	}
-	if f.measure {
-		f.written += fakeItemSize(next)
-	}
-	f.sweeps[s.SweepID] = next
-	if failAfter {
-		// The write happened but the caller hears a timeout: its next save is stale.
-		return errTransient
-	}
-	s.Version = next.Version
-	return nil
-}
-
-func (f *fakeStore) requestCancel(ctx context.Context, id string) (*sweep, error) {
-	if err := f.enter(ctx); err != nil {
-		return nil, err
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	cur, ok := f.sweeps[id]
-	if !ok {
-		return nil, errSweepNotFound
-	}
-	next := copySweep(cur)
-	next.CancelRequested = true
-	next.Version++
-	if f.check != nil {
-		f.check(cur, next)
-	}
-	f.sweeps[id] = next
-	return copySweep(next), nil
-}
-
-func (f *fakeStore) putInstance(ctx context.Context, rec *instanceRecord) error {
-	if err := f.enter(ctx); err != nil {
-		return err
-	}
-	if f.fault() {
-		return errTransient
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.putCalls++
-	m := f.inst[rec.SweepID]
-	if m == nil {
-		m = map[int]instanceRecord{}
-		f.inst[rec.SweepID] = m
-	}
-	if cur, ok := m[rec.Index]; ok && cur.Attempt > rec.Attempt {
-		return nil // an earlier attempt never replaces a later one
-	}
-	if f.measure {
-		f.written += fakeItemSize(rec)
-	}
-	m[rec.Index] = *rec
-	return nil
-}
-
-func (f *fakeStore) listInstances(ctx context.Context, id string) ([]instanceRecord, error) {
-	if err := f.enter(ctx); err != nil {
-		return nil, err
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	var out []instanceRecord
-	for _, r := range f.inst[id] {
-		out = append(out, r)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Index < out[j].Index })
-	return out, nil
-}
-
-func (f *fakeStore) listSweeps(context.Context, string, string, int, string) ([]sweep, string, error) {
-	return nil, "", errors.New("not used by the engine")
-}
-
-// fakeItemSize is what DynamoDB counts for the item v marshals to.
-func fakeItemSize(v any) int {
-	av, err := attributevalue.MarshalMap(v)
-	if err != nil {
-		panic(err)
-	}
-	return itemSize(av)
-}
-
-// ---- a fake EC2 that acts out each launch's planned fate ----
-
-// fate is what happens to one (index, attempt): the errors its RunInstances calls get,
-// then how the instance it makes ends.
-type fate struct {
-	errs    []string // per call: capacity, throttle, timeout-launched, timeout, bad
-	visible time.Duration
-	runFor  time.Duration
-	end     string // exit0, exit1, noreport, hang, hang-hard, spot
-}
-
-type fakeInstance struct {
-	id, token, region, sweepID string
-	index, attempt             int
-	launchedAt, visibleAt      time.Time
-	endAt                      time.Time // zero: runs until terminated
-	end                        string
-	terminatedAt               time.Time
-}
-
-type fakeEC2 struct {
-	sim            *sim
-	idempotent     bool // AWS honours ClientToken; moto does not
-	ignoreFilters  bool // kumo ignores filters
-	maxConcurrent  int
-	ttl            time.Duration
-	fates          map[string]*fate // by token
-	calls          map[string]int
-	insts          []*fakeInstance
-	byToken        map[string][]*fakeInstance
-	launchesByKey  map[string]int // (index, attempt) → instances made
-	runCalls       int
-	cancelReturned bool
-	faults         float64
-	rng            *rand.Rand
-	fail           func(format string, args ...any)
-	nextID         int
-	byID           map[string]*fakeInstance
-	noChecks       bool // benchmarks: the invariants are the property test's job
-}
-
-func (f *fakeEC2) alive(inst *fakeInstance) bool {
-	now := f.sim.now
-	if !inst.terminatedAt.IsZero() {
-		return false
-	}
-	return inst.endAt.IsZero() || now.Before(inst.endAt)
-}
-
-func (f *fakeEC2) checkInvariants(op string) {
-	if f.noChecks {
-		return
-	}
-	live := 0
-	for _, inst := range f.insts {
-		if f.alive(inst) {
-			live++
-		}
-	}
-	if live > f.maxConcurrent {
-		f.fail("after %s: %d instances alive, max_concurrent %d", op, live, f.maxConcurrent)
-	}
-	if f.cancelReturned && live > 0 {
-		f.fail("after %s: %d instances alive after cancel returned", op, live)
-	}
-	for key, n := range f.launchesByKey {
-		if n > 1 {
-			f.fail("after %s: (index, attempt) %s launched into %d instances", op, key, n)
-		}
-	}
-}
-
-func (f *fakeEC2) transient() error {
-	if f.rng != nil && f.faults > 0 && f.rng.Float64() < f.faults {
-		return &smithy.GenericAPIError{Code: "RequestLimitExceeded", Message: "simulated throttle"}
-	}
-	return nil
-}
-
-type fakeRegionEC2 struct {
-	f      *fakeEC2
-	region string
-}
-
-func tokenKey(token string) (index, attempt int) {
-	parts := strings.Split(token, "-")
-	index, _ = strconv.Atoi(parts[len(parts)-2])
-	attempt, _ = strconv.Atoi(parts[len(parts)-1])
-	return
-}
-
-func (r fakeRegionEC2) RunInstances(ctx context.Context, in *ec2.RunInstancesInput, _ ...func(*ec2.Options)) (*ec2.RunInstancesOutput, error) {
-	f := r.f
-	if err := f.sim.point(ctx); err != nil {
-		return nil, err
-	}
-	defer f.checkInvariants("RunInstances")
-	f.runCalls++
-	if f.cancelReturned {
-		f.fail("RunInstances after cancel returned")
-	}
-	token := aws.ToString(in.ClientToken)
-	if f.idempotent && len(f.byToken[token]) > 0 {
-		return &ec2.RunInstancesOutput{Instances: []ec2types.Instance{f.describe(f.byToken[token][0])}}, nil
-	}
-	fa := f.fates[token]
-	if fa == nil {
-		f.fail("RunInstances with unplanned token %q", token)
-		return nil, errors.New("unplanned")
-	}
-	call := f.calls[token]
-	f.calls[token]++
-	kind := ""
-	if call < len(fa.errs) {
-		kind = fa.errs[call]
-	}
-	switch kind {
-	case "capacity":
-		return nil, &smithy.GenericAPIError{Code: "InsufficientInstanceCapacity", Message: "no capacity"}
-	case "throttle":
-		return nil, &smithy.GenericAPIError{Code: "RequestLimitExceeded", Message: "slow down"}
-	case "timeout":
-		return nil, fmt.Errorf("simulated timeout: %w", context.DeadlineExceeded)
-	case "bad":
-		return nil, &smithy.GenericAPIError{Code: "InvalidParameterValue", Message: "bad instance type"}
-	}
-	idx, att := tokenKey(token)
-	f.nextID++
-	inst := &fakeInstance{
-		id: fmt.Sprintf("i-%06d", f.nextID), token: token, region: r.region, sweepID: aws.ToString(in.TagSpecifications[0].Tags[0].Value),
-		index: idx, attempt: att, launchedAt: f.sim.now, visibleAt: f.sim.now.Add(fa.visible), end: fa.end,
-	}
-	switch fa.end {
-	case "hang-hard":
-	case "hang":
-		inst.endAt = f.sim.now.Add(f.ttl)
-	default:
-		inst.endAt = f.sim.now.Add(fa.runFor)
-	}
-	f.insts = append(f.insts, inst)
-	f.byToken[token] = append(f.byToken[token], inst)
-	if f.byID != nil {
-		f.byID[inst.id] = inst
-	}
-	f.launchesByKey[fmt.Sprintf("%d/%d", idx, att)]++
-	if kind == "timeout-launched" {
-		return nil, fmt.Errorf("simulated timeout after the launch: %w", context.DeadlineExceeded)
-	}
-	return &ec2.RunInstancesOutput{Instances: []ec2types.Instance{f.describe(inst)}}, nil
-}
-
-func (f *fakeEC2) describe(inst *fakeInstance) ec2types.Instance {
-	state := ec2types.InstanceStateNameRunning
-	out := ec2types.Instance{
-		InstanceId:  aws.String(inst.id),
-		ClientToken: aws.String(inst.token),
-		LaunchTime:  aws.Time(inst.launchedAt),
-		Tags: []ec2types.Tag{
-			{Key: aws.String("spawn:sweep-id"), Value: aws.String(inst.sweepID)},
-			{Key: aws.String("spawn:managed"), Value: aws.String("true")},
-		},
-	}
-	if !f.alive(inst) {
-		state = ec2types.InstanceStateNameTerminated
-		at := inst.terminatedAt
-		if at.IsZero() || (!inst.endAt.IsZero() && inst.endAt.Before(at)) {
-			at = inst.endAt
-		}
-		out.StateTransitionReason = aws.String("User initiated (" + at.UTC().Format("2006-01-02 15:04:05") + " GMT)")
-		if inst.terminatedAt.IsZero() || !inst.endAt.After(inst.terminatedAt) {
-			switch inst.end {
-			case "exit0":
-				out.Tags = append(out.Tags, ec2types.Tag{Key: aws.String(exitCodeTag), Value: aws.String("0")})
-			case "exit1":
-				out.Tags = append(out.Tags, ec2types.Tag{Key: aws.String(exitCodeTag), Value: aws.String("1")})
-			case "spot":
-				out.StateReason = &ec2types.StateReason{Code: aws.String("Server.SpotInstanceTermination"), Message: aws.String("spot interruption")}
-			}
-		}
-	}
-	out.State = &ec2types.InstanceState{Name: state}
-	return out
-}
-
-func (r fakeRegionEC2) DescribeInstances(ctx context.Context, in *ec2.DescribeInstancesInput, _ ...func(*ec2.Options)) (*ec2.DescribeInstancesOutput, error) {
-	f := r.f
-	if err := f.sim.point(ctx); err != nil {
-		return nil, err
-	}
-	defer f.checkInvariants("DescribeInstances")
-	if err := f.transient(); err != nil {
-		return nil, err
-	}
-	var res ec2types.Reservation
-	// Cheap pre-filter on ids and tokens (the full match follows).
-	want := map[string]bool{}
-	for _, fl := range in.Filters {
-		if n := aws.ToString(fl.Name); n == "instance-id" || n == "client-token" {
-			for _, v := range fl.Values {
-				want[v] = true
-			}
-		}
-	}
-	candidates := f.insts
-	if !f.ignoreFilters && len(want) > 0 && f.byID != nil {
-		candidates = nil
-		for v := range want {
-			if inst, ok := f.byID[v]; ok {
-				candidates = append(candidates, inst)
-			}
-			candidates = append(candidates, f.byToken[v]...)
-		}
-	}
-	for _, inst := range candidates {
-		if inst.region != r.region || f.sim.now.Before(inst.visibleAt) {
-			continue
-		}
-		if !f.ignoreFilters && len(want) > 0 && !want[inst.id] && !want[inst.token] {
-			continue
-		}
-		d := f.describe(inst)
-		if !f.ignoreFilters && !matches(d, in.Filters) {
-			continue
-		}
-		res.Instances = append(res.Instances, d)
-	}
-	return &ec2.DescribeInstancesOutput{Reservations: []ec2types.Reservation{res}}, nil
-}
-
-func matches(d ec2types.Instance, filters []ec2types.Filter) bool {
-	for _, fl := range filters {
-		var got []string
-		switch name := aws.ToString(fl.Name); {
-		case name == "instance-id":
-			got = []string{aws.ToString(d.InstanceId)}
-		case name == "client-token":
-			got = []string{aws.ToString(d.ClientToken)}
-		case name == "instance-state-name":
-			got = []string{string(d.State.Name)}
-		case strings.HasPrefix(name, "tag:"):
-			for _, t := range d.Tags {
-				if aws.ToString(t.Key) == strings.TrimPrefix(name, "tag:") {
-					got = append(got, aws.ToString(t.Value))
-				}
-			}
-		}
-		if !slices.ContainsFunc(got, func(g string) bool { return slices.Contains(fl.Values, g) }) {
-			return false
-		}
-	}
-	return true
-}
-
-func (r fakeRegionEC2) TerminateInstances(ctx context.Context, in *ec2.TerminateInstancesInput, _ ...func(*ec2.Options)) (*ec2.TerminateInstancesOutput, error) {
-	f := r.f
-	if err := f.sim.point(ctx); err != nil {
-		return nil, err
-	}
-	defer f.checkInvariants("TerminateInstances")
-	if err := f.transient(); err != nil {
-		return nil, err
-	}
-	for _, id := range in.InstanceIds {
-		for _, inst := range f.insts {
-			if inst.id == id && inst.region == r.region && inst.terminatedAt.IsZero() {
-				inst.terminatedAt = f.sim.now
-			}
-		}
-	}
-	return &ec2.TerminateInstancesOutput{}, nil
-}
-
-type fakeAlarms struct {
-	sim    *sim
-	alarms map[string]bool
-}
-
-func (a *fakeAlarms) PutMetricAlarm(ctx context.Context, in *cloudwatch.PutMetricAlarmInput, _ ...func(*cloudwatch.Options)) (*cloudwatch.PutMetricAlarmOutput, error) {
-	if err := a.sim.point(ctx); err != nil {
-		return nil, err
-	}
-	a.alarms[aws.ToString(in.AlarmName)] = true
-	return &cloudwatch.PutMetricAlarmOutput{}, nil
-}
-
-func (a *fakeAlarms) DeleteAlarms(ctx context.Context, in *cloudwatch.DeleteAlarmsInput, _ ...func(*cloudwatch.Options)) (*cloudwatch.DeleteAlarmsOutput, error) {
-	if err := a.sim.point(ctx); err != nil {
-		return nil, err
-	}
-	for _, n := range in.AlarmNames {
-		delete(a.alarms, n)
-	}
-	return &cloudwatch.DeleteAlarmsOutput{}, nil
-}
-
-func testLaunchInput(sw *sweep, it item, attempt int) *ec2.RunInstancesInput {
-	in := &ec2.RunInstancesInput{
-		ClientToken:  aws.String(fmt.Sprintf("%s-%d-%d", sw.SweepID, it.Index, attempt)),
-		InstanceType: ec2types.InstanceType(it.InstanceType),
-		MinCount:     aws.Int32(1),
-		MaxCount:     aws.Int32(1),
-		TagSpecifications: []ec2types.TagSpecification{{
-			ResourceType: ec2types.ResourceTypeInstance,
-			Tags:         []ec2types.Tag{{Key: aws.String("spawn:sweep-id"), Value: aws.String(sw.SweepID)}},
-		}},
-	}
-	if it.Spot {
-		in.InstanceMarketOptions = &ec2types.InstanceMarketOptionsRequest{MarketType: ec2types.MarketTypeSpot}
-	}
-	return in
-}
-
-// testLog shows the engine's log with simulated times when SPAWN_PROPERTY_LOG is set.
-func testLog(s *sim, kind string, n int) zerolog.Logger {
-	if os.Getenv("SPAWN_PROPERTY_LOG") == "" {
-		return zerolog.Nop()
-	}
-	return zerolog.New(os.Stderr).Hook(zerolog.HookFunc(func(e *zerolog.Event, _ zerolog.Level, _ string) {
-		e.Str("t", s.now.Format("15:04:05.000")).Str("who", fmt.Sprintf("%s-%d", kind, n))
-	}))
-}
-
-// ---- the property test ----
 
 // scenario is one random run: a sweep, each launch's fate, and the disturbances.
 type scenario struct {
@@ -858,20 +218,14 @@ func runScenario(sc scenario, fail func(string, ...any), edit func(map[string]*f
 	res := simResult{store: store, ec2: fe, truth: truth}
 	jr := rand.New(rand.NewPCG(sc.seed, 5))
 	newOrch := func(kind string, invoke func(ctx context.Context, id string) error) *orchestrator {
-		return &orchestrator{
-			store: store,
-			ec2For: func(_ context.Context, region string) (ec2API, error) {
-				return fakeRegionEC2{f: fe, region: region}, nil
-			},
-			alarmsFor:   func(context.Context, string) (alarmAPI, error) { return alarms, nil },
-			invokeAsync: invoke,
-			loadItems:   func(context.Context, *sweep) ([]item, error) { return items, nil },
-			launchInput: testLaunchInput,
-			clock:       s,
-			owner:       fmt.Sprintf("%s-%d", kind, res.spawn),
-			jitter:      jr.Float64,
-			log:         testLog(s, kind, res.spawn),
-		}
+		o := newTestOrchestrator(store, fe.client, s)
+		o.alarmsFor = func(context.Context, string) (alarmAPI, error) { return alarms, nil }
+		o.invokeAsync = invoke
+		o.loadItems = itemsOf(items)
+		o.owner = fmt.Sprintf("%s-%d", kind, res.spawn)
+		o.jitter = jr.Float64
+		o.log = testLog(s, kind, res.spawn)
+		return o
 	}
 	var invoke func(ctx context.Context, id string) error
 	var startInvocation func(after time.Duration, crashAt int)
@@ -1091,29 +445,6 @@ func TestEngineNoDoubleLaunchAfterTimeout(t *testing.T) {
 	}
 }
 
-func TestRetryableLaunchError(t *testing.T) {
-	for _, tc := range []struct {
-		err  error
-		want bool
-	}{
-		{&smithy.GenericAPIError{Code: "InsufficientInstanceCapacity"}, true},
-		{&smithy.GenericAPIError{Code: "RequestLimitExceeded"}, true},
-		{&smithy.GenericAPIError{Code: "ThrottlingException"}, true},
-		{&smithy.GenericAPIError{Code: "Unavailable"}, true},
-		{&smithy.GenericAPIError{Code: "InternalError"}, true},
-		{context.DeadlineExceeded, true},
-		{&smithy.GenericAPIError{Code: "InvalidParameterValue"}, false},
-		{&smithy.GenericAPIError{Code: "InvalidAMIID.NotFound"}, false},
-		{&smithy.GenericAPIError{Code: "InvalidSubnetID.NotFound"}, false},
-		{&smithy.GenericAPIError{Code: "UnsupportedOperation"}, false},
-		{&smithy.GenericAPIError{Code: "InvalidKeyPair.NotFound"}, false},
-	} {
-		if got := retryableLaunchError(tc.err); got != tc.want {
-			t.Errorf("retryableLaunchError(%v) = %v, want %v", tc.err, got, tc.want)
-		}
-	}
-}
-
 func TestSafetyMarginScales(t *testing.T) {
 	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	for _, tc := range []struct {
@@ -1133,198 +464,6 @@ func TestSafetyMarginScales(t *testing.T) {
 	}
 }
 
-func TestTransitionTime(t *testing.T) {
-	got, ok := transitionTime("User initiated (2024-01-02 03:04:05 GMT)")
-	if !ok || !got.Equal(time.Date(2024, 1, 2, 3, 4, 5, 0, time.UTC)) {
-		t.Errorf("got %v %v", got, ok)
-	}
-	if _, ok := transitionTime("Client.UserInitiatedShutdown"); ok {
-		t.Error("parsed a reason without a time")
-	}
-}
-
-// BenchmarkPollStep measures one poll step of a sweep at max_concurrent 50 whose
-// instances all end within a poll, so every step gives 50 outcomes and makes 50 launches:
-// ns/op and the bytes DynamoDB is asked to write per launch (the record and the instance
-// items), which must not grow with the number of items.
-func BenchmarkPollStep(b *testing.B) {
-	for _, n := range []int{1_000, 10_000, 100_000} {
-		b.Run(fmt.Sprintf("items=%d", n), func(b *testing.B) {
-			s := newSim(1, func(format string, args ...any) { b.Fatalf(format, args...) })
-			store := newFakeStore()
-			store.measure = true
-			fe := &fakeEC2{sim: s, idempotent: true, maxConcurrent: 50, fates: map[string]*fate{},
-				calls: map[string]int{}, byToken: map[string][]*fakeInstance{}, byID: map[string]*fakeInstance{},
-				launchesByKey: map[string]int{}, noChecks: true, fail: func(f string, a ...any) { b.Fatalf(f, a...) }}
-			items := make([]item, n)
-			for i := range items {
-				items[i] = item{Index: i, InstanceType: "c5.large", Params: []param{{Key: "lr", Value: "0.001"}, {Key: "seed", Value: strconv.Itoa(i)}}}
-			}
-			ctx := context.Background()
-			var sw *sweep
-			var o *orchestrator
-			start := func() {
-				sw = &sweep{SweepID: uniqueName("bench"), SweepName: "bench", UserID: "arn:aws:iam::123456789012:user/bench",
-					Status: statusInitializing, MaxConcurrent: 50, LaunchDelay: "0s", PollInterval: "10s", TotalParams: n,
-					Region: "us-east-1", AWSAccountID: "123456789012", TTL: "1h"}
-				if err := store.createSweep(ctx, sw); err != nil {
-					b.Fatal(err)
-				}
-				o = &orchestrator{
-					store:       store,
-					ec2For:      func(context.Context, string) (ec2API, error) { return fakeRegionEC2{f: fe, region: "us-east-1"}, nil },
-					launchInput: testLaunchInput,
-					clock:       s,
-					owner:       "bench",
-					items:       items,
-					log:         zerolog.Nop(),
-				}
-				o.init()
-				renewLease(sw, o.owner, s.now, o.leaseTTL)
-				for i := range n {
-					fe.fates[fmt.Sprintf("%s-%d-1", sw.SweepID, i)] = &fate{runFor: 5 * time.Second, end: "exit0"}
-				}
-			}
-			start()
-			launches := 0
-			store.written = 0
-			b.ResetTimer()
-			for range b.N {
-				before := sw.Launched
-				if err := o.step(ctx, sw); err != nil {
-					b.Fatal(err)
-				}
-				launches += sw.Launched - before
-				s.now = s.now.Add(10 * time.Second)
-				if terminalStatus(sw.Status) {
-					b.StopTimer()
-					start()
-					b.StartTimer()
-				}
-			}
-			b.StopTimer()
-			if launches > 0 {
-				b.ReportMetric(float64(store.written)/float64(launches), "dynamodb_bytes/launch")
-				b.ReportMetric(float64(launches)/float64(b.N), "launches/op")
-			}
-		})
-	}
-}
-
-// TestCrossAccountCredentials: a sweep in another account gets EC2 credentials from
-// that account's SpawnSweepCrossAccountRole with the external id, cached; the
-// orchestrator's own account uses its own credentials.
-func TestCrossAccountCredentials(t *testing.T) {
-	var mu sync.Mutex
-	var calls []url.Values
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_ = r.ParseForm()
-		mu.Lock()
-		calls = append(calls, r.PostForm)
-		mu.Unlock()
-		w.Header().Set("Content-Type", "text/xml")
-		fmt.Fprint(w, `<AssumeRoleResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><AssumeRoleResult>
-<Credentials><AccessKeyId>ASIACROSS</AccessKeyId><SecretAccessKey>s</SecretAccessKey><SessionToken>tok</SessionToken>
-<Expiration>2099-01-01T00:00:00Z</Expiration></Credentials>
-<AssumedRoleUser><Arn>arn:aws:sts::222222222222:assumed-role/SpawnSweepCrossAccountRole/spawn</Arn><AssumedRoleId>AROA:spawn</AssumedRoleId></AssumedRoleUser>
-</AssumeRoleResult><ResponseMetadata><RequestId>1</RequestId></ResponseMetadata></AssumeRoleResponse>`)
-	}))
-	defer srv.Close()
-	base := aws.Config{Region: "us-east-1", BaseEndpoint: aws.String(srv.URL),
-		Credentials: credentials.NewStaticCredentialsProvider("AKIAOWN", "s", "")}
-	c := newAWSClients(base, "111111111111", "aws")
-	ctx := context.Background()
-
-	own, err := c.configFor("111111111111", "eu-west-1").Credentials.Retrieve(ctx)
-	if err != nil || own.AccessKeyID != "AKIAOWN" {
-		t.Fatalf("own account: %v %v", own.AccessKeyID, err)
-	}
-	for range 2 {
-		cross, err := c.configFor("222222222222", "eu-west-1").Credentials.Retrieve(ctx)
-		if err != nil || cross.AccessKeyID != "ASIACROSS" {
-			t.Fatalf("other account: %q %v", cross.AccessKeyID, err)
-		}
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	if len(calls) != 1 {
-		t.Fatalf("%d AssumeRole calls, want 1 (cached until near expiry)", len(calls))
-	}
-	got := calls[0]
-	if got.Get("Action") != "AssumeRole" || got.Get("RoleArn") != "arn:aws:iam::222222222222:role/SpawnSweepCrossAccountRole" ||
-		got.Get("ExternalId") != "spawn-111111111111" {
-		t.Errorf("AssumeRole request %v", got)
-	}
-}
-
-func TestPrepareResume(t *testing.T) {
-	ctx := context.Background()
-	st := newFakeStore()
-	sw := &sweep{SweepID: "sw-r", Status: statusRunning, TotalParams: 5, MaxConcurrent: 2, NextToLaunch: 5,
-		Alive: []aliveInstance{{Index: 4, Attempt: 1, ClientToken: "t4"}}}
-	sw.Counts = counts{Succeeded: 1, Failed: 3}
-	fixCounts(sw)
-	if err := st.createSweep(ctx, sw); err != nil {
-		t.Fatal(err)
-	}
-	for _, rec := range []instanceRecord{
-		{SweepID: "sw-r", Index: 0, Attempt: 1, Outcome: outcomeSucceeded},
-		{SweepID: "sw-r", Index: 1, Attempt: 1, Outcome: outcomeFailed},
-		{SweepID: "sw-r", Index: 2, Attempt: 2, Outcome: outcomeFailed},
-		{SweepID: "sw-r", Index: 3, Attempt: 1, Outcome: outcomeFailed},
-		{SweepID: "sw-r", Index: 4, Attempt: 1},
-	} {
-		if err := st.putInstance(ctx, &rec); err != nil {
-			t.Fatal(err)
-		}
-	}
-	got, queued, err := prepareResume(ctx, st, "sw-r", true)
-	if err != nil || queued != 3 {
-		t.Fatalf("queued %d, err %v", queued, err)
-	}
-	want := []retryItem{{1, 2}, {2, 3}, {3, 2}}
-	if !slices.Equal(got.RetryQueue, want) || got.Counts.Failed != 0 || got.Counts.Pending != 3 || got.Counts.Running != 1 {
-		t.Errorf("retry queue %v, counts %+v", got.RetryQueue, got.Counts)
-	}
-	// A second --retry-failed before the orchestrator relaunched them queues nothing twice.
-	if _, queued, err := prepareResume(ctx, st, "sw-r", true); err != nil || queued != 0 {
-		t.Errorf("second retry-failed: queued %d, err %v", queued, err)
-	}
-	for _, status := range []string{statusCompleted, statusCancelled} {
-		cur, _ := st.loadSweep(ctx, "sw-r")
-		cur.Status = status
-		if err := st.saveSweep(ctx, cur); err != nil {
-			t.Fatal(err)
-		}
-		if _, _, err := prepareResume(ctx, st, "sw-r", false); !errors.Is(err, errNothingToResume) {
-			t.Errorf("%s: err %v (exit %d), want a usage error", status, err, exitCode(err))
-		}
-	}
-	if _, _, err := prepareResume(ctx, st, "nope", false); !errors.Is(err, errSweepNotFound) {
-		t.Errorf("unknown sweep: exit %d", exitCode(err))
-	}
-}
-
-// flipClock completes the sweep on its third sleep.
-type flipClock struct {
-	st    *fakeStore
-	id    string
-	naps  int
-	slept time.Duration
-}
-
-func (c *flipClock) Now() time.Time { return time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).Add(c.slept) }
-func (c *flipClock) Sleep(ctx context.Context, d time.Duration) error {
-	c.naps++
-	c.slept += d
-	if c.naps == 3 {
-		sw, _ := c.st.loadSweep(ctx, c.id)
-		sw.Status = statusCompleted
-		return c.st.saveSweep(ctx, sw)
-	}
-	return nil
-}
-
 func TestWaitSweep(t *testing.T) {
 	st := newFakeStore()
 	ctx := context.Background()
@@ -1341,40 +480,139 @@ func TestWaitSweep(t *testing.T) {
 	}
 }
 
-// TestResolveAMIsStable: items without an AMI get the current Amazon Linux image once per
-// region and type; the sweep keeps it, so a newer image published mid-sweep does not
-// change a retried launch's parameters (its ClientToken would no longer match them).
-func TestResolveAMIsStable(t *testing.T) {
-	var mu sync.Mutex
-	current, calls := "ami-11111111", 0
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		mu.Lock()
-		defer mu.Unlock()
-		calls++
-		w.Header().Set("Content-Type", "application/x-amz-json-1.1")
-		fmt.Fprintf(w, `{"Parameter": {"Name": "al2023", "Type": "String", "Value": %q}}`, current)
-	}))
-	defer srv.Close()
-	d := &engineDeps{cfg: aws.Config{Region: "us-east-1", BaseEndpoint: aws.String(srv.URL),
-		Credentials: credentials.NewStaticCredentialsProvider("a", "b", "")}}
-	sw := &sweep{SweepID: "sw-ami", Region: "us-east-1"}
-	items := []item{{Index: 0, InstanceType: "t3.micro"}, {Index: 1, InstanceType: "t3.micro"},
-		{Index: 2, InstanceType: "t3.micro", AMI: "ami-99999999"}, {Index: 3, InstanceType: "t3.micro", Region: "eu-west-1"}}
-	ctx := context.Background()
-	if err := d.resolveAMIs(ctx, sw, items); err != nil {
+// TestLambdaHandlerBadEvents: a malformed event or an unknown sweep is one clear log line
+// and no error (Lambda would retry an error for nothing).
+func TestLambdaHandlerBadEvents(t *testing.T) {
+	a := newTestAWS(t)
+	table, itable := createSweepTables(t, a)
+	var logs syncBuffer
+	log := zerolog.New(&logs)
+	h := &lambdaHandler{log: log, deps: newEngineDeps(a.cfg, "000000000000", "arn:aws:iam::000000000000:root", table, itable,
+		uniqueName("bucket"), uniqueName("fn"), log)}
+	h.once.Do(func() {}) // already set up
+	for _, tc := range []struct{ event, want string }{
+		{`not json`, "malformed event"},
+		{`{}`, "malformed event"},
+		{`{"sweep_id": "sw-nope"}`, "unknown sweep; not retried"},
+	} {
+		out, err := h.handle(context.Background(), json.RawMessage(tc.event))
+		if err != nil || out != nil {
+			t.Errorf("%s: answered %v, %v; want nothing", tc.event, out, err)
+		}
+		if !strings.Contains(logs.String(), tc.want) {
+			t.Errorf("%s: log %q lacks %q", tc.event, logs.String(), tc.want)
+		}
+	}
+	out, err := h.handle(context.Background(), json.RawMessage(`{"health_check": true}`))
+	if ans, ok := out.(healthAnswer); err != nil || !ok || !ans.OK || ans.Account != "000000000000" {
+		t.Errorf("health check: %#v, %v", out, err)
+	}
+}
+
+// TestEngineCompletesOnEmulator runs a 20-item sweep at max_concurrent 3 with the real
+// DynamoDB store and the real EC2 client on the emulator, while the test plays the
+// workload: it ends each instance shortly after launch (on moto it first reports exit
+// code 0 by tag, as the instance's script does).
+func TestEngineCompletesOnEmulator(t *testing.T) {
+	a := newTestAWS(t)
+	store := newTestStore(t)
+	real := ec2.NewFromConfig(a.cfg)
+	image := testImage(t, real)
+	api := newCountingEC2(real)
+	const items, maxConc = 20, 3
+	sw := &sweep{
+		SweepID: uniqueName("sw"), SweepName: "integration", UserID: "arn:aws:iam::000000000000:user/test", Status: statusInitializing, MaxConcurrent: maxConc,
+		LaunchDelay: "0s", PollInterval: "250ms", TotalParams: items, Region: a.cfg.Region, AWSAccountID: "000000000000",
+	}
+	if err := store.createSweep(context.Background(), sw); err != nil {
 		t.Fatal(err)
 	}
-	if items[0].AMI != "ami-11111111" || items[1].AMI != "ami-11111111" || items[2].AMI != "ami-99999999" || calls != 2 {
-		t.Fatalf("items %+v after %d lookups", items, calls)
+	var list []item
+	for i := range items {
+		list = append(list, item{Index: i, InstanceType: "t3.micro"})
 	}
-	if sw.AMIs["us-east-1/t3.micro"] != "ami-11111111" || sw.AMIs["eu-west-1/t3.micro"] != "ami-11111111" {
-		t.Fatalf("sweep keeps %v", sw.AMIs)
+	o := newTestOrchestrator(store, everyRegion(api), nil)
+	o.launchInput = func(sw *sweep, it item, attempt int) *ec2.RunInstancesInput {
+		in := testLaunchInput(sw, it, attempt)
+		in.ImageId = aws.String(image)
+		in.TagSpecifications[0].Tags = append(in.TagSpecifications[0].Tags,
+			ec2types.Tag{Key: aws.String("spawn:managed"), Value: aws.String("true")})
+		return in
 	}
-	mu.Lock()
-	current = "ami-22222222"
-	mu.Unlock()
-	again := []item{{Index: 0, InstanceType: "t3.micro"}}
-	if err := d.resolveAMIs(ctx, sw, again); err != nil || again[0].AMI != "ami-11111111" {
-		t.Errorf("a later invocation resolved %q (%v), want the sweep's ami-11111111", again[0].AMI, err)
+	o.loadItems = itemsOf(list)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- o.run(ctx, sw.SweepID, time.Time{}) }()
+
+	// The workload: end every instance ~300 ms after it was launched.
+	seen := map[string]time.Time{}
+	var runErr error
+loop:
+	for {
+		select {
+		case runErr = <-done:
+			break loop
+		case <-time.After(100 * time.Millisecond):
+		}
+		launched, _, _, _ := api.snapshot()
+		for _, id := range launched {
+			first, ok := seen[id]
+			if !ok {
+				seen[id] = time.Now()
+				continue
+			}
+			if first.IsZero() || time.Since(first) < 300*time.Millisecond {
+				continue
+			}
+			// As the instance's own script does: report the exit code, then end.
+			if _, err := real.CreateTags(ctx, &ec2.CreateTagsInput{Resources: []string{id},
+				Tags: []ec2types.Tag{{Key: aws.String(exitCodeTag), Value: aws.String("0")}}}); err != nil {
+				t.Fatalf("CreateTags: %v", err)
+			}
+			if _, err := real.TerminateInstances(ctx, &ec2.TerminateInstancesInput{InstanceIds: []string{id}}); err != nil {
+				t.Fatalf("TerminateInstances: %v", err)
+			}
+			api.ended(id)
+			seen[id] = time.Time{}
+		}
 	}
+	if runErr != nil {
+		t.Fatalf("run: %v", runErr)
+	}
+	got, err := store.loadSweep(context.Background(), sw.SweepID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	launched, _, maxAlive, doubled := api.snapshot()
+	if got.Status != statusCompleted || len(got.Alive) != 0 || got.LeaseOwner != "" {
+		t.Fatalf("status %s, alive %d, lease %q; want COMPLETED, none, released", got.Status, len(got.Alive), got.LeaseOwner)
+	}
+	if len(launched) != items || len(doubled) > 0 {
+		t.Errorf("%d instances launched for %d items (tokens with two instances: %v)", len(launched), items, doubled)
+	}
+	if maxAlive > maxConc {
+		t.Errorf("%d instances alive at once, max_concurrent %d", maxAlive, maxConc)
+	}
+	recs, err := store.listInstances(context.Background(), sw.SweepID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != items {
+		t.Fatalf("%d instance items, want %d", len(recs), items)
+	}
+	want := outcomeSucceeded
+	for _, rec := range recs {
+		if rec.Outcome != want || rec.InstanceID == "" {
+			t.Errorf("index %d: outcome %q (instance %q), want %s", rec.Index, rec.Outcome, rec.InstanceID, want)
+		}
+	}
+	c := got.Counts
+	if c.Succeeded != items || c.Pending != 0 || c.Running != 0 {
+		t.Errorf("counts %+v", c)
+	}
+	if got.Launched != items {
+		t.Errorf("launched %d, want %d", got.Launched, items)
+	}
+	fmt.Fprintf(testWriter{t}, "backend %s: %d launches, at most %d alive\n", a.backend.name, len(launched), maxAlive)
 }

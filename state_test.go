@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -20,21 +19,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 )
-
-// newTestStore creates the two tables under fresh names on the test backend.
-func newTestStore(t testing.TB) (*dynamoStore, *dynamodb.Client) {
-	t.Helper()
-	a := newTestAWS(t)
-	db := dynamodb.NewFromConfig(a.cfg)
-	table, instances := uniqueName("sweeps"), uniqueName("instances")
-	ctx := context.Background()
-	for _, in := range []*dynamodb.CreateTableInput{sweepTableInput(table), instancesTableInput(instances)} {
-		if _, err := db.CreateTable(ctx, in); err != nil {
-			t.Fatalf("create table %s: %v", aws.ToString(in.TableName), err)
-		}
-	}
-	return newDynamoStore(db, table, instances), db
-}
 
 var testEpoch = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
 
@@ -58,7 +42,7 @@ func testSweep(id, user string, created time.Time) *sweep {
 }
 
 func TestStoreCreateLoadSave(t *testing.T) {
-	st, db := newTestStore(t)
+	st := newTestStore(t)
 	ctx := context.Background()
 	id := uniqueName("sw")
 	s := testSweep(id, "arn:user/a", testEpoch)
@@ -91,7 +75,7 @@ func TestStoreCreateLoadSave(t *testing.T) {
 	if !got.Alive[0].ReservedAt.Equal(testEpoch.Add(time.Second)) {
 		t.Errorf("reserved_at = %v, want %v", got.Alive[0].ReservedAt, testEpoch.Add(time.Second))
 	}
-	raw, err := db.GetItem(ctx, &dynamodb.GetItemInput{TableName: aws.String(st.table),
+	raw, err := st.db.GetItem(ctx, &dynamodb.GetItemInput{TableName: aws.String(st.table),
 		Key: map[string]types.AttributeValue{"sweep_id": &types.AttributeValueMemberS{Value: id}}})
 	if err != nil {
 		t.Fatal(err)
@@ -142,7 +126,7 @@ func TestStoreCreateLoadSave(t *testing.T) {
 }
 
 func TestStoreRequestCancelFencesHolder(t *testing.T) {
-	st, _ := newTestStore(t)
+	st := newTestStore(t)
 	ctx := context.Background()
 	id := uniqueName("sw")
 	if err := st.createSweep(ctx, testSweep(id, "arn:user/a", testEpoch)); err != nil {
@@ -176,7 +160,7 @@ func TestStoreRequestCancelFencesHolder(t *testing.T) {
 }
 
 func TestLeaseOneOfTwoContendersWins(t *testing.T) {
-	st, _ := newTestStore(t)
+	st := newTestStore(t)
 	ctx := context.Background()
 	id := uniqueName("sw")
 	if err := st.createSweep(ctx, testSweep(id, "arn:user/a", testEpoch)); err != nil {
@@ -220,7 +204,7 @@ func TestLeaseOneOfTwoContendersWins(t *testing.T) {
 }
 
 func TestLeaseWaitTakeoverRelease(t *testing.T) {
-	st, _ := newTestStore(t)
+	st := newTestStore(t)
 	ctx := context.Background()
 	id := uniqueName("sw")
 	if err := st.createSweep(ctx, testSweep(id, "arn:user/a", testEpoch)); err != nil {
@@ -291,7 +275,7 @@ func TestLeaseWaitTakeoverRelease(t *testing.T) {
 }
 
 func TestPutInstanceKeepsLaterAttempt(t *testing.T) {
-	st, _ := newTestStore(t)
+	st := newTestStore(t)
 	st.pageLimit = 3 // several Query pages
 	ctx := context.Background()
 	id := uniqueName("sw")
@@ -346,7 +330,7 @@ func TestPutInstanceKeepsLaterAttempt(t *testing.T) {
 }
 
 func TestListSweepsNewestFirstAcrossPages(t *testing.T) {
-	st, _ := newTestStore(t)
+	st := newTestStore(t)
 	ctx := context.Background()
 	user, other := "arn:aws:iam::000000000000:user/"+uniqueName("u"), "arn:aws:iam::000000000000:user/"+uniqueName("o")
 	var want, wantDone []string // newest first
@@ -451,7 +435,7 @@ func fullSweep(id string, total int) *sweep {
 }
 
 func TestSweepRecordSizeBounded(t *testing.T) {
-	st, _ := newTestStore(t)
+	st := newTestStore(t)
 	ctx := context.Background()
 	s := fullSweep(uniqueName("sw"), 10_000)
 	if err := st.createSweep(ctx, s); err != nil {
@@ -502,30 +486,11 @@ func TestItemSize(t *testing.T) {
 	}
 }
 
-// countingS3 counts the calls that reach S3.
-type countingS3 struct {
-	s3API
-	gets, puts atomic.Int32
-}
-
-func (c *countingS3) GetObject(ctx context.Context, in *s3.GetObjectInput, optFns ...func(*s3.Options)) (*s3.GetObjectOutput, error) {
-	c.gets.Add(1)
-	return c.s3API.GetObject(ctx, in, optFns...)
-}
-
-func (c *countingS3) PutObject(ctx context.Context, in *s3.PutObjectInput, optFns ...func(*s3.Options)) (*s3.PutObjectOutput, error) {
-	c.puts.Add(1)
-	return c.s3API.PutObject(ctx, in, optFns...)
-}
-
 func newTestParamsStore(t *testing.T) (*paramsStore, *countingS3, *s3.Client) {
 	t.Helper()
 	a := newTestAWS(t)
 	client := newS3Client(a.cfg)
-	bucket := uniqueName("params")
-	if _, err := client.CreateBucket(context.Background(), &s3.CreateBucketInput{Bucket: aws.String(bucket)}); err != nil {
-		t.Fatalf("create bucket: %v", err)
-	}
+	bucket := createTestBucket(t, a, "params")
 	c := &countingS3{s3API: client}
 	return newParamsStore(c, bucket, t.TempDir()), c, client
 }
@@ -629,20 +594,8 @@ func TestParamsUploadRefusesOverwrite(t *testing.T) {
 	}
 }
 
-// countingDynamo sums the size of every item written through PutItem.
-type countingDynamo struct {
-	dynamoAPI
-	puts, bytes int
-}
-
-func (c *countingDynamo) PutItem(ctx context.Context, in *dynamodb.PutItemInput, optFns ...func(*dynamodb.Options)) (*dynamodb.PutItemOutput, error) {
-	c.puts++
-	c.bytes += itemSize(in.Item)
-	return c.dynamoAPI.PutItem(ctx, in, optFns...)
-}
-
 func BenchmarkSaveSweep(b *testing.B) {
-	st, _ := newTestStore(b)
+	st := newTestStore(b)
 	ctx := context.Background()
 	for _, total := range []int{1_000, 10_000, 100_000} {
 		b.Run(fmt.Sprintf("items=%d", total), func(b *testing.B) {
