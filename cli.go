@@ -19,6 +19,18 @@ import (
 	"github.com/rs/zerolog"
 )
 
+// Every user-facing error is ONE line: what was wrong, then what to do, joined by
+// one ": " (never " — ", never a parenthesised hint), lower-case, with no trailing
+// period:
+//
+//	--param-file runs.json: no such file: check the path
+//	runs.json line 4, params[0].ttl: "2 hours" is not a duration: use a Go duration like 90m
+//
+// The place comes first when there is one (a flag, a file and line, a key). A usage
+// error may add a second line naming the help command (run 'spawn launch --help').
+// The command layer hands main one error type, *cliError, which carries the exit code;
+// errors the engine returns keep their own words and exit 1.
+
 // Exit codes of SPEC.md.
 const (
 	exitOK      = 0
@@ -30,18 +42,27 @@ const (
 // errSilent marks an error whose message was already shown to the user.
 var errSilent = errors.New("")
 
-// exitError carries an exit code with the error that caused it.
-type exitError struct {
+// cliError is an error for the user: the line shown, the exit code, and the error it
+// explains (kept for errors.Is and errors.As).
+type cliError struct {
 	code int
+	msg  string // the line shown; empty: err's own message
+	help string // the command whose --help the second line names; empty: no second line
 	err  error
 }
 
-func (e *exitError) Error() string { return e.err.Error() }
-func (e *exitError) Unwrap() error { return e.err }
+func (e *cliError) Error() string {
+	if e.msg != "" {
+		return e.msg
+	}
+	return e.err.Error()
+}
+
+func (e *cliError) Unwrap() error { return e.err }
 
 // usageErrorf is an input or usage error: exit code 2.
 func usageErrorf(format string, args ...any) error {
-	return &exitError{code: exitUsage, err: fmt.Errorf(format, args...)}
+	return &cliError{code: exitUsage, err: fmt.Errorf(format, args...)}
 }
 
 // withExitCode wraps err so that main exits with code.
@@ -49,21 +70,48 @@ func withExitCode(code int, err error) error {
 	if err == nil {
 		return nil
 	}
-	return &exitError{code: code, err: err}
+	return &cliError{code: code, err: err}
+}
+
+// explain shows msg for err, a runtime error (exit 1) the user can act on.
+func explain(err error, format string, args ...any) error {
+	return &cliError{code: exitRuntime, msg: fmt.Sprintf(format, args...), err: err}
+}
+
+// withHelp adds the second line naming the help of cmd ("spawn launch") to a usage error.
+func withHelp(cmd string, err error) error {
+	return &cliError{code: exitUsage, help: cmd, err: err}
 }
 
 func exitCode(err error) int {
 	if err == nil {
 		return exitOK
 	}
-	var ee *exitError
-	if errors.As(err, &ee) {
-		return ee.code
+	var ce *cliError
+	if errors.As(err, &ce) {
+		return ce.code
+	}
+	var pe *paramError
+	if errors.As(err, &pe) {
+		return exitUsage
 	}
 	if errors.Is(err, flag.ErrHelp) {
 		return exitUsage
 	}
 	return exitRuntime
+}
+
+// printError writes err as main shows it: "spawn: " and one line, and for a usage
+// error that names its command, the line naming the help.
+func printError(w io.Writer, err error) {
+	if err == nil || errors.Is(err, errSilent) || err.Error() == "" {
+		return
+	}
+	fmt.Fprintf(w, "spawn: %s\n", err)
+	var ce *cliError
+	if errors.As(err, &ce) && ce.help != "" {
+		fmt.Fprintf(w, "run '%s --help'\n", ce.help)
+	}
 }
 
 // rootConfig holds the global flags of SPEC.md; every command shares it.
@@ -284,25 +332,15 @@ func sweepIDArg(flagValue string, args []string) (string, error) {
 	return "", usageErrorf("unexpected arguments %q: pass one sweep id with --sweep-id", args)
 }
 
-// explainedError is one line for the user that still wraps the error it explains.
-type explainedError struct {
-	msg string
-	err error
-}
-
-func (e *explainedError) Error() string { return e.msg }
-
-func (e *explainedError) Unwrap() error { return e.err }
-
 // explainStoreError turns the store's errors into what the user can act on. An unknown
 // sweep id is a runtime error (exit 1): the id is well formed, it just is not there.
 func explainStoreError(err error, d *deployment, table, sweepID string) error {
 	var rnf *ddbtypes.ResourceNotFoundException
 	switch {
 	case errors.As(err, &rnf):
-		return &explainedError{fmt.Sprintf("no spawn deployment found in %s (table %s does not exist): run 'spawn deploy', or pass the --region or --table it used", d.region, table), err}
+		return explain(err, "no spawn deployment found in %s (table %s does not exist): run 'spawn deploy', or pass the --region or --table it used", d.region, table)
 	case errors.Is(err, errSweepNotFound):
-		return &explainedError{fmt.Sprintf("sweep %s not found in table %s (%s): check the id with 'spawn list'", sweepID, d.table, d.region), err}
+		return explain(err, "sweep %s not found in table %s (%s): check the id with 'spawn list'", sweepID, d.table, d.region)
 	}
 	return err
 }
@@ -328,7 +366,9 @@ func sweepIDAndFlags(fs *flag.FlagSet, flagID string, args []string) (string, er
 	return flagID, nil
 }
 
-func isTerminalWriter(w io.Writer) bool {
+// isTerminal reports whether the stream (stdin, stdout or stderr) is a terminal:
+// colour, redraws and questions only there.
+func isTerminal(w any) bool {
 	f, ok := w.(*os.File)
 	return ok && (isatty.IsTerminal(f.Fd()) || isatty.IsCygwinTerminal(f.Fd()))
 }

@@ -5,13 +5,11 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/iam"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
-	"github.com/mattn/go-isatty"
 	"github.com/peterbourgon/ff/v3/ffcli"
 )
 
@@ -113,8 +111,7 @@ func (r *rootConfig) openDeployer(ctx context.Context, computeProfile string, dr
 
 // confirmDestroy asks on a terminal; without one the user must pass --yes.
 func (r *rootConfig) confirmDestroy(n policyNames) error {
-	f, ok := r.stdin.(*os.File)
-	if !ok || !isatty.IsTerminal(f.Fd()) {
+	if !isTerminal(r.stdin) {
 		return usageErrorf("destroy deletes the function, roles, tables and bucket %s with every sweep's data: pass --yes to confirm (stdin is not a terminal)", n.bucket)
 	}
 	fmt.Fprintf(r.stderr, "This deletes function %s, roles %s and %s, tables %s and %s, and bucket %s with all its objects.\nType yes to continue: ",

@@ -49,7 +49,7 @@ func (src *sweepSource) load(ctx context.Context, id string) (*sweep, error) {
 		return nil, explainStoreError(err, src.d, src.d.table, id)
 	}
 	if s.UserID != "" && s.UserID != src.d.userID {
-		return nil, &explainedError{fmt.Sprintf("sweep %s belongs to %s; you are %s: use that identity's credentials (--profile)", id, s.UserID, src.d.userID), errOtherUser}
+		return nil, explain(errOtherUser, "sweep %s belongs to %s; you are %s: use that identity's credentials (--profile)", id, s.UserID, src.d.userID)
 	}
 	return s, nil
 }
@@ -100,7 +100,7 @@ func newStatusCmd(r *rootConfig) *ffcli.Command {
 }
 
 func (r *rootConfig) runStatus(ctx context.Context, src *sweepSource, id string, watch, wait bool, interval time.Duration) error {
-	tty := isTerminalWriter(r.stdout)
+	tty := isTerminal(r.stdout)
 	style := textStyle{color: tty && os.Getenv("NO_COLOR") == ""}
 	var v *statusView
 	var err error
@@ -338,9 +338,9 @@ func (r *rootConfig) printLog(ctx context.Context, client logObjectAPI, bucket, 
 		var nsk *s3types.NoSuchKey
 		switch {
 		case errors.As(err, &nsk) || code == "NoSuchKey" || code == "NotFound":
-			return &explainedError{fmt.Sprintf("no log for item %d of sweep %s yet: the instance uploads it when its command ends", index, id), err}
+			return explain(err, "no log for item %d of sweep %s yet: the instance uploads it when its command ends", index, id)
 		case code == "NoSuchBucket":
-			return &explainedError{fmt.Sprintf("bucket %s does not exist: pass the --bucket that 'spawn deploy' used", bucket), err}
+			return explain(err, "bucket %s does not exist: pass the --bucket that 'spawn deploy' used", bucket)
 		}
 		return fmt.Errorf("reading s3://%s/%s: %w", bucket, key, err)
 	}

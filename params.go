@@ -107,8 +107,19 @@ type field struct {
 	off int
 }
 
+// paramError is a refused parameter file: one line naming the file, the place and the
+// fix. The engine reads the uploaded file with the same parser, so the command layer,
+// not this file, decides that it means exit code 2.
+type paramError struct{ msg string }
+
+func (e *paramError) Error() string { return e.msg }
+
+func paramErrorf(format string, args ...any) error {
+	return &paramError{msg: fmt.Sprintf(format, args...)}
+}
+
 // parseParamFile parses and validates a parameter file (SPEC.md "Parameter file").
-// Every error is a usage error whose one line names the file, the place and the fix.
+// Every error is a *paramError whose one line names the file, the place and the fix.
 func parseParamFile(path string, data []byte) ([]item, error) {
 	p := &paramParser{file: path, data: data, intern: make(map[string]string, 64), goodKeys: make(map[string]bool)}
 	p.fixedTags[0] = len(fixedTags("", "", 0, 0, 0))
@@ -123,7 +134,7 @@ func (p *paramParser) parse() ([]item, error) {
 		start = 3
 	}
 	if len(bytes.TrimSpace(data[start:])) == 0 {
-		return nil, usageErrorf(`%s: the file is empty — write {"defaults": {...}, "params": [{...}, ...]}`, p.file)
+		return nil, paramErrorf(`%s: the file is empty — write {"defaults": {...}, "params": [{...}, ...]}`, p.file)
 	}
 	if !json.Valid(data[start:]) {
 		return nil, p.syntaxError(start)
@@ -687,15 +698,15 @@ func (p *paramParser) internBytes(b []byte) string {
 	return s
 }
 
-// errAt is a usage error naming the file, the line of byte offset off, and the place.
+// errAt is a refusal naming the file, the line of byte offset off, and the place.
 func (p *paramParser) errAt(off int, at where, format string, args ...any) error {
 	line, _ := lineCol(p.data, off)
 	msg := fmt.Sprintf(format, args...)
 	place := at.String()
 	if place == "" {
-		return usageErrorf("%s line %d: %s", p.file, line, msg)
+		return paramErrorf("%s line %d: %s", p.file, line, msg)
 	}
-	return usageErrorf("%s line %d, %s: %s", p.file, line, place, msg)
+	return paramErrorf("%s line %d, %s: %s", p.file, line, place, msg)
 }
 
 // syntaxError turns the decoder's complaint into the file's line and column and a fix.
@@ -704,7 +715,7 @@ func (p *paramParser) syntaxError(start int) error {
 	err := json.Unmarshal(p.data[start:], &v)
 	var se *json.SyntaxError
 	if !errors.As(err, &se) {
-		return usageErrorf("%s: not valid JSON: %v — check the JSON", p.file, err)
+		return paramErrorf("%s: not valid JSON: %v — check the JSON", p.file, err)
 	}
 	off := start + int(se.Offset) - 1 // Offset counts the bytes read, the bad one included
 	if off < start {
@@ -739,7 +750,7 @@ func (p *paramParser) syntaxError(start int) error {
 		hint = `write it as \t or \n`
 	}
 	line, col := lineCol(p.data, off)
-	return usageErrorf("%s line %d, column %d: %s — %s", p.file, line, col, msg, hint)
+	return paramErrorf("%s line %d, column %d: %s — %s", p.file, line, col, msg, hint)
 }
 
 // badChar pulls the quoted character out of encoding/json's "invalid character 'x' ...".
