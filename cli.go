@@ -292,7 +292,7 @@ func (r *rootConfig) openDeployment(ctx context.Context) (*deployment, error) {
 	}
 	id, err := sts.NewFromConfig(cfg).GetCallerIdentity(ctx, &sts.GetCallerIdentityInput{})
 	if err != nil {
-		return nil, fmt.Errorf("no usable AWS credentials: %w (run 'aws configure', pass --profile, or set AWS_PROFILE)", err)
+		return nil, fmt.Errorf("no usable AWS credentials (%w): run 'aws configure', pass --profile, or set AWS_PROFILE", err)
 	}
 	d := &deployment{
 		cfg:            cfg,

@@ -102,7 +102,7 @@ func (r *rootConfig) openDeployer(ctx context.Context, computeProfile string, dr
 		}
 		id, err := sts.NewFromConfig(cfg).GetCallerIdentity(ctx, &sts.GetCallerIdentityInput{})
 		if err != nil {
-			return nil, fmt.Errorf("no usable AWS credentials for --compute-profile %s: %w (check ~/.aws/config)", computeProfile, err)
+			return nil, fmt.Errorf("no usable AWS credentials for --compute-profile %s (%w): check that profile in ~/.aws/config", computeProfile, err)
 		}
 		d.compute = &computeTarget{account: aws.ToString(id.Account), iam: iam.NewFromConfig(cfg)}
 	}

@@ -206,10 +206,10 @@ func newLaunchCmd(r *rootConfig) *ffcli.Command {
 // request checks the flags, then reads and validates the file; nothing touches AWS.
 func (lf *launchFlags) request(r *rootConfig, fs *flag.FlagSet, args []string) (*launchRequest, error) {
 	if len(args) > 0 {
-		return nil, usageErrorf("unexpected argument %q — give the file with --param-file", args[0])
+		return nil, usageErrorf("unexpected argument %q: give the file with --param-file", args[0])
 	}
 	if lf.paramFile == "" {
-		return nil, usageErrorf("--param-file is required — give the sweep's parameter file (JSON)")
+		return nil, usageErrorf("--param-file is required: give the sweep's parameter file (JSON)")
 	}
 	detachSet := false
 	fs.Visit(func(f *flag.Flag) {
@@ -219,7 +219,7 @@ func (lf *launchFlags) request(r *rootConfig, fs *flag.FlagSet, args []string) (
 	})
 	if detachSet && lf.noDetach {
 		if lf.detach {
-			return nil, usageErrorf("--detach and --no-detach contradict each other — give one")
+			return nil, usageErrorf("--detach and --no-detach contradict each other: give one")
 		}
 	}
 	detach := lf.detach && !lf.noDetach
@@ -231,11 +231,11 @@ func (lf *launchFlags) request(r *rootConfig, fs *flag.FlagSet, args []string) (
 	case lf.pollInterval.d < time.Second:
 		return nil, usageErrorf("--poll-interval %s: must be at least 1s", lf.pollInterval.d)
 	case lf.ttl.set && lf.ttl.d <= 0:
-		return nil, usageErrorf("--ttl %s: must be more than zero — give how long an instance may run, e.g. 2h", lf.ttl.d)
+		return nil, usageErrorf("--ttl %s is not more than zero: give how long an instance may run, e.g. 2h", lf.ttl.d)
 	case lf.idleTimeout.set && lf.idleTimeout.d < time.Minute:
-		return nil, usageErrorf("--idle-timeout %s: must be at least 1m (CloudWatch alarms look at whole minutes)", lf.idleTimeout.d)
+		return nil, usageErrorf("--idle-timeout %s is under 1m: give at least 1m, as CloudWatch alarms look at whole minutes", lf.idleTimeout.d)
 	case !detach && !lf.ttl.set && !lf.idleTimeout.set:
-		return nil, usageErrorf("--no-detach needs --ttl or --idle-timeout — if this process dies, nothing else would stop the sweep's instances")
+		return nil, usageErrorf("--no-detach needs --ttl or --idle-timeout: give one, so that the sweep's instances end even if this process dies")
 	}
 	name := lf.name
 	if name == "" {
@@ -254,7 +254,7 @@ func (lf *launchFlags) request(r *rootConfig, fs *flag.FlagSet, args []string) (
 	}
 	if err != nil {
 		if errors.Is(err, iofs.ErrNotExist) {
-			return nil, usageErrorf("--param-file %s: no such file — check the path", lf.paramFile)
+			return nil, usageErrorf("--param-file %s does not exist: check the path", lf.paramFile)
 		}
 		return nil, usageErrorf("--param-file %s: %v", lf.paramFile, errors.Unwrap(err))
 	}
@@ -294,7 +294,7 @@ func checkSweepTTLTags(file string, items []item, sweepTTL time.Duration) error 
 	for i := range items {
 		it := &items[i]
 		if it.TTL == 0 && withTTL+len(it.Params) > maxTagsPerResource {
-			return usageErrorf("%s, %s: with --ttl the instance also gets tag %s, making %d tags, over EC2's limit of %d — drop a param",
+			return usageErrorf("%s, %s: with --ttl the instance also gets tag %s, making %d tags, over EC2's limit of %d: drop a param",
 				file, where{idx: it.Index}, tagTTL, withTTL+len(it.Params), maxTagsPerResource)
 		}
 	}
@@ -319,13 +319,13 @@ func defaultSweepName(path string) string {
 
 func checkSweepName(name string) error {
 	if strings.TrimSpace(name) == "" {
-		return usageErrorf("--name is empty — give the sweep a short name")
+		return usageErrorf("--name is empty: give the sweep a short name")
 	}
 	if utf8.RuneCountInString(name) > maxSweepNameLen {
-		return usageErrorf("--name is over %d characters — shorten it", maxSweepNameLen)
+		return usageErrorf("--name is over %d characters: shorten it", maxSweepNameLen)
 	}
 	if !utf8.ValidString(name) || strings.IndexFunc(name, unicode.IsControl) >= 0 {
-		return usageErrorf("--name %q holds control characters or invalid UTF-8 — use plain text", name)
+		return usageErrorf("--name %q holds control characters or invalid UTF-8: use plain text", name)
 	}
 	return nil
 }

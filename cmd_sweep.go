@@ -20,7 +20,7 @@ func startFunction(ctx context.Context, deps *engineDeps, id string) error {
 		return fmt.Errorf("the orchestrator function %s does not exist: run 'spawn deploy', then 'spawn resume --sweep-id %s'", deps.function, id)
 	}
 	if err != nil {
-		return fmt.Errorf("starting the orchestrator function %s: %w (then run 'spawn resume --sweep-id %s')", deps.function, err, id)
+		return fmt.Errorf("the orchestrator function %s did not start (%w): once the cause is fixed, run 'spawn resume %s'", deps.function, err, id)
 	}
 	return nil
 }

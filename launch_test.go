@@ -156,34 +156,34 @@ func TestParseParamFileValues(t *testing.T) {
 
 // badFiles pairs every file in testdata/params/bad with the place and fix its message names.
 var badFiles = map[string]string{
-	"missing-comma.json":             `missing-comma.json line 4, column 5: expected "," or "]" but found '{' — a comma may be missing between two items`,
-	"trailing-data.json":             `trailing-data.json line 2, column 1: extra data after the JSON object — the file must hold exactly one {...}`,
-	"truncated.json":                 `truncated.json line 5, column 1: the file ends in the middle of the JSON — a closing } or ] or a quote is missing`,
-	"raw-tab.json":                   `raw-tab.json line 4, column 18: a control character (a raw tab or line break?) inside a string — write it as \t or \n`,
-	"empty-file.json":                `empty-file.json: the file is empty — write {"defaults": {...}, "params": [{...}, ...]}`,
+	"missing-comma.json":             `missing-comma.json line 4, column 5: expected "," or "]" but found '{': a comma may be missing between two items`,
+	"trailing-data.json":             `trailing-data.json line 2, column 1: extra data after the JSON object: the file must hold exactly one {...}`,
+	"truncated.json":                 `truncated.json line 5, column 1: the file ends in the middle of the JSON: a closing } or ] or a quote is missing`,
+	"raw-tab.json":                   `raw-tab.json line 4, column 18: a control character (a raw tab or line break?) inside a string: write it as \t or \n`,
+	"empty-file.json":                `empty-file.json: the file is empty: write {"defaults": {...}, "params": [{...}, ...]}`,
 	"not-an-object.json":             `not-an-object.json line 1: expected a JSON object {"defaults": {...}, "params": [...]}, found an array`,
-	"unknown-top-key.json":           `unknown-top-key.json line 2: unknown top-level key "param" — did you mean "params"?`,
-	"missing-params.json":            `missing-params.json line 1: no "params" — add "params": [{...}, ...]`,
-	"empty-params.json":              `empty-params.json line 3, params: the list is empty — add one object per instance`,
+	"unknown-top-key.json":           `unknown-top-key.json line 2: unknown top-level key "param": did you mean "params"?`,
+	"missing-params.json":            `missing-params.json line 1: no "params": add "params": [{...}, ...]`,
+	"empty-params.json":              `empty-params.json line 3, params: the list is empty: add one object per instance`,
 	"item-not-object.json":           `item-not-object.json line 5, params[1]: expected an object of keys, found a string`,
-	"command-and-user-data.json":     `command-and-user-data.json line 5, params[1]: both command (from defaults) and user_data are set — give command`,
-	"no-command.json":                `no-command.json line 3, params[0]: nothing to run — give "command" (a shell line) or "user_data"`,
-	"bad-duration.json":              `bad-duration.json line 7, params[3].ttl: "2 hours" is not a duration — use a Go duration like 90m or 2h30m, or days like 2d`,
+	"command-and-user-data.json":     `command-and-user-data.json line 5, params[1]: both command (from defaults) and user_data are set: give command`,
+	"no-command.json":                `no-command.json line 3, params[0]: nothing to run: give "command" (a shell line) or "user_data"`,
+	"bad-duration.json":              `bad-duration.json line 7, params[3].ttl: "2 hours" is not a duration: use a Go duration like 90m or 2h30m, or days like 2d`,
 	"defaults-bad-ttl.json":          `defaults-bad-ttl.json line 2, defaults.ttl: "soon" is not a duration`,
 	"duration-as-number.json":        `duration-as-number.json line 4, params[0].idle_timeout: expected a duration string like "90m", "2h" or "1d", found a number`,
-	"zero-ttl.json":                  `zero-ttl.json line 4, params[0].ttl: "0s" must be more than zero — give how long the instance may run`,
-	"bad-instance-type.json":         `bad-instance-type.json line 5, params[1].instance_type: "t3micro" is not an instance type — use family.size, e.g. t3.micro`,
-	"bad-region.json":                `bad-region.json line 2, defaults.region: "us-est-1" is not an AWS region — did you mean "us-east-1"?`,
+	"zero-ttl.json":                  `zero-ttl.json line 4, params[0].ttl: "0s" must be more than zero: give how long the instance may run`,
+	"bad-instance-type.json":         `bad-instance-type.json line 5, params[1].instance_type: "t3micro" is not an instance type: use family.size, e.g. t3.micro`,
+	"bad-region.json":                `bad-region.json line 2, defaults.region: "us-est-1" is not an AWS region: did you mean "us-east-1"?`,
 	"spot-not-bool.json":             `spot-not-bool.json line 4, params[0].spot: expected true or false, found a string`,
-	"price-without-spot.json":        `price-without-spot.json line 4, params[0]: spot_max_price is set but spot is not true — add "spot": true`,
+	"price-without-spot.json":        `price-without-spot.json line 4, params[0]: spot_max_price is set but spot is not true: add "spot": true`,
 	"security-groups-not-array.json": `security-groups-not-array.json line 4, params[0].security_group_ids: expected an array of strings like ["sg-0123456789abcdef0"], found a string`,
 	"security-group-bad-id.json":     `security-group-bad-id.json line 4, params[0].security_group_ids[1]: "default" is not a security group id`,
 	"bad-param-key.json":             `bad-param-key.json line 4, params[0].learning-rate: a param's key may hold only letters, digits and _ (it becomes env var PARAM_<key>)`,
-	"case-of-known-key.json":         `case-of-known-key.json line 4, params[0].TTL: keys are case-sensitive — did you mean "ttl"?`,
-	"duplicate-key.json":             `duplicate-key.json line 4, params[0].lr: the key appears twice in one object — keep one`,
+	"case-of-known-key.json":         `case-of-known-key.json line 4, params[0].TTL: keys are case-sensitive: did you mean "ttl"?`,
+	"duplicate-key.json":             `duplicate-key.json line 4, params[0].lr: the key appears twice in one object: keep one`,
 	"param-object-value.json":        `param-object-value.json line 4, params[0].grid: a param's value must be a string, number or boolean, found an object`,
 	"param-value-too-long.json":      `param-value-too-long.json line 5, params[1].note: the value is 300 characters, over EC2's tag value limit of 256`,
-	"too-many-tags.json":             `too-many-tags.json line 10, params[1]: 45 params make 51 tags, over EC2's limit of 50 per instance — use at most 44 params per item`,
+	"too-many-tags.json":             `too-many-tags.json line 10, params[1]: 45 params make 51 tags, over EC2's limit of 50 per instance: use at most 44 params per item`,
 }
 
 func TestLaunchRefusesBadFiles(t *testing.T) {
@@ -222,15 +222,15 @@ func TestLaunchRefusesBadFlags(t *testing.T) {
 		want string
 	}{
 		{[]string{}, "--param-file is required"},
-		{[]string{"--param-file", "testdata/params/nope.json"}, "--param-file testdata/params/nope.json: no such file — check the path"},
-		{[]string{"--param-file", good, "extra"}, `unexpected argument "extra" — give the file with --param-file`},
+		{[]string{"--param-file", "testdata/params/nope.json"}, "--param-file testdata/params/nope.json does not exist: check the path"},
+		{[]string{"--param-file", good, "extra"}, `unexpected argument "extra": give the file with --param-file`},
 		{[]string{"--param-file", good, "--max-concurrent", "0"}, "--max-concurrent 0: must be at least 1"},
 		{[]string{"--param-file", good, "--launch-delay", "-1s"}, "--launch-delay -1s: must not be negative"},
 		{[]string{"--param-file", good, "--poll-interval", "0s"}, "--poll-interval 0s: must be at least 1s"},
 		{[]string{"--param-file", good, "--ttl", "soon"}, `invalid value "soon" for flag -ttl: not a duration: use 90m, 2h30m or 2d`},
-		{[]string{"--param-file", good, "--ttl", "0s"}, "--ttl 0s: must be more than zero"},
-		{[]string{"--param-file", good, "--idle-timeout", "30s"}, "--idle-timeout 30s: must be at least 1m"},
-		{[]string{"--param-file", good, "--no-detach"}, "--no-detach needs --ttl or --idle-timeout — if this process dies, nothing else would stop the sweep's instances"},
+		{[]string{"--param-file", good, "--ttl", "0s"}, "--ttl 0s is not more than zero"},
+		{[]string{"--param-file", good, "--idle-timeout", "30s"}, "--idle-timeout 30s is under 1m"},
+		{[]string{"--param-file", good, "--no-detach"}, "--no-detach needs --ttl or --idle-timeout: give one"},
 		{[]string{"--param-file", good, "--detach", "--no-detach", "--ttl", "1h"}, "--detach and --no-detach contradict each other"},
 		{[]string{"--param-file", good, "--name", " "}, "--name is empty"},
 		{[]string{"--param-file", good, "--name", strings.Repeat("n", 129)}, "--name is over 128 characters"},
@@ -604,7 +604,7 @@ func (f *fakeSSMParameters) GetParameter(_ context.Context, in *ssm.GetParameter
 
 func TestResolveAMIErrors(t *testing.T) {
 	f := &fakeSSMParameters{values: map[string]string{al2023Parameter + "x86_64": "not-an-ami"}}
-	if _, err := resolveAMI(context.Background(), f, "t3.micro"); err == nil || !strings.Contains(err.Error(), `holds no AMI id — set "ami"`) {
+	if _, err := resolveAMI(context.Background(), f, "t3.micro"); err == nil || !strings.Contains(err.Error(), `holds no AMI id: set "ami"`) {
 		t.Errorf("bad value: %v", err)
 	}
 	_, err := resolveAMI(context.Background(), f, "m7g.large")

@@ -134,7 +134,7 @@ func (p *paramParser) parse() ([]item, error) {
 		start = 3
 	}
 	if len(bytes.TrimSpace(data[start:])) == 0 {
-		return nil, paramErrorf(`%s: the file is empty — write {"defaults": {...}, "params": [{...}, ...]}`, p.file)
+		return nil, paramErrorf(`%s: the file is empty: write {"defaults": {...}, "params": [{...}, ...]}`, p.file)
 	}
 	if !json.Valid(data[start:]) {
 		return nil, p.syntaxError(start)
@@ -161,11 +161,11 @@ func (p *paramParser) parse() ([]item, error) {
 			if s := closest(f.key, []string{"defaults", "params"}); s != "" {
 				hint = fmt.Sprintf("did you mean %q?", s)
 			}
-			return nil, p.errAt(f.off, where{idx: atTop}, "unknown top-level key %q — %s", f.key, hint)
+			return nil, p.errAt(f.off, where{idx: atTop}, "unknown top-level key %q: %s", f.key, hint)
 		}
 	}
 	if params == nil {
-		return nil, p.errAt(start, where{idx: atTop}, `no "params" — add "params": [{...}, ...] with one object per instance`)
+		return nil, p.errAt(start, where{idx: atTop}, `no "params": add "params": [{...}, ...] with one object per instance`)
 	}
 
 	tmpl := item{InstanceType: defaultInstanceType, IAMInstanceProfile: defaultInstanceProfile}
@@ -236,7 +236,7 @@ func (p *paramParser) parse() ([]item, error) {
 		items = append(items, it)
 	}
 	if len(items) == 0 {
-		return nil, p.errAt(params.off, where{idx: atTop, key: "params"}, `the list is empty — add one object per instance, e.g. [{"command": "./run.sh"}]`)
+		return nil, p.errAt(params.off, where{idx: atTop, key: "params"}, `the list is empty: add one object per instance, e.g. [{"command": "./run.sh"}]`)
 	}
 	return items, nil
 }
@@ -256,26 +256,26 @@ func (p *paramParser) check(it *item, off int, fromDefaults map[string]bool, own
 		return ""
 	}
 	if it.Command != "" && it.UserData != "" {
-		return p.errAt(off, where{idx: idx}, "both command%s and user_data%s are set — give command (spawn writes the script) or user_data (yours, verbatim), not both",
+		return p.errAt(off, where{idx: idx}, "both command%s and user_data%s are set: give command (spawn writes the script) or user_data (yours, verbatim), not both",
 			origin("command"), origin("user_data"))
 	}
 	if it.Command == "" && it.UserData == "" {
-		return p.errAt(off, where{idx: idx}, `nothing to run — give "command" (a shell line) or "user_data" here or in defaults`)
+		return p.errAt(off, where{idx: idx}, `nothing to run: give "command" (a shell line) or "user_data" here or in defaults`)
 	}
 	if it.SpotMaxPrice != "" && !it.Spot {
-		return p.errAt(off, where{idx: idx}, `spot_max_price%s is set but spot is not true — add "spot": true or remove the price`, origin("spot_max_price"))
+		return p.errAt(off, where{idx: idx}, `spot_max_price%s is set but spot is not true: add "spot": true or remove the price`, origin("spot_max_price"))
 	}
 	has := 0
 	if it.TTL > 0 {
 		has = 1
 	}
 	if n := p.fixedTags[has] + len(it.Params); n > maxTagsPerResource {
-		return p.errAt(off, where{idx: idx}, "%d params make %d tags, over EC2's limit of %d per instance — use at most %d params per item",
+		return p.errAt(off, where{idx: idx}, "%d params make %d tags, over EC2's limit of %d per instance: use at most %d params per item",
 			len(it.Params), n, maxTagsPerResource, maxTagsPerResource-p.fixedTags[has])
 	}
 	if it.Command != "" {
 		if n := userDataEstimate(it); n > maxUserDataBytes {
-			return p.errAt(off, where{idx: idx}, "the instance script would be about %d bytes, over EC2's user-data limit of %d — move the long command or values into a script the command downloads",
+			return p.errAt(off, where{idx: idx}, "the instance script would be about %d bytes, over EC2's user-data limit of %d: move the long command or values into a script the command downloads",
 				n, maxUserDataBytes)
 		}
 	}
@@ -303,7 +303,7 @@ func (p *paramParser) fields(w *walker, obj where, fs []field) ([]field, error) 
 		raw := w.str()
 		key, ok := p.str(raw)
 		if !ok {
-			return nil, p.errAt(keyOff, obj, "a key is not valid UTF-8 — save the file as UTF-8")
+			return nil, p.errAt(keyOff, obj, "a key is not valid UTF-8: save the file as UTF-8")
 		}
 		w.skipWS()
 		w.i++ // ':'
@@ -311,7 +311,7 @@ func (p *paramParser) fields(w *walker, obj where, fs []field) ([]field, error) 
 		off := w.i
 		val := w.value()
 		if dup(fs, key, &seen) {
-			return nil, p.errAt(keyOff, obj.with(key), "the key appears twice in one object — keep one")
+			return nil, p.errAt(keyOff, obj.with(key), "the key appears twice in one object: keep one")
 		}
 		fs = append(fs, field{key: key, val: val, off: off})
 	}
@@ -385,14 +385,14 @@ func (p *paramParser) apply(it *item, params *[]param, idx int, f field) error {
 		}
 		s, ok := p.str(f.val)
 		if !ok {
-			return "", p.errAt(f.off, at, "the value is not valid UTF-8 — save the file as UTF-8")
+			return "", p.errAt(f.off, at, "the value is not valid UTF-8: save the file as UTF-8")
 		}
 		return s, nil
 	}
 	nonEmpty := func(what string) (string, error) {
 		s, err := str()
 		if err == nil && strings.TrimSpace(s) == "" {
-			err = p.errAt(f.off, at, "is empty — give %s or remove the key", what)
+			err = p.errAt(f.off, at, "is empty: give %s or remove the key", what)
 		}
 		return s, err
 	}
@@ -411,11 +411,11 @@ func (p *paramParser) apply(it *item, params *[]param, idx int, f field) error {
 	case "name":
 		it.Name, err = nonEmpty("a short name")
 		if err == nil && utf8.RuneCountInString(it.Name) > maxTagValueLen {
-			err = p.errAt(f.off, at, "is over %d characters — shorten it", maxTagValueLen)
+			err = p.errAt(f.off, at, "is over %d characters: shorten it", maxTagValueLen)
 		}
 	case "instance_type":
 		if it.InstanceType, err = str(); err == nil && !validInstanceType(it.InstanceType) {
-			err = p.errAt(f.off, at, "%q is not an instance type — use family.size, e.g. t3.micro, c7gn.16xlarge or u-6tb1.metal", it.InstanceType)
+			err = p.errAt(f.off, at, "%q is not an instance type: use family.size, e.g. t3.micro, c7gn.16xlarge or u-6tb1.metal", it.InstanceType)
 		}
 	case "region":
 		if it.Region, err = str(); err == nil && !slices.Contains(awsRegions[:], it.Region) {
@@ -423,17 +423,17 @@ func (p *paramParser) apply(it *item, params *[]param, idx int, f field) error {
 			if s := closest(it.Region, awsRegions[:]); s != "" {
 				hint = fmt.Sprintf("did you mean %q?", s)
 			}
-			err = p.errAt(f.off, at, "%q is not an AWS region — %s", it.Region, hint)
+			err = p.errAt(f.off, at, "%q is not an AWS region: %s", it.Region, hint)
 		}
 	case "ami":
 		if it.AMI, err = str(); err == nil && !validAMI(it.AMI) {
-			err = p.errAt(f.off, at, "%q is not an AMI id — use ami-0123456789abcdef0 or resolve:ssm:<parameter>, or remove the key for Amazon Linux 2023", it.AMI)
+			err = p.errAt(f.off, at, "%q is not an AMI id: use ami-0123456789abcdef0 or resolve:ssm:<parameter>, or remove the key for Amazon Linux 2023", it.AMI)
 		}
 	case "key_name":
 		it.KeyName, err = nonEmpty("the EC2 key pair name")
 	case "subnet_id":
 		if it.SubnetID, err = str(); err == nil && !hasIDPrefix(it.SubnetID, "subnet-") {
-			err = p.errAt(f.off, at, "%q is not a subnet id — use subnet-0123456789abcdef0", it.SubnetID)
+			err = p.errAt(f.off, at, "%q is not a subnet id: use subnet-0123456789abcdef0", it.SubnetID)
 		}
 	case "security_group_ids":
 		it.SecurityGroupIDs, err = p.securityGroups(f, at)
@@ -460,7 +460,7 @@ func (p *paramParser) apply(it *item, params *[]param, idx int, f field) error {
 		}
 		if err == nil {
 			if v, perr := strconv.ParseFloat(s, 64); perr != nil || !(v > 0) || math.IsInf(v, 0) {
-				err = p.errAt(f.off, at, "%q is not a price — use USD per hour like \"0.05\"", s)
+				err = p.errAt(f.off, at, "%q is not a price: use USD per hour like \"0.05\"", s)
 			}
 		}
 		it.SpotMaxPrice = s
@@ -469,14 +469,14 @@ func (p *paramParser) apply(it *item, params *[]param, idx int, f field) error {
 	case "idle_timeout":
 		it.IdleTimeout, err = p.duration(f, at, str)
 		if err == nil && it.IdleTimeout < time.Minute {
-			err = p.errAt(f.off, at, "%s is too short — CloudWatch alarms need at least 1m", it.IdleTimeout)
+			err = p.errAt(f.off, at, "%s is too short: CloudWatch alarms need at least 1m", it.IdleTimeout)
 		}
 	case "command":
 		it.Command, err = nonEmpty("a shell command line")
 	case "user_data":
 		it.UserData, err = nonEmpty("the instance's user data")
 		if err == nil && len(it.UserData) > maxUserDataBytes {
-			err = p.errAt(f.off, at, "is %d bytes, over EC2's user-data limit of %d — have it download the rest", len(it.UserData), maxUserDataBytes)
+			err = p.errAt(f.off, at, "is %d bytes, over EC2's user-data limit of %d: have it download the rest", len(it.UserData), maxUserDataBytes)
 		}
 	default:
 		var v string
@@ -501,10 +501,10 @@ func (p *paramParser) duration(f field, at where, str func() (string, error)) (t
 	}
 	d, err := parseDuration(s)
 	if err != nil {
-		return 0, p.errAt(f.off, at, "%q is not a duration — use a Go duration like 90m or 2h30m, or days like 2d", s)
+		return 0, p.errAt(f.off, at, "%q is not a duration: use a Go duration like 90m or 2h30m, or days like 2d", s)
 	}
 	if d <= 0 {
-		return 0, p.errAt(f.off, at, "%q must be more than zero — give how long the instance may run, e.g. 2h", s)
+		return 0, p.errAt(f.off, at, "%q must be more than zero: give how long the instance may run, e.g. 2h", s)
 	}
 	return d, nil
 }
@@ -533,12 +533,12 @@ func (p *paramParser) securityGroups(f field, at where) ([]string, error) {
 		}
 		s, ok := p.str(v)
 		if !ok || !hasIDPrefix(s, "sg-") {
-			return nil, p.errAt(off, el, "%q is not a security group id — use sg-0123456789abcdef0", s)
+			return nil, p.errAt(off, el, "%q is not a security group id: use sg-0123456789abcdef0", s)
 		}
 		ids = append(ids, s)
 	}
 	if len(ids) == 0 {
-		return nil, p.errAt(f.off, at, "the list is empty — give at least one sg-… id or remove the key for the VPC's default group")
+		return nil, p.errAt(f.off, at, "the list is empty: give at least one sg-… id or remove the key for the VPC's default group")
 	}
 	return ids, nil
 }
@@ -551,19 +551,19 @@ func (p *paramParser) paramValue(f field, at where) (string, error) {
 	case c == '"':
 		s, ok := p.str(f.val)
 		if !ok {
-			return "", p.errAt(f.off, at, "the value is not valid UTF-8 — save the file as UTF-8")
+			return "", p.errAt(f.off, at, "the value is not valid UTF-8: save the file as UTF-8")
 		}
 		v = s
 	case c == 't' || c == 'f' || c == '-' || (c >= '0' && c <= '9'):
 		v = p.internBytes(f.val)
 	default:
-		return "", p.errAt(f.off, at, "a param's value must be a string, number or boolean, found %s — flatten it into several keys or a string", kindOf(f.val))
+		return "", p.errAt(f.off, at, "a param's value must be a string, number or boolean, found %s: flatten it into several keys or a string", kindOf(f.val))
 	}
 	if strings.IndexByte(v, 0) >= 0 {
-		return "", p.errAt(f.off, at, "the value contains a NUL character, which no environment variable can hold — remove it")
+		return "", p.errAt(f.off, at, "the value contains a NUL character, which no environment variable can hold: remove it")
 	}
 	if n := utf8.RuneCountInString(v); n > maxTagValueLen {
-		return "", p.errAt(f.off, at, "the value is %d characters, over EC2's tag value limit of %d — shorten it or have the command read it from a file", n, maxTagValueLen)
+		return "", p.errAt(f.off, at, "the value is %d characters, over EC2's tag value limit of %d: shorten it or have the command read it from a file", n, maxTagValueLen)
 	}
 	return v, nil
 }
@@ -576,20 +576,20 @@ func (p *paramParser) checkParamKey(f field, at where) error {
 		return nil
 	}
 	if k == "" {
-		return p.errAt(f.off, at, "a param's key is empty — name it with letters, digits and _")
+		return p.errAt(f.off, at, "a param's key is empty: name it with letters, digits and _")
 	}
 	for i := 0; i < len(k); i++ {
 		c := k[i]
 		if !(c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
-			return p.errAt(f.off, at, "a param's key may hold only letters, digits and _ (it becomes env var %s<key>) — rename %q", paramEnvPrefix, k)
+			return p.errAt(f.off, at, "a param's key may hold only letters, digits and _ (it becomes env var %s<key>): rename %q", paramEnvPrefix, k)
 		}
 	}
 	if len(paramTagPrefix)+len(k) > maxTagKeyLen {
-		return p.errAt(f.off, at, "the key is %d characters; as tag %s<key> it passes EC2's %d — use at most %d", len(k), paramTagPrefix, maxTagKeyLen, maxTagKeyLen-len(paramTagPrefix))
+		return p.errAt(f.off, at, "the key is %d characters; as tag %s<key> it passes EC2's %d: use at most %d", len(k), paramTagPrefix, maxTagKeyLen, maxTagKeyLen-len(paramTagPrefix))
 	}
 	for _, known := range knownKeys {
 		if strings.EqualFold(k, known) {
-			return p.errAt(f.off, at, "keys are case-sensitive — did you mean %q?", known)
+			return p.errAt(f.off, at, "keys are case-sensitive: did you mean %q?", known)
 		}
 	}
 	p.goodKeys[k] = true
@@ -715,7 +715,7 @@ func (p *paramParser) syntaxError(start int) error {
 	err := json.Unmarshal(p.data[start:], &v)
 	var se *json.SyntaxError
 	if !errors.As(err, &se) {
-		return paramErrorf("%s: not valid JSON: %v — check the JSON", p.file, err)
+		return paramErrorf("%s is not valid JSON (%v): check the JSON", p.file, err)
 	}
 	off := start + int(se.Offset) - 1 // Offset counts the bytes read, the bad one included
 	if off < start {
@@ -750,7 +750,7 @@ func (p *paramParser) syntaxError(start int) error {
 		hint = `write it as \t or \n`
 	}
 	line, col := lineCol(p.data, off)
-	return paramErrorf("%s line %d, column %d: %s — %s", p.file, line, col, msg, hint)
+	return paramErrorf("%s line %d, column %d: %s: %s", p.file, line, col, msg, hint)
 }
 
 // badChar pulls the quoted character out of encoding/json's "invalid character 'x' ...".
