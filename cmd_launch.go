@@ -190,7 +190,8 @@ func newLaunchCmd(r *rootConfig) *ffcli.Command {
 	fs.BoolVar(&lf.dryRun, "dry-run", false, "validate the file and print the plan; create nothing")
 	return r.command("launch",
 		"spawn launch --param-file F [--max-concurrent N] [--launch-delay D] [--poll-interval D] [--name S] [--detach | --no-detach] [--ttl D] [--idle-timeout D] [--wait] [--dry-run]",
-		"validate a parameter file and start a sweep", fs,
+		"validate a parameter file and start a sweep",
+		[]string{"spawn launch --param-file sweep.json --ttl 2h", "spawn launch --param-file sweep.json --dry-run"}, fs,
 		func(ctx context.Context, args []string) error {
 			req, err := lf.request(r, fs, args)
 			if err != nil {
@@ -205,8 +206,8 @@ func newLaunchCmd(r *rootConfig) *ffcli.Command {
 
 // request checks the flags, then reads and validates the file; nothing touches AWS.
 func (lf *launchFlags) request(r *rootConfig, fs *flag.FlagSet, args []string) (*launchRequest, error) {
-	if len(args) > 0 {
-		return nil, usageErrorf("unexpected argument %q: give the file with --param-file", args[0])
+	if err := noArgs(fs, args); err != nil {
+		return nil, err
 	}
 	if lf.paramFile == "" {
 		return nil, usageErrorf("--param-file is required: give the sweep's parameter file (JSON)")

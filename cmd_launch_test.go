@@ -19,7 +19,7 @@ func TestLaunchRefusesBadFlags(t *testing.T) {
 	}{
 		{[]string{}, "--param-file is required"},
 		{[]string{"--param-file", "testdata/params/nope.json"}, "--param-file testdata/params/nope.json does not exist: check the path"},
-		{[]string{"--param-file", good, "extra"}, `unexpected argument "extra": give the file with --param-file`},
+		{[]string{"--param-file", good, "extra"}, `unexpected argument "extra": spawn launch takes no arguments`},
 		{[]string{"--param-file", good, "--max-concurrent", "0"}, "--max-concurrent 0: must be at least 1"},
 		{[]string{"--param-file", good, "--launch-delay", "-1s"}, "--launch-delay -1s: must not be negative"},
 		{[]string{"--param-file", good, "--poll-interval", "0s"}, "--poll-interval 0s: must be at least 1s"},
@@ -35,8 +35,12 @@ func TestLaunchRefusesBadFlags(t *testing.T) {
 	for _, tt := range tests {
 		args := append([]string{"launch", "--dry-run"}, tt.args...)
 		_, errOut, code := runSpawn(t, nil, args...)
-		// A value the flag package refuses is followed by the command's usage text.
-		oneLine := strings.Count(errOut, "\n") == 1 || strings.HasPrefix(tt.want, "invalid value")
+		// A value the flag package refuses, or an argument, is followed by the help command.
+		oneLine := strings.Count(errOut, "\n") == 1
+		if strings.HasPrefix(tt.want, "invalid value") || strings.HasPrefix(tt.want, "unexpected argument") {
+			_, help, ok := usageError(errOut)
+			oneLine = ok && help == "run 'spawn launch --help'"
+		}
 		if code != exitUsage || !strings.Contains(errOut, tt.want) || !oneLine {
 			t.Errorf("%v: exit %d, stderr %q; want exit 2 and %q", tt.args, code, errOut, tt.want)
 		}

@@ -79,9 +79,10 @@ func newStatusCmd(r *rootConfig) *ffcli.Command {
 	fs.BoolVar(&wait, "wait", false, "block until the sweep ends; exit 3 if it ended FAILED, CANCELLED or with failed items")
 	fs.DurationVar(&interval, "interval", 5*time.Second, "how often --watch and --wait read the sweep")
 	return r.command("status", "spawn status [--sweep-id ID | ID] [--watch] [--wait] [--interval D]",
-		"show a sweep: progress, item counts, instances and estimated cost", fs,
+		"show a sweep: progress, item counts, instances and estimated cost",
+		[]string{"spawn status sw-20250101-120000-a1b2c3 --watch", "spawn status --sweep-id sw-20250101-120000-a1b2c3 --wait --output json"}, fs,
 		func(ctx context.Context, args []string) error {
-			id, err := sweepIDAndFlags(fs, sweepID, args)
+			id, err := sweepIDArg(fs, &sweepID, args)
 			if err != nil {
 				return err
 			}
@@ -241,10 +242,11 @@ func newListCmd(r *rootConfig) *ffcli.Command {
 	fs.IntVar(&limit, "limit", 50, "sweeps per page (1-1000)")
 	fs.StringVar(&token, "next-token", "", "continue from where the previous page ended")
 	return r.command("list", "spawn list [--status S] [--limit N] [--next-token T]",
-		"list your sweeps, newest first", fs,
+		"list your sweeps, newest first",
+		[]string{"spawn list --status RUNNING", "spawn list --limit 10 --output json"}, fs,
 		func(ctx context.Context, args []string) error {
-			if len(args) > 0 {
-				return usageErrorf("unexpected argument %q: list takes only flags", args[0])
+			if err := noArgs(fs, args); err != nil {
+				return err
 			}
 			status = strings.ToUpper(status)
 			if status != "" && !slices.Contains(sweepStatuses, status) {
@@ -296,15 +298,16 @@ func newLogsCmd(r *rootConfig) *ffcli.Command {
 	)
 	fs.StringVar(&sweepID, "sweep-id", "", "the sweep (or give it as the argument)")
 	fs.IntVar(&index, "index", -1, "the item whose log to print (numbered from 0 in file order)")
-	return r.command("logs", "spawn logs --sweep-id ID --index I",
-		"print the log that the instance of item I uploaded", fs,
+	return r.command("logs", "spawn logs [--sweep-id ID | ID] --index I",
+		"print the log that the instance of item I uploaded",
+		[]string{"spawn logs sw-20250101-120000-a1b2c3 --index 3"}, fs,
 		func(ctx context.Context, args []string) error {
-			id, err := sweepIDAndFlags(fs, sweepID, args)
+			id, err := sweepIDArg(fs, &sweepID, args)
 			if err != nil {
 				return err
 			}
 			if index < 0 {
-				return usageErrorf("which item? pass --index I (0 is the first item of the parameter file)")
+				return usageErrorf("--index is needed: give the item's index, 0 for the first item of the parameter file")
 			}
 			src, err := r.openSweepSource(ctx)
 			if err != nil {

@@ -158,17 +158,20 @@ func TestStatusCommandOnEmulator(t *testing.T) {
 			want string
 		}{
 			{"unknown sweep", e.args("status", "sw-nope"), exitRuntime, "sweep sw-nope not found in table " + e.table},
-			{"no id", e.args("status"), exitUsage, "which sweep?"},
+			{"no id", e.args("status"), exitUsage, "a sweep id is needed"},
 			{"two ids", e.args("status", "a", "b"), exitUsage, `unexpected argument "b"`},
 			{"watch json", e.args("status", s.SweepID, "--watch", "--output", "json"), exitUsage, "--watch draws a live text view"},
 			{"no deployment", append(e.args("status", s.SweepID), "--table", "no-such-table-"+uniqueName("x")), exitRuntime, "no spawn deployment found in us-east-1 (table no-such-table-"},
 			{"bad list status", e.args("list", "--status", "DONE"), exitUsage, `--status "DONE" is not a sweep status`},
 			{"bad list token", e.args("list", "--next-token", "garbage"), exitUsage, "page token"},
-			{"logs no index", e.args("logs", s.SweepID), exitUsage, "pass --index"},
+			{"logs no index", e.args("logs", s.SweepID), exitUsage, "--index is needed"},
 			{"logs out of range", e.args("logs", "--sweep-id", s.SweepID, "--index", "4"), exitUsage, "--index 4 is out of range: sweep " + s.SweepID + " has items 0 to 3"},
 		}
 		for _, c := range cases {
 			out, errOut, code := runSpawn(t, e.env, c.args...)
+			if msg, help, ok := usageError(errOut); ok && help == "run 'spawn "+c.args[0]+" --help'" {
+				errOut = msg + "\n" // a usage error's second line names the help
+			}
 			if code != c.code || !strings.Contains(errOut, c.want) || strings.Count(strings.TrimSpace(errOut), "\n") > 0 || out != "" {
 				t.Errorf("%s: exit %d (want %d), stdout %q, stderr %q (want one line with %q)", c.name, code, c.code, out, errOut, c.want)
 			}
