@@ -13,7 +13,9 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
+	"github.com/aws/smithy-go"
 	"github.com/mattn/go-isatty"
 	"github.com/peterbourgon/ff/v3"
 	"github.com/peterbourgon/ff/v3/ffcli"
@@ -418,17 +420,29 @@ func (r *rootConfig) cliEngine(ctx context.Context) (*deployment, *engineDeps, e
 	return d, newEngineDeps(d.cfg, d.accountID, d.userID, d.table, d.instancesTable, d.bucket, d.function, r.log), nil
 }
 
-// explainStoreError turns the store's errors into what the user can act on. An unknown
+// explainStoreError turns the store's errors into what the user can act on: a missing
+// table or bucket means spawn is not deployed there (or under other names). An unknown
 // sweep id is a runtime error (exit 1): the id is well formed, it just is not there.
+// Any other error (access denied, throttling) is returned as it is.
 func explainStoreError(err error, d *deployment, table, sweepID string) error {
 	var rnf *ddbtypes.ResourceNotFoundException
 	switch {
 	case errors.As(err, &rnf):
 		return explain(err, "no spawn deployment found in %s (table %s does not exist): run 'spawn deploy', or pass the --region or --table it used", d.region, table)
+	case missingBucket(err):
+		return explain(err, "no spawn deployment found in %s (bucket %s does not exist): run 'spawn deploy', or pass the --region or --bucket it used", d.region, d.bucket)
 	case errors.Is(err, errSweepNotFound):
 		return explain(err, "sweep %s not found in table %s (%s): check the id with 'spawn list'", sweepID, d.table, d.region)
 	}
 	return err
+}
+
+// missingBucket: S3 models NoSuchBucket for few calls; the others answer a generic API
+// error with that code.
+func missingBucket(err error) bool {
+	var nsb *s3types.NoSuchBucket
+	var apiErr smithy.APIError
+	return errors.As(err, &nsb) || errors.As(err, &apiErr) && apiErr.ErrorCode() == "NoSuchBucket"
 }
 
 // sweepIDArg is the one way a command takes a sweep id: the positional argument or

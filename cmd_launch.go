@@ -58,7 +58,7 @@ func startSweep(ctx context.Context, r *rootConfig, req *launchRequest) error {
 	}
 	key, sum, err := deps.params.uploadParams(ctx, id, req.Raw)
 	if err != nil {
-		return fmt.Errorf("%w (is spawn deployed? run 'spawn deploy')", err)
+		return explainStoreError(err, d, d.table, id)
 	}
 	poll := req.PollInterval
 	if poll <= 0 {
@@ -88,7 +88,7 @@ func startSweep(ctx context.Context, r *rootConfig, req *launchRequest) error {
 	}
 	fixCounts(sw)
 	if err := deps.store.createSweep(ctx, sw); err != nil {
-		return fmt.Errorf("%w (is spawn deployed? run 'spawn deploy')", err)
+		return explainStoreError(err, d, d.table, id)
 	}
 	doc := launchDoc{SweepID: id, SweepName: name, Status: sw.Status, TotalParams: sw.TotalParams,
 		MaxConcurrent: sw.MaxConcurrent, Detached: req.Detach, ParamsKey: key, Counts: sw.Counts}

@@ -2,13 +2,17 @@ package main
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/smithy-go"
 )
 
 func TestLaunchRefusesBadFlags(t *testing.T) {
@@ -120,5 +124,41 @@ func TestLaunchBrokenFileCreatesNothing(t *testing.T) {
 	}
 	if len(objs.Contents) != 0 {
 		t.Errorf("bucket %s has %d objects after refused launches", bucket, len(objs.Contents))
+	}
+}
+
+// "run 'spawn deploy'" is the fix only when a resource of the deployment is missing:
+// any other store error is said as it is.
+func TestLaunchSaysDeployOnlyWhenSomethingIsMissing(t *testing.T) {
+	d := &deployment{region: "us-east-1", table: "t", bucket: "b"}
+	for _, tt := range []struct {
+		err    error
+		deploy bool
+	}{
+		{&ddbtypes.ResourceNotFoundException{Message: aws.String("no table")}, true},
+		{fmt.Errorf("uploading params: %w", &smithy.GenericAPIError{Code: "NoSuchBucket"}), true},
+		{fmt.Errorf("uploading params: %w", &smithy.GenericAPIError{Code: "AccessDenied"}), false},
+		{&ddbtypes.ProvisionedThroughputExceededException{}, false},
+	} {
+		got := explainStoreError(tt.err, d, d.table, "sw-1")
+		if strings.Contains(got.Error(), "spawn deploy") != tt.deploy || !errors.Is(got, tt.err) {
+			t.Errorf("%v: got %q, want 'spawn deploy' named: %v", tt.err, got, tt.deploy)
+		}
+	}
+
+	e := newStatusEnv(t) // its tables exist, its bucket does not
+	good := "testdata/params/good/grid.json"
+	_, errOut, code := runSpawn(t, e.env, e.args("launch", "--param-file", good)...)
+	want := "spawn: no spawn deployment found in us-east-1 (bucket " + e.bucket + " does not exist): run 'spawn deploy', or pass the --region or --bucket it used\n"
+	if code != exitRuntime || errOut != want {
+		t.Errorf("missing bucket: exit %d, stderr %q; want %q", code, errOut, want)
+	}
+	if _, err := newS3Client(e.a.cfg).CreateBucket(context.Background(), &s3.CreateBucketInput{Bucket: aws.String(e.bucket)}); err != nil {
+		t.Fatal(err)
+	}
+	noTable := uniqueName("no-such-table")
+	_, errOut, code = runSpawn(t, e.env, append(e.args("launch", "--param-file", good), "--table", noTable)...)
+	if code != exitRuntime || !strings.Contains(errOut, "(table "+noTable+" does not exist): run 'spawn deploy'") {
+		t.Errorf("missing table: exit %d, stderr %q", code, errOut)
 	}
 }

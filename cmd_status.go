@@ -342,7 +342,7 @@ func (r *rootConfig) printLog(ctx context.Context, client logObjectAPI, bucket, 
 		switch {
 		case errors.As(err, &nsk) || code == "NoSuchKey" || code == "NotFound":
 			return explain(err, "no log for item %d of sweep %s yet: the instance uploads it when its command ends", index, id)
-		case code == "NoSuchBucket":
+		case missingBucket(err):
 			return explain(err, "bucket %s does not exist: pass the --bucket that 'spawn deploy' used", bucket)
 		}
 		return fmt.Errorf("reading s3://%s/%s: %w", bucket, key, err)
