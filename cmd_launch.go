@@ -50,7 +50,7 @@ func startSweep(ctx context.Context, r *rootConfig, req *launchRequest) error {
 	if err != nil {
 		return err
 	}
-	now := time.Now()
+	now := r.clock.Now()
 	id := newSweepID(now)
 	name := req.Name
 	if name == "" {
@@ -105,7 +105,7 @@ func startSweep(ctx context.Context, r *rootConfig, req *launchRequest) error {
 				return err
 			}
 		}
-		final, err := waitSweep(ctx, deps.store, id, min(poll, 5*time.Second), realClock{})
+		final, err := waitSweep(ctx, deps.store, id, min(poll, 5*time.Second), r.clock)
 		if err != nil {
 			return err
 		}

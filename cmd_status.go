@@ -38,7 +38,7 @@ func (r *rootConfig) openSweepSource(ctx context.Context) (*sweepSource, error) 
 		d:     d,
 		store: newDynamoStore(dynamodb.NewFromConfig(d.cfg), d.table, d.instancesTable),
 		price: newPricer(d.cfg),
-		now:   time.Now,
+		now:   r.clock.Now,
 	}, nil
 }
 
@@ -109,7 +109,7 @@ func (r *rootConfig) runStatus(ctx context.Context, src *sweepSource, id string,
 	case watch:
 		v, err = r.watchStatus(ctx, src, id, interval, tty, style)
 	case wait:
-		v, err = pollUntilEnded(ctx, src, id, interval)
+		v, err = pollUntilEnded(ctx, src, id, interval, r.clock)
 	default:
 		v, err = src.view(ctx, id)
 	}
@@ -149,11 +149,11 @@ func sweepEndError(s *sweep, c counts) error {
 
 // pollUntilEnded checks that the caller may read the sweep, waits (the engine's
 // waitSweep) until its status is terminal, then reads every instance once.
-func pollUntilEnded(ctx context.Context, src *sweepSource, id string, interval time.Duration) (*statusView, error) {
+func pollUntilEnded(ctx context.Context, src *sweepSource, id string, interval time.Duration, c clock) (*statusView, error) {
 	if _, err := src.load(ctx, id); err != nil {
 		return nil, err
 	}
-	if _, err := waitSweep(ctx, src.store, id, interval, realClock{}); err != nil {
+	if _, err := waitSweep(ctx, src.store, id, interval, c); err != nil {
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("stopped waiting for sweep %s (%w): it goes on; 'spawn status %s' shows it", id, err, id)
 		}
@@ -190,7 +190,8 @@ func (w *watchItems) refresh(ctx context.Context, src *sweepSource, s *sweep) er
 }
 
 // watchStatus redraws the view in place on a terminal, or appends one line per change
-// elsewhere (a log file, a pipe), until the sweep ends or the user interrupts.
+// elsewhere (a log file, a pipe), until the sweep ends or the user interrupts. It
+// refreshes every interval of r.clock.
 func (r *rootConfig) watchStatus(ctx context.Context, src *sweepSource, id string, interval time.Duration, tty bool, style textStyle) (*statusView, error) {
 	var last string
 	items := &watchItems{bad: -1}
@@ -226,7 +227,7 @@ func (r *rootConfig) watchStatus(ctx context.Context, src *sweepSource, id strin
 		if terminalStatus(v.s.Status) {
 			return v, nil
 		}
-		if err := (realClock{}).Sleep(ctx, interval); err != nil {
+		if err := r.clock.Sleep(ctx, interval); err != nil {
 			return nil, fmt.Errorf("stopped watching sweep %s (%w): it goes on; 'spawn status %s' shows it", id, err, id)
 		}
 	}

@@ -209,24 +209,19 @@ func TestStatusWaitExitCodes(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			s := e.putSweep(t, 3, time.Now())
 			var stdout, stderr bytes.Buffer
+			clk := newStepClock()
+			r := newRootConfig(strings.NewReader(""), &stdout, &stderr)
+			r.clock = clk
 			done := make(chan error, 1)
 			go func() {
-				done <- runCLI(context.Background(), e.args("status", s.SweepID, "--wait", "--interval", "50ms", "--output", "json"), strings.NewReader(""), &stdout, &stderr)
+				done <- r.run(context.Background(), e.args("status", s.SweepID, "--wait", "--interval", "5s", "--output", "json"))
 			}()
-			// Progress first, then the end.
-			e.advance(t, s.SweepID, func(s *sweep) { s.Counts = counts{Succeeded: 1}; s.Status = statusRunning })
-			select {
-			case err := <-done:
-				t.Fatalf("--wait returned before the sweep ended: %v", err)
-			case <-time.After(200 * time.Millisecond):
-			}
-			e.advance(t, s.SweepID, c.end)
-			var err error
-			select {
-			case err = <-done:
-			case <-time.After(30 * time.Second):
-				t.Fatal("--wait did not return after the sweep ended")
-			}
+			// Progress first: --wait reads it and sleeps again. Then the end.
+			clk.step(t, done, func() {
+				e.advance(t, s.SweepID, func(s *sweep) { s.Counts = counts{Succeeded: 1}; s.Status = statusRunning })
+			})
+			clk.step(t, done, func() { e.advance(t, s.SweepID, c.end) })
+			err := <-done
 			if got := exitCode(err); got != c.wantCode {
 				t.Errorf("exit %d, want %d (err %v)", got, c.wantCode, err)
 			}
@@ -517,21 +512,20 @@ func TestStatusWatchNotATerminal(t *testing.T) {
 	}
 	s := e.putSweep(t, 4, time.Now())
 	var stdout, stderr bytes.Buffer
+	clk := newStepClock()
+	r := newRootConfig(strings.NewReader(""), &stdout, &stderr)
+	r.clock = clk
 	done := make(chan error, 1)
 	go func() {
-		done <- runCLI(context.Background(), e.args("status", s.SweepID, "--watch", "--interval", "50ms"), strings.NewReader(""), &stdout, &stderr)
+		done <- r.run(context.Background(), e.args("status", s.SweepID, "--watch", "--interval", "5s"))
 	}()
-	time.Sleep(300 * time.Millisecond)
-	e.advance(t, s.SweepID, func(s *sweep) { s.Counts = counts{Succeeded: 2} })
-	time.Sleep(300 * time.Millisecond)
-	e.advance(t, s.SweepID, func(s *sweep) { s.Status, s.Counts = statusCompleted, counts{Succeeded: 4} })
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("watch: %v (stderr %s)", err, stderr.String())
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("--watch did not end with the sweep")
+	clk.step(t, done, func() {}) // a refresh with no change adds no line
+	clk.step(t, done, func() { e.advance(t, s.SweepID, func(s *sweep) { s.Counts = counts{Succeeded: 2} }) })
+	clk.step(t, done, func() {
+		e.advance(t, s.SweepID, func(s *sweep) { s.Status, s.Counts = statusCompleted, counts{Succeeded: 4} })
+	})
+	if err := <-done; err != nil {
+		t.Fatalf("watch: %v (stderr %s)", err, stderr.String())
 	}
 	out := stdout.String()
 	if strings.Contains(out, "\x1b") {
@@ -544,7 +538,8 @@ func TestStatusWatchNotATerminal(t *testing.T) {
 			progress = append(progress, l)
 		}
 	}
-	if len(progress) < 2 || !strings.Contains(progress[0], "RUNNING  0/4 done") || !strings.Contains(progress[len(progress)-1], "COMPLETED  4/4 done") {
+	if len(progress) != 3 || !strings.Contains(progress[0], "RUNNING  0/4 done") || !strings.Contains(progress[1], "RUNNING  2/4 done") ||
+		!strings.Contains(progress[2], "COMPLETED  4/4 done") {
 		t.Errorf("want one line per change from 0/4 to 4/4:\n%s", out)
 	}
 	if !strings.Contains(out, "[########################################]  4/4 done  100%") {
@@ -574,27 +569,21 @@ func TestWatchReadsItemsOnlyWhenFailuresChange(t *testing.T) {
 	e := newStatusEnv(t)
 	s := e.putSweep(t, 10, time.Now())
 	cs := &countingStore{sweepStore: e.store}
-	src := &sweepSource{d: &deployment{userID: e.userID, table: e.table, instancesTable: e.instTable}, store: cs, now: time.Now}
+	clk := newStepClock()
+	src := &sweepSource{d: &deployment{userID: e.userID, table: e.table, instancesTable: e.instTable}, store: cs, now: clk.Now}
 	var out bytes.Buffer
-	r := &rootConfig{stdout: &out}
+	r := &rootConfig{stdout: &out, clock: clk}
 	done := make(chan error, 1)
 	go func() {
-		_, err := r.watchStatus(context.Background(), src, s.SweepID, 10*time.Millisecond, false, textStyle{})
+		_, err := r.watchStatus(context.Background(), src, s.SweepID, 5*time.Second, false, textStyle{})
 		done <- err
 	}()
-	waitLoads := func(n int64) {
-		for cs.loads.Load() < n {
-			time.Sleep(5 * time.Millisecond)
-		}
-	}
 	for i := 1; i <= 3; i++ {
-		waitLoads(cs.loads.Load() + 2)
-		e.advance(t, s.SweepID, func(s *sweep) { s.Counts.Succeeded = i })
+		clk.step(t, done, func() {})
+		clk.step(t, done, func() { e.advance(t, s.SweepID, func(s *sweep) { s.Counts.Succeeded = i }) })
 	}
-	waitLoads(cs.loads.Load() + 2)
-	e.advance(t, s.SweepID, func(s *sweep) { s.Counts.Failed = 1 })
-	waitLoads(cs.loads.Load() + 2)
-	e.advance(t, s.SweepID, func(s *sweep) { s.Status = statusCompleted })
+	clk.step(t, done, func() { e.advance(t, s.SweepID, func(s *sweep) { s.Counts.Failed = 1 }) })
+	clk.step(t, done, func() { e.advance(t, s.SweepID, func(s *sweep) { s.Status = statusCompleted }) })
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
@@ -695,4 +684,54 @@ func TestStatusOfARealSweep(t *testing.T) {
 	if _, stderr, code := runSpawn(t, nil, e.args("logs", id, "--index", "0")...); code != exitRuntime || !strings.Contains(stderr, "no log for item 0 of sweep "+id) {
 		t.Errorf("logs of a simulated instance: exit %d, %q", code, stderr)
 	}
+}
+
+// stepClock is the clock of a status loop that the test steps: each Sleep waits until
+// the test has changed the record and lets the loop go on, so no test waits on real
+// intervals and every refresh sees exactly one change.
+type stepClock struct {
+	mu       sync.Mutex
+	now      time.Time
+	sleeping chan time.Duration
+	wake     chan struct{}
+}
+
+func newStepClock() *stepClock {
+	return &stepClock{now: time.Now(), sleeping: make(chan time.Duration), wake: make(chan struct{})}
+}
+
+func (c *stepClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *stepClock) Sleep(ctx context.Context, d time.Duration) error {
+	select {
+	case c.sleeping <- d:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case <-c.wake:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+	return nil
+}
+
+// step waits until the loop sleeps (it has finished a refresh), runs change, and wakes
+// the loop. A loop that ends instead fails the test with its error.
+func (c *stepClock) step(t *testing.T, done <-chan error, change func()) {
+	t.Helper()
+	select {
+	case <-c.sleeping:
+	case err := <-done:
+		t.Fatalf("the loop ended before its next sleep: %v", err)
+	}
+	change()
+	c.wake <- struct{}{}
 }
