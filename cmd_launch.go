@@ -212,31 +212,9 @@ func (lf *launchFlags) request(r *rootConfig, fs *flag.FlagSet, args []string) (
 	if lf.paramFile == "" {
 		return nil, usageErrorf("--param-file is required: give the sweep's parameter file (JSON)")
 	}
-	detachSet := false
-	fs.Visit(func(f *flag.Flag) {
-		if f.Name == "detach" {
-			detachSet = true
-		}
-	})
-	if detachSet && lf.noDetach {
-		if lf.detach {
-			return nil, usageErrorf("--detach and --no-detach contradict each other: give one")
-		}
-	}
-	detach := lf.detach && !lf.noDetach
-	switch {
-	case lf.maxConcurrent < 1:
-		return nil, usageErrorf("--max-concurrent %d: must be at least 1", lf.maxConcurrent)
-	case lf.launchDelay.d < 0:
-		return nil, usageErrorf("--launch-delay %s: must not be negative", lf.launchDelay.String())
-	case lf.pollInterval.d < time.Second:
-		return nil, usageErrorf("--poll-interval %s: must be at least 1s", lf.pollInterval.d)
-	case lf.ttl.set && lf.ttl.d <= 0:
-		return nil, usageErrorf("--ttl %s is not more than zero: give how long an instance may run, e.g. 2h", lf.ttl.d)
-	case lf.idleTimeout.set && lf.idleTimeout.d < time.Minute:
-		return nil, usageErrorf("--idle-timeout %s is under 1m: give at least 1m, as CloudWatch alarms look at whole minutes", lf.idleTimeout.d)
-	case !detach && !lf.ttl.set && !lf.idleTimeout.set:
-		return nil, usageErrorf("--no-detach needs --ttl or --idle-timeout: give one, so that the sweep's instances end even if this process dies")
+	detach, err := lf.check(fs)
+	if err != nil {
+		return nil, err
 	}
 	name := lf.name
 	if name == "" {
@@ -245,29 +223,8 @@ func (lf *launchFlags) request(r *rootConfig, fs *flag.FlagSet, args []string) (
 	if err := checkSweepName(name); err != nil {
 		return nil, err
 	}
-
-	var data []byte
-	var err error
-	if lf.paramFile == "-" {
-		data, err = io.ReadAll(r.stdin)
-	} else {
-		data, err = os.ReadFile(lf.paramFile)
-	}
+	data, items, err := lf.readParams(r.stdin)
 	if err != nil {
-		if errors.Is(err, iofs.ErrNotExist) {
-			return nil, usageErrorf("--param-file %s does not exist: check the path", lf.paramFile)
-		}
-		return nil, usageErrorf("--param-file %s: %v", lf.paramFile, errors.Unwrap(err))
-	}
-	file := lf.paramFile
-	if file == "-" {
-		file = "stdin"
-	}
-	items, err := parseParamFile(file, data)
-	if err != nil {
-		return nil, err
-	}
-	if err := checkSweepTTLTags(file, items, lf.ttl.d); err != nil {
 		return nil, err
 	}
 	return &launchRequest{
@@ -283,6 +240,65 @@ func (lf *launchFlags) request(r *rootConfig, fs *flag.FlagSet, args []string) (
 		Detach:        detach,
 		Wait:          lf.wait,
 	}, nil
+}
+
+// check refuses values out of range and flags that contradict each other, and says
+// whether the sweep runs detached.
+func (lf *launchFlags) check(fs *flag.FlagSet) (detach bool, err error) {
+	detachSet := false
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == "detach" {
+			detachSet = true
+		}
+	})
+	if detachSet && lf.noDetach && lf.detach {
+		return false, usageErrorf("--detach and --no-detach contradict each other: give one")
+	}
+	detach = lf.detach && !lf.noDetach
+	switch {
+	case lf.maxConcurrent < 1:
+		return false, usageErrorf("--max-concurrent %d: must be at least 1", lf.maxConcurrent)
+	case lf.launchDelay.d < 0:
+		return false, usageErrorf("--launch-delay %s: must not be negative", lf.launchDelay.String())
+	case lf.pollInterval.d < time.Second:
+		return false, usageErrorf("--poll-interval %s: must be at least 1s", lf.pollInterval.d)
+	case lf.ttl.set && lf.ttl.d <= 0:
+		return false, usageErrorf("--ttl %s is not more than zero: give how long an instance may run, e.g. 2h", lf.ttl.d)
+	case lf.idleTimeout.set && lf.idleTimeout.d < time.Minute:
+		return false, usageErrorf("--idle-timeout %s is under 1m: give at least 1m, as CloudWatch alarms look at whole minutes", lf.idleTimeout.d)
+	case !detach && !lf.ttl.set && !lf.idleTimeout.set:
+		return false, usageErrorf("--no-detach needs --ttl or --idle-timeout: give one, so that the sweep's instances end even if this process dies")
+	}
+	return detach, nil
+}
+
+// readParams reads the file (or stdin for -) and validates it, --ttl's tag included.
+func (lf *launchFlags) readParams(stdin io.Reader) ([]byte, []item, error) {
+	var data []byte
+	var err error
+	if lf.paramFile == "-" {
+		data, err = io.ReadAll(stdin)
+	} else {
+		data, err = os.ReadFile(lf.paramFile)
+	}
+	if err != nil {
+		if errors.Is(err, iofs.ErrNotExist) {
+			return nil, nil, usageErrorf("--param-file %s does not exist: check the path", lf.paramFile)
+		}
+		return nil, nil, usageErrorf("--param-file %s: %v", lf.paramFile, errors.Unwrap(err))
+	}
+	file := lf.paramFile
+	if file == "-" {
+		file = "stdin"
+	}
+	items, err := parseParamFile(file, data)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := checkSweepTTLTags(file, items, lf.ttl.d); err != nil {
+		return nil, nil, err
+	}
+	return data, items, nil
 }
 
 // checkSweepTTLTags: --ttl gives every item without its own TTL one more tag (spawn:ttl),
