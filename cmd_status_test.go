@@ -9,7 +9,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -621,12 +620,12 @@ func TestStatusOfARealSweep(t *testing.T) {
 		}
 	}
 	const items = 5
-	params := fmt.Sprintf(`{"defaults": {"ami": %q, "command": "true", "iam_instance_profile": %q, "instance_type": "t3.micro"}, "params": [{"seed": 0}, {"seed": 1}, {"seed": 2}, {"seed": 3}, {"seed": 4}]}`,
-		testImage(t, api), profile)
-	path := filepath.Join(t.TempDir(), "p.json")
-	if err := os.WriteFile(path, []byte(params), 0o644); err != nil {
-		t.Fatal(err)
+	seeds := make([]string, items)
+	for i := range seeds {
+		seeds[i] = fmt.Sprintf(`"seed": %d`, i)
 	}
+	path := writeParamFile(t, paramJSON(fmt.Sprintf(`"ami": %q, "command": "true", "iam_instance_profile": %q, "instance_type": "t3.micro"`,
+		testImage(t, api), profile), seeds...))
 	stop := make(chan struct{})
 	defer close(stop)
 	go workload(t, e.a, api, before, stop)

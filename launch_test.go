@@ -134,16 +134,11 @@ func TestRunInstancesInput(t *testing.T) {
 // is accepted and really gets 50 tags, one more param is refused.
 func TestTagLimitMatchesRealTags(t *testing.T) {
 	mk := func(n int) []byte {
-		var b strings.Builder
-		b.WriteString(`{"defaults": {"command": "run", "ttl": "1h"}, "params": [{`)
-		for i := range n {
-			if i > 0 {
-				b.WriteString(",")
-			}
-			fmt.Fprintf(&b, `"p%02d": %d`, i, i)
+		members := make([]string, n)
+		for i := range members {
+			members[i] = fmt.Sprintf(`"p%02d": %d`, i, i)
 		}
-		b.WriteString("}]}")
-		return []byte(b.String())
+		return paramJSON(`"command": "run", "ttl": "1h"`, strings.Join(members, ", "))
 	}
 	n := maxTagsPerResource - len(fixedTags("", "", 0, 0, time.Hour))
 	items, err := parseParamFile("limit.json", mk(n))

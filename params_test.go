@@ -89,13 +89,11 @@ func TestParseParamFileNullUnsetsDefault(t *testing.T) {
 }
 
 func TestParseParamFileDuplicateKeyInBigObject(t *testing.T) {
-	var b strings.Builder
-	b.WriteString(`{"params": [{"command": "x"`)
+	members := `"command": "x"`
 	for i := range 40 {
-		fmt.Fprintf(&b, `, "k%d": %d`, i, i)
+		members += fmt.Sprintf(`, "k%d": %d`, i, i)
 	}
-	b.WriteString(`, "k3": 0}]}`)
-	_, err := parseParamFile("d.json", []byte(b.String()))
+	_, err := parseParamFile("d.json", paramJSON("", members+`, "k3": 0`))
 	if err == nil || !strings.Contains(err.Error(), "params[0].k3: the key appears twice") {
 		t.Errorf("got %v", err)
 	}
@@ -211,23 +209,47 @@ func TestParseDuration(t *testing.T) {
 	}
 }
 
-// paramFile100k is a file of n items with defaults, a few params each, and an override
-// every tenth item.
-func paramFile(n int) []byte {
+// paramJSON is the one builder of parameter files in the command layer's tests: the
+// defaults' members (JSON without the braces; "" for no defaults) and one object's
+// members per item.
+func paramJSON(defaults string, items ...string) []byte {
 	var b bytes.Buffer
-	b.WriteString(`{"defaults": {"instance_type": "t3.micro", "ttl": "2h", "command": "python3 train.py", "model": "resnet50"},` + "\n" + `"params": [` + "\n")
-	for i := range n {
+	b.WriteString("{")
+	if defaults != "" {
+		b.WriteString(`"defaults": {` + defaults + "},\n")
+	}
+	b.WriteString(`"params": [` + "\n")
+	for i, it := range items {
 		if i > 0 {
 			b.WriteString(",\n")
 		}
-		fmt.Fprintf(&b, `  {"lr": 0.%03d, "seed": %d, "tag": "run-%d"`, i%1000, i, i)
-		if i%10 == 0 {
-			b.WriteString(`, "instance_type": "c7g.large", "spot": true`)
-		}
-		b.WriteString("}")
+		b.WriteString("  {" + it + "}")
 	}
 	b.WriteString("\n]}\n")
 	return b.Bytes()
+}
+
+// writeParamFile writes a parameter file into the test's directory and returns its path.
+func writeParamFile(t testing.TB, data []byte) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "params.json")
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// paramFile is a file of n items with defaults, a few params each, and an override
+// every tenth item.
+func paramFile(n int) []byte {
+	items := make([]string, n)
+	for i := range items {
+		items[i] = fmt.Sprintf(`"lr": 0.%03d, "seed": %d, "tag": "run-%d"`, i%1000, i, i)
+		if i%10 == 0 {
+			items[i] += `, "instance_type": "c7g.large", "spot": true`
+		}
+	}
+	return paramJSON(`"instance_type": "t3.micro", "ttl": "2h", "command": "python3 train.py", "model": "resnet50"`, items...)
 }
 
 func BenchmarkParseParamFile100k(b *testing.B) {
