@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	iofs "io/fs"
-	"maps"
 	"math"
 	"os"
 	"path/filepath"
@@ -486,11 +485,7 @@ func writePlan(w io.Writer, pl *launchPlan) error {
 		fmt.Fprintf(&b, "instance-hours:  %s at most (%s with a TTL; %s without one, not counted)\n",
 			hours, plural(withTTL, "item"), plural(pl.ItemsWithoutTTL, "item"))
 	}
-	var srcs []string
-	for _, k := range slices.Sorted(maps.Keys(pl.PriceSources)) {
-		srcs = append(srcs, fmt.Sprintf("%s: %d", k, pl.PriceSources[k]))
-	}
-	fmt.Fprintf(&b, "cost bound:      $%.2f at most (prices %s)\n", pl.CostBoundUSD, strings.Join(srcs, ", "))
+	fmt.Fprintf(&b, "cost bound:      $%.2f at most (prices: %s)\n", pl.CostBoundUSD, priceSourceCounts(pl.PriceSources))
 	b.WriteString("\n")
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "REGION\tINSTANCE TYPE\tITEMS\tSPOT")

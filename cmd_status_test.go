@@ -207,14 +207,7 @@ func TestStatusWaitExitCodes(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			s := e.putSweep(t, 3, time.Now())
-			var stdout, stderr bytes.Buffer
-			clk := newStepClock()
-			r := newRootConfig(strings.NewReader(""), &stdout, &stderr)
-			r.clock = clk
-			done := make(chan error, 1)
-			go func() {
-				done <- r.run(context.Background(), e.args("status", s.SweepID, "--wait", "--interval", "5s", "--output", "json"))
-			}()
+			clk, done, stdout, _ := runStepped(e.args("status", s.SweepID, "--wait", "--interval", "5s", "--output", "json"))
 			// Progress first: --wait reads it and sleeps again. Then the end.
 			clk.step(t, done, func() {
 				e.advance(t, s.SweepID, func(s *sweep) { s.Counts = counts{Succeeded: 1}; s.Status = statusRunning })
@@ -510,14 +503,7 @@ func TestStatusWatchNotATerminal(t *testing.T) {
 		t.Setenv(k, v)
 	}
 	s := e.putSweep(t, 4, time.Now())
-	var stdout, stderr bytes.Buffer
-	clk := newStepClock()
-	r := newRootConfig(strings.NewReader(""), &stdout, &stderr)
-	r.clock = clk
-	done := make(chan error, 1)
-	go func() {
-		done <- r.run(context.Background(), e.args("status", s.SweepID, "--watch", "--interval", "5s"))
-	}()
+	clk, done, stdout, stderr := runStepped(e.args("status", s.SweepID, "--watch", "--interval", "5s"))
 	clk.step(t, done, func() {}) // a refresh with no change adds no line
 	clk.step(t, done, func() { e.advance(t, s.SweepID, func(s *sweep) { s.Counts = counts{Succeeded: 2} }) })
 	clk.step(t, done, func() {
@@ -683,6 +669,16 @@ func TestStatusOfARealSweep(t *testing.T) {
 	if _, stderr, code := runSpawn(t, nil, e.args("logs", id, "--index", "0")...); code != exitRuntime || !strings.Contains(stderr, "no log for item 0 of sweep "+id) {
 		t.Errorf("logs of a simulated instance: exit %d, %q", code, stderr)
 	}
+}
+
+// runStepped runs the CLI in the background on a stepClock; done gets its error, after
+// which stdout and stderr may be read.
+func runStepped(args []string) (clk *stepClock, done chan error, stdout, stderr *bytes.Buffer) {
+	clk, done, stdout, stderr = newStepClock(), make(chan error, 1), new(bytes.Buffer), new(bytes.Buffer)
+	r := newRootConfig(strings.NewReader(""), stdout, stderr)
+	r.clock = clk
+	go func() { done <- r.run(context.Background(), args) }()
+	return clk, done, stdout, stderr
 }
 
 // stepClock is the clock of a status loop that the test steps: each Sleep waits until

@@ -279,15 +279,20 @@ func (c counts) line() string {
 }
 
 func (v *statusView) costLine() string {
-	var parts []string
-	for _, src := range sortedMapKeys(v.sources) {
-		parts = append(parts, fmt.Sprintf("%d %s", v.sources[src], src))
-	}
 	line := fmt.Sprintf("est. cost $%.2f so far", v.costUSD)
-	if len(parts) > 0 {
-		line += " (prices: " + strings.Join(parts, ", ") + ")"
+	if len(v.sources) > 0 {
+		line += " (prices: " + priceSourceCounts(v.sources) + ")"
 	}
 	return ellipsize(line, screenWidth)
+}
+
+// priceSourceCounts says how many prices came from each source: "3 table, 1 unknown".
+func priceSourceCounts(sources map[string]int) string {
+	var parts []string
+	for _, src := range sortedMapKeys(sources) {
+		parts = append(parts, fmt.Sprintf("%d %s", sources[src], src))
+	}
+	return strings.Join(parts, ", ")
 }
 
 // renderStatus writes the full text view; every line fits screenWidth columns.
