@@ -114,7 +114,7 @@ func (r *rootConfig) openDeployer(ctx context.Context, computeProfile string, dr
 // confirmDestroy asks on a terminal; without one the user must pass --yes.
 func (r *rootConfig) confirmDestroy(n policyNames) error {
 	if !isTerminal(r.stdin) {
-		return usageErrorf("destroy deletes the function, roles, tables and bucket %s with every sweep's data: pass --yes to confirm (stdin is not a terminal)", n.bucket)
+		return usageErrorf("destroy deletes the function, roles, tables and bucket %s with every sweep's data, and stdin is not a terminal to ask: pass --yes to confirm", n.bucket)
 	}
 	fmt.Fprintf(r.stderr, "This deletes function %s, roles %s and %s, tables %s and %s, and bucket %s with all its objects.\nType yes to continue: ",
 		n.function, orchestratorRoleName, instanceRoleName, n.table, n.instancesTable, n.bucket)

@@ -49,7 +49,7 @@ func (src *sweepSource) load(ctx context.Context, id string) (*sweep, error) {
 		return nil, explainStoreError(err, src.d, src.d.table, id)
 	}
 	if s.UserID != "" && s.UserID != src.d.userID {
-		return nil, explain(errOtherUser, "sweep %s belongs to %s; you are %s: use that identity's credentials (--profile)", id, s.UserID, src.d.userID)
+		return nil, explain(errOtherUser, "sweep %s belongs to %s; you are %s: use that identity's credentials, e.g. with --profile", id, s.UserID, src.d.userID)
 	}
 	return s, nil
 }
