@@ -333,7 +333,7 @@ func (f *fakeSSMParameters) GetParameter(_ context.Context, in *ssm.GetParameter
 
 func TestResolveAMIErrors(t *testing.T) {
 	f := &fakeSSMParameters{values: map[string]string{al2023Parameter + "x86_64": "not-an-ami"}}
-	if _, err := resolveAMI(context.Background(), f, "t3.micro"); err == nil || !strings.Contains(err.Error(), `holds no AMI id: set "ami"`) {
+	if _, err := resolveAMI(context.Background(), f, "t3.micro"); err == nil || !strings.Contains(err.Error(), `holds no AMI id — set "ami"`) {
 		t.Errorf("bad value: %v", err)
 	}
 	_, err := resolveAMI(context.Background(), f, "m7g.large")
