@@ -9,15 +9,30 @@ import (
 	"io"
 	"os"
 	"strings"
+	"text/tabwriter"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
+	"github.com/aws/smithy-go"
 	"github.com/mattn/go-isatty"
 	"github.com/peterbourgon/ff/v3"
 	"github.com/peterbourgon/ff/v3/ffcli"
 	"github.com/rs/zerolog"
 )
+
+// Every user-facing error is ONE line: what was wrong, then what to do, joined by
+// one ": " (never " — ", never a parenthesised hint), lower-case, with no trailing
+// period:
+//
+//	--param-file runs.json: no such file: check the path
+//	runs.json line 4, params[0].ttl: "2 hours" is not a duration: use a Go duration like 90m
+//
+// The place comes first when there is one (a flag, a file and line, a key). A usage
+// error may add a second line naming the help command (run 'spawn launch --help').
+// The command layer hands main one error type, *cliError, which carries the exit code;
+// errors the engine returns keep their own words and exit 1.
 
 // Exit codes of SPEC.md.
 const (
@@ -30,18 +45,27 @@ const (
 // errSilent marks an error whose message was already shown to the user.
 var errSilent = errors.New("")
 
-// exitError carries an exit code with the error that caused it.
-type exitError struct {
+// cliError is an error for the user: the line shown, the exit code, and the error it
+// explains (kept for errors.Is and errors.As).
+type cliError struct {
 	code int
+	msg  string // the line shown; empty: err's own message
+	help string // the command whose --help the second line names; empty: no second line
 	err  error
 }
 
-func (e *exitError) Error() string { return e.err.Error() }
-func (e *exitError) Unwrap() error { return e.err }
+func (e *cliError) Error() string {
+	if e.msg != "" {
+		return e.msg
+	}
+	return e.err.Error()
+}
+
+func (e *cliError) Unwrap() error { return e.err }
 
 // usageErrorf is an input or usage error: exit code 2.
 func usageErrorf(format string, args ...any) error {
-	return &exitError{code: exitUsage, err: fmt.Errorf(format, args...)}
+	return &cliError{code: exitUsage, err: fmt.Errorf(format, args...)}
 }
 
 // withExitCode wraps err so that main exits with code.
@@ -49,21 +73,48 @@ func withExitCode(code int, err error) error {
 	if err == nil {
 		return nil
 	}
-	return &exitError{code: code, err: err}
+	return &cliError{code: code, err: err}
+}
+
+// explain shows msg for err, a runtime error (exit 1) the user can act on.
+func explain(err error, format string, args ...any) error {
+	return &cliError{code: exitRuntime, msg: fmt.Sprintf(format, args...), err: err}
+}
+
+// withHelp adds the second line naming the help of cmd ("spawn launch") to a usage error.
+func withHelp(cmd string, err error) error {
+	return &cliError{code: exitUsage, help: cmd, err: err}
 }
 
 func exitCode(err error) int {
 	if err == nil {
 		return exitOK
 	}
-	var ee *exitError
-	if errors.As(err, &ee) {
-		return ee.code
+	var ce *cliError
+	if errors.As(err, &ce) {
+		return ce.code
+	}
+	var pe *paramError
+	if errors.As(err, &pe) {
+		return exitUsage
 	}
 	if errors.Is(err, flag.ErrHelp) {
 		return exitUsage
 	}
 	return exitRuntime
+}
+
+// printError writes err as main shows it: "spawn: " and one line, and for a usage
+// error that names its command, the line naming the help.
+func printError(w io.Writer, err error) {
+	if err == nil || errors.Is(err, errSilent) || err.Error() == "" {
+		return
+	}
+	fmt.Fprintf(w, "spawn: %s\n", err)
+	var ce *cliError
+	if errors.As(err, &ce) && ce.help != "" {
+		fmt.Fprintf(w, "run '%s --help'\n", ce.help)
+	}
 }
 
 // rootConfig holds the global flags of SPEC.md; every command shares it.
@@ -82,6 +133,10 @@ type rootConfig struct {
 	stdout io.Writer
 	stderr io.Writer
 	log    zerolog.Logger
+	// clock paces status --watch and --wait (the engine's clock, so tests control it).
+	clock clock
+	// helpFor is the command whose help the user asked for, or whose flags failed.
+	helpFor *ffcli.Command
 }
 
 const (
@@ -104,20 +159,25 @@ func (r *rootConfig) registerGlobal(fs *flag.FlagSet) {
 	fs.StringVar(&r.function, "function", r.function, "orchestrator Lambda function name")
 }
 
-// newFlagSet returns a command's flag set with the global flags on it.
+// newFlagSet returns a command's flag set with the global flags on it. The flag
+// package writes nothing: a parse error is returned as one line with the help command,
+// and --help prints the command's help (usage).
 func (r *rootConfig) newFlagSet(name string) *flag.FlagSet {
-	fs := flag.NewFlagSet("spawn "+name, flag.ContinueOnError)
-	fs.SetOutput(r.stderr)
+	fs := flag.NewFlagSet(strings.TrimSpace("spawn "+name), flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
 	r.registerGlobal(fs)
 	return fs
 }
 
 // command builds a subcommand with the global flags and the shared pre-run checks.
-func (r *rootConfig) command(name, shortUsage, shortHelp string, fs *flag.FlagSet, exec func(ctx context.Context, args []string) error) *ffcli.Command {
+// Its help shows examples, one command line each.
+func (r *rootConfig) command(name, shortUsage, shortHelp string, examples []string, fs *flag.FlagSet, exec func(ctx context.Context, args []string) error) *ffcli.Command {
 	return &ffcli.Command{
 		Name:       name,
 		ShortUsage: shortUsage,
 		ShortHelp:  shortHelp,
+		LongHelp:   strings.Join(examples, "\n"),
+		UsageFunc:  r.usage,
 		FlagSet:    fs,
 		Exec: func(ctx context.Context, args []string) error {
 			if err := r.setup(); err != nil {
@@ -128,8 +188,8 @@ func (r *rootConfig) command(name, shortUsage, shortHelp string, fs *flag.FlagSe
 	}
 }
 
-func runCLI(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	r := &rootConfig{
+func newRootConfig(stdin io.Reader, stdout, stderr io.Writer) *rootConfig {
+	return &rootConfig{
 		output:         "text",
 		logLevel:       "info",
 		table:          defaultTable,
@@ -138,15 +198,21 @@ func runCLI(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 		stdin:          stdin,
 		stdout:         stdout,
 		stderr:         stderr,
+		clock:          realClock{},
 	}
-	rootFS := flag.NewFlagSet("spawn", flag.ContinueOnError)
-	rootFS.SetOutput(stderr)
-	r.registerGlobal(rootFS)
+}
 
+func runCLI(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	return newRootConfig(stdin, stdout, stderr).run(ctx, args)
+}
+
+// run parses the command line, then runs the command it names.
+func (r *rootConfig) run(ctx context.Context, args []string) error {
 	root := &ffcli.Command{
 		ShortUsage: "spawn [global flags] <command> [flags]",
 		ShortHelp:  "parameter sweeps on EC2 that keep going when the laptop closes",
-		FlagSet:    rootFS,
+		UsageFunc:  r.usage,
+		FlagSet:    r.newFlagSet(""),
 		// Only the root reads SPAWN_* env, so a flag on the command line always wins over env.
 		Options: []ff.Option{ff.WithEnvVarPrefix("SPAWN")},
 		Subcommands: []*ffcli.Command{
@@ -161,20 +227,99 @@ func runCLI(ctx context.Context, args []string, stdin io.Reader, stdout, stderr 
 			newDestroyCmd(r),
 			newVersionCmd(r),
 		},
-		Exec: func(context.Context, []string) error { return flag.ErrHelp },
 	}
-	if err := root.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
+	root.Exec = func(_ context.Context, args []string) error {
+		if len(args) == 0 {
+			fmt.Fprint(r.stderr, r.usage(root))
+			return withExitCode(exitUsage, errSilent)
 		}
-		return usageErrorf("%v (run 'spawn --help' for usage)", err)
+		names := make([]string, len(root.Subcommands))
+		for i, c := range root.Subcommands {
+			names[i] = c.Name
+		}
+		return withHelp("spawn", fmt.Errorf("unknown command %q: use one of %s", args[0], strings.Join(names, ", ")))
 	}
-	err := root.Run(ctx)
+	// The flag package calls a command's usage when its flags fail to parse or ask for
+	// help: r.usage notes which command that was.
+	r.helpFor = root
+	err := root.Parse(args)
+	if err == nil {
+		err = root.Run(ctx)
+	} else if !errors.Is(err, flag.ErrHelp) {
+		// ff prefixes the flag package's own line with one of its own.
+		if u := errors.Unwrap(err); u != nil && strings.HasPrefix(err.Error(), "error parsing commandline arguments: ") {
+			err = u
+		}
+		return withHelp(r.helpFor.FlagSet.Name(), err)
+	}
 	if errors.Is(err, flag.ErrHelp) {
-		fmt.Fprintln(stderr, ffcli.DefaultUsageFunc(root))
-		return withExitCode(exitUsage, errSilent)
+		fmt.Fprint(r.stderr, r.usage(r.helpFor))
+		return nil
 	}
 	return err
+}
+
+// usage is a command's help: what it does, its usage line, its own flags, examples,
+// and the global flags named once. The root's help lists the commands and describes
+// the global flags.
+func (r *rootConfig) usage(c *ffcli.Command) string {
+	r.helpFor = c
+	global := globalFlagNames()
+	isRoot := len(c.Subcommands) > 0
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s\n\nUSAGE\n  %s\n", c.ShortHelp, c.ShortUsage)
+	if isRoot {
+		b.WriteString("\nCOMMANDS\n")
+		tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+		for _, sc := range c.Subcommands {
+			fmt.Fprintf(tw, "  %s\t%s\n", sc.Name, sc.ShortHelp)
+		}
+		_ = tw.Flush()
+	}
+	var own strings.Builder
+	var globals []string
+	tw := tabwriter.NewWriter(&own, 0, 0, 2, ' ', 0)
+	c.FlagSet.VisitAll(func(f *flag.Flag) {
+		if global[f.Name] && !isRoot {
+			globals = append(globals, "--"+f.Name)
+			return
+		}
+		typ, help := flag.UnquoteUsage(f)
+		if _, ok := f.Value.(*durationFlag); ok {
+			typ = "duration"
+		}
+		switch f.DefValue {
+		case "", "0", "false", "0s":
+		default:
+			help += fmt.Sprintf(" (default %s)", f.DefValue)
+		}
+		fmt.Fprintf(tw, "  --%s %s\t%s\n", f.Name, typ, help)
+	})
+	_ = tw.Flush()
+	switch {
+	case isRoot:
+		b.WriteString("\nGLOBAL FLAGS (before or after the command; each is also read from SPAWN_<FLAG>, e.g. SPAWN_REGION)\n" + own.String())
+	case own.Len() > 0:
+		b.WriteString("\nFLAGS\n" + own.String())
+	}
+	if c.LongHelp != "" {
+		b.WriteString("\nEXAMPLES\n  " + strings.ReplaceAll(c.LongHelp, "\n", "\n  ") + "\n")
+	}
+	if isRoot {
+		b.WriteString("\nrun 'spawn <command> --help' for a command's own flags and examples\n")
+	} else {
+		fmt.Fprintf(&b, "\nglobal flags: %s (see 'spawn --help')\n", strings.Join(globals, " "))
+	}
+	return b.String()
+}
+
+// globalFlagNames are the names registerGlobal binds.
+func globalFlagNames() map[string]bool {
+	fs := flag.NewFlagSet("", flag.ContinueOnError)
+	new(rootConfig).registerGlobal(fs)
+	names := map[string]bool{}
+	fs.VisitAll(func(f *flag.Flag) { names[f.Name] = true })
+	return names
 }
 
 // setup validates the global flags and builds the logger; it runs before every command.
@@ -211,8 +356,12 @@ func (r *rootConfig) awsConfig(ctx context.Context) (aws.Config, error) {
 
 func newVersionCmd(r *rootConfig) *ffcli.Command {
 	fs := r.newFlagSet("version")
-	return r.command("version", "spawn version", "print version, commit, Go version and os/arch", fs,
+	return r.command("version", "spawn version", "print version, commit, Go version and os/arch",
+		[]string{"spawn version --output json"}, fs,
 		func(ctx context.Context, args []string) error {
+			if err := noArgs(fs, args); err != nil {
+				return err
+			}
 			v := versionInfo()
 			if r.jsonOutput() {
 				return r.printJSON(v)
@@ -244,7 +393,7 @@ func (r *rootConfig) openDeployment(ctx context.Context) (*deployment, error) {
 	}
 	id, err := sts.NewFromConfig(cfg).GetCallerIdentity(ctx, &sts.GetCallerIdentityInput{})
 	if err != nil {
-		return nil, fmt.Errorf("no usable AWS credentials: %w (run 'aws configure', pass --profile, or set AWS_PROFILE)", err)
+		return nil, fmt.Errorf("no usable AWS credentials (%w): run 'aws configure', pass --profile, or set AWS_PROFILE", err)
 	}
 	d := &deployment{
 		cfg:            cfg,
@@ -271,64 +420,75 @@ func (r *rootConfig) cliEngine(ctx context.Context) (*deployment, *engineDeps, e
 	return d, newEngineDeps(d.cfg, d.accountID, d.userID, d.table, d.instancesTable, d.bucket, d.function, r.log), nil
 }
 
-// sweepIDArg takes the id from --sweep-id or the one positional argument.
-func sweepIDArg(flagValue string, args []string) (string, error) {
-	switch {
-	case flagValue != "" && len(args) == 0:
-		return flagValue, nil
-	case flagValue == "" && len(args) == 1:
-		return args[0], nil
-	case flagValue == "" && len(args) == 0:
-		return "", usageErrorf("a sweep id is needed: pass --sweep-id ID (see 'spawn list')")
-	}
-	return "", usageErrorf("unexpected arguments %q: pass one sweep id with --sweep-id", args)
-}
-
-// explainedError is one line for the user that still wraps the error it explains.
-type explainedError struct {
-	msg string
-	err error
-}
-
-func (e *explainedError) Error() string { return e.msg }
-
-func (e *explainedError) Unwrap() error { return e.err }
-
-// explainStoreError turns the store's errors into what the user can act on. An unknown
+// explainStoreError turns the store's errors into what the user can act on: a missing
+// table or bucket means spawn is not deployed there (or under other names). An unknown
 // sweep id is a runtime error (exit 1): the id is well formed, it just is not there.
+// Any other error (access denied, throttling) is returned as it is.
 func explainStoreError(err error, d *deployment, table, sweepID string) error {
 	var rnf *ddbtypes.ResourceNotFoundException
 	switch {
 	case errors.As(err, &rnf):
-		return &explainedError{fmt.Sprintf("no spawn deployment found in %s (table %s does not exist): run 'spawn deploy', or pass the --region or --table it used", d.region, table), err}
+		return explain(err, "no spawn deployment found in %s (table %s does not exist): run 'spawn deploy', or pass the --region or --table it used", d.region, table)
+	case missingBucket(err):
+		return explain(err, "no spawn deployment found in %s (bucket %s does not exist): run 'spawn deploy', or pass the --region or --bucket it used", d.region, d.bucket)
 	case errors.Is(err, errSweepNotFound):
-		return &explainedError{fmt.Sprintf("sweep %s not found in table %s (%s): check the id with 'spawn list'", sweepID, d.table, d.region), err}
+		return explain(err, "sweep %s not found in table %s (%s): check the id with 'spawn list'", sweepID, d.table, d.region)
 	}
 	return err
 }
 
-// sweepIDAndFlags takes the id from --sweep-id or the first argument, and parses the flags
-// that follow a positional id (the flag package stops at the first non-flag).
-func sweepIDAndFlags(fs *flag.FlagSet, flagID string, args []string) (string, error) {
-	if len(args) > 0 {
-		if flagID != "" {
-			return "", usageErrorf("give the sweep id once: --sweep-id %s or %s, not both", flagID, args[0])
-		}
-		flagID = args[0]
-		if err := fs.Parse(args[1:]); err != nil {
-			return "", usageErrorf("%v", err)
-		}
-		if fs.NArg() > 0 {
-			return "", usageErrorf("unexpected argument %q: give one sweep id", fs.Arg(0))
-		}
-	}
-	if flagID == "" {
-		return "", usageErrorf("which sweep? pass --sweep-id ID (or the id as argument; 'spawn list' shows them)")
-	}
-	return flagID, nil
+// missingBucket: S3 models NoSuchBucket for few calls; the others answer a generic API
+// error with that code.
+func missingBucket(err error) bool {
+	var nsb *s3types.NoSuchBucket
+	var apiErr smithy.APIError
+	return errors.As(err, &nsb) || errors.As(err, &apiErr) && apiErr.ErrorCode() == "NoSuchBucket"
 }
 
-func isTerminalWriter(w io.Writer) bool {
+// sweepIDArg is the one way a command takes a sweep id: the positional argument or
+// --sweep-id, before or after the other flags. The flag package stops at the first
+// non-flag, so the flags that follow a positional id are parsed here, on the same set.
+func sweepIDArg(fs *flag.FlagSet, flagID *string, args []string) (string, error) {
+	var pos string
+	if len(args) > 0 {
+		pos = args[0]
+		if err := fs.Parse(args[1:]); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return "", err
+			}
+			return "", withHelp(fs.Name(), err)
+		}
+		if fs.NArg() > 0 {
+			return "", unexpectedArg(fs, fs.Arg(0), "one sweep id")
+		}
+	}
+	switch {
+	case pos != "" && *flagID != "":
+		return "", withHelp(fs.Name(), fmt.Errorf("the sweep id is given twice, as %s and --sweep-id %s: give it once", pos, *flagID))
+	case pos != "":
+		return pos, nil
+	case *flagID != "":
+		return *flagID, nil
+	}
+	return "", withHelp(fs.Name(), errors.New("a sweep id is needed: give it as the argument or with --sweep-id, as 'spawn list' shows them"))
+}
+
+// unexpectedArg is the one wording for an argument a command does not take.
+func unexpectedArg(fs *flag.FlagSet, arg, takes string) error {
+	return withHelp(fs.Name(), fmt.Errorf("unexpected argument %q: %s takes %s", arg, fs.Name(), takes))
+}
+
+// noArgs refuses any argument of a command that takes only flags.
+func noArgs(fs *flag.FlagSet, args []string) error {
+	if len(args) > 0 {
+		return unexpectedArg(fs, args[0], "no arguments")
+	}
+	return nil
+}
+
+// isTerminal reports whether the stream (stdin, stdout or stderr) is a terminal:
+// colour, redraws and questions only there.
+func isTerminal(w any) bool {
 	f, ok := w.(*os.File)
 	return ok && (isatty.IsTerminal(f.Fd()) || isatty.IsCygwinTerminal(f.Fd()))
 }

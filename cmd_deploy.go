@@ -5,13 +5,11 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/iam"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
-	"github.com/mattn/go-isatty"
 	"github.com/peterbourgon/ff/v3/ffcli"
 )
 
@@ -30,10 +28,11 @@ func newDeployCmd(r *rootConfig) *ffcli.Command {
 	fs.IntVar(&f.memory, "memory", 0, fmt.Sprintf("function memory in MB (default %d for a new function; an existing function keeps its own)", defaultMemoryMB))
 	fs.BoolVar(&f.dryRun, "dry-run", false, "print what would be created or updated and change nothing")
 	return r.command("deploy", "spawn deploy [--compute-profile P] [--bootstrap FILE] [--memory MB] [--dry-run]",
-		"create or update every AWS resource spawn needs, then health-check the function", fs,
+		"create or update every AWS resource spawn needs, then health-check the function",
+		[]string{"spawn deploy --region eu-west-1", "spawn deploy --dry-run --output json"}, fs,
 		func(ctx context.Context, args []string) error {
-			if len(args) > 0 {
-				return usageErrorf("deploy takes no arguments, got %q", args)
+			if err := noArgs(fs, args); err != nil {
+				return err
 			}
 			if f.memory != 0 && (f.memory < 128 || f.memory > 10240) {
 				return usageErrorf("--memory %d is out of range: Lambda takes 128 to 10240 MB", f.memory)
@@ -67,10 +66,11 @@ func newDestroyCmd(r *rootConfig) *ffcli.Command {
 	fs.BoolVar(&force, "force", false, "destroy even while sweeps are running (their instances keep running)")
 	fs.StringVar(&computeProfile, "compute-profile", "", "also remove the roles deploy created in this profile's account")
 	return r.command("destroy", "spawn destroy [--yes] [--force] [--compute-profile P]",
-		"remove every AWS resource deploy created, with the sweeps' data", fs,
+		"remove every AWS resource deploy created, with the sweeps' data",
+		[]string{"spawn destroy", "spawn destroy --yes --force"}, fs,
 		func(ctx context.Context, args []string) error {
-			if len(args) > 0 {
-				return usageErrorf("destroy takes no arguments, got %q", args)
+			if err := noArgs(fs, args); err != nil {
+				return err
 			}
 			d, err := r.openDeployer(ctx, computeProfile, false)
 			if err != nil {
@@ -104,7 +104,7 @@ func (r *rootConfig) openDeployer(ctx context.Context, computeProfile string, dr
 		}
 		id, err := sts.NewFromConfig(cfg).GetCallerIdentity(ctx, &sts.GetCallerIdentityInput{})
 		if err != nil {
-			return nil, fmt.Errorf("no usable AWS credentials for --compute-profile %s: %w (check ~/.aws/config)", computeProfile, err)
+			return nil, fmt.Errorf("no usable AWS credentials for --compute-profile %s (%w): check that profile in ~/.aws/config", computeProfile, err)
 		}
 		d.compute = &computeTarget{account: aws.ToString(id.Account), iam: iam.NewFromConfig(cfg)}
 	}
@@ -113,9 +113,8 @@ func (r *rootConfig) openDeployer(ctx context.Context, computeProfile string, dr
 
 // confirmDestroy asks on a terminal; without one the user must pass --yes.
 func (r *rootConfig) confirmDestroy(n policyNames) error {
-	f, ok := r.stdin.(*os.File)
-	if !ok || !isatty.IsTerminal(f.Fd()) {
-		return usageErrorf("destroy deletes the function, roles, tables and bucket %s with every sweep's data: pass --yes to confirm (stdin is not a terminal)", n.bucket)
+	if !isTerminal(r.stdin) {
+		return usageErrorf("destroy deletes the function, roles, tables and bucket %s with every sweep's data, and stdin is not a terminal to ask: pass --yes to confirm", n.bucket)
 	}
 	fmt.Fprintf(r.stderr, "This deletes function %s, roles %s and %s, tables %s and %s, and bucket %s with all its objects.\nType yes to continue: ",
 		n.function, orchestratorRoleName, instanceRoleName, n.table, n.instancesTable, n.bucket)

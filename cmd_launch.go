@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	iofs "io/fs"
-	"maps"
 	"math"
 	"os"
 	"path/filepath"
@@ -50,7 +49,7 @@ func startSweep(ctx context.Context, r *rootConfig, req *launchRequest) error {
 	if err != nil {
 		return err
 	}
-	now := time.Now()
+	now := r.clock.Now()
 	id := newSweepID(now)
 	name := req.Name
 	if name == "" {
@@ -58,7 +57,7 @@ func startSweep(ctx context.Context, r *rootConfig, req *launchRequest) error {
 	}
 	key, sum, err := deps.params.uploadParams(ctx, id, req.Raw)
 	if err != nil {
-		return fmt.Errorf("%w (is spawn deployed? run 'spawn deploy')", err)
+		return explainStoreError(err, d, d.table, id)
 	}
 	poll := req.PollInterval
 	if poll <= 0 {
@@ -88,7 +87,7 @@ func startSweep(ctx context.Context, r *rootConfig, req *launchRequest) error {
 	}
 	fixCounts(sw)
 	if err := deps.store.createSweep(ctx, sw); err != nil {
-		return fmt.Errorf("%w (is spawn deployed? run 'spawn deploy')", err)
+		return explainStoreError(err, d, d.table, id)
 	}
 	doc := launchDoc{SweepID: id, SweepName: name, Status: sw.Status, TotalParams: sw.TotalParams,
 		MaxConcurrent: sw.MaxConcurrent, Detached: req.Detach, ParamsKey: key, Counts: sw.Counts}
@@ -105,7 +104,7 @@ func startSweep(ctx context.Context, r *rootConfig, req *launchRequest) error {
 				return err
 			}
 		}
-		final, err := waitSweep(ctx, deps.store, id, min(poll, 5*time.Second), realClock{})
+		final, err := waitSweep(ctx, deps.store, id, min(poll, 5*time.Second), r.clock)
 		if err != nil {
 			return err
 		}
@@ -190,7 +189,8 @@ func newLaunchCmd(r *rootConfig) *ffcli.Command {
 	fs.BoolVar(&lf.dryRun, "dry-run", false, "validate the file and print the plan; create nothing")
 	return r.command("launch",
 		"spawn launch --param-file F [--max-concurrent N] [--launch-delay D] [--poll-interval D] [--name S] [--detach | --no-detach] [--ttl D] [--idle-timeout D] [--wait] [--dry-run]",
-		"validate a parameter file and start a sweep", fs,
+		"validate a parameter file and start a sweep",
+		[]string{"spawn launch --param-file sweep.json --ttl 2h", "spawn launch --param-file sweep.json --dry-run"}, fs,
 		func(ctx context.Context, args []string) error {
 			req, err := lf.request(r, fs, args)
 			if err != nil {
@@ -205,37 +205,15 @@ func newLaunchCmd(r *rootConfig) *ffcli.Command {
 
 // request checks the flags, then reads and validates the file; nothing touches AWS.
 func (lf *launchFlags) request(r *rootConfig, fs *flag.FlagSet, args []string) (*launchRequest, error) {
-	if len(args) > 0 {
-		return nil, usageErrorf("unexpected argument %q — give the file with --param-file", args[0])
+	if err := noArgs(fs, args); err != nil {
+		return nil, err
 	}
 	if lf.paramFile == "" {
-		return nil, usageErrorf("--param-file is required — give the sweep's parameter file (JSON)")
+		return nil, usageErrorf("--param-file is required: give the sweep's parameter file (JSON)")
 	}
-	detachSet := false
-	fs.Visit(func(f *flag.Flag) {
-		if f.Name == "detach" {
-			detachSet = true
-		}
-	})
-	if detachSet && lf.noDetach {
-		if lf.detach {
-			return nil, usageErrorf("--detach and --no-detach contradict each other — give one")
-		}
-	}
-	detach := lf.detach && !lf.noDetach
-	switch {
-	case lf.maxConcurrent < 1:
-		return nil, usageErrorf("--max-concurrent %d: must be at least 1", lf.maxConcurrent)
-	case lf.launchDelay.d < 0:
-		return nil, usageErrorf("--launch-delay %s: must not be negative", lf.launchDelay.String())
-	case lf.pollInterval.d < time.Second:
-		return nil, usageErrorf("--poll-interval %s: must be at least 1s", lf.pollInterval.d)
-	case lf.ttl.set && lf.ttl.d <= 0:
-		return nil, usageErrorf("--ttl %s: must be more than zero — give how long an instance may run, e.g. 2h", lf.ttl.d)
-	case lf.idleTimeout.set && lf.idleTimeout.d < time.Minute:
-		return nil, usageErrorf("--idle-timeout %s: must be at least 1m (CloudWatch alarms look at whole minutes)", lf.idleTimeout.d)
-	case !detach && !lf.ttl.set && !lf.idleTimeout.set:
-		return nil, usageErrorf("--no-detach needs --ttl or --idle-timeout — if this process dies, nothing else would stop the sweep's instances")
+	detach, err := lf.check(fs)
+	if err != nil {
+		return nil, err
 	}
 	name := lf.name
 	if name == "" {
@@ -244,29 +222,8 @@ func (lf *launchFlags) request(r *rootConfig, fs *flag.FlagSet, args []string) (
 	if err := checkSweepName(name); err != nil {
 		return nil, err
 	}
-
-	var data []byte
-	var err error
-	if lf.paramFile == "-" {
-		data, err = io.ReadAll(r.stdin)
-	} else {
-		data, err = os.ReadFile(lf.paramFile)
-	}
+	data, items, err := lf.readParams(r.stdin)
 	if err != nil {
-		if errors.Is(err, iofs.ErrNotExist) {
-			return nil, usageErrorf("--param-file %s: no such file — check the path", lf.paramFile)
-		}
-		return nil, usageErrorf("--param-file %s: %v", lf.paramFile, errors.Unwrap(err))
-	}
-	file := lf.paramFile
-	if file == "-" {
-		file = "stdin"
-	}
-	items, err := parseParamFile(file, data)
-	if err != nil {
-		return nil, err
-	}
-	if err := checkSweepTTLTags(file, items, lf.ttl.d); err != nil {
 		return nil, err
 	}
 	return &launchRequest{
@@ -284,6 +241,65 @@ func (lf *launchFlags) request(r *rootConfig, fs *flag.FlagSet, args []string) (
 	}, nil
 }
 
+// check refuses values out of range and flags that contradict each other, and says
+// whether the sweep runs detached.
+func (lf *launchFlags) check(fs *flag.FlagSet) (detach bool, err error) {
+	detachSet := false
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == "detach" {
+			detachSet = true
+		}
+	})
+	if detachSet && lf.noDetach && lf.detach {
+		return false, usageErrorf("--detach and --no-detach contradict each other: give one")
+	}
+	detach = lf.detach && !lf.noDetach
+	switch {
+	case lf.maxConcurrent < 1:
+		return false, usageErrorf("--max-concurrent %d: must be at least 1", lf.maxConcurrent)
+	case lf.launchDelay.d < 0:
+		return false, usageErrorf("--launch-delay %s: must not be negative", lf.launchDelay.String())
+	case lf.pollInterval.d < time.Second:
+		return false, usageErrorf("--poll-interval %s: must be at least 1s", lf.pollInterval.d)
+	case lf.ttl.set && lf.ttl.d <= 0:
+		return false, usageErrorf("--ttl %s is not more than zero: give how long an instance may run, e.g. 2h", lf.ttl.d)
+	case lf.idleTimeout.set && lf.idleTimeout.d < time.Minute:
+		return false, usageErrorf("--idle-timeout %s is under 1m: give at least 1m, as CloudWatch alarms look at whole minutes", lf.idleTimeout.d)
+	case !detach && !lf.ttl.set && !lf.idleTimeout.set:
+		return false, usageErrorf("--no-detach needs --ttl or --idle-timeout: give one, so that the sweep's instances end even if this process dies")
+	}
+	return detach, nil
+}
+
+// readParams reads the file (or stdin for -) and validates it, --ttl's tag included.
+func (lf *launchFlags) readParams(stdin io.Reader) ([]byte, []item, error) {
+	var data []byte
+	var err error
+	if lf.paramFile == "-" {
+		data, err = io.ReadAll(stdin)
+	} else {
+		data, err = os.ReadFile(lf.paramFile)
+	}
+	if err != nil {
+		if errors.Is(err, iofs.ErrNotExist) {
+			return nil, nil, usageErrorf("--param-file %s does not exist: check the path", lf.paramFile)
+		}
+		return nil, nil, usageErrorf("--param-file %s: %v", lf.paramFile, errors.Unwrap(err))
+	}
+	file := lf.paramFile
+	if file == "-" {
+		file = "stdin"
+	}
+	items, err := parseParamFile(file, data)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := checkSweepTTLTags(file, items, lf.ttl.d); err != nil {
+		return nil, nil, err
+	}
+	return data, items, nil
+}
+
 // checkSweepTTLTags: --ttl gives every item without its own TTL one more tag (spawn:ttl),
 // which the file alone could not count.
 func checkSweepTTLTags(file string, items []item, sweepTTL time.Duration) error {
@@ -294,7 +310,7 @@ func checkSweepTTLTags(file string, items []item, sweepTTL time.Duration) error 
 	for i := range items {
 		it := &items[i]
 		if it.TTL == 0 && withTTL+len(it.Params) > maxTagsPerResource {
-			return usageErrorf("%s, %s: with --ttl the instance also gets tag %s, making %d tags, over EC2's limit of %d — drop a param",
+			return usageErrorf("%s, %s: with --ttl the instance also gets tag %s, making %d tags, over EC2's limit of %d: drop a param",
 				file, where{idx: it.Index}, tagTTL, withTTL+len(it.Params), maxTagsPerResource)
 		}
 	}
@@ -319,13 +335,13 @@ func defaultSweepName(path string) string {
 
 func checkSweepName(name string) error {
 	if strings.TrimSpace(name) == "" {
-		return usageErrorf("--name is empty — give the sweep a short name")
+		return usageErrorf("--name is empty: give the sweep a short name")
 	}
 	if utf8.RuneCountInString(name) > maxSweepNameLen {
-		return usageErrorf("--name is over %d characters — shorten it", maxSweepNameLen)
+		return usageErrorf("--name is over %d characters: shorten it", maxSweepNameLen)
 	}
 	if !utf8.ValidString(name) || strings.IndexFunc(name, unicode.IsControl) >= 0 {
-		return usageErrorf("--name %q holds control characters or invalid UTF-8 — use plain text", name)
+		return usageErrorf("--name %q holds control characters or invalid UTF-8: use plain text", name)
 	}
 	return nil
 }
@@ -469,11 +485,7 @@ func writePlan(w io.Writer, pl *launchPlan) error {
 		fmt.Fprintf(&b, "instance-hours:  %s at most (%s with a TTL; %s without one, not counted)\n",
 			hours, plural(withTTL, "item"), plural(pl.ItemsWithoutTTL, "item"))
 	}
-	var srcs []string
-	for _, k := range slices.Sorted(maps.Keys(pl.PriceSources)) {
-		srcs = append(srcs, fmt.Sprintf("%s: %d", k, pl.PriceSources[k]))
-	}
-	fmt.Fprintf(&b, "cost bound:      $%.2f at most (prices %s)\n", pl.CostBoundUSD, strings.Join(srcs, ", "))
+	fmt.Fprintf(&b, "cost bound:      $%.2f at most (prices: %s)\n", pl.CostBoundUSD, priceSourceCounts(pl.PriceSources))
 	b.WriteString("\n")
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "REGION\tINSTANCE TYPE\tITEMS\tSPOT")

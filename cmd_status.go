@@ -38,7 +38,7 @@ func (r *rootConfig) openSweepSource(ctx context.Context) (*sweepSource, error) 
 		d:     d,
 		store: newDynamoStore(dynamodb.NewFromConfig(d.cfg), d.table, d.instancesTable),
 		price: newPricer(d.cfg),
-		now:   time.Now,
+		now:   r.clock.Now,
 	}, nil
 }
 
@@ -49,7 +49,7 @@ func (src *sweepSource) load(ctx context.Context, id string) (*sweep, error) {
 		return nil, explainStoreError(err, src.d, src.d.table, id)
 	}
 	if s.UserID != "" && s.UserID != src.d.userID {
-		return nil, &explainedError{fmt.Sprintf("sweep %s belongs to %s; you are %s: use that identity's credentials (--profile)", id, s.UserID, src.d.userID), errOtherUser}
+		return nil, explain(errOtherUser, "sweep %s belongs to %s; you are %s: use that identity's credentials, e.g. with --profile", id, s.UserID, src.d.userID)
 	}
 	return s, nil
 }
@@ -79,9 +79,10 @@ func newStatusCmd(r *rootConfig) *ffcli.Command {
 	fs.BoolVar(&wait, "wait", false, "block until the sweep ends; exit 3 if it ended FAILED, CANCELLED or with failed items")
 	fs.DurationVar(&interval, "interval", 5*time.Second, "how often --watch and --wait read the sweep")
 	return r.command("status", "spawn status [--sweep-id ID | ID] [--watch] [--wait] [--interval D]",
-		"show a sweep: progress, item counts, instances and estimated cost", fs,
+		"show a sweep: progress, item counts, instances and estimated cost",
+		[]string{"spawn status sw-20250101-120000-a1b2c3 --watch", "spawn status --sweep-id sw-20250101-120000-a1b2c3 --wait --output json"}, fs,
 		func(ctx context.Context, args []string) error {
-			id, err := sweepIDAndFlags(fs, sweepID, args)
+			id, err := sweepIDArg(fs, &sweepID, args)
 			if err != nil {
 				return err
 			}
@@ -100,7 +101,7 @@ func newStatusCmd(r *rootConfig) *ffcli.Command {
 }
 
 func (r *rootConfig) runStatus(ctx context.Context, src *sweepSource, id string, watch, wait bool, interval time.Duration) error {
-	tty := isTerminalWriter(r.stdout)
+	tty := isTerminal(r.stdout)
 	style := textStyle{color: tty && os.Getenv("NO_COLOR") == ""}
 	var v *statusView
 	var err error
@@ -108,7 +109,7 @@ func (r *rootConfig) runStatus(ctx context.Context, src *sweepSource, id string,
 	case watch:
 		v, err = r.watchStatus(ctx, src, id, interval, tty, style)
 	case wait:
-		v, err = pollUntilEnded(ctx, src, id, interval)
+		v, err = pollUntilEnded(ctx, src, id, interval, r.clock)
 	default:
 		v, err = src.view(ctx, id)
 	}
@@ -148,11 +149,11 @@ func sweepEndError(s *sweep, c counts) error {
 
 // pollUntilEnded checks that the caller may read the sweep, waits (the engine's
 // waitSweep) until its status is terminal, then reads every instance once.
-func pollUntilEnded(ctx context.Context, src *sweepSource, id string, interval time.Duration) (*statusView, error) {
+func pollUntilEnded(ctx context.Context, src *sweepSource, id string, interval time.Duration, c clock) (*statusView, error) {
 	if _, err := src.load(ctx, id); err != nil {
 		return nil, err
 	}
-	if _, err := waitSweep(ctx, src.store, id, interval, realClock{}); err != nil {
+	if _, err := waitSweep(ctx, src.store, id, interval, c); err != nil {
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("stopped waiting for sweep %s (%w): it goes on; 'spawn status %s' shows it", id, err, id)
 		}
@@ -189,7 +190,8 @@ func (w *watchItems) refresh(ctx context.Context, src *sweepSource, s *sweep) er
 }
 
 // watchStatus redraws the view in place on a terminal, or appends one line per change
-// elsewhere (a log file, a pipe), until the sweep ends or the user interrupts.
+// elsewhere (a log file, a pipe), until the sweep ends or the user interrupts. It
+// refreshes every interval of r.clock.
 func (r *rootConfig) watchStatus(ctx context.Context, src *sweepSource, id string, interval time.Duration, tty bool, style textStyle) (*statusView, error) {
 	var last string
 	items := &watchItems{bad: -1}
@@ -225,7 +227,7 @@ func (r *rootConfig) watchStatus(ctx context.Context, src *sweepSource, id strin
 		if terminalStatus(v.s.Status) {
 			return v, nil
 		}
-		if err := (realClock{}).Sleep(ctx, interval); err != nil {
+		if err := r.clock.Sleep(ctx, interval); err != nil {
 			return nil, fmt.Errorf("stopped watching sweep %s (%w): it goes on; 'spawn status %s' shows it", id, err, id)
 		}
 	}
@@ -241,10 +243,11 @@ func newListCmd(r *rootConfig) *ffcli.Command {
 	fs.IntVar(&limit, "limit", 50, "sweeps per page (1-1000)")
 	fs.StringVar(&token, "next-token", "", "continue from where the previous page ended")
 	return r.command("list", "spawn list [--status S] [--limit N] [--next-token T]",
-		"list your sweeps, newest first", fs,
+		"list your sweeps, newest first",
+		[]string{"spawn list --status RUNNING", "spawn list --limit 10 --output json"}, fs,
 		func(ctx context.Context, args []string) error {
-			if len(args) > 0 {
-				return usageErrorf("unexpected argument %q: list takes only flags", args[0])
+			if err := noArgs(fs, args); err != nil {
+				return err
 			}
 			status = strings.ToUpper(status)
 			if status != "" && !slices.Contains(sweepStatuses, status) {
@@ -296,15 +299,16 @@ func newLogsCmd(r *rootConfig) *ffcli.Command {
 	)
 	fs.StringVar(&sweepID, "sweep-id", "", "the sweep (or give it as the argument)")
 	fs.IntVar(&index, "index", -1, "the item whose log to print (numbered from 0 in file order)")
-	return r.command("logs", "spawn logs --sweep-id ID --index I",
-		"print the log that the instance of item I uploaded", fs,
+	return r.command("logs", "spawn logs [--sweep-id ID | ID] --index I",
+		"print the log that the instance of item I uploaded",
+		[]string{"spawn logs sw-20250101-120000-a1b2c3 --index 3"}, fs,
 		func(ctx context.Context, args []string) error {
-			id, err := sweepIDAndFlags(fs, sweepID, args)
+			id, err := sweepIDArg(fs, &sweepID, args)
 			if err != nil {
 				return err
 			}
 			if index < 0 {
-				return usageErrorf("which item? pass --index I (0 is the first item of the parameter file)")
+				return usageErrorf("--index is needed: give the item's index, 0 for the first item of the parameter file")
 			}
 			src, err := r.openSweepSource(ctx)
 			if err != nil {
@@ -338,9 +342,9 @@ func (r *rootConfig) printLog(ctx context.Context, client logObjectAPI, bucket, 
 		var nsk *s3types.NoSuchKey
 		switch {
 		case errors.As(err, &nsk) || code == "NoSuchKey" || code == "NotFound":
-			return &explainedError{fmt.Sprintf("no log for item %d of sweep %s yet: the instance uploads it when its command ends", index, id), err}
-		case code == "NoSuchBucket":
-			return &explainedError{fmt.Sprintf("bucket %s does not exist: pass the --bucket that 'spawn deploy' used", bucket), err}
+			return explain(err, "no log for item %d of sweep %s yet: the instance uploads it when its command ends", index, id)
+		case missingBucket(err):
+			return explain(err, "bucket %s does not exist: pass the --bucket that 'spawn deploy' used", bucket)
 		}
 		return fmt.Errorf("reading s3://%s/%s: %w", bucket, key, err)
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"strings"
 	"time"
@@ -20,7 +21,7 @@ func startFunction(ctx context.Context, deps *engineDeps, id string) error {
 		return fmt.Errorf("the orchestrator function %s does not exist: run 'spawn deploy', then 'spawn resume --sweep-id %s'", deps.function, id)
 	}
 	if err != nil {
-		return fmt.Errorf("starting the orchestrator function %s: %w (then run 'spawn resume --sweep-id %s')", deps.function, err, id)
+		return fmt.Errorf("the orchestrator function %s did not start (%w): once the cause is fixed, run 'spawn resume %s'", deps.function, err, id)
 	}
 	return nil
 }
@@ -77,28 +78,29 @@ func (r *rootConfig) reportEnd(sw *sweep, doc *launchDoc) error {
 	return sweepEndError(sw, sw.Counts)
 }
 
-// sweepEngine is what resume and cancel start from: the sweep id (flag or argument),
+// sweepEngine is what resume and cancel start from: the sweep id (argument or flag),
 // checked before any AWS call, and the engine wired to the deployment.
-func (r *rootConfig) sweepEngine(ctx context.Context, flagValue string, args []string) (string, *engineDeps, error) {
-	id, err := sweepIDArg(flagValue, args)
+func (r *rootConfig) sweepEngine(ctx context.Context, fs *flag.FlagSet, flagID *string, args []string) (string, *deployment, *engineDeps, error) {
+	id, err := sweepIDArg(fs, flagID, args)
 	if err != nil {
-		return "", nil, err
+		return "", nil, nil, err
 	}
-	_, deps, err := r.cliEngine(ctx)
-	return id, deps, err
+	d, deps, err := r.cliEngine(ctx)
+	return id, d, deps, err
 }
 
 func newResumeCmd(r *rootConfig) *ffcli.Command {
 	fs := r.newFlagSet("resume")
 	id := fs.String("sweep-id", "", "the sweep to continue")
 	retryFailed := fs.Bool("retry-failed", false, "queue the sweep's failed items again")
-	fs.Bool("detach", true, "run the orchestrator in Lambda (default)")
+	fs.Bool("detach", true, "run the orchestrator in Lambda")
 	noDetach := fs.Bool("no-detach", false, "run the orchestrator in this process until the sweep ends")
 	force := fs.Bool("force-download", false, "download the parameters again instead of using the local cache")
-	return r.command("resume", "spawn resume --sweep-id ID [--retry-failed] [--detach | --no-detach]",
-		"continue a sweep that is not COMPLETED or CANCELLED", fs,
+	return r.command("resume", "spawn resume [--sweep-id ID | ID] [--retry-failed] [--detach | --no-detach] [--force-download]",
+		"continue a sweep that is not COMPLETED or CANCELLED",
+		[]string{"spawn resume sw-20250101-120000-a1b2c3", "spawn resume sw-20250101-120000-a1b2c3 --retry-failed --no-detach"}, fs,
 		func(ctx context.Context, args []string) error {
-			sweepID, deps, err := r.sweepEngine(ctx, *id, args)
+			sweepID, d, deps, err := r.sweepEngine(ctx, fs, id, args)
 			if err != nil {
 				return err
 			}
@@ -107,7 +109,7 @@ func newResumeCmd(r *rootConfig) *ffcli.Command {
 				return withExitCode(exitUsage, err)
 			}
 			if err != nil {
-				return err
+				return explainStoreError(err, d, d.table, sweepID)
 			}
 			if *noDetach {
 				if !r.jsonOutput() {
@@ -138,20 +140,18 @@ type cancelDoc struct {
 func newCancelCmd(r *rootConfig) *ffcli.Command {
 	fs := r.newFlagSet("cancel")
 	id := fs.String("sweep-id", "", "the sweep to cancel")
-	return r.command("cancel", "spawn cancel --sweep-id ID",
-		"stop launching, terminate every instance of the sweep, status CANCELLED", fs,
+	return r.command("cancel", "spawn cancel [--sweep-id ID | ID]",
+		"stop launching, terminate every instance of the sweep, status CANCELLED",
+		[]string{"spawn cancel sw-20250101-120000-a1b2c3"}, fs,
 		func(ctx context.Context, args []string) error {
-			sweepID, deps, err := r.sweepEngine(ctx, *id, args)
+			sweepID, d, deps, err := r.sweepEngine(ctx, fs, id, args)
 			if err != nil {
 				return err
 			}
 			o := deps.newOrchestrator(newOwnerID("cancel"), false, false)
 			sw, already, err := o.cancelRun(ctx, sweepID)
-			if errors.Is(err, errSweepNotFound) {
-				return withExitCode(exitUsage, err)
-			}
 			if err != nil {
-				return err
+				return explainStoreError(err, d, d.table, sweepID)
 			}
 			doc := cancelDoc{SweepID: sweepID, Status: sw.Status, Already: already, Terminated: o.terminated}
 			if doc.Terminated == nil {

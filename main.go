@@ -6,8 +6,6 @@ package main
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"os"
 	"os/signal"
 	"runtime"
@@ -30,9 +28,7 @@ func main() {
 	err := runCLI(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
 	stop()
 	if err != nil {
-		if msg := err.Error(); msg != "" && !errors.Is(err, errSilent) {
-			fmt.Fprintf(os.Stderr, "spawn: %s\n", msg)
-		}
+		printError(os.Stderr, err)
 		os.Exit(exitCode(err))
 	}
 }

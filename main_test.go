@@ -32,9 +32,7 @@ func runSpawn(t testing.TB, env map[string]string, args ...string) (string, stri
 	}
 	var out, errb bytes.Buffer
 	err := runCLI(context.Background(), args, strings.NewReader(""), &out, &errb)
-	if err != nil && err.Error() != "" {
-		errb.WriteString("spawn: " + err.Error() + "\n")
-	}
+	printError(&errb, err)
 	return out.String(), errb.String(), exitCode(err)
 }
 

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -61,31 +60,6 @@ var knownKeys = [...]string{
 	"iam_instance_profile", "spot", "spot_max_price", "ttl", "idle_timeout", "command", "user_data",
 }
 
-// awsRegions are the regions EC2 can launch in. The list is compiled in because the
-// authoritative DescribeRegions needs the network and credentials, and the file must be
-// checked before anything talks to AWS (and in --dry-run, without a deployment).
-var awsRegions = [...]string{
-	"af-south-1",
-	"ap-east-1", "ap-east-2",
-	"ap-northeast-1", "ap-northeast-2", "ap-northeast-3",
-	"ap-south-1", "ap-south-2",
-	"ap-southeast-1", "ap-southeast-2", "ap-southeast-3", "ap-southeast-4", "ap-southeast-5",
-	"ap-southeast-6", "ap-southeast-7",
-	"ca-central-1", "ca-west-1",
-	"cn-north-1", "cn-northwest-1",
-	"eu-central-1", "eu-central-2",
-	"eu-north-1",
-	"eu-south-1", "eu-south-2",
-	"eu-west-1", "eu-west-2", "eu-west-3",
-	"il-central-1",
-	"me-central-1", "me-south-1",
-	"mx-central-1",
-	"sa-east-1",
-	"us-east-1", "us-east-2",
-	"us-gov-east-1", "us-gov-west-1",
-	"us-west-1", "us-west-2",
-}
-
 // paramParser holds one parse: the file's bytes for positions in messages, and the
 // strings seen so far so that keys and repeated values are allocated once.
 type paramParser struct {
@@ -107,8 +81,19 @@ type field struct {
 	off int
 }
 
+// paramError is a refused parameter file: one line naming the file, the place and the
+// fix. The engine reads the uploaded file with the same parser, so the command layer,
+// not this file, decides that it means exit code 2.
+type paramError struct{ msg string }
+
+func (e *paramError) Error() string { return e.msg }
+
+func paramErrorf(format string, args ...any) error {
+	return &paramError{msg: fmt.Sprintf(format, args...)}
+}
+
 // parseParamFile parses and validates a parameter file (SPEC.md "Parameter file").
-// Every error is a usage error whose one line names the file, the place and the fix.
+// Every error is a *paramError whose one line names the file, the place and the fix.
 func parseParamFile(path string, data []byte) ([]item, error) {
 	p := &paramParser{file: path, data: data, intern: make(map[string]string, 64), goodKeys: make(map[string]bool)}
 	p.fixedTags[0] = len(fixedTags("", "", 0, 0, 0))
@@ -117,27 +102,40 @@ func parseParamFile(path string, data []byte) ([]item, error) {
 }
 
 func (p *paramParser) parse() ([]item, error) {
-	data := p.data
 	start := 0
-	if bytes.HasPrefix(data, []byte("\xef\xbb\xbf")) { // a UTF-8 byte-order mark some editors write
+	if bytes.HasPrefix(p.data, []byte("\xef\xbb\xbf")) { // a UTF-8 byte-order mark some editors write
 		start = 3
 	}
+	defaults, params, err := p.topLevel(start)
+	if err != nil {
+		return nil, err
+	}
+	base, err := p.defaults(defaults)
+	if err != nil {
+		return nil, err
+	}
+	return p.items(params, base)
+}
+
+// topLevel checks the file is one JSON object and returns its "defaults" (nil when
+// absent) and "params" members.
+func (p *paramParser) topLevel(start int) (defaults, params *field, err error) {
+	data := p.data
 	if len(bytes.TrimSpace(data[start:])) == 0 {
-		return nil, usageErrorf(`%s: the file is empty — write {"defaults": {...}, "params": [{...}, ...]}`, p.file)
+		return nil, nil, paramErrorf(`%s: the file is empty: write {"defaults": {...}, "params": [{...}, ...]}`, p.file)
 	}
 	if !json.Valid(data[start:]) {
-		return nil, p.syntaxError(start)
+		return nil, nil, p.syntaxError(start)
 	}
 	w := &walker{b: data, i: start}
 	w.skipWS()
 	if data[w.i] != '{' {
-		return nil, p.errAt(w.i, where{idx: atTop}, `expected a JSON object {"defaults": {...}, "params": [...]}, found %s`, kindOf(data[w.i:]))
+		return nil, nil, p.errAt(w.i, where{idx: atTop}, `expected a JSON object {"defaults": {...}, "params": [...]}, found %s`, kindOf(data[w.i:]))
 	}
 	top, err := p.fields(w, where{idx: atTop}, nil)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	var defaults, params *field
 	for i := range top {
 		f := &top[i]
 		switch f.key {
@@ -150,35 +148,49 @@ func (p *paramParser) parse() ([]item, error) {
 			if s := closest(f.key, []string{"defaults", "params"}); s != "" {
 				hint = fmt.Sprintf("did you mean %q?", s)
 			}
-			return nil, p.errAt(f.off, where{idx: atTop}, "unknown top-level key %q — %s", f.key, hint)
+			return nil, nil, p.errAt(f.off, where{idx: atTop}, "unknown top-level key %q: %s", f.key, hint)
 		}
 	}
 	if params == nil {
-		return nil, p.errAt(start, where{idx: atTop}, `no "params" — add "params": [{...}, ...] with one object per instance`)
+		return nil, nil, p.errAt(start, where{idx: atTop}, `no "params": add "params": [{...}, ...] with one object per instance`)
 	}
+	return defaults, params, nil
+}
 
-	tmpl := item{InstanceType: defaultInstanceType, IAMInstanceProfile: defaultInstanceProfile}
-	var tmplParams []param
-	var fromDefaults map[string]bool
-	if defaults != nil {
-		if defaults.val[0] != '{' {
-			return nil, p.errAt(defaults.off, where{idx: atTop, key: "defaults"}, "expected an object of keys shared by every item, found %s", kindOf(defaults.val))
-		}
-		dw := &walker{b: data, i: defaults.off}
-		dfields, err := p.fields(dw, where{idx: inDefaults}, nil)
-		if err != nil {
+// itemBase is what every item starts from: spawn's defaults overlaid with the file's.
+type itemBase struct {
+	item   item
+	params []param         // the defaults' params, sorted by key
+	keys   map[string]bool // the keys the file's defaults set
+}
+
+func (p *paramParser) defaults(defaults *field) (*itemBase, error) {
+	base := &itemBase{item: item{InstanceType: defaultInstanceType, IAMInstanceProfile: defaultInstanceProfile}}
+	if defaults == nil {
+		return base, nil
+	}
+	if defaults.val[0] != '{' {
+		return nil, p.errAt(defaults.off, where{idx: atTop, key: "defaults"}, "expected an object of keys shared by every item, found %s", kindOf(defaults.val))
+	}
+	dw := &walker{b: p.data, i: defaults.off}
+	dfields, err := p.fields(dw, where{idx: inDefaults}, nil)
+	if err != nil {
+		return nil, err
+	}
+	base.keys = make(map[string]bool, len(dfields))
+	for _, f := range dfields {
+		if err := p.apply(&base.item, &base.params, inDefaults, f); err != nil {
 			return nil, err
 		}
-		fromDefaults = make(map[string]bool, len(dfields))
-		for _, f := range dfields {
-			if err := p.apply(&tmpl, &tmplParams, inDefaults, f); err != nil {
-				return nil, err
-			}
-			fromDefaults[f.key] = true
-		}
-		slices.SortFunc(tmplParams, func(a, b param) int { return strings.Compare(a.Key, b.Key) })
+		base.keys[f.key] = true
 	}
+	slices.SortFunc(base.params, func(a, b param) int { return strings.Compare(a.Key, b.Key) })
+	return base, nil
+}
 
+// items reads the "params" array: one item per object, each merged over base and checked.
+func (p *paramParser) items(params *field, base *itemBase) ([]item, error) {
+	data := p.data
 	if params.val[0] != '[' {
 		return nil, p.errAt(params.off, where{idx: atTop, key: "params"}, "expected an array of objects, one per instance, found %s", kindOf(params.val))
 	}
@@ -201,7 +213,7 @@ func (p *paramParser) parse() ([]item, error) {
 		if data[off] != '{' {
 			return nil, p.errAt(off, where{idx: idx}, "expected an object of keys, found %s", kindOf(data[off:]))
 		}
-		it := tmpl
+		it := base.item
 		it.Index = idx
 		own = own[:0]
 		var err error
@@ -214,18 +226,18 @@ func (p *paramParser) parse() ([]item, error) {
 				return nil, err
 			}
 		}
-		it.Params = mergeParams(tmplParams, own)
+		it.Params = mergeParams(base.params, own)
 		if len(p.drop) > 0 {
 			it.Params = dropParams(it.Params, p.drop)
 			p.drop = p.drop[:0]
 		}
-		if err := p.check(&it, off, fromDefaults, fs); err != nil {
+		if err := p.check(&it, off, base.keys, fs); err != nil {
 			return nil, err
 		}
 		items = append(items, it)
 	}
 	if len(items) == 0 {
-		return nil, p.errAt(params.off, where{idx: atTop, key: "params"}, `the list is empty — add one object per instance, e.g. [{"command": "./run.sh"}]`)
+		return nil, p.errAt(params.off, where{idx: atTop, key: "params"}, `the list is empty: add one object per instance, e.g. [{"command": "./run.sh"}]`)
 	}
 	return items, nil
 }
@@ -245,26 +257,26 @@ func (p *paramParser) check(it *item, off int, fromDefaults map[string]bool, own
 		return ""
 	}
 	if it.Command != "" && it.UserData != "" {
-		return p.errAt(off, where{idx: idx}, "both command%s and user_data%s are set — give command (spawn writes the script) or user_data (yours, verbatim), not both",
+		return p.errAt(off, where{idx: idx}, "both command%s and user_data%s are set: give command (spawn writes the script) or user_data (yours, verbatim), not both",
 			origin("command"), origin("user_data"))
 	}
 	if it.Command == "" && it.UserData == "" {
-		return p.errAt(off, where{idx: idx}, `nothing to run — give "command" (a shell line) or "user_data" here or in defaults`)
+		return p.errAt(off, where{idx: idx}, `nothing to run: give "command" (a shell line) or "user_data" here or in defaults`)
 	}
 	if it.SpotMaxPrice != "" && !it.Spot {
-		return p.errAt(off, where{idx: idx}, `spot_max_price%s is set but spot is not true — add "spot": true or remove the price`, origin("spot_max_price"))
+		return p.errAt(off, where{idx: idx}, `spot_max_price%s is set but spot is not true: add "spot": true or remove the price`, origin("spot_max_price"))
 	}
 	has := 0
 	if it.TTL > 0 {
 		has = 1
 	}
 	if n := p.fixedTags[has] + len(it.Params); n > maxTagsPerResource {
-		return p.errAt(off, where{idx: idx}, "%d params make %d tags, over EC2's limit of %d per instance — use at most %d params per item",
+		return p.errAt(off, where{idx: idx}, "%d params make %d tags, over EC2's limit of %d per instance: use at most %d params per item",
 			len(it.Params), n, maxTagsPerResource, maxTagsPerResource-p.fixedTags[has])
 	}
 	if it.Command != "" {
 		if n := userDataEstimate(it); n > maxUserDataBytes {
-			return p.errAt(off, where{idx: idx}, "the instance script would be about %d bytes, over EC2's user-data limit of %d — move the long command or values into a script the command downloads",
+			return p.errAt(off, where{idx: idx}, "the instance script would be about %d bytes, over EC2's user-data limit of %d: move the long command or values into a script the command downloads",
 				n, maxUserDataBytes)
 		}
 	}
@@ -290,9 +302,9 @@ func (p *paramParser) fields(w *walker, obj where, fs []field) ([]field, error) 
 		}
 		keyOff := w.i
 		raw := w.str()
-		key, ok := p.str(raw)
+		key, ok := p.unquote(raw)
 		if !ok {
-			return nil, p.errAt(keyOff, obj, "a key is not valid UTF-8 — save the file as UTF-8")
+			return nil, p.errAt(keyOff, obj, "a key is not valid UTF-8: save the file as UTF-8")
 		}
 		w.skipWS()
 		w.i++ // ':'
@@ -300,7 +312,7 @@ func (p *paramParser) fields(w *walker, obj where, fs []field) ([]field, error) 
 		off := w.i
 		val := w.value()
 		if dup(fs, key, &seen) {
-			return nil, p.errAt(keyOff, obj.with(key), "the key appears twice in one object — keep one")
+			return nil, p.errAt(keyOff, obj.with(key), "the key appears twice in one object: keep one")
 		}
 		fs = append(fs, field{key: key, val: val, off: off})
 	}
@@ -368,23 +380,6 @@ func (w where) String() string {
 // apply sets one key of an item (idx ≥ 0) or of the defaults (idx -1).
 func (p *paramParser) apply(it *item, params *[]param, idx int, f field) error {
 	at := where{idx: idx, key: f.key}
-	str := func() (string, error) {
-		if f.val[0] != '"' {
-			return "", p.errAt(f.off, at, "expected a string, found %s", kindOf(f.val))
-		}
-		s, ok := p.str(f.val)
-		if !ok {
-			return "", p.errAt(f.off, at, "the value is not valid UTF-8 — save the file as UTF-8")
-		}
-		return s, nil
-	}
-	nonEmpty := func(what string) (string, error) {
-		s, err := str()
-		if err == nil && strings.TrimSpace(s) == "" {
-			err = p.errAt(f.off, at, "is empty — give %s or remove the key", what)
-		}
-		return s, err
-	}
 	if string(f.val) == "null" {
 		// null takes a key back out of the defaults for this item: a known key returns to
 		// spawn's own default, a param is not set at all.
@@ -395,39 +390,47 @@ func (p *paramParser) apply(it *item, params *[]param, idx int, f field) error {
 		}
 		return nil
 	}
-	var err error
+	if known, err := p.setKnown(it, f, at); known {
+		return err
+	}
+	v, err := p.paramValue(f, at)
+	if err == nil {
+		err = p.checkParamKey(f, at)
+	}
+	if err == nil {
+		*params = append(*params, param{Key: f.key, Value: v})
+	}
+	return err
+}
+
+// setKnown sets a key that configures the launch; known is false for a param's key.
+func (p *paramParser) setKnown(it *item, f field, at where) (known bool, err error) {
 	switch f.key {
 	case "name":
-		it.Name, err = nonEmpty("a short name")
+		it.Name, err = p.nonEmpty(f, at, "a short name")
 		if err == nil && utf8.RuneCountInString(it.Name) > maxTagValueLen {
-			err = p.errAt(f.off, at, "is over %d characters — shorten it", maxTagValueLen)
+			err = p.errAt(f.off, at, "is over %d characters: shorten it", maxTagValueLen)
 		}
 	case "instance_type":
-		if it.InstanceType, err = str(); err == nil && !validInstanceType(it.InstanceType) {
-			err = p.errAt(f.off, at, "%q is not an instance type — use family.size, e.g. t3.micro, c7gn.16xlarge or u-6tb1.metal", it.InstanceType)
+		if it.InstanceType, err = p.str(f, at); err == nil && !validInstanceType(it.InstanceType) {
+			err = p.errAt(f.off, at, "%q is not an instance type: use family.size, e.g. t3.micro, c7gn.16xlarge or u-6tb1.metal", it.InstanceType)
 		}
 	case "region":
-		if it.Region, err = str(); err == nil && !slices.Contains(awsRegions[:], it.Region) {
-			hint := "use a region name such as us-east-1 or eu-west-2"
-			if s := closest(it.Region, awsRegions[:]); s != "" {
-				hint = fmt.Sprintf("did you mean %q?", s)
-			}
-			err = p.errAt(f.off, at, "%q is not an AWS region — %s", it.Region, hint)
-		}
+		it.Region, err = p.region(f, at)
 	case "ami":
-		if it.AMI, err = str(); err == nil && !validAMI(it.AMI) {
-			err = p.errAt(f.off, at, "%q is not an AMI id — use ami-0123456789abcdef0 or resolve:ssm:<parameter>, or remove the key for Amazon Linux 2023", it.AMI)
+		if it.AMI, err = p.str(f, at); err == nil && !validAMI(it.AMI) {
+			err = p.errAt(f.off, at, "%q is not an AMI id: use ami-0123456789abcdef0 or resolve:ssm:<parameter>, or remove the key for Amazon Linux 2023", it.AMI)
 		}
 	case "key_name":
-		it.KeyName, err = nonEmpty("the EC2 key pair name")
+		it.KeyName, err = p.nonEmpty(f, at, "the EC2 key pair name")
 	case "subnet_id":
-		if it.SubnetID, err = str(); err == nil && !hasIDPrefix(it.SubnetID, "subnet-") {
-			err = p.errAt(f.off, at, "%q is not a subnet id — use subnet-0123456789abcdef0", it.SubnetID)
+		if it.SubnetID, err = p.str(f, at); err == nil && !hasIDPrefix(it.SubnetID, "subnet-") {
+			err = p.errAt(f.off, at, "%q is not a subnet id: use subnet-0123456789abcdef0", it.SubnetID)
 		}
 	case "security_group_ids":
 		it.SecurityGroupIDs, err = p.securityGroups(f, at)
 	case "iam_instance_profile":
-		it.IAMInstanceProfile, err = nonEmpty("the instance profile name")
+		it.IAMInstanceProfile, err = p.nonEmpty(f, at, "the instance profile name")
 	case "spot":
 		switch string(f.val) {
 		case "true":
@@ -438,62 +441,94 @@ func (p *paramParser) apply(it *item, params *[]param, idx int, f field) error {
 			err = p.errAt(f.off, at, "expected true or false, found %s", kindOf(f.val))
 		}
 	case "spot_max_price":
-		var s string
-		switch f.val[0] {
-		case '"':
-			s, err = str()
-		case '-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9':
-			s = p.internBytes(f.val)
-		default:
-			err = p.errAt(f.off, at, "expected a price in USD per hour like \"0.05\", found %s", kindOf(f.val))
-		}
-		if err == nil {
-			if v, perr := strconv.ParseFloat(s, 64); perr != nil || !(v > 0) || math.IsInf(v, 0) {
-				err = p.errAt(f.off, at, "%q is not a price — use USD per hour like \"0.05\"", s)
-			}
-		}
-		it.SpotMaxPrice = s
+		it.SpotMaxPrice, err = p.spotMaxPrice(f, at)
 	case "ttl":
-		it.TTL, err = p.duration(f, at, str)
+		it.TTL, err = p.duration(f, at)
 	case "idle_timeout":
-		it.IdleTimeout, err = p.duration(f, at, str)
+		it.IdleTimeout, err = p.duration(f, at)
 		if err == nil && it.IdleTimeout < time.Minute {
-			err = p.errAt(f.off, at, "%s is too short — CloudWatch alarms need at least 1m", it.IdleTimeout)
+			err = p.errAt(f.off, at, "%s is too short: CloudWatch alarms need at least 1m", it.IdleTimeout)
 		}
 	case "command":
-		it.Command, err = nonEmpty("a shell command line")
+		it.Command, err = p.nonEmpty(f, at, "a shell command line")
 	case "user_data":
-		it.UserData, err = nonEmpty("the instance's user data")
+		it.UserData, err = p.nonEmpty(f, at, "the instance's user data")
 		if err == nil && len(it.UserData) > maxUserDataBytes {
-			err = p.errAt(f.off, at, "is %d bytes, over EC2's user-data limit of %d — have it download the rest", len(it.UserData), maxUserDataBytes)
+			err = p.errAt(f.off, at, "is %d bytes, over EC2's user-data limit of %d: have it download the rest", len(it.UserData), maxUserDataBytes)
 		}
 	default:
-		var v string
-		v, err = p.paramValue(f, at)
-		if err == nil {
-			err = p.checkParamKey(f, at)
-		}
-		if err == nil {
-			*params = append(*params, param{Key: f.key, Value: v})
-		}
+		return false, nil
 	}
-	return err
+	return true, err
 }
 
-func (p *paramParser) duration(f field, at where, str func() (string, error)) (time.Duration, error) {
+// str is a value that must be a string.
+func (p *paramParser) str(f field, at where) (string, error) {
+	if f.val[0] != '"' {
+		return "", p.errAt(f.off, at, "expected a string, found %s", kindOf(f.val))
+	}
+	s, ok := p.unquote(f.val)
+	if !ok {
+		return "", p.errAt(f.off, at, "the value is not valid UTF-8: save the file as UTF-8")
+	}
+	return s, nil
+}
+
+// nonEmpty is a string value with more than white space; what names it in the message.
+func (p *paramParser) nonEmpty(f field, at where, what string) (string, error) {
+	s, err := p.str(f, at)
+	if err == nil && strings.TrimSpace(s) == "" {
+		err = p.errAt(f.off, at, "is empty: give %s or remove the key", what)
+	}
+	return s, err
+}
+
+func (p *paramParser) region(f field, at where) (string, error) {
+	r, err := p.str(f, at)
+	if err != nil || slices.Contains(awsRegions[:], r) {
+		return r, err
+	}
+	hint := "use a region name such as us-east-1 or eu-west-2"
+	if s := closest(r, awsRegions[:]); s != "" {
+		hint = fmt.Sprintf("did you mean %q?", s)
+	}
+	return r, p.errAt(f.off, at, "%q is not an AWS region: %s", r, hint)
+}
+
+// spotMaxPrice takes the price as a string or a number, as written.
+func (p *paramParser) spotMaxPrice(f field, at where) (string, error) {
+	var s string
+	var err error
+	switch f.val[0] {
+	case '"':
+		s, err = p.str(f, at)
+	case '-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9':
+		s = p.internBytes(f.val)
+	default:
+		err = p.errAt(f.off, at, "expected a price in USD per hour like \"0.05\", found %s", kindOf(f.val))
+	}
+	if err == nil {
+		if v, perr := strconv.ParseFloat(s, 64); perr != nil || !(v > 0) || math.IsInf(v, 0) {
+			err = p.errAt(f.off, at, "%q is not a price: use USD per hour like \"0.05\"", s)
+		}
+	}
+	return s, err
+}
+
+func (p *paramParser) duration(f field, at where) (time.Duration, error) {
 	if f.val[0] != '"' {
 		return 0, p.errAt(f.off, at, `expected a duration string like "90m", "2h" or "1d", found %s`, kindOf(f.val))
 	}
-	s, err := str()
+	s, err := p.str(f, at)
 	if err != nil {
 		return 0, err
 	}
 	d, err := parseDuration(s)
 	if err != nil {
-		return 0, p.errAt(f.off, at, "%q is not a duration — use a Go duration like 90m or 2h30m, or days like 2d", s)
+		return 0, p.errAt(f.off, at, "%q is not a duration: use a Go duration like 90m or 2h30m, or days like 2d", s)
 	}
 	if d <= 0 {
-		return 0, p.errAt(f.off, at, "%q must be more than zero — give how long the instance may run, e.g. 2h", s)
+		return 0, p.errAt(f.off, at, "%q must be more than zero: give how long the instance may run, e.g. 2h", s)
 	}
 	return d, nil
 }
@@ -520,14 +555,14 @@ func (p *paramParser) securityGroups(f field, at where) ([]string, error) {
 		if v[0] != '"' {
 			return nil, p.errAt(off, el, "expected a string like \"sg-0123456789abcdef0\", found %s", kindOf(v))
 		}
-		s, ok := p.str(v)
+		s, ok := p.unquote(v)
 		if !ok || !hasIDPrefix(s, "sg-") {
-			return nil, p.errAt(off, el, "%q is not a security group id — use sg-0123456789abcdef0", s)
+			return nil, p.errAt(off, el, "%q is not a security group id: use sg-0123456789abcdef0", s)
 		}
 		ids = append(ids, s)
 	}
 	if len(ids) == 0 {
-		return nil, p.errAt(f.off, at, "the list is empty — give at least one sg-… id or remove the key for the VPC's default group")
+		return nil, p.errAt(f.off, at, "the list is empty: give at least one sg-… id or remove the key for the VPC's default group")
 	}
 	return ids, nil
 }
@@ -538,21 +573,21 @@ func (p *paramParser) paramValue(f field, at where) (string, error) {
 	var v string
 	switch c := f.val[0]; {
 	case c == '"':
-		s, ok := p.str(f.val)
+		s, ok := p.unquote(f.val)
 		if !ok {
-			return "", p.errAt(f.off, at, "the value is not valid UTF-8 — save the file as UTF-8")
+			return "", p.errAt(f.off, at, "the value is not valid UTF-8: save the file as UTF-8")
 		}
 		v = s
 	case c == 't' || c == 'f' || c == '-' || (c >= '0' && c <= '9'):
 		v = p.internBytes(f.val)
 	default:
-		return "", p.errAt(f.off, at, "a param's value must be a string, number or boolean, found %s — flatten it into several keys or a string", kindOf(f.val))
+		return "", p.errAt(f.off, at, "a param's value must be a string, number or boolean, found %s: flatten it into several keys or a string", kindOf(f.val))
 	}
 	if strings.IndexByte(v, 0) >= 0 {
-		return "", p.errAt(f.off, at, "the value contains a NUL character, which no environment variable can hold — remove it")
+		return "", p.errAt(f.off, at, "the value contains a NUL character, which no environment variable can hold: remove it")
 	}
 	if n := utf8.RuneCountInString(v); n > maxTagValueLen {
-		return "", p.errAt(f.off, at, "the value is %d characters, over EC2's tag value limit of %d — shorten it or have the command read it from a file", n, maxTagValueLen)
+		return "", p.errAt(f.off, at, "the value is %d characters, over EC2's tag value limit of %d: shorten it or have the command read it from a file", n, maxTagValueLen)
 	}
 	return v, nil
 }
@@ -565,20 +600,20 @@ func (p *paramParser) checkParamKey(f field, at where) error {
 		return nil
 	}
 	if k == "" {
-		return p.errAt(f.off, at, "a param's key is empty — name it with letters, digits and _")
+		return p.errAt(f.off, at, "a param's key is empty: name it with letters, digits and _")
 	}
 	for i := 0; i < len(k); i++ {
 		c := k[i]
 		if !(c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
-			return p.errAt(f.off, at, "a param's key may hold only letters, digits and _ (it becomes env var %s<key>) — rename %q", paramEnvPrefix, k)
+			return p.errAt(f.off, at, "a param's key may hold only letters, digits and _ (it becomes env var %s<key>): rename %q", paramEnvPrefix, k)
 		}
 	}
 	if len(paramTagPrefix)+len(k) > maxTagKeyLen {
-		return p.errAt(f.off, at, "the key is %d characters; as tag %s<key> it passes EC2's %d — use at most %d", len(k), paramTagPrefix, maxTagKeyLen, maxTagKeyLen-len(paramTagPrefix))
+		return p.errAt(f.off, at, "the key is %d characters; as tag %s<key> it passes EC2's %d: use at most %d", len(k), paramTagPrefix, maxTagKeyLen, maxTagKeyLen-len(paramTagPrefix))
 	}
 	for _, known := range knownKeys {
 		if strings.EqualFold(k, known) {
-			return p.errAt(f.off, at, "keys are case-sensitive — did you mean %q?", known)
+			return p.errAt(f.off, at, "keys are case-sensitive: did you mean %q?", known)
 		}
 	}
 	p.goodKeys[k] = true
@@ -658,8 +693,8 @@ func mergeParams(defaults, own []param) []param {
 	return out
 }
 
-// str unescapes a JSON string token; ok is false when it is not valid UTF-8.
-func (p *paramParser) str(raw []byte) (string, bool) {
+// unquote unescapes a JSON string token; ok is false when it is not valid UTF-8.
+func (p *paramParser) unquote(raw []byte) (string, bool) {
 	body := raw[1 : len(raw)-1]
 	if bytes.IndexByte(body, '\\') < 0 {
 		if !utf8.Valid(body) {
@@ -687,328 +722,13 @@ func (p *paramParser) internBytes(b []byte) string {
 	return s
 }
 
-// errAt is a usage error naming the file, the line of byte offset off, and the place.
+// errAt is a refusal naming the file, the line of byte offset off, and the place.
 func (p *paramParser) errAt(off int, at where, format string, args ...any) error {
 	line, _ := lineCol(p.data, off)
 	msg := fmt.Sprintf(format, args...)
 	place := at.String()
 	if place == "" {
-		return usageErrorf("%s line %d: %s", p.file, line, msg)
+		return paramErrorf("%s line %d: %s", p.file, line, msg)
 	}
-	return usageErrorf("%s line %d, %s: %s", p.file, line, place, msg)
-}
-
-// syntaxError turns the decoder's complaint into the file's line and column and a fix.
-func (p *paramParser) syntaxError(start int) error {
-	var v any
-	err := json.Unmarshal(p.data[start:], &v)
-	var se *json.SyntaxError
-	if !errors.As(err, &se) {
-		return usageErrorf("%s: not valid JSON: %v — check the JSON", p.file, err)
-	}
-	off := start + int(se.Offset) - 1 // Offset counts the bytes read, the bad one included
-	if off < start {
-		off = start
-	}
-	msg := se.Error()
-	hint := "check the JSON"
-	switch {
-	case strings.HasPrefix(msg, "unexpected end of JSON input"):
-		off = len(p.data)
-		msg = "the file ends in the middle of the JSON"
-		hint = "a closing } or ] or a quote is missing"
-	case strings.HasSuffix(msg, "after top-level value"):
-		msg = "extra data after the JSON object"
-		hint = "the file must hold exactly one {...}; remove what follows it"
-	case strings.HasSuffix(msg, "after object key:value pair"):
-		msg = fmt.Sprintf(`expected "," or "}" but found %s`, badChar(msg))
-		hint = "a comma may be missing between two keys"
-	case strings.HasSuffix(msg, "after array element"):
-		msg = fmt.Sprintf(`expected "," or "]" but found %s`, badChar(msg))
-		hint = "a comma may be missing between two items"
-	case strings.HasSuffix(msg, "looking for beginning of object key string"):
-		msg = fmt.Sprintf("expected a quoted key but found %s", badChar(msg))
-		hint = `keys need double quotes, and JSON allows no comma before "}"`
-	case strings.HasSuffix(msg, "looking for beginning of value"):
-		msg = fmt.Sprintf("expected a value but found %s", badChar(msg))
-		hint = `strings need double quotes, and JSON allows no comma before "]" or "}"`
-	case strings.HasSuffix(msg, "after object key"):
-		msg = fmt.Sprintf(`expected ":" after a key but found %s`, badChar(msg))
-	case strings.Contains(msg, "in string literal"):
-		msg = "a control character (a raw tab or line break?) inside a string"
-		hint = `write it as \t or \n`
-	}
-	line, col := lineCol(p.data, off)
-	return usageErrorf("%s line %d, column %d: %s — %s", p.file, line, col, msg, hint)
-}
-
-// badChar pulls the quoted character out of encoding/json's "invalid character 'x' ...".
-func badChar(msg string) string {
-	if i := strings.Index(msg, "'"); i >= 0 {
-		if j := strings.LastIndex(msg, "'"); j > i {
-			return msg[i : j+1]
-		}
-	}
-	return "something else"
-}
-
-// lineCol gives the 1-based line and column (in characters) of byte offset off.
-func lineCol(data []byte, off int) (line, col int) {
-	if off > len(data) {
-		off = len(data)
-	}
-	if off < 0 {
-		off = 0
-	}
-	before := data[:off]
-	line = 1 + bytes.Count(before, []byte{'\n'})
-	lineStart := bytes.LastIndexByte(before, '\n') + 1
-	return line, utf8.RuneCount(before[lineStart:]) + 1
-}
-
-// kindOf names a JSON value's type for messages.
-func kindOf(v []byte) string {
-	if len(v) == 0 {
-		return "nothing"
-	}
-	switch v[0] {
-	case '{':
-		return "an object"
-	case '[':
-		return "an array"
-	case '"':
-		return "a string"
-	case 't', 'f':
-		return "a boolean"
-	case 'n':
-		return "null"
-	default:
-		return "a number"
-	}
-}
-
-func estimateItems(arr []byte) int {
-	n := bytes.Count(arr, []byte("},")) + 1
-	return min(n, 1<<17) // "}," inside strings can inflate the count: bound the guess
-}
-
-// walker steps through JSON that json.Valid has accepted, so it only finds boundaries
-// and never has to report an error.
-type walker struct {
-	b []byte
-	i int
-}
-
-func (w *walker) skipWS() {
-	for w.i < len(w.b) {
-		switch w.b[w.i] {
-		case ' ', '\t', '\n', '\r':
-			w.i++
-		default:
-			return
-		}
-	}
-}
-
-// str returns the string token at w.i, quotes included, and moves past it.
-func (w *walker) str() []byte {
-	start := w.i
-	w.i++
-	for {
-		j := bytes.IndexAny(w.b[w.i:], `"\`)
-		w.i += j
-		if w.b[w.i] == '\\' {
-			w.i += 2
-			continue
-		}
-		w.i++
-		return w.b[start:w.i]
-	}
-}
-
-// value returns the value at w.i and moves past it.
-func (w *walker) value() []byte {
-	start := w.i
-	switch w.b[w.i] {
-	case '"':
-		return w.str()
-	case '{', '[':
-		depth := 0
-		for {
-			switch w.b[w.i] {
-			case '"':
-				w.str()
-				continue
-			case '{', '[':
-				depth++
-			case '}', ']':
-				depth--
-			}
-			w.i++
-			if depth == 0 {
-				return w.b[start:w.i]
-			}
-		}
-	default:
-		for w.i < len(w.b) {
-			switch w.b[w.i] {
-			case ',', '}', ']', ' ', '\t', '\n', '\r':
-				return w.b[start:w.i]
-			}
-			w.i++
-		}
-		return w.b[start:w.i]
-	}
-}
-
-// maxDurationDays bounds every duration far below time.Duration's 292 years, so sums
-// such as TTL plus a minute never overflow.
-const maxDurationDays = 3660
-
-// parseDuration accepts Go durations (90m, 2h30m) and a leading number of days (2d, 1d12h).
-func parseDuration(s string) (time.Duration, error) {
-	i := strings.IndexByte(s, 'd')
-	if i < 0 {
-		d, err := time.ParseDuration(s)
-		if err == nil && d > maxDurationDays*24*time.Hour {
-			return 0, fmt.Errorf("duration %q is over %d days", s, maxDurationDays)
-		}
-		return d, err
-	}
-	num, rest := s[:i], s[i+1:]
-	if num == "" || strings.Trim(num, "0123456789.") != "" {
-		return 0, fmt.Errorf("bad number of days %q", num)
-	}
-	days, err := strconv.ParseFloat(num, 64)
-	if err != nil || days > maxDurationDays {
-		return 0, fmt.Errorf("bad number of days %q", num)
-	}
-	d := time.Duration(days * float64(24*time.Hour))
-	if rest != "" {
-		if rest[0] == '-' || rest[0] == '+' {
-			return 0, fmt.Errorf("bad duration %q", s)
-		}
-		r, err := time.ParseDuration(rest)
-		if err != nil {
-			return 0, err
-		}
-		d += r
-	}
-	if d > maxDurationDays*24*time.Hour {
-		return 0, fmt.Errorf("duration %q is over %d days", s, maxDurationDays)
-	}
-	return d, nil
-}
-
-// shortDuration prints a duration without zero units: 2h, 90m → 1h30m, 48h.
-func shortDuration(d time.Duration) string {
-	s := d.String()
-	if strings.HasSuffix(s, "m0s") {
-		s = s[:len(s)-2]
-	}
-	if strings.HasSuffix(s, "h0m") {
-		s = s[:len(s)-2]
-	}
-	return s
-}
-
-// validInstanceType checks the family.size form (t3.micro, c7gn.16xlarge, u-6tb1.metal,
-// mac2-m2pro.metal, c6i.metal-24xl) without a list, which would age with every new family.
-func validInstanceType(s string) bool {
-	dot := strings.IndexByte(s, '.')
-	if dot <= 0 || strings.IndexByte(s[dot+1:], '.') >= 0 {
-		return false
-	}
-	family, size := s[:dot], s[dot+1:]
-	if !isWord(family) || family[0] < 'a' || family[0] > 'z' || strings.IndexAny(family, "0123456789") < 0 {
-		return false
-	}
-	switch size {
-	case "nano", "micro", "small", "medium", "large", "xlarge", "metal":
-		return true
-	}
-	if n, ok := strings.CutSuffix(size, "xlarge"); ok {
-		return isCount(n)
-	}
-	if n, ok := strings.CutPrefix(size, "metal-"); ok {
-		n, ok = strings.CutSuffix(n, "xl")
-		return ok && isCount(n)
-	}
-	return false
-}
-
-// isWord is lower-case letters and digits in dash-separated parts.
-func isWord(s string) bool {
-	if s == "" || s[0] == '-' || s[len(s)-1] == '-' || strings.Contains(s, "--") {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
-			return false
-		}
-	}
-	return true
-}
-
-func isCount(s string) bool {
-	if s == "" || s[0] == '0' || len(s) > 4 {
-		return false
-	}
-	return strings.Trim(s, "0123456789") == ""
-}
-
-func validAMI(s string) bool {
-	if name, ok := strings.CutPrefix(s, "resolve:ssm:"); ok {
-		return name != ""
-	}
-	return hasIDPrefix(s, "ami-")
-}
-
-// hasIDPrefix checks an EC2 id such as sg-0abc: the prefix, then 8 or 17 hex digits.
-func hasIDPrefix(s, prefix string) bool {
-	h, ok := strings.CutPrefix(s, prefix)
-	if !ok || (len(h) != 8 && len(h) != 17) {
-		return false
-	}
-	for i := 0; i < len(h); i++ {
-		if c := h[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
-			return false
-		}
-	}
-	return true
-}
-
-// closest suggests the candidate within two edits of s, for "did you mean".
-func closest(s string, candidates []string) string {
-	best, bestD := "", 3
-	for _, c := range candidates {
-		if d := editDistance(s, c); d < bestD {
-			best, bestD = c, d
-		}
-	}
-	return best
-}
-
-func editDistance(a, b string) int {
-	if len(a) > 64 || len(b) > 64 {
-		return 99
-	}
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
+	return paramErrorf("%s line %d, %s: %s", p.file, line, place, msg)
 }

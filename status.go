@@ -68,6 +68,20 @@ type statusView struct {
 // instance and computes the counts and the cost as of now.
 func buildStatus(ctx context.Context, s *sweep, recs []instanceRecord, p *pricer, now time.Time) *statusView {
 	v := &statusView{s: s, now: now, sources: map[string]int{}}
+	byIndex := v.addRecords(recs)
+	v.addAlive(s.Alive, byIndex)
+	sort.Slice(v.instances, func(i, j int) bool { return v.instances[i].Index < v.instances[j].Index })
+	v.priceInstances(ctx, p)
+	v.sortRegions()
+	c := s.Counts
+	c.Running = len(s.Alive)
+	c.Pending = max(0, s.TotalParams-c.Succeeded-c.Failed-c.Expired-c.Cancelled-c.Unknown-c.Running)
+	v.counts = c
+	return v
+}
+
+// addRecords adds one instance per item and returns where each index's is.
+func (v *statusView) addRecords(recs []instanceRecord) map[int]int {
 	byIndex := map[int]int{}
 	for _, rec := range recs {
 		si := statusInstance{
@@ -82,9 +96,14 @@ func buildStatus(ctx context.Context, s *sweep, recs []instanceRecord, p *pricer
 		byIndex[rec.Index] = len(v.instances)
 		v.instances = append(v.instances, si)
 	}
-	// An alive slot is newer than any item of its index, and may have no item yet
-	// (reserved, or RunInstances answered but the item not yet written).
-	for _, a := range s.Alive {
+	return byIndex
+}
+
+// addAlive lays the record's alive slots over the items. An alive slot is newer than
+// any item of its index, and may have no item yet (reserved, or RunInstances answered
+// but the item not yet written).
+func (v *statusView) addAlive(alive []aliveInstance, byIndex map[int]int) {
+	for _, a := range alive {
 		si := statusInstance{
 			Index: a.Index, InstanceID: a.InstanceID, Region: a.Region, InstanceType: a.InstanceType,
 			Attempt: a.Attempt, Spot: a.Spot, PriceHourly: a.PriceHourly, launchedAt: a.LaunchedAt,
@@ -124,19 +143,18 @@ func buildStatus(ctx context.Context, s *sweep, recs []instanceRecord, p *pricer
 		byIndex[a.Index] = len(v.instances)
 		v.instances = append(v.instances, si)
 	}
-	sort.Slice(v.instances, func(i, j int) bool { return v.instances[i].Index < v.instances[j].Index })
+}
 
-	regions := map[string]bool{}
-	if s.Region != "" {
-		regions[s.Region] = true
-	}
+// priceInstances prices every instance without a recorded price and sums the cost:
+// ended instances at their run time, alive ones up to now.
+func (v *statusView) priceInstances(ctx context.Context, p *pricer) {
+	s := v.s
 	var endedCost, runningCost float64
 	for i := range v.instances {
 		si := &v.instances[i]
 		if si.Region == "" {
 			si.Region = s.Region
 		}
-		regions[si.Region] = true
 		if si.PriceHourly == 0 && p != nil && si.InstanceType != "" {
 			si.PriceHourly, si.PriceSource = p.priceFor(ctx, si.Region, si.InstanceType, si.Spot)
 		}
@@ -145,7 +163,7 @@ func buildStatus(ctx context.Context, s *sweep, recs []instanceRecord, p *pricer
 		}
 		v.sources[si.PriceSource]++
 		if si.alive {
-			si.CostUSD = roundUSD(runCost(si.launchedAt, now, si.PriceHourly))
+			si.CostUSD = roundUSD(runCost(si.launchedAt, v.now, si.PriceHourly))
 			runningCost += si.CostUSD
 		} else {
 			if si.CostUSD == 0 {
@@ -162,21 +180,26 @@ func buildStatus(ctx context.Context, s *sweep, recs []instanceRecord, p *pricer
 		endedCost = s.EstimatedCostUSD
 	}
 	v.costUSD = roundUSD(endedCost + runningCost)
+}
+
+// sortRegions lists the regions the sweep's instances run in, the sweep's own first.
+func (v *statusView) sortRegions() {
+	s := v.s
+	regions := map[string]bool{}
+	if s.Region != "" {
+		regions[s.Region] = true
+	}
+	for _, si := range v.instances {
+		regions[si.Region] = true
+	}
 	for r := range regions {
 		v.regions = append(v.regions, r)
 	}
 	sort.Strings(v.regions)
 	if s.Region != "" {
-		// The sweep's own region first.
 		v.regions = slices.DeleteFunc(v.regions, func(r string) bool { return r == s.Region })
 		v.regions = append([]string{s.Region}, v.regions...)
 	}
-
-	c := s.Counts
-	c.Running = len(s.Alive)
-	c.Pending = max(0, s.TotalParams-c.Succeeded-c.Failed-c.Expired-c.Cancelled-c.Unknown-c.Running)
-	v.counts = c
-	return v
 }
 
 func roundUSD(x float64) float64 { return math.Round(x*1e4) / 1e4 }
@@ -256,15 +279,20 @@ func (c counts) line() string {
 }
 
 func (v *statusView) costLine() string {
-	var parts []string
-	for _, src := range sortedMapKeys(v.sources) {
-		parts = append(parts, fmt.Sprintf("%d %s", v.sources[src], src))
-	}
 	line := fmt.Sprintf("est. cost $%.2f so far", v.costUSD)
-	if len(parts) > 0 {
-		line += " (prices: " + strings.Join(parts, ", ") + ")"
+	if len(v.sources) > 0 {
+		line += " (prices: " + priceSourceCounts(v.sources) + ")"
 	}
 	return ellipsize(line, screenWidth)
+}
+
+// priceSourceCounts says how many prices came from each source: "3 table, 1 unknown".
+func priceSourceCounts(sources map[string]int) string {
+	var parts []string
+	for _, src := range sortedMapKeys(sources) {
+		parts = append(parts, fmt.Sprintf("%d %s", sources[src], src))
+	}
+	return strings.Join(parts, ", ")
 }
 
 // renderStatus writes the full text view; every line fits screenWidth columns.

@@ -1,0 +1,307 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+func mustParseParamFile(t testing.TB, path string) []item {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	items, err := parseParamFile(path, data)
+	if err != nil {
+		t.Fatalf("parse %s: %v", path, err)
+	}
+	return items
+}
+
+func TestParseParamFileMergesDefaults(t *testing.T) {
+	items := mustParseParamFile(t, "testdata/params/good/grid.json")
+	if len(items) != 5 {
+		t.Fatalf("got %d items, want 5", len(items))
+	}
+	cmd := `python3 train.py --lr "$PARAM_lr" --seed "$PARAM_seed"`
+	for i, it := range items {
+		if it.Index != i || it.Command != cmd || it.IAMInstanceProfile != "spawnd-role" {
+			t.Errorf("item %d: index %d, command %q, profile %q", i, it.Index, it.Command, it.IAMInstanceProfile)
+		}
+	}
+	p := func(kv ...string) []param {
+		var ps []param
+		for i := 0; i < len(kv); i += 2 {
+			ps = append(ps, param{kv[i], kv[i+1]})
+		}
+		return ps
+	}
+	tests := []struct {
+		idx    int
+		typ    string
+		region string
+		spot   bool
+		price  string
+		ttl    time.Duration
+		params []param
+	}{
+		{0, "t3.micro", "", false, "", 2 * time.Hour, p("lr", "0.1", "model", "resnet50", "seed", "1")},
+		{1, "t3.micro", "", false, "", 2 * time.Hour, p("lr", "0.01", "model", "resnet50", "seed", "1")},
+		{2, "c7g.large", "", true, "0.05", 2 * time.Hour, p("lr", "0.1", "model", "resnet50", "seed", "2")},
+		{3, "c7g.large", "eu-west-1", true, "", 24 * time.Hour, p("lr", "0.01", "model", "resnet50", "seed", "2")},
+		{4, "t3.micro", "", false, "", 30 * time.Minute, p("lr", "0.001", "model", "vit-b16", "seed", "3")},
+	}
+	for _, tt := range tests {
+		it := items[tt.idx]
+		if it.InstanceType != tt.typ || it.Region != tt.region || it.Spot != tt.spot || it.SpotMaxPrice != tt.price || it.TTL != tt.ttl {
+			t.Errorf("item %d: got type %q region %q spot %v price %q ttl %v", tt.idx, it.InstanceType, it.Region, it.Spot, it.SpotMaxPrice, it.TTL)
+		}
+		if !slices.Equal(it.Params, tt.params) {
+			t.Errorf("item %d params: got %v, want %v", tt.idx, it.Params, tt.params)
+		}
+	}
+}
+
+// null takes a key of the defaults back out for one item.
+func TestParseParamFileNullUnsetsDefault(t *testing.T) {
+	data := `{"defaults": {"command": "run", "instance_type": "c7g.large", "ttl": "1h", "a": 1, "b": 2},
+		"params": [{"a": null, "instance_type": null, "ttl": null}, {"command": null, "user_data": "#!/bin/sh"}, {"command": null}]}`
+	_, err := parseParamFile("n.json", []byte(data))
+	if err == nil || !strings.Contains(err.Error(), "params[2]: nothing to run") {
+		t.Fatalf("an item whose command is unset must be refused, got %v", err)
+	}
+	items, err := parseParamFile("n.json", []byte(strings.Replace(data, `, {"command": null}]`, "]", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if it := items[0]; it.InstanceType != "t3.micro" || it.TTL != 0 || !slices.Equal(it.Params, []param{{"b", "2"}}) {
+		t.Errorf("item 0: type %q, ttl %v, params %v", it.InstanceType, it.TTL, it.Params)
+	}
+	if it := items[1]; it.Command != "" || it.UserData != "#!/bin/sh" || it.InstanceType != "c7g.large" || len(it.Params) != 2 {
+		t.Errorf("item 1: %+v", it)
+	}
+}
+
+func TestParseParamFileDuplicateKeyInBigObject(t *testing.T) {
+	members := `"command": "x"`
+	for i := range 40 {
+		members += fmt.Sprintf(`, "k%d": %d`, i, i)
+	}
+	_, err := parseParamFile("d.json", paramJSON("", members+`, "k3": 0`))
+	if err == nil || !strings.Contains(err.Error(), "params[0].k3: the key appears twice") {
+		t.Errorf("got %v", err)
+	}
+}
+
+func TestParseParamFileValues(t *testing.T) {
+	data := "\xef\xbb\xbf" + `{"params": [{"command": "x", "s": "a\"b\u00e9", "n": -1.5e3, "b": false, "t": true,
+		"security_group_ids": ["sg-0123456789abcdef0", "sg-01234567"], "ami": "resolve:ssm:/my/ami",
+		"idle_timeout": "1d2h", "iam_instance_profile": "arn:aws:iam::123456789012:instance-profile/p"}]}`
+	items, err := parseParamFile("v.json", []byte(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	it := items[0]
+	want := []param{{"b", "false"}, {"n", "-1.5e3"}, {"s", `a"bé`}, {"t", "true"}}
+	if !slices.Equal(it.Params, want) {
+		t.Errorf("params: got %v, want %v", it.Params, want)
+	}
+	if it.IdleTimeout != 26*time.Hour || len(it.SecurityGroupIDs) != 2 || it.AMI != "resolve:ssm:/my/ami" {
+		t.Errorf("got idle %v, groups %v, ami %q", it.IdleTimeout, it.SecurityGroupIDs, it.AMI)
+	}
+}
+
+// badFiles pairs every file in testdata/params/bad with the place and fix its message names.
+var badFiles = map[string]string{
+	"missing-comma.json":             `missing-comma.json line 4, column 5: expected "," or "]" but found '{': a comma may be missing between two items`,
+	"trailing-data.json":             `trailing-data.json line 2, column 1: extra data after the JSON object: the file must hold exactly one {...}`,
+	"truncated.json":                 `truncated.json line 5, column 1: the file ends in the middle of the JSON: a closing } or ] or a quote is missing`,
+	"raw-tab.json":                   `raw-tab.json line 4, column 18: a control character (a raw tab or line break?) inside a string: write it as \t or \n`,
+	"empty-file.json":                `empty-file.json: the file is empty: write {"defaults": {...}, "params": [{...}, ...]}`,
+	"not-an-object.json":             `not-an-object.json line 1: expected a JSON object {"defaults": {...}, "params": [...]}, found an array`,
+	"unknown-top-key.json":           `unknown-top-key.json line 2: unknown top-level key "param": did you mean "params"?`,
+	"missing-params.json":            `missing-params.json line 1: no "params": add "params": [{...}, ...]`,
+	"empty-params.json":              `empty-params.json line 3, params: the list is empty: add one object per instance`,
+	"item-not-object.json":           `item-not-object.json line 5, params[1]: expected an object of keys, found a string`,
+	"command-and-user-data.json":     `command-and-user-data.json line 5, params[1]: both command (from defaults) and user_data are set: give command`,
+	"no-command.json":                `no-command.json line 3, params[0]: nothing to run: give "command" (a shell line) or "user_data"`,
+	"bad-duration.json":              `bad-duration.json line 7, params[3].ttl: "2 hours" is not a duration: use a Go duration like 90m or 2h30m, or days like 2d`,
+	"defaults-bad-ttl.json":          `defaults-bad-ttl.json line 2, defaults.ttl: "soon" is not a duration`,
+	"duration-as-number.json":        `duration-as-number.json line 4, params[0].idle_timeout: expected a duration string like "90m", "2h" or "1d", found a number`,
+	"zero-ttl.json":                  `zero-ttl.json line 4, params[0].ttl: "0s" must be more than zero: give how long the instance may run`,
+	"bad-instance-type.json":         `bad-instance-type.json line 5, params[1].instance_type: "t3micro" is not an instance type: use family.size, e.g. t3.micro`,
+	"bad-region.json":                `bad-region.json line 2, defaults.region: "us-est-1" is not an AWS region: did you mean "us-east-1"?`,
+	"spot-not-bool.json":             `spot-not-bool.json line 4, params[0].spot: expected true or false, found a string`,
+	"price-without-spot.json":        `price-without-spot.json line 4, params[0]: spot_max_price is set but spot is not true: add "spot": true`,
+	"security-groups-not-array.json": `security-groups-not-array.json line 4, params[0].security_group_ids: expected an array of strings like ["sg-0123456789abcdef0"], found a string`,
+	"security-group-bad-id.json":     `security-group-bad-id.json line 4, params[0].security_group_ids[1]: "default" is not a security group id`,
+	"bad-param-key.json":             `bad-param-key.json line 4, params[0].learning-rate: a param's key may hold only letters, digits and _ (it becomes env var PARAM_<key>)`,
+	"case-of-known-key.json":         `case-of-known-key.json line 4, params[0].TTL: keys are case-sensitive: did you mean "ttl"?`,
+	"duplicate-key.json":             `duplicate-key.json line 4, params[0].lr: the key appears twice in one object: keep one`,
+	"param-object-value.json":        `param-object-value.json line 4, params[0].grid: a param's value must be a string, number or boolean, found an object`,
+	"param-value-too-long.json":      `param-value-too-long.json line 5, params[1].note: the value is 300 characters, over EC2's tag value limit of 256`,
+	"too-many-tags.json":             `too-many-tags.json line 10, params[1]: 45 params make 51 tags, over EC2's limit of 50 per instance: use at most 44 params per item`,
+}
+
+func TestLaunchRefusesBadFiles(t *testing.T) {
+	files, err := filepath.Glob("testdata/params/bad/*.json")
+	if err != nil || len(files) < 14 {
+		t.Fatalf("want at least 14 broken files, got %d (%v)", len(files), err)
+	}
+	for _, path := range files {
+		want, ok := badFiles[filepath.Base(path)]
+		if !ok {
+			t.Errorf("%s has no expected message in badFiles", path)
+			continue
+		}
+		t.Run(filepath.Base(path), func(t *testing.T) {
+			out, errOut, code := runSpawn(t, nil, "launch", "--dry-run", "--param-file", path)
+			if code != exitUsage {
+				t.Errorf("exit code %d, want %d", code, exitUsage)
+			}
+			if out != "" {
+				t.Errorf("stdout should be empty, got %q", out)
+			}
+			if strings.Count(errOut, "\n") != 1 || !strings.HasPrefix(errOut, "spawn: testdata/params/bad/") {
+				t.Errorf("want one line naming the file, got %q", errOut)
+			}
+			if !strings.Contains(errOut, want) {
+				t.Errorf("stderr %q\nlacks %q", errOut, want)
+			}
+		})
+	}
+}
+
+func TestValidInstanceType(t *testing.T) {
+	for _, s := range []string{"t3.micro", "c7gn.16xlarge", "u-6tb1.metal", "mac2-m2pro.metal", "c6i.metal-24xl",
+		"u7i-12tb.224xlarge", "m7i-flex.large", "p4de.24xlarge", "x2iedn.xlarge"} {
+		if !validInstanceType(s) {
+			t.Errorf("%q refused", s)
+		}
+	}
+	for _, s := range []string{"", "t3", "t3micro", "t3.", ".micro", "T3.micro", "t3.micro.x", "t3.huge", "t.micro",
+		"t3.0xlarge", "-t3.micro", "t3-.micro", "t3.metal-xl", "t3 .micro"} {
+		if validInstanceType(s) {
+			t.Errorf("%q accepted", s)
+		}
+	}
+}
+
+func TestParseDuration(t *testing.T) {
+	for in, want := range map[string]time.Duration{
+		"90m": 90 * time.Minute, "2h30m": 150 * time.Minute, "2d": 48 * time.Hour, "1d12h": 36 * time.Hour,
+		"1.5d": 36 * time.Hour, "0.5h": 30 * time.Minute, "3660d": 3660 * 24 * time.Hour,
+	} {
+		if got, err := parseDuration(in); err != nil || got != want {
+			t.Errorf("parseDuration(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "d", "2", "2 hours", "d2", "1e3d", "1d-2h", "-d", "2dd", "1d2", "3661d", "3660d1h", "87841h"} {
+		if _, err := parseDuration(in); err == nil {
+			t.Errorf("parseDuration(%q) accepted", in)
+		}
+	}
+}
+
+// paramJSON is the one builder of parameter files in the command layer's tests: the
+// defaults' members (JSON without the braces; "" for no defaults) and one object's
+// members per item.
+func paramJSON(defaults string, items ...string) []byte {
+	var b bytes.Buffer
+	b.WriteString("{")
+	if defaults != "" {
+		b.WriteString(`"defaults": {` + defaults + "},\n")
+	}
+	b.WriteString(`"params": [` + "\n")
+	for i, it := range items {
+		if i > 0 {
+			b.WriteString(",\n")
+		}
+		b.WriteString("  {" + it + "}")
+	}
+	b.WriteString("\n]}\n")
+	return b.Bytes()
+}
+
+// writeParamFile writes a parameter file into the test's directory and returns its path.
+func writeParamFile(t testing.TB, data []byte) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "params.json")
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// paramFile is a file of n items with defaults, a few params each, and an override
+// every tenth item.
+func paramFile(n int) []byte {
+	items := make([]string, n)
+	for i := range items {
+		items[i] = fmt.Sprintf(`"lr": 0.%03d, "seed": %d, "tag": "run-%d"`, i%1000, i, i)
+		if i%10 == 0 {
+			items[i] += `, "instance_type": "c7g.large", "spot": true`
+		}
+	}
+	return paramJSON(`"instance_type": "t3.micro", "ttl": "2h", "command": "python3 train.py", "model": "resnet50"`, items...)
+}
+
+func BenchmarkParseParamFile100k(b *testing.B) {
+	const n = 100_000
+	data := paramFile(n)
+	b.SetBytes(int64(len(data)))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		items, err := parseParamFile("bench.json", data)
+		if err != nil || len(items) != n {
+			b.Fatalf("%d items, %v", len(items), err)
+		}
+	}
+	b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "items/s")
+}
+
+// FuzzParseParamFile: any input either parses into consistent items or is refused with
+// one usage-error line that names the file; nothing panics.
+func FuzzParseParamFile(f *testing.F) {
+	for _, dir := range []string{"testdata/params/good", "testdata/params/bad"} {
+		files, _ := filepath.Glob(filepath.Join(dir, "*.json"))
+		for _, p := range files {
+			if data, err := os.ReadFile(p); err == nil {
+				f.Add(data)
+			}
+		}
+	}
+	f.Add(paramFile(3))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		items, err := parseParamFile("fuzz.json", data)
+		if err != nil {
+			msg := err.Error()
+			if exitCode(err) != exitUsage || strings.Contains(msg, "\n") || !strings.HasPrefix(msg, "fuzz.json") {
+				t.Fatalf("want a one-line usage error naming the file, got exit %d: %q", exitCode(err), msg)
+			}
+			return
+		}
+		if len(items) == 0 {
+			t.Fatal("no items and no error")
+		}
+		sw := &sweep{SweepID: "s", SweepName: "f", S3Bucket: "b", Region: "us-east-1"}
+		for i, it := range items {
+			if it.Index != i || (it.Command == "") == (it.UserData == "") || !validInstanceType(it.InstanceType) {
+				t.Fatalf("item %d inconsistent: %+v", i, it)
+			}
+			if !slices.IsSortedFunc(it.Params, func(a, b param) int { return strings.Compare(a.Key, b.Key) }) {
+				t.Fatalf("item %d params not sorted: %v", i, it.Params)
+			}
+			if n := len(runInstancesInput(sw, it, 1).TagSpecifications[0].Tags); n > maxTagsPerResource {
+				t.Fatalf("item %d has %d tags", i, n)
+			}
+		}
+	})
+}
