@@ -20,7 +20,7 @@ import (
 // (always JSON in Lambda, where CloudWatch reads them).
 func newLogger(w io.Writer, lvl zerolog.Level, lambda bool) zerolog.Logger {
 	out := w
-	if f, ok := w.(*os.File); ok && !lambda && isatty.IsTerminal(f.Fd()) {
+	if !lambda && isTerminal(w) {
 		out = zerolog.ConsoleWriter{Out: w, TimeFormat: "15:04:05", NoColor: os.Getenv("NO_COLOR") != ""}
 	}
 	return zerolog.New(out).Level(lvl).With().Timestamp().Logger()
@@ -71,7 +71,7 @@ func loadAWSConfig(ctx context.Context, profile, region, endpoint string, log ze
 	}
 	cfg, err := config.LoadDefaultConfig(ctx, opts...)
 	if err != nil {
-		return aws.Config{}, fmt.Errorf("loading AWS configuration: %w (check --profile and ~/.aws/config)", err)
+		return aws.Config{}, fmt.Errorf("loading AWS configuration (%w): check --profile and ~/.aws/config", err)
 	}
 	if cfg.Region == "" {
 		cfg.Region = "us-east-1"
@@ -88,4 +88,24 @@ func endpointOverridden(cfg aws.Config) bool {
 func newS3Client(cfg aws.Config) *s3.Client {
 	path := endpointOverridden(cfg)
 	return s3.NewFromConfig(cfg, func(o *s3.Options) { o.UsePathStyle = path })
+}
+
+// isTerminal reports whether the stream (stdin, stdout or stderr) is a terminal:
+// colour, redraws and questions only there.
+func isTerminal(w any) bool {
+	f, ok := w.(*os.File)
+	return ok && (isatty.IsTerminal(f.Fd()) || isatty.IsCygwinTerminal(f.Fd()))
+}
+
+// deployment is what a command that talks to spawn's resources needs: the AWS config,
+// the caller's account and identity, and the resource names (flags, env, or defaults).
+type deployment struct {
+	cfg            aws.Config
+	accountID      string
+	userID         string // the caller's ARN: sweeps are listed per user
+	region         string
+	table          string
+	instancesTable string
+	bucket         string
+	function       string
 }

@@ -35,11 +35,11 @@ func selfBootstrap(flagPath string) (string, error) {
 		return flagPath, nil
 	}
 	if runtime.GOOS != "linux" {
-		return "", usageErrorf("this spawn is a %s build and Lambda runs Linux: pass --bootstrap FILE with a Linux build of spawn (GOOS=linux GOARCH=arm64 go build -o spawn-linux-arm64)", runtime.GOOS)
+		return "", fmt.Errorf("this spawn is a %s build and Lambda runs Linux: pass --bootstrap FILE with a Linux build of spawn (GOOS=linux GOARCH=arm64 go build -o spawn-linux-arm64)", runtime.GOOS)
 	}
 	exe, err := os.Executable()
 	if err != nil {
-		return "", fmt.Errorf("finding this executable to zip: %w (pass --bootstrap FILE)", err)
+		return "", fmt.Errorf("finding this executable to zip (%w): pass --bootstrap FILE", err)
 	}
 	return exe, nil
 }
@@ -49,14 +49,14 @@ func selfBootstrap(flagPath string) (string, error) {
 func elfArchitecture(path string) (lambdatypes.Architecture, string, error) {
 	f, err := elf.Open(path)
 	if err != nil {
-		return "", "", usageErrorf("%s is not a Linux executable (%v): pass --bootstrap FILE with a Linux build of spawn", path, err)
+		return "", "", fmt.Errorf("%s is not a Linux executable (%v): pass --bootstrap FILE with a Linux build of spawn", path, err)
 	}
 	defer f.Close()
 	if f.OSABI != elf.ELFOSABI_NONE && f.OSABI != elf.ELFOSABI_LINUX {
-		return "", "", usageErrorf("%s is a %v executable, not Linux: pass --bootstrap FILE with a Linux build of spawn", path, f.OSABI)
+		return "", "", fmt.Errorf("%s is a %v executable, not Linux: pass --bootstrap FILE with a Linux build of spawn", path, f.OSABI)
 	}
 	if f.Type != elf.ET_EXEC && f.Type != elf.ET_DYN {
-		return "", "", usageErrorf("%s is an ELF %v, not an executable: pass --bootstrap FILE with a Linux build of spawn", path, f.Type)
+		return "", "", fmt.Errorf("%s is an ELF %v, not an executable: pass --bootstrap FILE with a Linux build of spawn", path, f.Type)
 	}
 	switch f.Machine {
 	case elf.EM_X86_64:
@@ -64,7 +64,7 @@ func elfArchitecture(path string) (lambdatypes.Architecture, string, error) {
 	case elf.EM_AARCH64:
 		return lambdatypes.ArchitectureArm64, "arm64", nil
 	}
-	return "", "", usageErrorf("%s is a Linux %v executable and Lambda runs only x86_64 and arm64: build with GOARCH=amd64 or GOARCH=arm64", path, f.Machine)
+	return "", "", fmt.Errorf("%s is a Linux %v executable and Lambda runs only x86_64 and arm64: build with GOARCH=amd64 or GOARCH=arm64", path, f.Machine)
 }
 
 // zipBootstrap zips the executable at path as "bootstrap" (mode 0755) with fixed

@@ -7,7 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"text/tabwriter"
 
@@ -16,7 +15,6 @@ import (
 	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 	"github.com/aws/smithy-go"
-	"github.com/mattn/go-isatty"
 	"github.com/peterbourgon/ff/v3"
 	"github.com/peterbourgon/ff/v3/ffcli"
 	"github.com/rs/zerolog"
@@ -34,7 +32,7 @@ import (
 // The command layer hands main one error type, *cliError, which carries the exit code;
 // errors the engine returns keep their own words and exit 1.
 
-// Exit codes of SPEC.md.
+// Exit codes (docs/design.md, exit codes).
 const (
 	exitOK      = 0
 	exitRuntime = 1
@@ -117,7 +115,7 @@ func printError(w io.Writer, err error) {
 	}
 }
 
-// rootConfig holds the global flags of SPEC.md; every command shares it.
+// rootConfig holds the global flags; every command shares it.
 type rootConfig struct {
 	region         string
 	profile        string
@@ -138,12 +136,6 @@ type rootConfig struct {
 	// helpFor is the command whose help the user asked for, or whose flags failed.
 	helpFor *ffcli.Command
 }
-
-const (
-	defaultTable          = "spawn-sweep-orchestration"
-	defaultInstancesTable = "spawn-sweep-instances"
-	defaultFunction       = "spawn-sweep-orchestrator"
-)
 
 // registerGlobal binds the global flags on fs. Every command's flag set gets them,
 // so they are accepted before or after the command name, as the AWS CLI does.
@@ -308,7 +300,7 @@ func (r *rootConfig) usage(c *ffcli.Command) string {
 	if isRoot {
 		b.WriteString("\nrun 'spawn <command> --help' for a command's own flags and examples\n")
 	} else {
-		fmt.Fprintf(&b, "\nglobal flags: %s (see 'spawn --help')\n", strings.Join(globals, " "))
+		fmt.Fprintf(&b, "\nglobal flags, described by 'spawn --help': %s\n", strings.Join(globals, " "))
 	}
 	return b.String()
 }
@@ -369,19 +361,6 @@ func newVersionCmd(r *rootConfig) *ffcli.Command {
 			fmt.Fprintf(r.stdout, "spawn %s (commit %s, %s, %s/%s)\n", v.Version, v.Commit, v.GoVersion, v.OS, v.Arch)
 			return nil
 		})
-}
-
-// deployment is what a command that talks to spawn's resources needs: the AWS config,
-// the caller's account and identity, and the resource names (flags, env, or defaults).
-type deployment struct {
-	cfg            aws.Config
-	accountID      string
-	userID         string // the caller's ARN: sweeps are listed per user
-	region         string
-	table          string
-	instancesTable string
-	bucket         string
-	function       string
 }
 
 // openDeployment loads the AWS config and asks STS who the caller is. A missing or
@@ -484,11 +463,4 @@ func noArgs(fs *flag.FlagSet, args []string) error {
 		return unexpectedArg(fs, args[0], "no arguments")
 	}
 	return nil
-}
-
-// isTerminal reports whether the stream (stdin, stdout or stderr) is a terminal:
-// colour, redraws and questions only there.
-func isTerminal(w any) bool {
-	f, ok := w.(*os.File)
-	return ok && (isatty.IsTerminal(f.Fd()) || isatty.IsCygwinTerminal(f.Fd()))
 }

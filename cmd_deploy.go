@@ -37,9 +37,13 @@ func newDeployCmd(r *rootConfig) *ffcli.Command {
 			if f.memory != 0 && (f.memory < 128 || f.memory > 10240) {
 				return usageErrorf("--memory %d is out of range: Lambda takes 128 to 10240 MB", f.memory)
 			}
+			// A bootstrap Lambda cannot run is an input error: exit 2.
 			path, err := selfBootstrap(f.bootstrap)
 			if err != nil {
-				return err
+				return withExitCode(exitUsage, err)
+			}
+			if _, _, err := elfArchitecture(path); err != nil {
+				return withExitCode(exitUsage, err)
 			}
 			pkg, err := zipBootstrap(path)
 			if err != nil {

@@ -169,7 +169,6 @@ type launchFlags struct {
 
 const (
 	defaultMaxConcurrent = 10
-	defaultPollInterval  = 10 * time.Second
 	maxSweepNameLen      = 128
 )
 

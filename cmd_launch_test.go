@@ -89,16 +89,8 @@ func TestLaunchBrokenFileCreatesNothing(t *testing.T) {
 	ctx := context.Background()
 	ddb := dynamodb.NewFromConfig(a.cfg)
 	s3c := s3.NewFromConfig(a.cfg, func(o *s3.Options) { o.UsePathStyle = true })
-	table, itable, bucket := uniqueName("sweeps"), uniqueName("instances"), uniqueName("spawn-launch")
-	if _, err := ddb.CreateTable(ctx, sweepTableInput(table)); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := ddb.CreateTable(ctx, instancesTableInput(itable)); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s3c.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(bucket)}); err != nil {
-		t.Fatal(err)
-	}
+	table, itable := createSweepTables(t, a)
+	bucket := createTestBucket(t, a, "spawn-launch")
 	env := map[string]string{"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_SESSION_TOKEN": "",
 		"AWS_PROFILE": "", "AWS_CONFIG_FILE": filepath.Join(t.TempDir(), "none")}
 	for _, f := range []string{"command-and-user-data.json", "bad-region.json", "missing-comma.json", "too-many-tags.json"} {

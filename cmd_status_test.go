@@ -39,12 +39,8 @@ func newStatusEnv(t *testing.T) *statusEnv {
 	t.Helper()
 	a := newTestAWS(t)
 	ctx := context.Background()
-	e := &statusEnv{a: a, db: dynamodb.NewFromConfig(a.cfg), table: uniqueName("sweeps"), instTable: uniqueName("instances"), bucket: uniqueName("spawn-logs")}
-	for _, in := range []*dynamodb.CreateTableInput{sweepTableInput(e.table), instancesTableInput(e.instTable)} {
-		if _, err := e.db.CreateTable(ctx, in); err != nil {
-			t.Fatalf("create table %s: %v", aws.ToString(in.TableName), err)
-		}
-	}
+	e := &statusEnv{a: a, db: dynamodb.NewFromConfig(a.cfg), bucket: uniqueName("spawn-logs")}
+	e.table, e.instTable = createSweepTables(t, a)
 	e.store = newDynamoStore(e.db, e.table, e.instTable)
 	id, err := sts.NewFromConfig(a.cfg).GetCallerIdentity(ctx, &sts.GetCallerIdentityInput{})
 	if err != nil {

@@ -61,7 +61,7 @@ func (r *rootConfig) runHere(ctx context.Context, deps *engineDeps, id string, f
 }
 
 // reportEnd prints how a sweep ended; exit 3 when it failed, was cancelled or has
-// failed items (SPEC exit codes, for --wait and --no-detach).
+// failed items (docs/design.md exit codes, for --wait and --no-detach).
 func (r *rootConfig) reportEnd(sw *sweep, doc *launchDoc) error {
 	if doc != nil {
 		doc.Status, doc.Counts = sw.Status, sw.Counts

@@ -5,7 +5,6 @@ import (
 	_ "embed"
 	"encoding/json"
 	"fmt"
-	"sort"
 	"strconv"
 	"sync"
 	"time"
@@ -216,15 +215,6 @@ func parseOnDemandPrice(priceList []string) (float64, error) {
 		}
 	}
 	return 0, fmt.Errorf("pricing price list has no hourly USD on-demand price (%d entries)", len(priceList))
-}
-
-func sortedMapKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 // spotPrice runs with p.mu held.

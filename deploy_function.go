@@ -267,7 +267,7 @@ func (d *deployer) healthCheck(ctx context.Context, fnARN string, pkg *bootstrap
 					Reason: "the endpoint cannot run the function: " + shortError(err)})
 				return nil
 			}
-			return fmt.Errorf("health check of function %s: %w (see its logs: /aws/lambda/%s)", name, err, name)
+			return fmt.Errorf("health check of function %s (%w): see its logs in /aws/lambda/%s", name, err, name)
 		}
 		d.log.Debug().Err(err).Msg("health check: the function does not answer yet")
 		select {

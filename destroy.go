@@ -74,7 +74,7 @@ func (d *deployer) refuseActiveSweeps(ctx context.Context) error {
 			return nil
 		}
 		if err != nil {
-			return fmt.Errorf("looking for running sweeps in table %s: %w (pass --force to destroy anyway)", d.names.table, err)
+			return fmt.Errorf("looking for running sweeps in table %s (%w): pass --force to destroy anyway", d.names.table, err)
 		}
 		for _, item := range out.Items {
 			id, _ := item["sweep_id"].(*ddbtypes.AttributeValueMemberS)

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -71,26 +70,17 @@ func (e *e2eEnv) spawn(t *testing.T, args ...string) (string, string, int) {
 
 // sleepDefaults are the defaults of the end-to-end sweeps: items the emulator launches
 // and that the test ends itself.
-const sleepDefaults = `{"ami": "ami-12345678", "instance_type": "t3.micro", "command": "sleep 1"}`
+const sleepDefaults = `"ami": "ami-12345678", "instance_type": "t3.micro", "command": "sleep 1"`
 
-// writeParamFile writes a parameter file of n items, {"seed": 0} to {"seed": n-1},
-// under defaults (a JSON object), and returns its path.
-func writeParamFile(t testing.TB, defaults string, n int) string {
+// seedParamFile writes a parameter file of n items, {"seed": 0} to {"seed": n-1},
+// under defaults (the fields of a JSON object), and returns its path.
+func seedParamFile(t testing.TB, defaults string, n int) string {
 	t.Helper()
-	var b strings.Builder
-	fmt.Fprintf(&b, `{"defaults": %s, "params": [`, defaults)
-	for i := range n {
-		if i > 0 {
-			b.WriteString(",")
-		}
-		fmt.Fprintf(&b, `{"seed": %d}`, i)
+	items := make([]string, n)
+	for i := range items {
+		items[i] = fmt.Sprintf(`"seed": %d`, i)
 	}
-	b.WriteString("]}\n")
-	path := filepath.Join(t.TempDir(), "sweep.json")
-	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return path
+	return writeParamFile(t, paramJSON(defaults, items...))
 }
 
 // instances lists every instance the emulator knows (kumo ignores filters): id → state.
@@ -113,7 +103,7 @@ func liveState(s ec2types.InstanceStateName) bool {
 
 func (e *e2eEnv) launch(t *testing.T, items, maxConc int) string {
 	t.Helper()
-	out, errOut, code := e.spawn(t, "launch", "--param-file", writeParamFile(t, sleepDefaults, items), "--max-concurrent", strconv.Itoa(maxConc),
+	out, errOut, code := e.spawn(t, "launch", "--param-file", seedParamFile(t, sleepDefaults, items), "--max-concurrent", strconv.Itoa(maxConc),
 		"--poll-interval", "1s", "--output", "json")
 	var doc launchDoc
 	if code != 0 || json.Unmarshal([]byte(out), &doc) != nil || doc.SweepID == "" {
@@ -343,7 +333,7 @@ func workload(t *testing.T, a *testAWS, api *ec2.Client, before map[string]bool,
 			}
 			// As the instance's own script does: report the exit code, then end.
 			_, _ = api.CreateTags(context.Background(), &ec2.CreateTagsInput{Resources: []string{id},
-				Tags: []ec2types.Tag{{Key: aws.String(exitCodeTag), Value: aws.String("0")}}})
+				Tags: []ec2types.Tag{{Key: aws.String(tagExitCode), Value: aws.String("0")}}})
 			_, _ = api.TerminateInstances(context.Background(), &ec2.TerminateInstancesInput{InstanceIds: []string{id}})
 		}
 	}
@@ -375,7 +365,7 @@ func TestNoDetachPauseAndResume(t *testing.T) {
 			t.Fatalf("CreateInstanceProfile: %v", err)
 		}
 	}
-	path := writeParamFile(t, fmt.Sprintf(`{"ami": %q, "command": "true", "iam_instance_profile": %q}`, image, profile), items)
+	path := seedParamFile(t, fmt.Sprintf(`"ami": %q, "command": "true", "iam_instance_profile": %q`, image, profile), items)
 	for k, v := range cliTestEnv() {
 		t.Setenv(k, v)
 	}

@@ -326,7 +326,7 @@ func (f *tagsLaterEC2) DescribeTags(context.Context, *ec2.DescribeTagsInput, ...
 		return nil, &smithy.GenericAPIError{Code: "RequestLimitExceeded", Message: "Request limit exceeded."}
 	}
 	return &ec2.DescribeTagsOutput{Tags: []ec2types.TagDescription{{ResourceId: aws.String("i-tagged"),
-		ResourceType: ec2types.ResourceTypeInstance, Key: aws.String(exitCodeTag), Value: aws.String("0")}}}, nil
+		ResourceType: ec2types.ResourceTypeInstance, Key: aws.String(tagExitCode), Value: aws.String("0")}}}, nil
 }
 
 // meteredStore counts the engine's writes: how many, their size as DynamoDB counts it,

@@ -348,7 +348,7 @@ func (r *faultRun) workloadStep(now time.Time) {
 	ctx := context.Background()
 	for _, in := range due {
 		if _, err := r.ec2.CreateTags(ctx, &ec2.CreateTagsInput{Resources: []string{in.id},
-			Tags: []ec2types.Tag{{Key: aws.String(exitCodeTag), Value: aws.String(strconv.Itoa(in.exitCode))}}}); err != nil {
+			Tags: []ec2types.Tag{{Key: aws.String(tagExitCode), Value: aws.String(strconv.Itoa(in.exitCode))}}}); err != nil {
 			continue
 		}
 		if _, err := r.ec2.TerminateInstances(ctx, &ec2.TerminateInstancesInput{InstanceIds: []string{in.id}}); err != nil {
@@ -472,7 +472,7 @@ func (r *faultRun) execute() {
 	if err := functionReady(r.lc, r.fn, 60*time.Second); err != nil {
 		r.fatalf("%v", err)
 	}
-	out, errOut, code := r.cli(r.a.backend.endpoint, "launch", "--param-file", writeParamFile(r.t, sleepDefaults, r.plan.items),
+	out, errOut, code := r.cli(r.a.backend.endpoint, "launch", "--param-file", seedParamFile(r.t, sleepDefaults, r.plan.items),
 		"--max-concurrent", strconv.Itoa(r.plan.maxConc), "--poll-interval", r.plan.poll.String(), "--output", "json")
 	var doc launchDoc
 	if code != 0 || json.Unmarshal([]byte(out), &doc) != nil || doc.SweepID == "" {

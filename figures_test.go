@@ -43,7 +43,7 @@ const (
 	// dynamoItemLimit is DynamoDB's maximum item size (400 KB, names and values).
 	dynamoItemLimit = 400 * 1024
 
-	// lambdaTimeout is the function's timeout (SPEC: 900 s); an invocation hands on
+	// lambdaTimeout is the function's timeout (docs/design.md: 900 s); an invocation hands on
 	// safetyMargin before it.
 	lambdaTimeout = 900 * time.Second
 	// invocationOverhead is billed per invocation beyond the loop itself: the init of a

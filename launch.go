@@ -247,10 +247,10 @@ func resolveAMI(ctx context.Context, api ssmGetParameter, instanceType string) (
 	name := al2023Parameter + instanceArch(instanceType)
 	out, err := api.GetParameter(ctx, &ssm.GetParameterInput{Name: aws.String(name)})
 	if err != nil {
-		return "", fmt.Errorf("looking up the Amazon Linux 2023 AMI in SSM parameter %s: %w (set \"ami\" in the parameter file to skip the lookup)", name, err)
+		return "", fmt.Errorf("looking up the Amazon Linux 2023 AMI in SSM parameter %s (%w): set \"ami\" in the parameter file to skip the lookup", name, err)
 	}
 	if out.Parameter == nil || !strings.HasPrefix(aws.ToString(out.Parameter.Value), "ami-") {
-		return "", fmt.Errorf("SSM parameter %s holds no AMI id — set \"ami\" in the parameter file", name)
+		return "", fmt.Errorf("SSM parameter %s holds no AMI id: set \"ami\" in the parameter file", name)
 	}
 	return aws.ToString(out.Parameter.Value), nil
 }

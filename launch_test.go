@@ -6,16 +6,20 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/aws/aws-sdk-go-v2/service/ssm"
 	ssmtypes "github.com/aws/aws-sdk-go-v2/service/ssm/types"
@@ -333,7 +337,7 @@ func (f *fakeSSMParameters) GetParameter(_ context.Context, in *ssm.GetParameter
 
 func TestResolveAMIErrors(t *testing.T) {
 	f := &fakeSSMParameters{values: map[string]string{al2023Parameter + "x86_64": "not-an-ami"}}
-	if _, err := resolveAMI(context.Background(), f, "t3.micro"); err == nil || !strings.Contains(err.Error(), `holds no AMI id — set "ami"`) {
+	if _, err := resolveAMI(context.Background(), f, "t3.micro"); err == nil || !strings.Contains(err.Error(), `holds no AMI id: set "ami"`) {
 		t.Errorf("bad value: %v", err)
 	}
 	_, err := resolveAMI(context.Background(), f, "m7g.large")
@@ -375,5 +379,43 @@ func TestResolveAMIFromSSM(t *testing.T) {
 		if err != nil || got != want[arch] {
 			t.Errorf("%s: resolveAMI(%s) = %q, %v; want %q", a.backend.name, typ, got, err, want[arch])
 		}
+	}
+}
+
+// TestResolveAMIsStable: items without an AMI get the current Amazon Linux image once per
+// region and type; the sweep keeps it, so a newer image published mid-sweep does not
+// change a retried launch's parameters (its ClientToken would no longer match them).
+func TestResolveAMIsStable(t *testing.T) {
+	var mu sync.Mutex
+	current, calls := "ami-11111111", 0
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		calls++
+		w.Header().Set("Content-Type", "application/x-amz-json-1.1")
+		fmt.Fprintf(w, `{"Parameter": {"Name": "al2023", "Type": "String", "Value": %q}}`, current)
+	}))
+	defer srv.Close()
+	d := &engineDeps{cfg: aws.Config{Region: "us-east-1", BaseEndpoint: aws.String(srv.URL),
+		Credentials: credentials.NewStaticCredentialsProvider("a", "b", "")}}
+	sw := &sweep{SweepID: "sw-ami", Region: "us-east-1"}
+	items := []item{{Index: 0, InstanceType: "t3.micro"}, {Index: 1, InstanceType: "t3.micro"},
+		{Index: 2, InstanceType: "t3.micro", AMI: "ami-99999999"}, {Index: 3, InstanceType: "t3.micro", Region: "eu-west-1"}}
+	ctx := context.Background()
+	if err := d.resolveAMIs(ctx, sw, items); err != nil {
+		t.Fatal(err)
+	}
+	if items[0].AMI != "ami-11111111" || items[1].AMI != "ami-11111111" || items[2].AMI != "ami-99999999" || calls != 2 {
+		t.Fatalf("items %+v after %d lookups", items, calls)
+	}
+	if sw.AMIs["us-east-1/t3.micro"] != "ami-11111111" || sw.AMIs["eu-west-1/t3.micro"] != "ami-11111111" {
+		t.Fatalf("sweep keeps %v", sw.AMIs)
+	}
+	mu.Lock()
+	current = "ami-22222222"
+	mu.Unlock()
+	again := []item{{Index: 0, InstanceType: "t3.micro"}}
+	if err := d.resolveAMIs(ctx, sw, again); err != nil || again[0].AMI != "ami-11111111" {
+		t.Errorf("a later invocation resolved %q (%v), want the sweep's ami-11111111", again[0].AMI, err)
 	}
 }

@@ -26,6 +26,12 @@ import (
 	"github.com/rs/zerolog"
 )
 
+// defaultFunction is the orchestrator function's name unless --function says otherwise.
+const defaultFunction = "spawn-sweep-orchestrator"
+
+// defaultPollInterval is a sweep's poll interval unless --poll-interval says otherwise.
+const defaultPollInterval = 10 * time.Second
+
 // Engine constants. Each is a "why" of docs/design.md, not a tuning knob.
 const (
 	// maxAttempts bounds relaunches after spot interruptions (docs/design.md promise 5).
@@ -44,7 +50,6 @@ const (
 	backoffMax  = 2 * time.Minute
 	// idleThreshold is the CPU percentage below which an instance counts as idle.
 	idleThreshold = 5.0
-	exitCodeTag   = "spawn:exit-code"
 )
 
 // clock is the engine's time: real in production, simulated in the tests.
@@ -477,7 +482,7 @@ func (o *orchestrator) handOff(ctx context.Context, sw *sweep) error {
 			break
 		}
 	}
-	return fmt.Errorf("re-invoking the orchestrator for sweep %s: %w (run 'spawn resume --sweep-id %s')", sw.SweepID, err, sw.SweepID)
+	return fmt.Errorf("re-invoking the orchestrator for sweep %s (%w): run 'spawn resume --sweep-id %s'", sw.SweepID, err, sw.SweepID)
 }
 
 // permanentParamsError tells a params file that is gone or unusable (the sweep fails)

@@ -567,7 +567,7 @@ loop:
 			}
 			// As the instance's own script does: report the exit code, then end.
 			if _, err := real.CreateTags(ctx, &ec2.CreateTagsInput{Resources: []string{id},
-				Tags: []ec2types.Tag{{Key: aws.String(exitCodeTag), Value: aws.String("0")}}}); err != nil {
+				Tags: []ec2types.Tag{{Key: aws.String(tagExitCode), Value: aws.String("0")}}}); err != nil {
 				t.Fatalf("CreateTags: %v", err)
 			}
 			if _, err := real.TerminateInstances(ctx, &ec2.TerminateInstancesInput{InstanceIds: []string{id}}); err != nil {

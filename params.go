@@ -92,7 +92,7 @@ func paramErrorf(format string, args ...any) error {
 	return &paramError{msg: fmt.Sprintf(format, args...)}
 }
 
-// parseParamFile parses and validates a parameter file (SPEC.md "Parameter file").
+// parseParamFile parses and validates a parameter file (the README's "The parameter file").
 // Every error is a *paramError whose one line names the file, the place and the fix.
 func parseParamFile(path string, data []byte) ([]item, error) {
 	p := &paramParser{file: path, data: data, intern: make(map[string]string, 64), goodKeys: make(map[string]bool)}

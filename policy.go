@@ -324,7 +324,7 @@ func (n policyNames) instanceProfileStatement(account string) policyStatement {
 }
 
 // deployerPolicy is what the user running deploy and destroy needs in the orchestrator's
-// account (docs/permissions.md).
+// account (the README's Permissions section).
 func (n policyNames) deployerPolicy() policyDocument {
 	sweepTable := n.tableARN(n.table)
 	return newPolicy(

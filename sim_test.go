@@ -336,9 +336,9 @@ func (f *fakeEC2) describe(inst *fakeInstance) ec2types.Instance {
 		if inst.terminatedAt.IsZero() || !inst.endAt.After(inst.terminatedAt) {
 			switch inst.end {
 			case "exit0":
-				out.Tags = append(out.Tags, ec2types.Tag{Key: aws.String(exitCodeTag), Value: aws.String("0")})
+				out.Tags = append(out.Tags, ec2types.Tag{Key: aws.String(tagExitCode), Value: aws.String("0")})
 			case "exit1":
-				out.Tags = append(out.Tags, ec2types.Tag{Key: aws.String(exitCodeTag), Value: aws.String("1")})
+				out.Tags = append(out.Tags, ec2types.Tag{Key: aws.String(tagExitCode), Value: aws.String("1")})
 			case "spot":
 				out.StateReason = &ec2types.StateReason{Code: aws.String("Server.SpotInstanceTermination"), Message: aws.String("spot interruption")}
 			}

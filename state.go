@@ -190,6 +190,13 @@ type sweepStore interface {
 // gsiUserCreated is the index that lists a user's sweeps newest first.
 const gsiUserCreated = "user_id-created_at-index"
 
+// The default names of spawn's tables (docs/design.md, Resources); --table and
+// --instances-table, or SPAWN_TABLE and SPAWN_INSTANCES_TABLE in the function, override them.
+const (
+	defaultTable          = "spawn-sweep-orchestration"
+	defaultInstancesTable = "spawn-sweep-instances"
+)
+
 // sweepTableInput is the orchestration table (docs/design.md, Resources): HASH sweep_id, a GSI on
 // (user_id, created_at), on-demand billing. deploy and the tests create it from here.
 func sweepTableInput(name string) *dynamodb.CreateTableInput {
@@ -295,7 +302,7 @@ func (d *dynamoStore) createSweep(ctx context.Context, s *sweep) error {
 		ExpressionAttributeNames: map[string]string{"#id": "sweep_id"},
 	})
 	if isConditionFailed(err) {
-		return fmt.Errorf("%w: %s (choose another sweep id)", errSweepExists, s.SweepID)
+		return fmt.Errorf("%w: %s: choose another sweep id", errSweepExists, s.SweepID)
 	}
 	if err != nil {
 		return fmt.Errorf("creating sweep %s in table %s: %w", s.SweepID, d.table, err)
@@ -314,7 +321,7 @@ func (d *dynamoStore) loadSweep(ctx context.Context, id string) (*sweep, error) 
 		return nil, fmt.Errorf("reading sweep %s from table %s: %w", id, d.table, err)
 	}
 	if len(out.Item) == 0 {
-		return nil, fmt.Errorf("%w: %s (check the id with 'spawn list')", errSweepNotFound, id)
+		return nil, fmt.Errorf("%w: %s", errSweepNotFound, id)
 	}
 	var s sweep
 	if err := attributevalue.UnmarshalMap(out.Item, &s); err != nil {
@@ -367,7 +374,7 @@ func (d *dynamoStore) requestCancel(ctx context.Context, id string) (*sweep, err
 		ReturnValues: types.ReturnValueAllNew,
 	})
 	if isConditionFailed(err) {
-		return nil, fmt.Errorf("%w: %s (check the id with 'spawn list')", errSweepNotFound, id)
+		return nil, fmt.Errorf("%w: %s", errSweepNotFound, id)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("requesting cancel of sweep %s in table %s: %w", id, d.table, err)
@@ -772,3 +779,6 @@ func sortedKeys[V any](m map[string]V) []string {
 func defaultBucketName(accountID, region string) string {
 	return "spawn-sweeps-" + accountID + "-" + region
 }
+
+// done is the number of items with an outcome.
+func (c counts) done() int { return c.Succeeded + c.Failed + c.Expired + c.Cancelled + c.Unknown }

@@ -18,7 +18,7 @@ const screenWidth = 80
 // maxTableRows keeps a live view on one screen; --output json has every instance.
 const maxTableRows = 15
 
-// statusInstance is one instance of the sweep as status shows it (SPEC.md `instances`),
+// statusInstance is one instance of the sweep as status shows it (the `instances` of status --output json),
 // with the price it is costed at and where that price came from.
 type statusInstance struct {
 	Index        int     `json:"index"`
@@ -220,9 +220,6 @@ func (v *statusView) doc() statusDoc {
 	return statusDoc{sweep: v.s, Counts: v.counts, EstimatedCostUSD: v.costUSD, PriceSources: v.sources, Instances: inst}
 }
 
-// done is the number of items with an outcome.
-func (c counts) done() int { return c.Succeeded + c.Failed + c.Expired + c.Cancelled + c.Unknown }
-
 // textStyle decides colour; colour only on a terminal with NO_COLOR unset.
 type textStyle struct{ color bool }
 
@@ -289,7 +286,7 @@ func (v *statusView) costLine() string {
 // priceSourceCounts says how many prices came from each source: "3 table, 1 unknown".
 func priceSourceCounts(sources map[string]int) string {
 	var parts []string
-	for _, src := range sortedMapKeys(sources) {
+	for _, src := range sortedKeys(sources) {
 		parts = append(parts, fmt.Sprintf("%d %s", sources[src], src))
 	}
 	return strings.Join(parts, ", ")
