@@ -9,7 +9,7 @@ LDFLAGS   := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 BUILDFLAGS := -tags lambda.norpc -trimpath
 TESTFLAGS ?=
 
-.PHONY: all build test test-race lint bench fuzz demo clean
+.PHONY: all build test test-localstack test-race lint bench fuzz demo clean
 
 all: build
 
@@ -21,6 +21,12 @@ build:
 
 test:
 	$(GO) test -count=1 $(TESTFLAGS) ./...
+
+# test-localstack: the same suite on LocalStack, started by testcontainers-go. Needs a
+# Docker engine and the pinned image (pulled on first use; see the README's Tests
+# section); without an engine every integration test skips and says why.
+test-localstack:
+	SPAWN_TEST_BACKEND=localstack $(GO) test -count=1 -timeout 60m $(TESTFLAGS) ./...
 
 lint:
 	gofmt -l . | tee /dev/stderr | (! read)

@@ -32,7 +32,7 @@ type e2eEnv struct {
 func newE2EEnv(t *testing.T, timeoutSeconds int32) *e2eEnv {
 	t.Helper()
 	a := newTestAWS(t)
-	a.requireRuntimeAPI(t)
+	a.requireFunctions(t)
 	store := newTestStore(t)
 	table, itable := store.table, store.instancesTable
 	bucket := createTestBucket(t, a, "spawn-e2e")

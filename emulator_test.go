@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -13,7 +14,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
@@ -22,14 +22,14 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/rs/zerolog"
 	"github.com/sivchari/kumo"
-	"github.com/testcontainers/testcontainers-go/modules/localstack"
 )
 
 // The integration tests run against one AWS endpoint, chosen by SPAWN_TEST_BACKEND:
 //
 //	kumo (default)  an in-process emulator: a fresh machine needs only Go
 //	endpoint        whatever SPAWN_TEST_ENDPOINT names (moto_server, a running LocalStack)
-//	localstack      LocalStack started by testcontainers-go (needs a Docker engine)
+//	localstack      LocalStack started by testcontainers-go (needs a Docker engine;
+//	                see localstack_test.go)
 //
 // CI runs the suite on kumo and again on moto_server.
 
@@ -62,24 +62,9 @@ func sharedBackend() (testBackend, error) {
 			}
 			backend = testBackend{name: name, endpoint: ep}
 		case "localstack":
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-			defer cancel()
-			c, err := localstack.Run(ctx, "localstack/localstack:4")
-			if err != nil {
-				backendErr = fmt.Errorf("localstack: %w", err)
-				return
-			}
-			host, err := c.Host(ctx)
-			if err != nil {
-				backendErr = err
-				return
-			}
-			port, err := c.MappedPort(ctx, "4566/tcp")
-			if err != nil {
-				backendErr = err
-				return
-			}
-			backend = testBackend{name: "localstack", endpoint: fmt.Sprintf("http://%s:%s", host, port.Port())}
+			// Started once for the whole test binary; testcontainers-go's reaper removes
+			// the container when the binary exits.
+			backend, backendErr = startLocalStack()
 		default:
 			backendErr = fmt.Errorf("unknown SPAWN_TEST_BACKEND %q: use kumo, endpoint or localstack", b)
 		}
@@ -93,8 +78,9 @@ type testAWS struct {
 	cfg     aws.Config
 }
 
-// newTestAWS hands the test an AWS config on the chosen emulator. When LocalStack was
-// asked for and no Docker engine runs, the test skips and says so.
+// newTestAWS hands the test an AWS config on the chosen emulator. A backend this
+// machine cannot run (LocalStack without a Docker engine, say) makes the test skip
+// with the one reason the backend gave.
 func newTestAWS(t testing.TB) *testAWS {
 	t.Helper()
 	if testing.Short() {
@@ -102,19 +88,30 @@ func newTestAWS(t testing.TB) *testAWS {
 	}
 	b, err := sharedBackend()
 	if err != nil {
-		if os.Getenv("SPAWN_TEST_BACKEND") == "localstack" && !dockerAvailable() {
-			t.Skipf("LocalStack needs a Docker engine and none is running here: %v", err)
+		var unavailable *backendUnavailable
+		if errors.As(err, &unavailable) {
+			t.Skip(unavailable.reason)
 		}
 		t.Fatalf("test backend: %v", err)
 	}
-	cfg := aws.Config{
+	return &testAWS{backend: b, cfg: backendConfig(b)}
+}
+
+// backendConfig is an AWS config on backend b with static test credentials.
+func backendConfig(b testBackend) aws.Config {
+	return aws.Config{
 		Region:       "us-east-1",
 		Credentials:  credentials.NewStaticCredentialsProvider("test", "test", ""),
 		BaseEndpoint: aws.String(b.endpoint),
 		Logger:       sdkLogger{zerolog.Nop()},
 	}
-	return &testAWS{backend: b, cfg: cfg}
 }
+
+// backendUnavailable is a backend this machine cannot run: the integration tests skip
+// with its reason instead of failing.
+type backendUnavailable struct{ reason string }
+
+func (e *backendUnavailable) Error() string { return e.reason }
 
 // keepsEC2Tags reports whether the backend's EC2 keeps tags and honours filters
 // (moto and LocalStack do; kumo ignores them).
@@ -127,8 +124,14 @@ func (a *testAWS) requireEC2Tags(t testing.TB) {
 	}
 }
 
-// requireRuntimeAPI skips a test that runs this binary as the Lambda function: that
-// needs kumo's runtime API (moto's Lambda needs Docker).
+// runsFunctions reports whether the backend runs a deployed zip as the Lambda function
+// itself (LocalStack does, in a container of its own); on kumo the test starts the
+// function process.
+func (b testBackend) runsFunctions() bool { return b.name == "localstack" }
+
+// requireRuntimeAPI skips a test that runs this binary as the Lambda function on the
+// emulator's runtime API and controls that process (kills it, counts it): only kumo
+// serves a runtime API to a process outside it (moto's Lambda needs Docker).
 func (a *testAWS) requireRuntimeAPI(t testing.TB) {
 	t.Helper()
 	if a.backend.name != "kumo" {
@@ -136,16 +139,14 @@ func (a *testAWS) requireRuntimeAPI(t testing.TB) {
 	}
 }
 
-func dockerAvailable() bool {
-	for _, p := range []string{"/var/run/docker.sock", strings.TrimPrefix(os.Getenv("DOCKER_HOST"), "unix://")} {
-		if p == "" {
-			continue
-		}
-		if _, err := os.Stat(p); err == nil {
-			return true
-		}
+// requireFunctions skips a test that needs the function to answer invokes but not to
+// be controlled as a process: kumo with the function process, or a backend that runs
+// the deployed zip itself (LocalStack).
+func (a *testAWS) requireFunctions(t testing.TB) {
+	t.Helper()
+	if a.backend.name != "kumo" && !a.backend.runsFunctions() {
+		t.Skipf("backend %s cannot run the Lambda function (moto's Lambda needs Docker); it runs on kumo and LocalStack", a.backend.name)
 	}
-	return false
 }
 
 // uniqueName gives every test its own resource names: emulators keep state per process.

@@ -19,18 +19,27 @@ import (
 )
 
 // functionProcess is this test binary running as the spawn Lambda function on the
-// emulator's runtime API (kumo serves one at /_runtime/<function-name>).
+// emulator's runtime API (kumo serves one at /_runtime/<function-name>). On a backend
+// that runs the deployed function itself (LocalStack) there is no process here: cmd is
+// nil and deployedLogs reads what the function printed.
 type functionProcess struct {
-	cmd  *exec.Cmd
-	logs syncBuffer
+	cmd          *exec.Cmd
+	logs         syncBuffer
+	deployedLogs func() string
 }
 
 // output is what the function process printed so far (its JSON log lines).
-func (p *functionProcess) output() string { return p.logs.String() }
+func (p *functionProcess) output() string {
+	if p.deployedLogs != nil {
+		return p.deployedLogs()
+	}
+	return p.logs.String()
+}
 
-// kill stops the process at once, as a crash would.
+// kill stops the process at once, as a crash would. A deployed function has no
+// process here to kill.
 func (p *functionProcess) kill() {
-	if p.cmd.Process != nil {
+	if p.cmd != nil && p.cmd.Process != nil {
 		_ = p.cmd.Process.Kill()
 		_ = p.cmd.Wait()
 	}
@@ -38,9 +47,13 @@ func (p *functionProcess) kill() {
 
 // startFunctionProcess runs the real binary as the function named functionName. env
 // adds what the function's configuration would set (kumo does not pass it on). The
-// process is killed when the test ends.
+// process is killed when the test ends. On a backend that runs the deployed function
+// itself, env goes into the function's configuration instead and no process starts.
 func startFunctionProcess(t testing.TB, endpoint, functionName string, env map[string]string) *functionProcess {
 	t.Helper()
+	if b, err := sharedBackend(); err == nil && b.runsFunctions() && b.endpoint == endpoint {
+		return useDeployedFunction(t, b, functionName, env)
+	}
 	procEnv, err := functionEnv(endpoint, endpoint, functionName, env)
 	if err != nil {
 		t.Fatal(err)
@@ -120,9 +133,13 @@ func functionReady(lc *lambda.Client, functionName string, within time.Duration)
 }
 
 // createTestFunction registers a function on the emulator (kumo stores the zip, the
-// test runs the process itself).
+// test runs the process itself; a backend that runs functions gets the real bootstrap).
 func createTestFunction(t testing.TB, cfg aws.Config, name string, timeoutSeconds int32) {
 	t.Helper()
+	if b, err := sharedBackend(); err == nil && b.runsFunctions() && b.endpoint == aws.ToString(cfg.BaseEndpoint) {
+		createDeployedFunction(t, cfg, name, timeoutSeconds)
+		return
+	}
 	if err := createFunction(context.Background(), lambda.NewFromConfig(cfg), name, timeoutSeconds); err != nil {
 		t.Fatalf("CreateFunction %s: %v", name, err)
 	}
@@ -151,7 +168,7 @@ func emptyZip() []byte {
 
 func TestFunctionProcessAnswersHealthCheck(t *testing.T) {
 	a := newTestAWS(t)
-	a.requireRuntimeAPI(t)
+	a.requireFunctions(t)
 	name := uniqueName("fn")
 	createTestFunction(t, a.cfg, name, 30)
 	startFunctionProcess(t, a.backend.endpoint, name, nil)
