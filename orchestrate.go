@@ -81,8 +81,8 @@ func (realClock) Sleep(ctx context.Context, d time.Duration) error {
 type orchestrator struct {
 	store       sweepStore
 	ec2For      func(ctx context.Context, region string) (ec2API, error)
-	alarmsFor   func(ctx context.Context, region string) (alarmAPI, error) // nil: no idle alarms
-	invokeAsync func(ctx context.Context, sweepID string) error            // nil: no re-invocation (CLI)
+	alarmsFor   func(ctx context.Context, region string) (alarmAPI, error)        // nil: no idle alarms
+	invokeAsync func(ctx context.Context, sweepID string, watch *leaseNote) error // nil: no re-invocation (CLI)
 	loadItems   func(ctx context.Context, sw *sweep) ([]item, error)
 	launchInput func(sw *sweep, it item, attempt int) *ec2.RunInstancesInput
 	price       func(ctx context.Context, region, instanceType string, spot bool) (usdPerHour float64, source string)
@@ -91,6 +91,10 @@ type orchestrator struct {
 	leaseTTL    time.Duration
 	jitter      func() float64 // in [0, 1)
 	log         zerolog.Logger
+
+	// watched is what the invocation that handed on to this one had watched of the
+	// sweep's lease (nil: nothing).
+	watched *leaseNote
 
 	// Per invocation.
 	items    []item
@@ -345,6 +349,10 @@ func (o *orchestrator) acquire(ctx context.Context, id string) (*sweep, error) {
 			}
 			if watch == nil {
 				watch = &leaseWatch{mark: held.mark, since: o.clock.Now(), length: held.length, expiresAt: held.expiresAt}
+				if n := o.watched; n != nil && n.Owner == held.mark.Owner && n.RenewedAt.Equal(held.mark.RenewedAt) {
+					// The invocation that handed on had watched this same renewal: go on from there.
+					watch.since = watch.since.Add(-time.Duration(n.WatchedSeconds * float64(time.Second)))
+				}
 			}
 			wait := watch.wait(o.clock.Now(), pollIntervalOf(cur))
 			if wait <= 0 {
@@ -360,7 +368,7 @@ func (o *orchestrator) acquire(ctx context.Context, id string) (*sweep, error) {
 					continue
 				}
 				o.log.Info().Str("sweep_id", id).Str("holder", held.mark.Owner).Msg("watching the sweep's lease outlives this invocation: handing on")
-				return nil, o.invokeAsync(ctx, id)
+				return nil, o.invokeAsync(ctx, id, watch.note(o.clock.Now()))
 			}
 			if err := o.clock.Sleep(ctx, wait); err != nil {
 				return nil, err
@@ -404,6 +412,18 @@ func (w *leaseWatch) wait(now time.Time, poll time.Duration) time.Duration {
 		return 0
 	}
 	return min(lapse.Sub(now)+time.Millisecond, poll)
+}
+
+// leaseNote is a leaseWatch handed on to the next invocation: the renewal watched, and for
+// how long (a duration, so it means the same on the next invocation's clock).
+type leaseNote struct {
+	Owner          string    `json:"owner"`
+	RenewedAt      time.Time `json:"renewed_at"`
+	WatchedSeconds float64   `json:"watched_seconds"`
+}
+
+func (w *leaseWatch) note(now time.Time) *leaseNote {
+	return &leaseNote{Owner: w.mark.Owner, RenewedAt: w.mark.RenewedAt, WatchedSeconds: now.Sub(w.since).Seconds()}
 }
 
 // lapsedMark is the renewal acquireLease may take over: only one watched until it lapsed.
@@ -529,7 +549,7 @@ func (o *orchestrator) handOff(ctx context.Context, sw *sweep) error {
 	}
 	var err error
 	for i := range 3 {
-		if err = o.invokeAsync(ctx, sw.SweepID); err == nil {
+		if err = o.invokeAsync(ctx, sw.SweepID, nil); err == nil {
 			o.log.Info().Str("sweep_id", sw.SweepID).Msg("sweep handed on to a new invocation")
 			return nil
 		}
@@ -592,9 +612,10 @@ func waitSweep(ctx context.Context, st sweepStore, id string, every time.Duratio
 
 // orchestratorEvent is the function's input (docs/design.md, the function's event).
 type orchestratorEvent struct {
-	SweepID       string `json:"sweep_id"`
-	ForceDownload bool   `json:"force_download"`
-	HealthCheck   bool   `json:"health_check,omitempty"`
+	SweepID       string     `json:"sweep_id"`
+	ForceDownload bool       `json:"force_download"`
+	HealthCheck   bool       `json:"health_check,omitempty"`
+	LeaseWatch    *leaseNote `json:"lease_watch,omitempty"` // set by an invocation that handed on while watching
 }
 
 // healthAnswer is the function's answer to {"health_check": true}.
@@ -611,8 +632,8 @@ type lambdaInvoker interface {
 }
 
 // invokeEvent starts the orchestrator function asynchronously for a sweep.
-func invokeEvent(ctx context.Context, lc lambdaInvoker, function, sweepID string) error {
-	payload, _ := json.Marshal(orchestratorEvent{SweepID: sweepID})
+func invokeEvent(ctx context.Context, lc lambdaInvoker, function string, ev orchestratorEvent) error {
+	payload, _ := json.Marshal(ev)
 	_, err := lc.Invoke(ctx, &lambdasvc.InvokeInput{
 		FunctionName:   aws.String(function),
 		InvocationType: lambdatypes.InvocationTypeEvent,
@@ -679,7 +700,9 @@ func (d *engineDeps) newOrchestrator(owner string, forceDownload, detached bool)
 		return items, d.resolveAMIs(ctx, sw, items)
 	}
 	if detached {
-		o.invokeAsync = func(ctx context.Context, id string) error { return invokeEvent(ctx, d.lambda, d.function, id) }
+		o.invokeAsync = func(ctx context.Context, id string, watch *leaseNote) error {
+			return invokeEvent(ctx, d.lambda, d.function, orchestratorEvent{SweepID: id, LeaseWatch: watch})
+		}
 	}
 	return o
 }
@@ -773,6 +796,7 @@ func (h *lambdaHandler) handle(ctx context.Context, raw json.RawMessage) (any, e
 	deadline, _ := ctx.Deadline()
 	h.log.Info().Str("sweep_id", ev.SweepID).Str("owner", owner).Time("deadline", deadline).Msg("invocation started")
 	o := deps.newOrchestrator(owner, ev.ForceDownload, true)
+	o.watched = ev.LeaseWatch
 	err = o.run(ctx, ev.SweepID, deadline)
 	switch {
 	case err == nil:

@@ -219,7 +219,7 @@ func runScenario(sc scenario, fail func(string, ...any), edit func(map[string]*f
 	}
 	res := simResult{store: store, ec2: fe, truth: truth}
 	jr := rand.New(rand.NewPCG(sc.seed, 5))
-	newOrch := func(kind string, invoke func(ctx context.Context, id string) error) *orchestrator {
+	newOrch := func(kind string, invoke func(ctx context.Context, id string, watch *leaseNote) error) *orchestrator {
 		o := newTestOrchestrator(store, fe.client, s)
 		o.alarmsFor = func(context.Context, string) (alarmAPI, error) { return alarms, nil }
 		o.invokeAsync = invoke
@@ -229,15 +229,16 @@ func runScenario(sc scenario, fail func(string, ...any), edit func(map[string]*f
 		o.log = testLog(s, kind, res.spawn)
 		return o
 	}
-	var invoke func(ctx context.Context, id string) error
-	var startInvocation func(after time.Duration, crashAt int)
-	startInvocation = func(after time.Duration, crashAt int) {
+	var invoke func(ctx context.Context, id string, watch *leaseNote) error
+	var startInvocation func(after time.Duration, crashAt int, watch *leaseNote)
+	startInvocation = func(after time.Duration, crashAt int, watch *leaseNote) {
 		res.spawn++
 		if res.spawn > 2000 {
 			fail("more than 2000 invocations")
 			return
 		}
 		o := newOrch("fn", invoke)
+		o.watched = watch
 		a := s.start("invocation", after, func(ctx context.Context, a *actor) {
 			var deadline time.Time
 			if sc.budget > 0 {
@@ -245,23 +246,23 @@ func runScenario(sc scenario, fail func(string, ...any), edit func(map[string]*f
 			}
 			if err := o.run(ctx, sweepID, deadline); err != nil && !errors.Is(err, errCrashed) && !errors.Is(err, errLeaseHeld) {
 				// Lambda retries a failed event.
-				startInvocation(time.Minute, 0)
+				startInvocation(time.Minute, 0, nil)
 			}
 		})
 		a.crashAt = crashAt
 		a.onCrash = func() {
 			// The runtime dies with it; Lambda retries the event a minute or more later.
-			startInvocation(time.Minute+time.Duration(r.IntN(120))*time.Second, 0)
+			startInvocation(time.Minute+time.Duration(r.IntN(120))*time.Second, 0, nil)
 		}
 	}
-	invoke = func(ctx context.Context, id string) error {
+	invoke = func(ctx context.Context, id string, watch *leaseNote) error {
 		if err := s.point(ctx); err != nil {
 			return err
 		}
 		if sc.budget == 0 {
 			fail("a run without a deadline re-invoked itself")
 		}
-		startInvocation(50*time.Millisecond, 0)
+		startInvocation(50*time.Millisecond, 0, watch)
 		return nil
 	}
 	if sc.budget == 0 {
@@ -288,10 +289,10 @@ func runScenario(sc scenario, fail func(string, ...any), edit func(map[string]*f
 			})
 		}
 	} else {
-		startInvocation(0, sc.crashAt)
+		startInvocation(0, sc.crashAt, nil)
 	}
 	if sc.duplicateAt >= 0 && sc.budget > 0 {
-		startInvocation(sc.duplicateAt, 0)
+		startInvocation(sc.duplicateAt, 0, nil)
 	}
 	if sc.resumeAt >= 0 {
 		res.spawn++
