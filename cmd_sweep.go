@@ -15,7 +15,7 @@ import (
 // startFunction invokes the orchestrator function for a sweep; a missing function is
 // one clear line.
 func startFunction(ctx context.Context, deps *engineDeps, id string) error {
-	err := invokeEvent(ctx, deps.lambda, deps.function, id)
+	err := invokeEvent(ctx, deps.lambda, deps.function, orchestratorEvent{SweepID: id})
 	var nf *lambdatypes.ResourceNotFoundException
 	if errors.As(err, &nf) {
 		return fmt.Errorf("the orchestrator function %s does not exist: run 'spawn deploy', then 'spawn resume --sweep-id %s'", deps.function, id)

@@ -165,7 +165,7 @@ func TestEndToEndSweepOnKumo(t *testing.T) {
 			// A duplicated delivery of the event, a detached resume, and a resume
 			// running the engine here, all while the function holds the sweep.
 			lc := lambdasvc.NewFromConfig(e.a.cfg)
-			if err := invokeEvent(ctx, lc, e.fn, id); err != nil {
+			if err := invokeEvent(ctx, lc, e.fn, orchestratorEvent{SweepID: id}); err != nil {
 				t.Fatalf("duplicate event: %v", err)
 			}
 			// The same event delivered synchronously runs beside the holder right now.

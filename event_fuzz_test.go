@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -40,6 +41,8 @@ func eventOracle(raw []byte) (want orchestratorEvent, accept bool) {
 			dst = &ev.ForceDownload
 		case strings.EqualFold(key, "health_check"):
 			dst = &ev.HealthCheck
+		case strings.EqualFold(key, "lease_watch"):
+			dst = &ev.LeaseWatch
 		default:
 			continue
 		}
@@ -68,6 +71,9 @@ func FuzzDecodeEvent(f *testing.F) {
 		`{"SWEEP_ID": "a"}`, `{"Health_Check": true}`, `{"sweep_id": "a", "sweep_id": ""}`, `{"sweep_id": "a", "sweep_id": null}`,
 		`{"sweep_id": "", "health_check": true}`, `{"sweep_id": "\u0000\ud800"}`, "{\"sweep_id\": \"\xff\xfe\"}",
 		`{"sweep_id": "a", "extra": {"deep": [1, {"x": [null, true, 1e999]}]}}`,
+		`{"sweep_id": "a", "lease_watch": {"owner": "lambda-1", "renewed_at": "2026-01-01T00:00:00Z", "watched_seconds": 2.5}}`,
+		`{"sweep_id": "a", "lease_watch": {"owner": 1}}`, `{"sweep_id": "a", "lease_watch": {"renewed_at": "yesterday"}}`,
+		`{"sweep_id": "a", "lease_watch": {"owner": "x"}, "LEASE_WATCH": {"watched_seconds": 1}}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -83,7 +89,7 @@ func FuzzDecodeEvent(f *testing.F) {
 			}
 			return
 		}
-		if got != want || (got.SweepID == "" && !got.HealthCheck) {
+		if !reflect.DeepEqual(got, want) || (got.SweepID == "" && !got.HealthCheck) {
 			t.Fatalf("decodeEvent(%q) = %+v, want %+v", raw, got, want)
 		}
 	})

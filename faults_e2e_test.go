@@ -429,7 +429,7 @@ func (r *faultRun) duplicate(sync bool) {
 		r.mu.Lock()
 		r.asyncDups++
 		r.mu.Unlock()
-		if err := invokeEvent(context.Background(), r.lc, r.fn, r.sweepID); err != nil {
+		if err := invokeEvent(context.Background(), r.lc, r.fn, orchestratorEvent{SweepID: r.sweepID}); err != nil {
 			r.violate("duplicate event: %v", err)
 		}
 		return
@@ -454,7 +454,7 @@ func (r *faultRun) duplicate(sync bool) {
 		r.mu.Lock()
 		r.syncRetried++
 		r.mu.Unlock()
-		if err := invokeEvent(context.Background(), r.lc, r.fn, r.sweepID); err != nil {
+		if err := invokeEvent(context.Background(), r.lc, r.fn, orchestratorEvent{SweepID: r.sweepID}); err != nil {
 			r.violate("re-sending a failed duplicate as an event: %v", err)
 		}
 	}()

@@ -81,8 +81,8 @@ func (realClock) Sleep(ctx context.Context, d time.Duration) error {
 type orchestrator struct {
 	store       sweepStore
 	ec2For      func(ctx context.Context, region string) (ec2API, error)
-	alarmsFor   func(ctx context.Context, region string) (alarmAPI, error) // nil: no idle alarms
-	invokeAsync func(ctx context.Context, sweepID string) error            // nil: no re-invocation (CLI)
+	alarmsFor   func(ctx context.Context, region string) (alarmAPI, error)        // nil: no idle alarms
+	invokeAsync func(ctx context.Context, sweepID string, watch *leaseNote) error // nil: no re-invocation (CLI)
 	loadItems   func(ctx context.Context, sw *sweep) ([]item, error)
 	launchInput func(sw *sweep, it item, attempt int) *ec2.RunInstancesInput
 	price       func(ctx context.Context, region, instanceType string, spot bool) (usdPerHour float64, source string)
@@ -91,6 +91,10 @@ type orchestrator struct {
 	leaseTTL    time.Duration
 	jitter      func() float64 // in [0, 1)
 	log         zerolog.Logger
+
+	// watched is what the invocation that handed on to this one had watched of the
+	// sweep's lease (nil: nothing).
+	watched *leaseNote
 
 	// Per invocation.
 	items    []item
@@ -149,10 +153,15 @@ func (o *orchestrator) init() {
 
 // newOwnerID names a lease holder; unique per invocation.
 func newOwnerID(kind string) string {
-	b := make([]byte, 6)
-	_, _ = rand.Read(b)
 	host, _ := os.Hostname()
-	return fmt.Sprintf("%s-%s-%d-%s", kind, host, os.Getpid(), hex.EncodeToString(b))
+	return fmt.Sprintf("%s-%s-%d-%s", kind, host, os.Getpid(), randomHex(6))
+}
+
+// randomHex is n random bytes in hex.
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
 }
 
 func durationOr(s string, def time.Duration) time.Duration {
@@ -310,11 +319,15 @@ func (o *orchestrator) stepContext(ctx context.Context) (context.Context, contex
 	return context.WithTimeout(ctx, max(o.deadline.Sub(o.clock.Now())-o.margin/2, time.Millisecond))
 }
 
-// acquire takes the lease, waiting out a holder that stopped renewing (bounded by the
-// invocation's deadline: past it the wait continues in a fresh invocation). A transient
-// error is retried, not returned.
+// acquire takes the sweep's lease. A lease held by another is watched on this
+// machine's own clock: renewed within two poll intervals means a live holder, and this
+// invocation leaves (a duplicate is gone within seconds); not renewed means the holder
+// stopped, and the lease is taken once it has lapsed, by the holder's recorded expiry
+// or by its length counted from when this invocation first saw it, whichever comes
+// first. A lease that outlives this invocation's deadline is handed on.
 func (o *orchestrator) acquire(ctx context.Context, id string) (*sweep, error) {
 	failures := 0
+	var watch *leaseWatch
 	for {
 		cur, err := o.store.loadSweep(ctx, id)
 		var sw *sweep
@@ -323,31 +336,44 @@ func (o *orchestrator) acquire(ctx context.Context, id string) (*sweep, error) {
 				o.log.Info().Str("sweep_id", id).Str("status", cur.Status).Msg("sweep already finished")
 				return nil, nil
 			}
-			sw, err = acquireLease(ctx, o.store, id, o.owner, o.clock.Now(), o.leaseTTL, pollIntervalOf(cur))
+			sw, err = acquireLease(ctx, o.store, id, o.owner, o.clock.Now(), o.leaseTTL, watch.lapsedMark())
 		}
-		var wait *leaseWaitError
+		var held *leaseHeldError
 		switch {
 		case err == nil:
 			return sw, nil
-		case errors.As(err, &wait):
-			d := wait.Until.Sub(o.clock.Now()) + time.Millisecond
-			if !o.fits(d) && o.invokeAsync != nil {
-				// Wait as long as this invocation can first: handing on at once would chain
-				// invocations for nothing until the lease expires.
+		case errors.As(err, &held):
+			if watch != nil && watch.mark != held.mark {
+				// Renewed (or handed on) while watched: a live holder drives the sweep.
+				return nil, err
+			}
+			if watch == nil {
+				watch = &leaseWatch{mark: held.mark, since: o.clock.Now(), length: held.length, expiresAt: held.expiresAt}
+				if n := o.watched; n != nil && n.Owner == held.mark.Owner && n.RenewedAt.Equal(held.mark.RenewedAt) {
+					// The invocation that handed on had watched this same renewal: go on from there.
+					watch.since = watch.since.Add(-time.Duration(n.WatchedSeconds * float64(time.Second)))
+				}
+			}
+			wait := watch.wait(o.clock.Now(), pollIntervalOf(cur))
+			if wait <= 0 {
+				continue // lapsed: the next acquireLease takes it over
+			}
+			if !o.fits(wait) && o.invokeAsync != nil {
+				// Watch as long as this invocation can first: handing on at once would chain
+				// invocations for nothing while the lease lasts.
 				if spare := o.deadline.Sub(o.clock.Now()) - o.margin; spare > 0 {
-					if err := o.clock.Sleep(ctx, spare); err != nil {
+					if err := o.clock.Sleep(ctx, min(spare, wait)); err != nil {
 						return nil, err
 					}
 					continue
 				}
-				o.log.Info().Str("sweep_id", id).Time("until", wait.Until).Msg("the previous holder stopped renewing and its lease outlives this invocation: handing on")
-				return nil, o.invokeAsync(ctx, id)
+				o.log.Info().Str("sweep_id", id).Str("holder", held.mark.Owner).Msg("watching the sweep's lease outlives this invocation: handing on")
+				return nil, o.invokeAsync(ctx, id, watch.note(o.clock.Now()))
 			}
-			o.log.Info().Str("sweep_id", id).Time("until", wait.Until).Msg("waiting for a stale lease to expire")
-			if err := o.clock.Sleep(ctx, max(d, time.Millisecond)); err != nil {
+			if err := o.clock.Sleep(ctx, wait); err != nil {
 				return nil, err
 			}
-		case errors.Is(err, errLeaseHeld), errors.Is(err, errSweepNotFound), ctx.Err() != nil:
+		case errors.Is(err, errSweepNotFound), ctx.Err() != nil:
 			return nil, err
 		default:
 			failures++
@@ -357,6 +383,55 @@ func (o *orchestrator) acquire(ctx context.Context, id string) (*sweep, error) {
 			o.log.Warn().Err(err).Str("sweep_id", id).Msg("taking the lease; retrying")
 		}
 	}
+}
+
+// leaseWatch is one lease renewal as this invocation has watched it, on its own clock.
+type leaseWatch struct {
+	mark      leaseMark
+	since     time.Time     // this machine's clock, when the mark was first seen
+	length    time.Duration // the holder's lease length
+	expiresAt time.Time     // the holder's clock
+	lapsed    bool
+}
+
+// wait is how long to sleep before looking again; zero once the holder is judged stopped
+// (unrenewed for two poll intervals) and its lease lapsed.
+func (w *leaseWatch) wait(now time.Time, poll time.Duration) time.Duration {
+	watched := now.Sub(w.since)
+	if watched < 2*poll {
+		return min(2*poll-watched, poll)
+	}
+	// The holder stopped. Its lease lapses by its recorded expiry (exact when the clocks
+	// agree, as Lambda's do) and at the latest its length after this watch began.
+	lapse := w.since.Add(w.length)
+	if w.expiresAt.Before(lapse) {
+		lapse = w.expiresAt
+	}
+	if !now.Before(lapse) {
+		w.lapsed = true
+		return 0
+	}
+	return min(lapse.Sub(now)+time.Millisecond, poll)
+}
+
+// leaseNote is a leaseWatch handed on to the next invocation: the renewal watched, and for
+// how long (a duration, so it means the same on the next invocation's clock).
+type leaseNote struct {
+	Owner          string    `json:"owner"`
+	RenewedAt      time.Time `json:"renewed_at"`
+	WatchedSeconds float64   `json:"watched_seconds"`
+}
+
+func (w *leaseWatch) note(now time.Time) *leaseNote {
+	return &leaseNote{Owner: w.mark.Owner, RenewedAt: w.mark.RenewedAt, WatchedSeconds: now.Sub(w.since).Seconds()}
+}
+
+// lapsedMark is the renewal acquireLease may take over: only one watched until it lapsed.
+func (w *leaseWatch) lapsedMark() *leaseMark {
+	if w == nil || !w.lapsed {
+		return nil
+	}
+	return &w.mark
 }
 
 // pauseAfterFailure sleeps before the n-th retry of a failed call (jittered, growing),
@@ -474,7 +549,7 @@ func (o *orchestrator) handOff(ctx context.Context, sw *sweep) error {
 	}
 	var err error
 	for i := range 3 {
-		if err = o.invokeAsync(ctx, sw.SweepID); err == nil {
+		if err = o.invokeAsync(ctx, sw.SweepID, nil); err == nil {
 			o.log.Info().Str("sweep_id", sw.SweepID).Msg("sweep handed on to a new invocation")
 			return nil
 		}
@@ -537,9 +612,10 @@ func waitSweep(ctx context.Context, st sweepStore, id string, every time.Duratio
 
 // orchestratorEvent is the function's input (docs/design.md, the function's event).
 type orchestratorEvent struct {
-	SweepID       string `json:"sweep_id"`
-	ForceDownload bool   `json:"force_download"`
-	HealthCheck   bool   `json:"health_check,omitempty"`
+	SweepID       string     `json:"sweep_id"`
+	ForceDownload bool       `json:"force_download"`
+	HealthCheck   bool       `json:"health_check,omitempty"`
+	LeaseWatch    *leaseNote `json:"lease_watch,omitempty"` // set by an invocation that handed on while watching
 }
 
 // healthAnswer is the function's answer to {"health_check": true}.
@@ -556,8 +632,8 @@ type lambdaInvoker interface {
 }
 
 // invokeEvent starts the orchestrator function asynchronously for a sweep.
-func invokeEvent(ctx context.Context, lc lambdaInvoker, function, sweepID string) error {
-	payload, _ := json.Marshal(orchestratorEvent{SweepID: sweepID})
+func invokeEvent(ctx context.Context, lc lambdaInvoker, function string, ev orchestratorEvent) error {
+	payload, _ := json.Marshal(ev)
 	_, err := lc.Invoke(ctx, &lambdasvc.InvokeInput{
 		FunctionName:   aws.String(function),
 		InvocationType: lambdatypes.InvocationTypeEvent,
@@ -624,7 +700,9 @@ func (d *engineDeps) newOrchestrator(owner string, forceDownload, detached bool)
 		return items, d.resolveAMIs(ctx, sw, items)
 	}
 	if detached {
-		o.invokeAsync = func(ctx context.Context, id string) error { return invokeEvent(ctx, d.lambda, d.function, id) }
+		o.invokeAsync = func(ctx context.Context, id string, watch *leaseNote) error {
+			return invokeEvent(ctx, d.lambda, d.function, orchestratorEvent{SweepID: id, LeaseWatch: watch})
+		}
 	}
 	return o
 }
@@ -639,10 +717,9 @@ func runLambda() {
 // lambdaHandler is the function: built once per cold start, on the first event.
 type lambdaHandler struct {
 	log  zerolog.Logger
-	once sync.Once
-	deps *engineDeps
+	mu   sync.Mutex
+	deps *engineDeps // nil until a setup succeeds: a failed one is tried again next event
 	arn  string
-	err  error
 }
 
 func envOr(name, def string) string {
@@ -652,21 +729,29 @@ func envOr(name, def string) string {
 	return def
 }
 
-func (h *lambdaHandler) setup(ctx context.Context) {
+// setup builds the function's clients once per Lambda instance. Its own account decides
+// which sweeps are cross-account, so a failed GetCallerIdentity is an error, retried with
+// the next event, never an empty account kept for the instance's life.
+func (h *lambdaHandler) setup(ctx context.Context) (*engineDeps, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.deps != nil {
+		return h.deps, nil
+	}
 	cfg, err := loadAWSConfig(ctx, "", "", "", h.log)
 	if err != nil {
-		h.err = err
-		return
+		return nil, err
 	}
-	var account string
-	if id, err := sts.NewFromConfig(cfg).GetCallerIdentity(ctx, &sts.GetCallerIdentityInput{}); err == nil {
-		account, h.arn = aws.ToString(id.Account), aws.ToString(id.Arn)
-	} else {
-		h.log.Warn().Err(err).Msg("no caller identity from STS: cross-account sweeps are not told apart")
+	id, err := sts.NewFromConfig(cfg).GetCallerIdentity(ctx, &sts.GetCallerIdentityInput{})
+	if err != nil {
+		return nil, fmt.Errorf("asking STS who the function is (its own account tells cross-account sweeps apart): %w", err)
 	}
+	account, arn := aws.ToString(id.Account), aws.ToString(id.Arn)
 	bucket := envOr("SPAWN_BUCKET", defaultBucketName(account, cfg.Region))
-	h.deps = newEngineDeps(cfg, account, h.arn, envOr("SPAWN_TABLE", defaultTable), envOr("SPAWN_INSTANCES_TABLE", defaultInstancesTable),
+	h.deps = newEngineDeps(cfg, account, arn, envOr("SPAWN_TABLE", defaultTable), envOr("SPAWN_INSTANCES_TABLE", defaultInstancesTable),
 		bucket, envOr("AWS_LAMBDA_FUNCTION_NAME", defaultFunction), h.log)
+	h.arn = arn
+	return h.deps, nil
 }
 
 // errMalformedEvent: the event is neither a sweep to run nor a health check.
@@ -691,24 +776,27 @@ func (h *lambdaHandler) handle(ctx context.Context, raw json.RawMessage) (any, e
 		h.log.Error().Str("event", string(raw)).Msg(`malformed event: expected {"sweep_id": "..."} or {"health_check": true}; not retried`)
 		return nil, nil
 	}
-	h.once.Do(func() { h.setup(ctx) })
+	deps, err := h.setup(ctx)
 	if ev.HealthCheck {
-		ans := healthAnswer{OK: h.err == nil, Version: versionInfo(), ARN: h.arn}
-		if h.deps != nil {
-			ans.Account = h.deps.account
+		ans := healthAnswer{OK: err == nil, Version: versionInfo()}
+		if deps != nil {
+			ans.Account, ans.ARN = deps.account, h.arn
 		}
 		return ans, nil
 	}
-	if h.err != nil {
-		return nil, h.err
+	if err != nil {
+		return nil, err
 	}
-	owner := "lambda-" + newOwnerID("fn")
+	// Lambda's retries and duplicate deliveries of one event reuse its request id: the
+	// owner adds a random part, so a duplicate is never mistaken for the holder itself.
+	owner := newOwnerID("lambda")
 	if lc, ok := lambdacontext.FromContext(ctx); ok && lc.AwsRequestID != "" {
-		owner = "lambda-" + lc.AwsRequestID
+		owner = "lambda-" + lc.AwsRequestID + "-" + randomHex(4)
 	}
 	deadline, _ := ctx.Deadline()
 	h.log.Info().Str("sweep_id", ev.SweepID).Str("owner", owner).Time("deadline", deadline).Msg("invocation started")
-	o := h.deps.newOrchestrator(owner, ev.ForceDownload, true)
+	o := deps.newOrchestrator(owner, ev.ForceDownload, true)
+	o.watched = ev.LeaseWatch
 	err = o.run(ctx, ev.SweepID, deadline)
 	switch {
 	case err == nil:

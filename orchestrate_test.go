@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"slices"
 	"strconv"
@@ -217,7 +219,7 @@ func runScenario(sc scenario, fail func(string, ...any), edit func(map[string]*f
 	}
 	res := simResult{store: store, ec2: fe, truth: truth}
 	jr := rand.New(rand.NewPCG(sc.seed, 5))
-	newOrch := func(kind string, invoke func(ctx context.Context, id string) error) *orchestrator {
+	newOrch := func(kind string, invoke func(ctx context.Context, id string, watch *leaseNote) error) *orchestrator {
 		o := newTestOrchestrator(store, fe.client, s)
 		o.alarmsFor = func(context.Context, string) (alarmAPI, error) { return alarms, nil }
 		o.invokeAsync = invoke
@@ -227,15 +229,16 @@ func runScenario(sc scenario, fail func(string, ...any), edit func(map[string]*f
 		o.log = testLog(s, kind, res.spawn)
 		return o
 	}
-	var invoke func(ctx context.Context, id string) error
-	var startInvocation func(after time.Duration, crashAt int)
-	startInvocation = func(after time.Duration, crashAt int) {
+	var invoke func(ctx context.Context, id string, watch *leaseNote) error
+	var startInvocation func(after time.Duration, crashAt int, watch *leaseNote)
+	startInvocation = func(after time.Duration, crashAt int, watch *leaseNote) {
 		res.spawn++
 		if res.spawn > 2000 {
 			fail("more than 2000 invocations")
 			return
 		}
 		o := newOrch("fn", invoke)
+		o.watched = watch
 		a := s.start("invocation", after, func(ctx context.Context, a *actor) {
 			var deadline time.Time
 			if sc.budget > 0 {
@@ -243,23 +246,23 @@ func runScenario(sc scenario, fail func(string, ...any), edit func(map[string]*f
 			}
 			if err := o.run(ctx, sweepID, deadline); err != nil && !errors.Is(err, errCrashed) && !errors.Is(err, errLeaseHeld) {
 				// Lambda retries a failed event.
-				startInvocation(time.Minute, 0)
+				startInvocation(time.Minute, 0, nil)
 			}
 		})
 		a.crashAt = crashAt
 		a.onCrash = func() {
 			// The runtime dies with it; Lambda retries the event a minute or more later.
-			startInvocation(time.Minute+time.Duration(r.IntN(120))*time.Second, 0)
+			startInvocation(time.Minute+time.Duration(r.IntN(120))*time.Second, 0, nil)
 		}
 	}
-	invoke = func(ctx context.Context, id string) error {
+	invoke = func(ctx context.Context, id string, watch *leaseNote) error {
 		if err := s.point(ctx); err != nil {
 			return err
 		}
 		if sc.budget == 0 {
 			fail("a run without a deadline re-invoked itself")
 		}
-		startInvocation(50*time.Millisecond, 0)
+		startInvocation(50*time.Millisecond, 0, watch)
 		return nil
 	}
 	if sc.budget == 0 {
@@ -286,10 +289,10 @@ func runScenario(sc scenario, fail func(string, ...any), edit func(map[string]*f
 			})
 		}
 	} else {
-		startInvocation(0, sc.crashAt)
+		startInvocation(0, sc.crashAt, nil)
 	}
 	if sc.duplicateAt >= 0 && sc.budget > 0 {
-		startInvocation(sc.duplicateAt, 0)
+		startInvocation(sc.duplicateAt, 0, nil)
 	}
 	if sc.resumeAt >= 0 {
 		res.spawn++
@@ -489,7 +492,6 @@ func TestLambdaHandlerBadEvents(t *testing.T) {
 	log := zerolog.New(&logs)
 	h := &lambdaHandler{log: log, deps: newEngineDeps(a.cfg, "000000000000", "arn:aws:iam::000000000000:root", table, itable,
 		uniqueName("bucket"), uniqueName("fn"), log)}
-	h.once.Do(func() {}) // already set up
 	for _, tc := range []struct{ event, want string }{
 		{`not json`, "malformed event"},
 		{`{}`, "malformed event"},
@@ -615,4 +617,113 @@ loop:
 		t.Errorf("launched %d, want %d", got.Launched, items)
 	}
 	fmt.Fprintf(testWriter{t}, "backend %s: %d launches, at most %d alive\n", a.backend.name, len(launched), maxAlive)
+}
+
+// TestLambdaSetupRetriedAfterFailure: a cold start whose GetCallerIdentity fails keeps no
+// half-built state: the event fails (Lambda retries it) and the next event sets up anew,
+// with the function's own account.
+func TestLambdaSetupRetriedAfterFailure(t *testing.T) {
+	a := newTestAWS(t)
+	t.Setenv("AWS_ACCESS_KEY_ID", "test")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "test")
+	t.Setenv("AWS_REGION", "us-east-1")
+	t.Setenv("AWS_MAX_ATTEMPTS", "1")
+	dead := httptest.NewServer(http.NotFoundHandler())
+	dead.Close()
+	t.Setenv("AWS_ENDPOINT_URL", dead.URL)
+	h := &lambdaHandler{log: zerolog.Nop()}
+	if _, err := h.setup(context.Background()); err == nil || h.deps != nil {
+		t.Fatalf("setup with STS unreachable: err %v, deps %v; want an error and nothing kept", err, h.deps)
+	}
+	out, err := h.handle(context.Background(), json.RawMessage(`{"health_check": true}`))
+	if ans, ok := out.(healthAnswer); err != nil || !ok || ans.OK {
+		t.Errorf("health check with STS unreachable: %#v, %v; want ok false", out, err)
+	}
+	t.Setenv("AWS_ENDPOINT_URL", a.backend.endpoint)
+	deps, err := h.setup(context.Background())
+	if err != nil || deps == nil || deps.account == "" {
+		t.Fatalf("setup once STS answers: %v, %+v", err, deps)
+	}
+}
+
+// napClock is a clock that moves only when its owner sleeps, calling onNap after each.
+type napClock struct {
+	now   time.Time
+	onNap func(now time.Time)
+}
+
+func (c *napClock) Now() time.Time { return c.now }
+
+func (c *napClock) Sleep(ctx context.Context, d time.Duration) error {
+	c.now = c.now.Add(max(d, time.Millisecond))
+	if c.onNap != nil {
+		c.onNap(c.now)
+	}
+	return ctx.Err()
+}
+
+// TestAcquireWatchesTheLeaseOnItsOwnClock: a newcomer that finds the lease just renewed
+// neither leaves at once (the holder may have died right after its step: nobody would
+// drive the sweep) nor trusts its clock against the holder's. A holder that renews within
+// two poll intervals keeps the sweep; one that does not is taken over once its lease has
+// lapsed, with the newcomer's clock 30 minutes fast, right, or 30 minutes slow.
+func TestAcquireWatchesTheLeaseOnItsOwnClock(t *testing.T) {
+	const poll, ttl = 10 * time.Second, 60 * time.Second
+	holderClock := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name   string
+		offset time.Duration // the newcomer's clock minus the holder's
+		alive  bool
+		// the takeover happens between min and max after the newcomer starts, on its clock
+		min, max time.Duration
+	}{
+		{"dead holder, same clock", 0, false, ttl - time.Second, ttl + time.Second},
+		{"dead holder, newcomer 30 min fast", 30 * time.Minute, false, 2 * poll, 2*poll + time.Second},
+		{"dead holder, newcomer 30 min slow", -30 * time.Minute, false, ttl, ttl + time.Second},
+		{"live holder, same clock", 0, true, 0, 0},
+		{"live holder, newcomer 30 min fast", 30 * time.Minute, true, 0, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st := newFakeStore()
+			sw := &sweep{SweepID: "sw-lease", Status: statusRunning, PollInterval: poll.String(), TotalParams: 1}
+			renewLease(sw, "holder", holderClock, ttl)
+			if err := st.createSweep(context.Background(), sw); err != nil {
+				t.Fatal(err)
+			}
+			start := holderClock.Add(time.Second + tc.offset) // the newcomer comes a second after the renewal
+			clk := &napClock{now: start}
+			if tc.alive {
+				// The holder renews every poll interval, on its own clock.
+				next := holderClock.Add(poll)
+				clk.onNap = func(now time.Time) {
+					for holderNow := now.Add(-tc.offset); !next.After(holderNow); next = next.Add(poll) {
+						cur, _ := st.loadSweep(context.Background(), "sw-lease")
+						renewLease(cur, "holder", next, ttl)
+						if err := st.saveSweep(context.Background(), cur); err != nil {
+							t.Fatal(err)
+						}
+					}
+				}
+			}
+			o := newTestOrchestrator(st, everyRegion(emptyEC2{}), clk)
+			o.owner = "newcomer"
+			got, err := o.acquire(context.Background(), "sw-lease")
+			waited := clk.now.Sub(start)
+			if tc.alive {
+				if !errors.Is(err, errLeaseHeld) || got != nil {
+					t.Fatalf("beside a live holder: got %v, %v; want errLeaseHeld", got, err)
+				}
+				if waited > 2*poll+time.Second {
+					t.Errorf("left after %v beside a live holder, want within two poll intervals", waited)
+				}
+				return
+			}
+			if err != nil || got == nil || got.LeaseOwner != "newcomer" {
+				t.Fatalf("after a dead holder: got %+v, %v; want the lease", got, err)
+			}
+			if waited < tc.min || waited > tc.max {
+				t.Errorf("took over after %v on its own clock, want between %v and %v", waited, tc.min, tc.max)
+			}
+		})
+	}
 }

@@ -542,40 +542,43 @@ func numberAV(n int64) types.AttributeValue {
 // successor waits at most this long.
 const defaultLeaseTTL = 60 * time.Second
 
-// leaseWaitError says the lease's holder has stopped renewing but its lease has not
-// expired: wait until Until and try again.
-type leaseWaitError struct {
-	Owner string
-	Until time.Time
+// leaseMark is one renewal of a lease: a holder that renews it makes a new mark.
+type leaseMark struct {
+	Owner     string
+	RenewedAt time.Time
 }
 
-func (e *leaseWaitError) Error() string {
-	return fmt.Sprintf("orchestrator %s stopped renewing the sweep's lease: wait until it expires at %s and try again",
-		e.Owner, e.Until.UTC().Format(time.RFC3339))
+// leaseHeldError: another holder's lease is on the record. Whether that holder is alive
+// is not decided here, where it would mean comparing this machine's clock with the
+// holder's: the caller watches the mark on its own clock (orchestrator.acquire).
+type leaseHeldError struct {
+	mark      leaseMark
+	expiresAt time.Time     // on the holder's clock
+	length    time.Duration // how long the holder's lease lasts from a renewal
 }
+
+func (e *leaseHeldError) Error() string {
+	return fmt.Sprintf("%v: %s, renewed %s", errLeaseHeld, e.mark.Owner, e.mark.RenewedAt.UTC().Format(time.RFC3339))
+}
+
+func (e *leaseHeldError) Is(target error) bool { return target == errLeaseHeld }
 
 // leaseAttempts bounds acquireLease's reload-and-retry on stale writes; each lost race
 // means someone else wrote, so a handful is plenty.
 const leaseAttempts = 5
 
-// acquireLease takes the sweep's lease for owner and returns the saved record. A lease
-// renewed within the last two poll intervals gives errLeaseHeld (a duplicate beside a
-// live holder); an unexpired lease whose holder stopped renewing gives *leaseWaitError.
-func acquireLease(ctx context.Context, st sweepStore, id, owner string, now time.Time, leaseTTL, pollInterval time.Duration) (*sweep, error) {
-	if pollInterval <= 0 {
-		pollInterval = 10 * time.Second
-	}
+// acquireLease takes the sweep's lease for owner and returns the saved record: when the
+// lease is free, already owner's, or still exactly the renewal takeover names (one the
+// caller watched go unrenewed until it lapsed). Otherwise it gives *leaseHeldError.
+func acquireLease(ctx context.Context, st sweepStore, id, owner string, now time.Time, leaseTTL time.Duration, takeover *leaseMark) (*sweep, error) {
 	for range leaseAttempts {
 		s, err := st.loadSweep(ctx, id)
 		if err != nil {
 			return nil, err
 		}
-		if s.LeaseOwner != "" && s.LeaseOwner != owner && now.Before(s.LeaseExpiresAt) {
-			if now.Sub(s.LeaseRenewedAt) <= 2*pollInterval {
-				return nil, fmt.Errorf("sweep %s: %w (%s, renewed %s)", id, errLeaseHeld, s.LeaseOwner,
-					s.LeaseRenewedAt.UTC().Format(time.RFC3339))
-			}
-			return nil, &leaseWaitError{Owner: s.LeaseOwner, Until: s.LeaseExpiresAt}
+		mark := leaseMark{Owner: s.LeaseOwner, RenewedAt: s.LeaseRenewedAt}
+		if s.LeaseOwner != "" && s.LeaseOwner != owner && (takeover == nil || mark != *takeover) {
+			return nil, &leaseHeldError{mark: mark, expiresAt: s.LeaseExpiresAt, length: s.LeaseExpiresAt.Sub(s.LeaseRenewedAt)}
 		}
 		renewLease(s, owner, now, leaseTTL)
 		err = st.saveSweep(ctx, s)

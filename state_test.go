@@ -176,7 +176,7 @@ func TestLeaseOneOfTwoContendersWins(t *testing.T) {
 		go func() {
 			defer done.Done()
 			start.Wait()
-			_, errs[i] = acquireLease(ctx, st, id, owner, now, defaultLeaseTTL, 10*time.Second)
+			_, errs[i] = acquireLease(ctx, st, id, owner, now, defaultLeaseTTL, nil)
 		}()
 	}
 	start.Done()
@@ -210,30 +210,36 @@ func TestLeaseWaitTakeoverRelease(t *testing.T) {
 	if err := st.createSweep(ctx, testSweep(id, "arn:user/a", testEpoch)); err != nil {
 		t.Fatal(err)
 	}
-	const ttl, poll = 60 * time.Second, 10 * time.Second
+	const ttl = 60 * time.Second
 	t0 := testEpoch.Add(time.Hour)
-	a, err := acquireLease(ctx, st, id, "inv-a", t0, ttl, poll)
+	a, err := acquireLease(ctx, st, id, "inv-a", t0, ttl, nil)
 	if err != nil {
 		t.Fatalf("first acquire: %v", err)
 	}
 	// The holder itself may take its lease again.
-	if _, err := acquireLease(ctx, st, id, "inv-a", t0.Add(time.Second), ttl, poll); err != nil {
+	if _, err := acquireLease(ctx, st, id, "inv-a", t0.Add(time.Second), ttl, nil); err != nil {
 		t.Fatalf("holder re-acquires: %v", err)
 	}
 
-	if _, err := acquireLease(ctx, st, id, "inv-b", t0.Add(15*time.Second), ttl, poll); !errors.Is(err, errLeaseHeld) {
-		t.Fatalf("beside a live holder: got %v, want errLeaseHeld", err)
+	// However late the contender's clock says it is, a held lease is not taken without
+	// the caller's judgement: whether the holder is alive is watched on the caller's clock.
+	for _, at := range []time.Duration{15 * time.Second, time.Hour} {
+		_, err := acquireLease(ctx, st, id, "inv-b", t0.Add(at), ttl, nil)
+		var held *leaseHeldError
+		if !errors.As(err, &held) || !errors.Is(err, errLeaseHeld) {
+			t.Fatalf("a held lease at +%v: got %v, want *leaseHeldError", at, err)
+		}
+		if want := (leaseMark{Owner: "inv-a", RenewedAt: t0.Add(time.Second)}); held.mark != want || held.length != ttl {
+			t.Fatalf("leaseHeldError = %+v, want mark %+v and length %v", held, want, ttl)
+		}
 	}
-	_, err = acquireLease(ctx, st, id, "inv-b", t0.Add(30*time.Second), ttl, poll)
-	var wait *leaseWaitError
-	if !errors.As(err, &wait) {
-		t.Fatalf("holder stopped renewing: got %v, want *leaseWaitError", err)
+	// A takeover names the renewal it watched: another renewal is not taken over.
+	other := leaseMark{Owner: "inv-a", RenewedAt: t0}
+	if _, err := acquireLease(ctx, st, id, "inv-b", t0.Add(time.Hour), ttl, &other); !errors.Is(err, errLeaseHeld) {
+		t.Fatalf("takeover of another renewal: got %v, want errLeaseHeld", err)
 	}
-	if want := t0.Add(time.Second + ttl); !wait.Until.Equal(want) || wait.Owner != "inv-a" {
-		t.Errorf("leaseWaitError = %+v, want until %v owner inv-a", wait, want)
-	}
-
-	b, err := acquireLease(ctx, st, id, "inv-b", wait.Until.Add(time.Millisecond), ttl, poll)
+	watched := leaseMark{Owner: "inv-a", RenewedAt: t0.Add(time.Second)}
+	b, err := acquireLease(ctx, st, id, "inv-b", t0.Add(time.Hour), ttl, &watched)
 	if err != nil {
 		t.Fatalf("takeover after expiry: %v", err)
 	}
@@ -255,7 +261,7 @@ func TestLeaseWaitTakeoverRelease(t *testing.T) {
 
 	// The new holder renews and saves, then releases a stale copy: reload and clear.
 	stale := *b
-	renewLease(b, "inv-b", wait.Until.Add(5*time.Second), ttl)
+	renewLease(b, "inv-b", t0.Add(time.Hour+5*time.Second), ttl)
 	if err := st.saveSweep(ctx, b); err != nil {
 		t.Fatalf("renew save: %v", err)
 	}
@@ -269,7 +275,7 @@ func TestLeaseWaitTakeoverRelease(t *testing.T) {
 	if s.LeaseOwner != "" || !s.LeaseExpiresAt.IsZero() || s.Version != stale.Version {
 		t.Errorf("after release: owner %q expires %v version %d (caller's copy %d)", s.LeaseOwner, s.LeaseExpiresAt, s.Version, stale.Version)
 	}
-	if _, err := acquireLease(ctx, st, id, "inv-c", wait.Until.Add(6*time.Second), ttl, poll); err != nil {
+	if _, err := acquireLease(ctx, st, id, "inv-c", t0.Add(time.Hour+6*time.Second), ttl, nil); err != nil {
 		t.Errorf("acquire after release: %v", err)
 	}
 }
