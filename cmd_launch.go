@@ -498,13 +498,6 @@ func writePlan(w io.Writer, pl *launchPlan) error {
 	return err
 }
 
-func plural(n int, noun string) string {
-	if n == 1 {
-		return "1 " + noun
-	}
-	return strconv.Itoa(n) + " " + noun + "s"
-}
-
 func orNone(sweepWide string) string {
 	if sweepWide == "" {
 		return "no sweep-wide default (items may set their own)"

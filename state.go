@@ -88,6 +88,8 @@ type aliveInstance struct {
 	// retried with the same ClientToken, not before NotBefore.
 	LaunchTries int       `dynamodbav:"launch_tries,omitempty" json:"launch_tries,omitempty"`
 	NotBefore   time.Time `dynamodbav:"not_before,omitempty" json:"not_before,omitzero"`
+	// WaitReason says why the launch waits, for status: "vCPU quota (VcpuLimitExceeded)".
+	WaitReason string `dynamodbav:"wait_reason,omitempty" json:"wait_reason,omitempty"`
 	// IdleAlarm is set once the idle-timeout alarm exists, so a failed PutMetricAlarm is retried.
 	IdleAlarm bool `dynamodbav:"idle_alarm,omitempty" json:"idle_alarm,omitempty"`
 }

@@ -7,6 +7,7 @@ import (
 	"math"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -292,6 +293,27 @@ func priceSourceCounts(sources map[string]int) string {
 	return strings.Join(parts, ", ")
 }
 
+// waitingLine says which launches wait and why ("waiting  12 items: vCPU quota
+// (VcpuLimitExceeded)"), the most common reason first; "" when none waits.
+func (v *statusView) waitingLine() string {
+	n := map[string]int{}
+	for _, e := range v.s.Alive {
+		if e.InstanceID == "" && e.WaitReason != "" {
+			n[e.WaitReason]++
+		}
+	}
+	if len(n) == 0 {
+		return ""
+	}
+	reasons := sortedKeys(n)
+	sort.SliceStable(reasons, func(i, j int) bool { return n[reasons[i]] > n[reasons[j]] })
+	parts := make([]string, len(reasons))
+	for i, r := range reasons {
+		parts[i] = plural(n[r], "item") + ": " + r
+	}
+	return "waiting  " + strings.Join(parts, "; ")
+}
+
 // renderStatus writes the full text view; every line fits screenWidth columns.
 func renderStatus(w io.Writer, v *statusView, st textStyle) error {
 	var b strings.Builder
@@ -300,6 +322,9 @@ func renderStatus(w io.Writer, v *statusView, st textStyle) error {
 	line(v.progressLine())
 	line(ellipsize(v.counts.line(), screenWidth))
 	line(v.costLine())
+	if w := v.waitingLine(); w != "" {
+		line(ellipsize(w, screenWidth))
+	}
 	if v.s.ErrorMessage != "" {
 		line(ellipsize("error  "+oneLine(v.s.ErrorMessage), screenWidth))
 	}
@@ -533,4 +558,11 @@ func renderList(w io.Writer, doc *listDoc) error {
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return strconv.Itoa(n) + " " + noun + "s"
 }

@@ -205,6 +205,7 @@ func (o *orchestrator) setLaunched(sw *sweep, e *aliveInstance, id string, at ti
 	e.InstanceID = id
 	e.LaunchedAt = at
 	e.NotBefore = time.Time{}
+	e.WaitReason = ""
 	if ttl := o.ttlOf(sw, e.Index); ttl > 0 {
 		e.Deadline = at.Add(ttl)
 	}
@@ -488,8 +489,9 @@ func (o *orchestrator) launchOne(ctx context.Context, sw *sweep, e *aliveInstanc
 		err = errors.New("RunInstances returned no instance")
 	}
 	if err != nil {
-		if ctx.Err() != nil || retryableLaunchError(err) {
+		if reason := launchWaitReason(err); ctx.Err() != nil || reason != "" {
 			o.backoff(e, now)
+			e.WaitReason = reason
 			log.Warn().Err(err).Int("tries", e.LaunchTries).Time("not_before", e.NotBefore).Msg("launch refused for now; retrying with the same client token")
 			return false
 		}
@@ -536,26 +538,58 @@ func (o *orchestrator) backoff(e *aliveInstance, now time.Time) {
 	e.NotBefore = now.Add(d)
 }
 
-// retryableLaunchError: capacity, throttling, service-side and network errors. The same
-// ClientToken is used again, so a call that did launch is never doubled.
-func retryableLaunchError(err error) bool {
+// waitReasons are the EC2 refusals that clear with time, and how status names them:
+// capacity, account quotas (a new account's vCPU quota cannot hold many instances) and
+// the spot market. A launch refused with one of them waits, under the same client token;
+// it never fails the item. Source: the EC2 API reference, "Error codes".
+var waitReasons = map[string]string{
+	"VcpuLimitExceeded":                 "vCPU quota",
+	"InstanceLimitExceeded":             "instance quota",
+	"MaxSpotInstanceCountExceeded":      "spot instance quota",
+	"InsufficientFreeAddressesInSubnet": "no free addresses in the subnet",
+	"SpotMaxPriceTooLow":                "spot price above spot_max_price",
+	"UnfulfillableCapacity":             "no capacity",
+	"RequestLimitExceeded":              "throttled",
+	"Unavailable":                       "EC2 unavailable",
+	"ServiceUnavailable":                "EC2 unavailable",
+	"InternalError":                     "EC2 internal error",
+	"InternalFailure":                   "EC2 internal error",
+	"RequestTimeout":                    "EC2 timed out",
+	"RequestExpired":                    "request expired",
+	"IncorrectState":                    "EC2 busy",
+	"PendingVerification":               "account pending verification",
+}
+
+// launchWaitReason says why a launch waits ("vCPU quota (VcpuLimitExceeded)"), or ""
+// when the refusal is for bad input and the item fails.
+func launchWaitReason(err error) string {
 	var ae smithy.APIError
 	if !errors.As(err, &ae) {
-		return true // network errors and timeouts
+		return "no answer from EC2" // network errors and timeouts
 	}
 	code := ae.ErrorCode()
+	reason, ok := waitReasons[code]
 	switch {
-	case strings.HasPrefix(code, "Insufficient") && strings.HasSuffix(code, "Capacity"),
-		strings.HasPrefix(code, "Throttl"),
-		code == "RequestLimitExceeded", code == "Unavailable", code == "ServiceUnavailable",
-		code == "InternalError", code == "InternalFailure", code == "RequestTimeout",
-		code == "RequestExpired", code == "IncorrectState", code == "PendingVerification":
-		return true
+	case ok:
+	case strings.HasPrefix(code, "Insufficient") && strings.HasSuffix(code, "Capacity"):
+		reason = "no capacity"
+	case strings.HasPrefix(code, "Throttl"):
+		reason = "throttled"
+	default:
+		var re interface{ HTTPStatusCode() int }
+		var ne net.Error
+		switch {
+		case errors.As(err, &re) && re.HTTPStatusCode() >= 500:
+			reason = "EC2 error"
+		case errors.As(err, &ne):
+			reason = "no answer from EC2"
+		default:
+			return ""
+		}
 	}
-	var re interface{ HTTPStatusCode() int }
-	if errors.As(err, &re) && re.HTTPStatusCode() >= 500 {
-		return true
-	}
-	var ne net.Error
-	return errors.As(err, &ne)
+	return reason + " (" + code + ")"
 }
+
+// retryableLaunchError: a refusal that clears with time. The same ClientToken is used
+// again, so a call that did launch is never doubled.
+func retryableLaunchError(err error) bool { return launchWaitReason(err) != "" }

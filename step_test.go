@@ -4,9 +4,13 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/aws/smithy-go"
 )
 
@@ -154,4 +158,71 @@ func TestFailedTagReadDecidesNoOutcome(t *testing.T) {
 		t.Fatalf("status %s, counts %+v, items %+v after %d DescribeTags calls; want COMPLETED with the item succeeded",
 			got.Status, got.Counts, recs, api.tagCalls)
 	}
+}
+
+// TestQuotaRefusalWaits: an account quota or capacity refusal keeps the item waiting
+// under its client token, with the reason for status; it never fails the item, and the
+// launch goes ahead once EC2 takes it.
+func TestQuotaRefusalWaits(t *testing.T) {
+	for _, code := range []string{"VcpuLimitExceeded", "InstanceLimitExceeded", "MaxSpotInstanceCountExceeded",
+		"InsufficientFreeAddressesInSubnet", "SpotMaxPriceTooLow", "UnfulfillableCapacity", "InsufficientInstanceCapacity"} {
+		t.Run(code, func(t *testing.T) {
+			st := newFakeStore()
+			sw := &sweep{SweepID: "sw-q", Status: statusRunning, MaxConcurrent: 2, TotalParams: 2, Region: "us-east-1", PollInterval: "10s"}
+			if err := st.createSweep(context.Background(), sw); err != nil {
+				t.Fatal(err)
+			}
+			api := &refusingEC2{code: code, refusals: 3}
+			clk := &napClock{now: time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)}
+			o := newTestOrchestrator(st, everyRegion(api), clk)
+			o.items = []item{{Index: 0, InstanceType: "t3.micro"}, {Index: 1, InstanceType: "t3.micro"}}
+			o.jitter = func() float64 { return 0 }
+			o.init()
+			o.owner = "holder"
+			if sw, err := acquireLease(context.Background(), st, "sw-q", "holder", clk.now, 0, nil); err != nil {
+				t.Fatal(err)
+			} else if err := o.step(context.Background(), sw); err != nil {
+				t.Fatalf("step: %v", err)
+			}
+			got, _ := st.loadSweep(context.Background(), "sw-q")
+			if got.Counts.Failed != 0 || len(got.Alive) != 2 {
+				t.Fatalf("after a %s refusal: counts %+v, alive %d; want nothing failed and both waiting", code, got.Counts, len(got.Alive))
+			}
+			want := "(" + code + ")"
+			v := &statusView{s: got}
+			if line := v.waitingLine(); !strings.HasPrefix(line, "waiting  2 items: ") || !strings.HasSuffix(line, want) {
+				t.Errorf("status line %q, want 2 items waiting for %s", line, want)
+			}
+			// EC2 takes them once the refusals stop: the same tokens launch.
+			for range 6 {
+				clk.now = clk.now.Add(time.Minute)
+				cur, _ := st.loadSweep(context.Background(), "sw-q")
+				if err := o.step(context.Background(), cur); err != nil {
+					t.Fatalf("step: %v", err)
+				}
+			}
+			got, _ = st.loadSweep(context.Background(), "sw-q")
+			if api.launched != 2 || got.Launched != 2 || got.Alive[0].WaitReason != "" {
+				t.Errorf("after the refusals stopped: %d launched by EC2, %d recorded, reason %q", api.launched, got.Launched, got.Alive[0].WaitReason)
+			}
+		})
+	}
+}
+
+// refusingEC2 refuses the first refusals RunInstances calls with code, then launches.
+type refusingEC2 struct {
+	emptyEC2
+	code     string
+	refusals int
+	launched int
+}
+
+func (f *refusingEC2) RunInstances(ctx context.Context, in *ec2.RunInstancesInput, _ ...func(*ec2.Options)) (*ec2.RunInstancesOutput, error) {
+	if f.refusals > 0 {
+		f.refusals--
+		return nil, &smithy.GenericAPIError{Code: f.code, Message: "refused for now", Fault: smithy.FaultClient}
+	}
+	f.launched++
+	return &ec2.RunInstancesOutput{Instances: []ec2types.Instance{{InstanceId: aws.String(fmt.Sprintf("i-%d", f.launched)),
+		State: &ec2types.InstanceState{Name: ec2types.InstanceStateNamePending}}}}, nil
 }
