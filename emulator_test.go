@@ -214,8 +214,13 @@ func (s *syncBuffer) String() string {
 // cliTestEnv is the environment the CLI needs on the emulator: test credentials and a
 // region.
 func cliTestEnv() map[string]string {
-	return map[string]string{"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1"}
+	return map[string]string{"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1",
+		"SPAWN_EC2_CONSISTENCY_WINDOW": testConsistencyWindow}
 }
+
+// testConsistencyWindow shortens how long a cancel looks for a launch EC2 may not show
+// yet: the emulators show an instance at once.
+const testConsistencyWindow = "3s"
 
 // deploymentFlags point the CLI at one deployment on endpoint.
 func deploymentFlags(endpoint, table, instancesTable, bucket, function string) []string {

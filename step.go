@@ -387,6 +387,7 @@ func (o *orchestrator) reserve(sw *sweep, now time.Time) {
 			ReservedAt:   now,
 		})
 		o.mayLaunch[token] = true
+		o.unsent[token] = true
 	}
 }
 
@@ -482,6 +483,7 @@ func (o *orchestrator) launchOne(ctx context.Context, sw *sweep, e *aliveInstanc
 		return false
 	}
 	it, _ := o.itemOf(e.Index)
+	delete(o.unsent, e.ClientToken)
 	out, err := api.RunInstances(ctx, o.launchInput(sw, it, e.Attempt))
 	// Whatever happened, a second call must first look the token up again.
 	delete(o.mayLaunch, e.ClientToken)
