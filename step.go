@@ -497,19 +497,10 @@ func (o *orchestrator) launchOne(ctx context.Context, sw *sweep, e *aliveInstanc
 			log.Warn().Err(err).Int("tries", e.LaunchTries).Time("not_before", e.NotBefore).Msg("launch refused for now; retrying with the same client token")
 			return false
 		}
-		rec := o.record(sw, e)
-		rec.Outcome = outcomeFailed
-		rec.State = "not-launched"
-		rec.TerminatedAt = now
-		rec.ErrorMessage = "launch refused: " + err.Error()
-		if perr := o.store.putInstance(ctx, rec); perr != nil {
-			o.backoff(e, now)
-			log.Warn().Err(perr).Msg("recording a refused launch; retrying next step")
-			return false
+		if apiErrorCode(err) == "IdempotentInstanceTerminated" {
+			return o.launchedBefore(ctx, api, sw, e, now)
 		}
-		addOutcome(&sw.Counts, outcomeFailed)
-		log.Warn().Err(err).Msg("launch refused for bad input: item failed")
-		return true
+		return o.endWithoutInstance(ctx, sw, e, outcomeFailed, "launch refused: "+err.Error(), now)
 	}
 	inst := out.Instances[0]
 	id := aws.ToString(inst.InstanceId)
@@ -530,6 +521,47 @@ func (o *orchestrator) launchOne(ctx context.Context, sw *sweep, e *aliveInstanc
 	o.ensureAlarm(ctx, sw, e)
 	log.Info().Str("instance_id", id).Msg("launched")
 	return false
+}
+
+// endWithoutInstance gives a reservation an outcome with no instance of its own to
+// watch, and reports whether its slot is free (false: the write failed; next step).
+func (o *orchestrator) endWithoutInstance(ctx context.Context, sw *sweep, e *aliveInstance, outcome, why string, now time.Time) bool {
+	rec := o.record(sw, e)
+	rec.Outcome = outcome
+	rec.State = "not-launched"
+	if e.InstanceID != "" {
+		rec.State = string(ec2types.InstanceStateNameTerminated)
+	}
+	rec.TerminatedAt = now
+	rec.ErrorMessage = why
+	log := o.log.With().Str("sweep_id", sw.SweepID).Int("index", e.Index).Int("attempt", e.Attempt).Logger()
+	if err := o.store.putInstance(ctx, rec); err != nil {
+		o.backoff(e, now)
+		log.Warn().Err(err).Msg("recording an item's end; retrying next step")
+		return false
+	}
+	addOutcome(&sw.Counts, outcome)
+	log.Warn().Str("outcome", outcome).Msg(why)
+	return true
+}
+
+// launchedBefore handles IdempotentInstanceTerminated: EC2's answer (since 2025) to a
+// client token whose instance ran and has terminated, as when a crash or a resume comes
+// long after a launch whose answer was lost. The item ran: its instance, while EC2 still
+// shows it, is adopted and finished from its report by the next refresh; one EC2 has
+// forgotten ends unknown, never "launch refused".
+func (o *orchestrator) launchedBefore(ctx context.Context, api ec2API, sw *sweep, e *aliveInstance, now time.Time) bool {
+	if inst, err := findByToken(ctx, api, e.ClientToken); err == nil && inst != nil {
+		id := aws.ToString(inst.InstanceId)
+		o.launched[e.ClientToken] = launchedInstance{id: id, at: now}
+		o.setLaunched(sw, e, id, now)
+		return false
+	} else if err != nil {
+		o.backoff(e, now)
+		return false
+	}
+	return o.endWithoutInstance(ctx, sw, e, outcomeUnknown,
+		"its instance ran and has terminated, and EC2 no longer shows its report", now)
 }
 
 func (o *orchestrator) backoff(e *aliveInstance, now time.Time) {

@@ -226,3 +226,61 @@ func (f *refusingEC2) RunInstances(ctx context.Context, in *ec2.RunInstancesInpu
 	return &ec2.RunInstancesOutput{Instances: []ec2types.Instance{{InstanceId: aws.String(fmt.Sprintf("i-%d", f.launched)),
 		State: &ec2types.InstanceState{Name: ec2types.InstanceStateNamePending}}}}, nil
 }
+
+// TestReusedTokenOfATerminatedInstance: EC2 answers a client token whose instance has
+// terminated with IdempotentInstanceTerminated (since 2025). The item ran: while EC2
+// still shows the instance, it is adopted and gets the outcome it reported; once EC2
+// has forgotten it, the item ends unknown, never "failed: launch refused".
+func TestReusedTokenOfATerminatedInstance(t *testing.T) {
+	for _, visible := range []bool{true, false} {
+		st := newFakeStore()
+		sw := &sweep{SweepID: "sw-t", Status: statusRunning, MaxConcurrent: 1, TotalParams: 1, NextToLaunch: 1,
+			Region: "us-east-1", PollInterval: "10s",
+			Alive: []aliveInstance{{Index: 0, Attempt: 1, Region: "us-east-1", ClientToken: "tok-0",
+				ReservedAt: time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)}}}
+		if err := st.createSweep(context.Background(), sw); err != nil {
+			t.Fatal(err)
+		}
+		api := &terminatedTokenEC2{hidden: 1} // the first lookup by token misses it: RunInstances is called
+		if visible {
+			api.inst = &ec2types.Instance{InstanceId: aws.String("i-done"), ClientToken: aws.String("tok-0"),
+				State: &ec2types.InstanceState{Name: ec2types.InstanceStateNameTerminated},
+				Tags:  []ec2types.Tag{{Key: aws.String(tagExitCode), Value: aws.String("0")}}}
+		}
+		clk := &napClock{now: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
+		o := newTestOrchestrator(st, everyRegion(api), clk)
+		o.items = []item{{Index: 0, InstanceType: "t3.micro"}}
+		o.jitter = func() float64 { return 0 }
+		if err := o.run(context.Background(), "sw-t", time.Time{}); err != nil {
+			t.Fatalf("visible=%v: run: %v", visible, err)
+		}
+		got, _ := st.loadSweep(context.Background(), "sw-t")
+		want := counts{Succeeded: 1}
+		if !visible {
+			want = counts{Unknown: 1}
+		}
+		if got.Status != statusCompleted || got.Counts != want {
+			t.Errorf("visible=%v: status %s counts %+v, want COMPLETED %+v", visible, got.Status, got.Counts, want)
+		}
+	}
+}
+
+// terminatedTokenEC2 answers RunInstances with IdempotentInstanceTerminated and shows
+// inst (if any) to DescribeInstances.
+type terminatedTokenEC2 struct {
+	emptyEC2
+	inst   *ec2types.Instance
+	hidden int // DescribeInstances calls that do not show inst yet
+}
+
+func (f *terminatedTokenEC2) RunInstances(context.Context, *ec2.RunInstancesInput, ...func(*ec2.Options)) (*ec2.RunInstancesOutput, error) {
+	return nil, &smithy.GenericAPIError{Code: "IdempotentInstanceTerminated", Message: "the instance for this token has terminated", Fault: smithy.FaultClient}
+}
+
+func (f *terminatedTokenEC2) DescribeInstances(context.Context, *ec2.DescribeInstancesInput, ...func(*ec2.Options)) (*ec2.DescribeInstancesOutput, error) {
+	if f.inst == nil || f.hidden > 0 {
+		f.hidden--
+		return &ec2.DescribeInstancesOutput{}, nil
+	}
+	return &ec2.DescribeInstancesOutput{Reservations: []ec2types.Reservation{{Instances: []ec2types.Instance{*f.inst}}}}, nil
+}
