@@ -125,12 +125,11 @@ func (o *orchestrator) resolveReservation(ctx context.Context, api ec2API, sw *s
 		o.mayLaunch[e.ClientToken] = true
 		return
 	}
-	at := aws.ToTime(inst.LaunchTime)
-	if at.IsZero() {
-		at = now
-	}
-	o.launched[e.ClientToken] = launchedInstance{id: aws.ToString(inst.InstanceId), at: at}
-	o.setLaunched(sw, e, aws.ToString(inst.InstanceId), at)
+	// The launch is dated on this machine's clock when it is first seen, never by EC2's
+	// LaunchTime: the TTL backstop and "lost" compare it with this clock (later than the
+	// real launch, so never early).
+	o.launched[e.ClientToken] = launchedInstance{id: aws.ToString(inst.InstanceId), at: now}
+	o.setLaunched(sw, e, aws.ToString(inst.InstanceId), now)
 }
 
 // outcomes finishes every entry whose instance ended, or has not been visible for
@@ -252,9 +251,7 @@ func (o *orchestrator) finish(ctx context.Context, sw *sweep, e *aliveInstance, 
 		rec.ErrorMessage = "the instance is no longer visible to EC2"
 	} else {
 		rec.State = string(inst.State.Name)
-		if t, ok := transitionTime(aws.ToString(inst.StateTransitionReason)); ok && t.Before(now) {
-			rec.TerminatedAt = t
-		}
+		ran, ranKnown := ranFor(inst)
 		code, hasCode := exitCodeOf(inst.Tags)
 		switch {
 		case hasCode:
@@ -272,7 +269,7 @@ func (o *orchestrator) finish(ctx context.Context, sw *sweep, e *aliveInstance, 
 				rec.Outcome = outcomeUnknown
 				rec.ErrorMessage = fmt.Sprintf("spot interruption on each of %d attempts", maxAttempts)
 			}
-		case !e.Deadline.IsZero() && !rec.TerminatedAt.Before(e.Deadline.Add(-ttlSlack)):
+		case o.reachedTTL(sw, e, ran, ranKnown, now):
 			rec.Outcome = outcomeExpired
 		default:
 			rec.Outcome = outcomeUnknown
@@ -289,6 +286,11 @@ func (o *orchestrator) finish(ctx context.Context, sw *sweep, e *aliveInstance, 
 		}
 	}
 	rec.CostUSD = runCost(e.LaunchedAt, rec.TerminatedAt, e.PriceHourly)
+	if inst != nil {
+		if ran, ok := ranFor(inst); ok {
+			rec.CostUSD = ran.Hours() * e.PriceHourly
+		}
+	}
 	if err := o.store.putInstance(ctx, rec); err != nil {
 		o.log.Warn().Err(err).Str("sweep_id", sw.SweepID).Int("index", e.Index).Msg("recording an outcome; retrying next step")
 		return false
@@ -347,6 +349,33 @@ func exitCodeOf(tags []ec2types.Tag) (int, bool) {
 func spotInterrupted(inst *ec2types.Instance) bool {
 	r := inst.StateReason
 	return r != nil && aws.ToString(r.Code) == "Server.SpotInstanceTermination"
+}
+
+// ranFor is how long an ended instance ran, from EC2's own LaunchTime and the time in
+// its StateTransitionReason: both on EC2's clock, so the difference holds whatever this
+// machine's clock says.
+func ranFor(inst *ec2types.Instance) (time.Duration, bool) {
+	launched := aws.ToTime(inst.LaunchTime)
+	ended, ok := transitionTime(aws.ToString(inst.StateTransitionReason))
+	if !ok || launched.IsZero() || ended.Before(launched) {
+		return 0, false
+	}
+	return ended.Sub(launched), true
+}
+
+// reachedTTL decides "expired" for an instance that ended with no report: it ran for
+// its TTL (less the minute its own shutdown rounds to). With EC2's times that is
+// measured on EC2's clock alone; without them, on this machine's clock from when the
+// launch was first seen.
+func (o *orchestrator) reachedTTL(sw *sweep, e *aliveInstance, ran time.Duration, ranKnown bool, now time.Time) bool {
+	ttl := o.ttlOf(sw, e.Index)
+	if ttl <= 0 {
+		return false
+	}
+	if ranKnown {
+		return ran >= ttl-ttlSlack
+	}
+	return !e.Deadline.IsZero() && !now.Before(e.Deadline.Add(-ttlSlack))
 }
 
 // transitionTime reads EC2's "User initiated (2024-01-02 03:04:05 GMT)".
@@ -504,12 +533,8 @@ func (o *orchestrator) launchOne(ctx context.Context, sw *sweep, e *aliveInstanc
 	}
 	inst := out.Instances[0]
 	id := aws.ToString(inst.InstanceId)
-	at := aws.ToTime(inst.LaunchTime)
-	if at.IsZero() {
-		at = now
-	}
-	o.launched[e.ClientToken] = launchedInstance{id: id, at: at}
-	o.setLaunched(sw, e, id, at)
+	o.launched[e.ClientToken] = launchedInstance{id: id, at: now}
+	o.setLaunched(sw, e, id, now) // this machine's clock: see resolveReservation
 	sw.Launched++
 	price, source := o.price(ctx, e.Region, e.InstanceType, e.Spot)
 	e.PriceHourly, e.PriceSource = price, source
