@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -11,8 +12,12 @@ import (
 )
 
 // cancelSweep is the cancel, with the lease held: give ended instances their outcome,
-// terminate every other instance of the sweep (recorded, reserved, or found by its
-// tags), count what is left as cancelled, and set CANCELLED.
+// find every reservation that may have launched, terminate every instance of the sweep
+// it can reach (recorded, found by token, or found by its tags), region by region, then
+// count what is left as cancelled and set CANCELLED. It never calls RunInstances. When a
+// region refused or a launch is not yet ruled out, it saves what it learned and returns
+// *cancelIncomplete, naming them: the sweep stays cancel-requested, and the next attempt
+// (or `spawn cancel` again) finishes the job.
 func (o *orchestrator) cancelSweep(ctx context.Context, sw *sweep) error {
 	if terminalStatus(sw.Status) {
 		// It ended between the cancel's request and its lease: it stays as it ended.
@@ -20,11 +25,14 @@ func (o *orchestrator) cancelSweep(ctx context.Context, sw *sweep) error {
 	}
 	now := o.clock.Now()
 	o.outcomes(ctx, sw, o.refresh(ctx, sw, now), now)
-	if err := o.resolveForCancel(ctx, sw, now); err != nil {
-		return err
-	}
-	if err := o.terminateSweep(ctx, sw); err != nil {
-		return err
+	incomplete := &cancelIncomplete{sweepID: sw.SweepID, regions: map[string]error{}}
+	o.resolveForCancel(ctx, sw, now, incomplete)
+	o.terminateSweep(ctx, sw, incomplete)
+	if !incomplete.empty() {
+		if err := o.save(ctx, sw); err != nil {
+			return err
+		}
+		return incomplete
 	}
 	if err := o.recordCancelled(ctx, sw, now); err != nil {
 		return err
@@ -42,81 +50,149 @@ func (o *orchestrator) cancelSweep(ctx context.Context, sw *sweep) error {
 	return o.release(ctx, sw)
 }
 
-// resolveForCancel: a reservation not found by its token may still have launched
-// (DescribeInstances is eventually consistent): RunInstances with the same token answers
-// with that instance if it exists, so it can be terminated. Without the items the tag
-// search must do.
-func (o *orchestrator) resolveForCancel(ctx context.Context, sw *sweep, now time.Time) error {
+// cancelIncomplete: the cancel terminated what it could reach, but a region refused
+// its calls or a launch is not yet ruled out.
+type cancelIncomplete struct {
+	sweepID    string
+	regions    map[string]error // region → the call it refused
+	unresolved int              // reservations that may have launched and are not found yet
+}
+
+func (e *cancelIncomplete) empty() bool { return len(e.regions) == 0 && e.unresolved == 0 }
+
+func (e *cancelIncomplete) Error() string {
+	var parts []string
+	for _, r := range sortedKeys(e.regions) {
+		parts = append(parts, fmt.Sprintf("could not reach %s (%v)", r, e.regions[r]))
+	}
+	if e.unresolved > 0 {
+		parts = append(parts, fmt.Sprintf("%d launches not yet found or ruled out (EC2 shows new instances seconds late)", e.unresolved))
+	}
+	return fmt.Sprintf("cancelling sweep %s: %s: run 'spawn cancel --sweep-id %s' again", e.sweepID, strings.Join(parts, "; "), e.sweepID)
+}
+
+// resolveForCancel looks every reservation without an instance up by its client token,
+// backoff or not: one that RunInstances may have created is found here once EC2 shows
+// it. A reservation this invocation never sent is dropped at once; one not found counts
+// as launched-and-invisible until the consistency window has passed on this machine's
+// clock since the cancel first missed it (a reservation whose last possible launch was
+// long ago is ruled out at once).
+func (o *orchestrator) resolveForCancel(ctx context.Context, sw *sweep, now time.Time, inc *cancelIncomplete) {
 	for i := range sw.Alive {
 		e := &sw.Alive[i]
-		if e.InstanceID != "" || !o.mayLaunch[e.ClientToken] || o.launchInput == nil || len(o.items) == 0 {
+		if e.InstanceID != "" || o.unsent[e.ClientToken] {
 			continue
 		}
 		api, err := o.ec2For(ctx, e.Region)
-		if err != nil {
-			continue
+		var inst *ec2types.Instance
+		if err == nil {
+			inst, err = findByToken(ctx, api, e.ClientToken)
 		}
-		it, _ := o.itemOf(e.Index)
-		out, err := api.RunInstances(ctx, o.launchInput(sw, it, e.Attempt))
-		delete(o.mayLaunch, e.ClientToken)
-		if err != nil && retryableLaunchError(err) {
-			// It may have launched: the cancel is not done until it is found.
-			return fmt.Errorf("resolving the reserved launch of item %d: %w", e.Index, err)
-		}
-		if err == nil && out != nil && len(out.Instances) > 0 {
-			o.launched[e.ClientToken] = launchedInstance{id: aws.ToString(out.Instances[0].InstanceId), at: now}
-			o.setLaunched(sw, e, aws.ToString(out.Instances[0].InstanceId), now)
+		switch {
+		case err != nil:
+			inc.regions[e.Region] = err
+		case inst != nil:
+			id := aws.ToString(inst.InstanceId)
+			o.launched[e.ClientToken] = launchedInstance{id: id, at: now}
+			o.setLaunched(sw, e, id, now)
+		case o.launchRuledOut(e, now):
+		default:
+			inc.unresolved++
 		}
 	}
-	return nil
 }
 
+// launchRuledOut reports whether a reservation not found by its token cannot have
+// launched: the cancel has missed it for the consistency window, or its last possible
+// RunInstances (when it was reserved, or its backoff ended; times an engine recorded) is
+// far older than any lag of EC2 or difference of clocks.
+func (o *orchestrator) launchRuledOut(e *aliveInstance, now time.Time) bool {
+	last := e.ReservedAt
+	if e.NotBefore.After(last) {
+		last = e.NotBefore
+	}
+	if !last.IsZero() && now.Sub(last) > staleLaunchAge {
+		return true
+	}
+	since, ok := o.unseenSince[e.ClientToken]
+	if !ok {
+		o.unseenSince[e.ClientToken] = now
+		return false
+	}
+	return now.Sub(since) >= o.consistencyWindow
+}
+
+// staleLaunchAge: a reservation whose last possible launch is older than this is not
+// waited for: EC2 shows an instance within seconds, and clocks differ by less.
+const staleLaunchAge = 15 * time.Minute
+
 // terminateSweep terminates, region by region, every instance the record knows and
-// every instance tagged with the sweep's id: the sweep's region, the alive entries'
-// regions and the items' regions.
-func (o *orchestrator) terminateSweep(ctx context.Context, sw *sweep) error {
+// every instance tagged with the sweep's id, in the sweep's region, the alive entries'
+// regions and the regions of every item launched so far. A region that refuses is noted
+// in inc and the others go on.
+func (o *orchestrator) terminateSweep(ctx context.Context, sw *sweep, inc *cancelIncomplete) {
 	regions := map[string][]string{sw.Region: nil}
 	for _, e := range sw.Alive {
 		regions[e.Region] = append(regions[e.Region], e.InstanceID)
 	}
 	for _, it := range o.items {
-		if _, ok := regions[regionOf(sw, it)]; !ok {
+		if _, ok := regions[regionOf(sw, it)]; !ok && it.Index < sw.NextToLaunch {
 			regions[regionOf(sw, it)] = nil
 		}
 	}
 	for _, region := range sortedKeys(regions) {
-		api, err := o.ec2For(ctx, region)
-		if err != nil {
-			return fmt.Errorf("cancelling in %s: %w", region, err)
-		}
-		ids := map[string]bool{}
-		for _, id := range regions[region] {
-			if id != "" {
-				ids[id] = true
-			}
-		}
-		tagged, err := findSweepInstances(ctx, api, sw.SweepID)
-		if err != nil {
-			return fmt.Errorf("finding the sweep's instances in %s: %w", region, err)
-		}
-		for _, id := range tagged {
-			ids[id] = true
-		}
-		list := sortedKeys(ids)
-		if len(list) == 0 {
-			continue
-		}
-		if err := terminate(ctx, api, list); err != nil {
-			return fmt.Errorf("terminating the sweep's instances in %s: %w", region, err)
-		}
-		for _, id := range list {
-			if !o.killed[id] {
-				o.killed[id] = true
-				o.terminated = append(o.terminated, id)
-			}
+		if err := o.terminateRegion(ctx, sw, region, regions[region]); err != nil {
+			inc.regions[region] = err
 		}
 	}
+}
+
+// terminateRegion terminates the recorded ids and the tagged instances of one region.
+func (o *orchestrator) terminateRegion(ctx context.Context, sw *sweep, region string, recorded []string) error {
+	api, err := o.ec2For(ctx, region)
+	if err != nil {
+		return err
+	}
+	ids := map[string]bool{}
+	for _, id := range recorded {
+		if id != "" {
+			ids[id] = true
+		}
+	}
+	tagged, err := findSweepInstances(ctx, api, sw.SweepID)
+	if err != nil {
+		// Terminate what the record knows even when the tag search is refused.
+		if len(ids) == 0 {
+			return fmt.Errorf("finding the sweep's instances: %w", err)
+		}
+		if terr := terminate(ctx, api, sortedKeys(ids)); terr != nil {
+			return fmt.Errorf("terminating the sweep's instances: %w", terr)
+		}
+		o.noteTerminated(sortedKeys(ids))
+		return fmt.Errorf("finding the sweep's instances: %w", err)
+	}
+	for _, id := range tagged {
+		ids[id] = true
+	}
+	list := sortedKeys(ids)
+	if len(list) == 0 {
+		return nil
+	}
+	if err := terminate(ctx, api, list); err != nil {
+		return fmt.Errorf("terminating the sweep's instances: %w", err)
+	}
+	o.noteTerminated(list)
 	return nil
+}
+
+// noteTerminated remembers what this cancel terminated, for the CLI's report.
+func (o *orchestrator) noteTerminated(ids []string) {
+	for _, id := range ids {
+		if !o.killed[id] {
+			o.killed[id] = true
+			o.terminated = append(o.terminated, id)
+		}
+	}
 }
 
 // recordCancelled writes outcome cancelled for every alive entry and queued retry.
@@ -221,8 +297,10 @@ func (o *orchestrator) waitHolder(ctx context.Context, sw *sweep) (*sweep, error
 	}
 }
 
-// cancelHeld runs the cancel with the lease held, retrying failed attempts. It reports
-// false with no error when another holder took the lease meanwhile (acquire again).
+// cancelHeld runs the cancel with the lease held, retrying failed attempts: a launch
+// not yet ruled out is looked for again until EC2's consistency window has passed; a
+// region that keeps refusing ends the attempt after cancelRegionAttempts, naming it. It
+// reports false with no error when another holder took the lease meanwhile.
 func (o *orchestrator) cancelHeld(ctx context.Context, sw *sweep) (bool, error) {
 	id := sw.SweepID
 	for m := 1; ; m++ {
@@ -240,10 +318,23 @@ func (o *orchestrator) cancelHeld(ctx context.Context, sw *sweep) (bool, error) 
 		if errors.Is(err, errStaleVersion) {
 			continue
 		}
+		var inc *cancelIncomplete
+		if errors.As(err, &inc) && len(inc.regions) > 0 && m >= cancelRegionAttempts {
+			_ = o.releaseFinal(ctx, sw)
+			return false, inc
+		}
 		o.log.Warn().Err(err).Str("sweep_id", id).Msg("cancelling; retrying")
 		if perr := o.pauseAfterFailure(ctx, m); perr != nil {
 			_ = o.releaseFinal(ctx, sw)
-			return false, fmt.Errorf("cancelling sweep %s: %w: run 'spawn cancel' again", id, err)
+			if inc != nil {
+				return false, inc
+			}
+			return false, fmt.Errorf("cancelling sweep %s (%w): run 'spawn cancel' again", id, err)
 		}
 	}
 }
+
+// cancelRegionAttempts bounds how often `spawn cancel` retries a region that refuses
+// its calls (an opt-in region not enabled, an organisation policy): after these it
+// exits 1 naming the region, having terminated everything elsewhere.
+const cancelRegionAttempts = 4

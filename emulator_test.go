@@ -1,11 +1,14 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -161,6 +164,11 @@ func uniqueName(prefix string) string {
 // outside the lock that TerminateInstances writes under), which the race detector reports
 // in this process once several orchestrators and workloads call EC2 at once. Other
 // services, and the Lambda runtime API's long polls, pass straight through.
+//
+// It also gives RunInstances the idempotency EC2 documents and kumo lacks ("Ensuring
+// idempotency", EC2 API reference): a repeated ClientToken gets the first call's answer,
+// not a second instance. A launch whose answer the engine lost (a step cancelled at its
+// deadline on a loaded machine) is retried with its token, as on EC2.
 func serializeEC2(target string) string {
 	u, err := url.Parse(target)
 	if err != nil {
@@ -169,12 +177,33 @@ func serializeEC2(target string) string {
 	rp := httputil.NewSingleHostReverseProxy(u)
 	rp.FlushInterval = -1
 	var mu sync.Mutex
+	launches := map[string]*httptest.ResponseRecorder{} // ClientToken → the first answer
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if service(r) == "ec2" {
-			mu.Lock()
-			defer mu.Unlock()
+		if service(r) != "ec2" {
+			rp.ServeHTTP(w, r)
+			return
 		}
-		rp.ServeHTTP(w, r)
+		mu.Lock()
+		defer mu.Unlock()
+		body, _ := io.ReadAll(r.Body)
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		form, _ := url.ParseQuery(string(body))
+		token := form.Get("ClientToken")
+		if form.Get("Action") != "RunInstances" || token == "" {
+			rp.ServeHTTP(w, r)
+			return
+		}
+		rec, ok := launches[token]
+		if !ok {
+			rec = httptest.NewRecorder()
+			rp.ServeHTTP(rec, r)
+			if rec.Code == http.StatusOK {
+				launches[token] = rec
+			}
+		}
+		maps.Copy(w.Header(), rec.Header())
+		w.WriteHeader(rec.Code)
+		_, _ = w.Write(rec.Body.Bytes())
 	}))
 	return srv.URL
 }
@@ -214,8 +243,13 @@ func (s *syncBuffer) String() string {
 // cliTestEnv is the environment the CLI needs on the emulator: test credentials and a
 // region.
 func cliTestEnv() map[string]string {
-	return map[string]string{"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1"}
+	return map[string]string{"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1",
+		"SPAWN_EC2_CONSISTENCY_WINDOW": testConsistencyWindow}
 }
+
+// testConsistencyWindow shortens how long a cancel looks for a launch EC2 may not show
+// yet: the emulators show an instance at once.
+const testConsistencyWindow = "3s"
 
 // deploymentFlags point the CLI at one deployment on endpoint.
 func deploymentFlags(endpoint, table, instancesTable, bucket, function string) []string {

@@ -96,6 +96,7 @@ func functionEnv(runtimeEndpoint, awsEndpoint, functionName string, extra map[st
 		"AWS_ACCESS_KEY_ID=test",
 		"AWS_SECRET_ACCESS_KEY=test",
 		"AWS_REGION=us-east-1",
+		"SPAWN_EC2_CONSISTENCY_WINDOW="+testConsistencyWindow,
 	)
 	for k, v := range extra {
 		env = append(env, k+"="+v)

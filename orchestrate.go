@@ -32,6 +32,12 @@ const defaultFunction = "spawn-sweep-orchestrator"
 // defaultPollInterval is a sweep's poll interval unless --poll-interval says otherwise.
 const defaultPollInterval = 10 * time.Second
 
+// ec2ConsistencyWindow is how long an instance may stay invisible to DescribeInstances
+// after RunInstances (the EC2 API reference, "Eventual consistency": seconds); a cancel
+// looks for a possibly launched reservation this long before concluding it never
+// launched. SPAWN_EC2_CONSISTENCY_WINDOW (a Go duration) shortens it for tests.
+const ec2ConsistencyWindow = 60 * time.Second
+
 // Engine constants. Each is a "why" of docs/design.md, not a tuning knob.
 const (
 	// maxAttempts bounds relaunches after spot interruptions (docs/design.md promise 5).
@@ -103,6 +109,14 @@ type orchestrator struct {
 	// launched remembers what RunInstances answered in this invocation (client token →
 	// instance id), so a record reloaded after a lost write still learns its ids.
 	launched map[string]launchedInstance
+	// unsent holds the tokens this invocation reserved and never passed to RunInstances:
+	// only those are known not to have launched.
+	unsent map[string]bool
+	// unseenSince is when a cancel first looked a possibly launched reservation up by its
+	// token and tags and did not find it (this machine's clock).
+	unseenSince map[string]time.Time
+	// consistencyWindow is how long a launch may stay invisible to DescribeInstances.
+	consistencyWindow time.Duration
 	// mayLaunch holds the tokens of reservations known not to exist yet: fresh ones,
 	// and older ones that a DescribeInstances by client token just did not find.
 	mayLaunch    map[string]bool
@@ -148,6 +162,15 @@ func (o *orchestrator) init() {
 	}
 	if o.killed == nil {
 		o.killed = map[string]bool{}
+	}
+	if o.unsent == nil {
+		o.unsent = map[string]bool{}
+	}
+	if o.unseenSince == nil {
+		o.unseenSince = map[string]time.Time{}
+	}
+	if o.consistencyWindow == 0 {
+		o.consistencyWindow = ec2ConsistencyWindow
 	}
 }
 
@@ -698,6 +721,9 @@ func (d *engineDeps) newOrchestrator(owner string, forceDownload, detached bool)
 			return nil, err
 		}
 		return items, d.resolveAMIs(ctx, sw, items)
+	}
+	if w, err := time.ParseDuration(os.Getenv("SPAWN_EC2_CONSISTENCY_WINDOW")); err == nil && w > 0 {
+		o.consistencyWindow = w
 	}
 	if detached {
 		o.invokeAsync = func(ctx context.Context, id string, watch *leaseNote) error {

@@ -125,12 +125,11 @@ func (o *orchestrator) resolveReservation(ctx context.Context, api ec2API, sw *s
 		o.mayLaunch[e.ClientToken] = true
 		return
 	}
-	at := aws.ToTime(inst.LaunchTime)
-	if at.IsZero() {
-		at = now
-	}
-	o.launched[e.ClientToken] = launchedInstance{id: aws.ToString(inst.InstanceId), at: at}
-	o.setLaunched(sw, e, aws.ToString(inst.InstanceId), at)
+	// The launch is dated on this machine's clock when it is first seen, never by EC2's
+	// LaunchTime: the TTL backstop and "lost" compare it with this clock (later than the
+	// real launch, so never early).
+	o.launched[e.ClientToken] = launchedInstance{id: aws.ToString(inst.InstanceId), at: now}
+	o.setLaunched(sw, e, aws.ToString(inst.InstanceId), now)
 }
 
 // outcomes finishes every entry whose instance ended, or has not been visible for
@@ -252,9 +251,7 @@ func (o *orchestrator) finish(ctx context.Context, sw *sweep, e *aliveInstance, 
 		rec.ErrorMessage = "the instance is no longer visible to EC2"
 	} else {
 		rec.State = string(inst.State.Name)
-		if t, ok := transitionTime(aws.ToString(inst.StateTransitionReason)); ok && t.Before(now) {
-			rec.TerminatedAt = t
-		}
+		ran, ranKnown := ranFor(inst)
 		code, hasCode := exitCodeOf(inst.Tags)
 		switch {
 		case hasCode:
@@ -272,7 +269,7 @@ func (o *orchestrator) finish(ctx context.Context, sw *sweep, e *aliveInstance, 
 				rec.Outcome = outcomeUnknown
 				rec.ErrorMessage = fmt.Sprintf("spot interruption on each of %d attempts", maxAttempts)
 			}
-		case !e.Deadline.IsZero() && !rec.TerminatedAt.Before(e.Deadline.Add(-ttlSlack)):
+		case o.reachedTTL(sw, e, ran, ranKnown, now):
 			rec.Outcome = outcomeExpired
 		default:
 			rec.Outcome = outcomeUnknown
@@ -289,6 +286,11 @@ func (o *orchestrator) finish(ctx context.Context, sw *sweep, e *aliveInstance, 
 		}
 	}
 	rec.CostUSD = runCost(e.LaunchedAt, rec.TerminatedAt, e.PriceHourly)
+	if inst != nil {
+		if ran, ok := ranFor(inst); ok {
+			rec.CostUSD = ran.Hours() * e.PriceHourly
+		}
+	}
 	if err := o.store.putInstance(ctx, rec); err != nil {
 		o.log.Warn().Err(err).Str("sweep_id", sw.SweepID).Int("index", e.Index).Msg("recording an outcome; retrying next step")
 		return false
@@ -349,6 +351,33 @@ func spotInterrupted(inst *ec2types.Instance) bool {
 	return r != nil && aws.ToString(r.Code) == "Server.SpotInstanceTermination"
 }
 
+// ranFor is how long an ended instance ran, from EC2's own LaunchTime and the time in
+// its StateTransitionReason: both on EC2's clock, so the difference holds whatever this
+// machine's clock says.
+func ranFor(inst *ec2types.Instance) (time.Duration, bool) {
+	launched := aws.ToTime(inst.LaunchTime)
+	ended, ok := transitionTime(aws.ToString(inst.StateTransitionReason))
+	if !ok || launched.IsZero() || ended.Before(launched) {
+		return 0, false
+	}
+	return ended.Sub(launched), true
+}
+
+// reachedTTL decides "expired" for an instance that ended with no report: it ran for
+// its TTL (less the minute its own shutdown rounds to). With EC2's times that is
+// measured on EC2's clock alone; without them, on this machine's clock from when the
+// launch was first seen.
+func (o *orchestrator) reachedTTL(sw *sweep, e *aliveInstance, ran time.Duration, ranKnown bool, now time.Time) bool {
+	ttl := o.ttlOf(sw, e.Index)
+	if ttl <= 0 {
+		return false
+	}
+	if ranKnown {
+		return ran >= ttl-ttlSlack
+	}
+	return !e.Deadline.IsZero() && !now.Before(e.Deadline.Add(-ttlSlack))
+}
+
 // transitionTime reads EC2's "User initiated (2024-01-02 03:04:05 GMT)".
 func transitionTime(reason string) (time.Time, bool) {
 	i, j := strings.LastIndex(reason, "("), strings.LastIndex(reason, ")")
@@ -387,6 +416,7 @@ func (o *orchestrator) reserve(sw *sweep, now time.Time) {
 			ReservedAt:   now,
 		})
 		o.mayLaunch[token] = true
+		o.unsent[token] = true
 	}
 }
 
@@ -482,6 +512,7 @@ func (o *orchestrator) launchOne(ctx context.Context, sw *sweep, e *aliveInstanc
 		return false
 	}
 	it, _ := o.itemOf(e.Index)
+	delete(o.unsent, e.ClientToken)
 	out, err := api.RunInstances(ctx, o.launchInput(sw, it, e.Attempt))
 	// Whatever happened, a second call must first look the token up again.
 	delete(o.mayLaunch, e.ClientToken)
@@ -495,28 +526,15 @@ func (o *orchestrator) launchOne(ctx context.Context, sw *sweep, e *aliveInstanc
 			log.Warn().Err(err).Int("tries", e.LaunchTries).Time("not_before", e.NotBefore).Msg("launch refused for now; retrying with the same client token")
 			return false
 		}
-		rec := o.record(sw, e)
-		rec.Outcome = outcomeFailed
-		rec.State = "not-launched"
-		rec.TerminatedAt = now
-		rec.ErrorMessage = "launch refused: " + err.Error()
-		if perr := o.store.putInstance(ctx, rec); perr != nil {
-			o.backoff(e, now)
-			log.Warn().Err(perr).Msg("recording a refused launch; retrying next step")
-			return false
+		if apiErrorCode(err) == "IdempotentInstanceTerminated" {
+			return o.launchedBefore(ctx, api, sw, e, now)
 		}
-		addOutcome(&sw.Counts, outcomeFailed)
-		log.Warn().Err(err).Msg("launch refused for bad input: item failed")
-		return true
+		return o.endWithoutInstance(ctx, sw, e, outcomeFailed, "launch refused: "+err.Error(), now)
 	}
 	inst := out.Instances[0]
 	id := aws.ToString(inst.InstanceId)
-	at := aws.ToTime(inst.LaunchTime)
-	if at.IsZero() {
-		at = now
-	}
-	o.launched[e.ClientToken] = launchedInstance{id: id, at: at}
-	o.setLaunched(sw, e, id, at)
+	o.launched[e.ClientToken] = launchedInstance{id: id, at: now}
+	o.setLaunched(sw, e, id, now) // this machine's clock: see resolveReservation
 	sw.Launched++
 	price, source := o.price(ctx, e.Region, e.InstanceType, e.Spot)
 	e.PriceHourly, e.PriceSource = price, source
@@ -528,6 +546,47 @@ func (o *orchestrator) launchOne(ctx context.Context, sw *sweep, e *aliveInstanc
 	o.ensureAlarm(ctx, sw, e)
 	log.Info().Str("instance_id", id).Msg("launched")
 	return false
+}
+
+// endWithoutInstance gives a reservation an outcome with no instance of its own to
+// watch, and reports whether its slot is free (false: the write failed; next step).
+func (o *orchestrator) endWithoutInstance(ctx context.Context, sw *sweep, e *aliveInstance, outcome, why string, now time.Time) bool {
+	rec := o.record(sw, e)
+	rec.Outcome = outcome
+	rec.State = "not-launched"
+	if e.InstanceID != "" {
+		rec.State = string(ec2types.InstanceStateNameTerminated)
+	}
+	rec.TerminatedAt = now
+	rec.ErrorMessage = why
+	log := o.log.With().Str("sweep_id", sw.SweepID).Int("index", e.Index).Int("attempt", e.Attempt).Logger()
+	if err := o.store.putInstance(ctx, rec); err != nil {
+		o.backoff(e, now)
+		log.Warn().Err(err).Msg("recording an item's end; retrying next step")
+		return false
+	}
+	addOutcome(&sw.Counts, outcome)
+	log.Warn().Str("outcome", outcome).Msg(why)
+	return true
+}
+
+// launchedBefore handles IdempotentInstanceTerminated: EC2's answer (since 2025) to a
+// client token whose instance ran and has terminated, as when a crash or a resume comes
+// long after a launch whose answer was lost. The item ran: its instance, while EC2 still
+// shows it, is adopted and finished from its report by the next refresh; one EC2 has
+// forgotten ends unknown, never "launch refused".
+func (o *orchestrator) launchedBefore(ctx context.Context, api ec2API, sw *sweep, e *aliveInstance, now time.Time) bool {
+	if inst, err := findByToken(ctx, api, e.ClientToken); err == nil && inst != nil {
+		id := aws.ToString(inst.InstanceId)
+		o.launched[e.ClientToken] = launchedInstance{id: id, at: now}
+		o.setLaunched(sw, e, id, now)
+		return false
+	} else if err != nil {
+		o.backoff(e, now)
+		return false
+	}
+	return o.endWithoutInstance(ctx, sw, e, outcomeUnknown,
+		"its instance ran and has terminated, and EC2 no longer shows its report", now)
 }
 
 func (o *orchestrator) backoff(e *aliveInstance, now time.Time) {

@@ -226,3 +226,155 @@ func (f *refusingEC2) RunInstances(ctx context.Context, in *ec2.RunInstancesInpu
 	return &ec2.RunInstancesOutput{Instances: []ec2types.Instance{{InstanceId: aws.String(fmt.Sprintf("i-%d", f.launched)),
 		State: &ec2types.InstanceState{Name: ec2types.InstanceStateNamePending}}}}, nil
 }
+
+// TestReusedTokenOfATerminatedInstance: EC2 answers a client token whose instance has
+// terminated with IdempotentInstanceTerminated (since 2025). The item ran: while EC2
+// still shows the instance, it is adopted and gets the outcome it reported; once EC2
+// has forgotten it, the item ends unknown, never "failed: launch refused".
+func TestReusedTokenOfATerminatedInstance(t *testing.T) {
+	for _, visible := range []bool{true, false} {
+		st := newFakeStore()
+		sw := &sweep{SweepID: "sw-t", Status: statusRunning, MaxConcurrent: 1, TotalParams: 1, NextToLaunch: 1,
+			Region: "us-east-1", PollInterval: "10s",
+			Alive: []aliveInstance{{Index: 0, Attempt: 1, Region: "us-east-1", ClientToken: "tok-0",
+				ReservedAt: time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)}}}
+		if err := st.createSweep(context.Background(), sw); err != nil {
+			t.Fatal(err)
+		}
+		api := &terminatedTokenEC2{hidden: 1} // the first lookup by token misses it: RunInstances is called
+		if visible {
+			api.inst = &ec2types.Instance{InstanceId: aws.String("i-done"), ClientToken: aws.String("tok-0"),
+				State: &ec2types.InstanceState{Name: ec2types.InstanceStateNameTerminated},
+				Tags:  []ec2types.Tag{{Key: aws.String(tagExitCode), Value: aws.String("0")}}}
+		}
+		clk := &napClock{now: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
+		o := newTestOrchestrator(st, everyRegion(api), clk)
+		o.items = []item{{Index: 0, InstanceType: "t3.micro"}}
+		o.jitter = func() float64 { return 0 }
+		if err := o.run(context.Background(), "sw-t", time.Time{}); err != nil {
+			t.Fatalf("visible=%v: run: %v", visible, err)
+		}
+		got, _ := st.loadSweep(context.Background(), "sw-t")
+		want := counts{Succeeded: 1}
+		if !visible {
+			want = counts{Unknown: 1}
+		}
+		if got.Status != statusCompleted || got.Counts != want {
+			t.Errorf("visible=%v: status %s counts %+v, want COMPLETED %+v", visible, got.Status, got.Counts, want)
+		}
+	}
+}
+
+// terminatedTokenEC2 answers RunInstances with IdempotentInstanceTerminated and shows
+// inst (if any) to DescribeInstances.
+type terminatedTokenEC2 struct {
+	emptyEC2
+	inst   *ec2types.Instance
+	hidden int // DescribeInstances calls that do not show inst yet
+}
+
+func (f *terminatedTokenEC2) RunInstances(context.Context, *ec2.RunInstancesInput, ...func(*ec2.Options)) (*ec2.RunInstancesOutput, error) {
+	return nil, &smithy.GenericAPIError{Code: "IdempotentInstanceTerminated", Message: "the instance for this token has terminated", Fault: smithy.FaultClient}
+}
+
+func (f *terminatedTokenEC2) DescribeInstances(context.Context, *ec2.DescribeInstancesInput, ...func(*ec2.Options)) (*ec2.DescribeInstancesOutput, error) {
+	if f.inst == nil || f.hidden > 0 {
+		f.hidden--
+		return &ec2.DescribeInstancesOutput{}, nil
+	}
+	return &ec2.DescribeInstancesOutput{Reservations: []ec2types.Reservation{{Instances: []ec2types.Instance{*f.inst}}}}, nil
+}
+
+// TestHostClockOffFromEC2: the engine's host clock 30 minutes fast or slow against EC2
+// never terminates an instance before its TTL, never declares a launch lost while EC2
+// does not show it yet (which would refill its slot: two alive at max 1), and still
+// calls an instance that ran its TTL "expired", by EC2's own times.
+func TestHostClockOffFromEC2(t *testing.T) {
+	for _, offset := range []time.Duration{30 * time.Minute, -30 * time.Minute} {
+		for _, visible := range []bool{true, false} {
+			name := fmt.Sprintf("host %v, visible %v", offset, visible)
+			st := newFakeStore()
+			sw := &sweep{SweepID: "sw-k", Status: statusRunning, MaxConcurrent: 1, TotalParams: 2, Region: "us-east-1",
+				PollInterval: "10s", TTL: "20m"}
+			if err := st.createSweep(context.Background(), sw); err != nil {
+				t.Fatal(err)
+			}
+			clk := &napClock{now: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
+			api := &skewEC2{clk: clk, offset: -offset, visible: visible}
+			o := newTestOrchestrator(st, everyRegion(api), clk)
+			o.items = []item{{Index: 0, InstanceType: "t3.micro"}, {Index: 1, InstanceType: "t3.micro"}}
+			o.jitter = func() float64 { return 0 }
+			for range 12 { // two minutes of steps
+				cur, _ := st.loadSweep(context.Background(), "sw-k")
+				if err := o.step(context.Background(), cur); err != nil {
+					t.Fatalf("%s: step: %v", name, err)
+				}
+				clk.now = clk.now.Add(10 * time.Second)
+			}
+			if api.terminated > 0 || api.launches != 1 {
+				t.Errorf("%s: %d terminates and %d launches in the first two minutes, want none and 1", name, api.terminated, api.launches)
+			}
+			if !visible {
+				continue
+			}
+			// The instance powers itself off at its TTL, by EC2's clock, with no report.
+			api.endAfter(20 * time.Minute)
+			cur, _ := st.loadSweep(context.Background(), "sw-k")
+			if err := o.step(context.Background(), cur); err != nil {
+				t.Fatal(err)
+			}
+			got, _ := st.loadSweep(context.Background(), "sw-k")
+			if got.Counts.Expired != 1 {
+				t.Errorf("%s: counts %+v, want the instance expired", name, got.Counts)
+			}
+		}
+	}
+}
+
+// skewEC2 is one instance on an EC2 whose clock is offset from the engine's; it may stay
+// invisible to DescribeInstances.
+type skewEC2 struct {
+	emptyEC2
+	clk        clock
+	offset     time.Duration // EC2's clock minus the engine's
+	visible    bool
+	launches   int
+	terminated int
+	launchedAt time.Time // EC2's clock
+	endedAt    time.Time // EC2's clock; zero while running
+}
+
+func (f *skewEC2) RunInstances(context.Context, *ec2.RunInstancesInput, ...func(*ec2.Options)) (*ec2.RunInstancesOutput, error) {
+	f.launches++
+	f.launchedAt = f.clk.Now().Add(f.offset)
+	return &ec2.RunInstancesOutput{Instances: []ec2types.Instance{f.instance()}}, nil
+}
+
+func (f *skewEC2) instance() ec2types.Instance {
+	inst := ec2types.Instance{InstanceId: aws.String("i-skew"), LaunchTime: aws.Time(f.launchedAt),
+		State: &ec2types.InstanceState{Name: ec2types.InstanceStateNameRunning}}
+	if !f.endedAt.IsZero() {
+		inst.State.Name = ec2types.InstanceStateNameTerminated
+		inst.StateTransitionReason = aws.String("User initiated (" + f.endedAt.UTC().Format("2006-01-02 15:04:05 MST") + ")")
+	}
+	return inst
+}
+
+func (f *skewEC2) endAfter(d time.Duration) { f.endedAt = f.launchedAt.Add(d) }
+
+func (f *skewEC2) DescribeInstances(_ context.Context, in *ec2.DescribeInstancesInput, _ ...func(*ec2.Options)) (*ec2.DescribeInstancesOutput, error) {
+	if !f.visible || f.launches == 0 {
+		return &ec2.DescribeInstancesOutput{}, nil
+	}
+	for _, flt := range in.Filters {
+		if aws.ToString(flt.Name) == "client-token" {
+			return &ec2.DescribeInstancesOutput{}, nil
+		}
+	}
+	return &ec2.DescribeInstancesOutput{Reservations: []ec2types.Reservation{{Instances: []ec2types.Instance{f.instance()}}}}, nil
+}
+
+func (f *skewEC2) TerminateInstances(context.Context, *ec2.TerminateInstancesInput, ...func(*ec2.Options)) (*ec2.TerminateInstancesOutput, error) {
+	f.terminated++
+	return &ec2.TerminateInstancesOutput{}, nil
+}
