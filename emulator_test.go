@@ -14,6 +14,8 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"os"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -168,7 +170,9 @@ func uniqueName(prefix string) string {
 // It also gives RunInstances the idempotency EC2 documents and kumo lacks ("Ensuring
 // idempotency", EC2 API reference): a repeated ClientToken gets the first call's answer,
 // not a second instance. A launch whose answer the engine lost (a step cancelled at its
-// deadline on a loaded machine) is retried with its token, as on EC2.
+// deadline on a loaded machine) is retried with its token, as on EC2. And since kumo
+// keeps no client token, DescribeInstances answers get each launched instance's token
+// back, so a lookup by token finds what EC2 would find.
 func serializeEC2(target string) string {
 	u, err := url.Parse(target)
 	if err != nil {
@@ -178,6 +182,8 @@ func serializeEC2(target string) string {
 	rp.FlushInterval = -1
 	var mu sync.Mutex
 	launches := map[string]*httptest.ResponseRecorder{} // ClientToken → the first answer
+	tokens := map[string]string{}                       // instance id → its ClientToken
+	instanceID := regexp.MustCompile(`<instanceId>(i-[^<]+)</instanceId>`)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if service(r) != "ec2" {
 			rp.ServeHTTP(w, r)
@@ -189,21 +195,42 @@ func serializeEC2(target string) string {
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		form, _ := url.ParseQuery(string(body))
 		token := form.Get("ClientToken")
-		if form.Get("Action") != "RunInstances" || token == "" {
+		var rec *httptest.ResponseRecorder
+		out := func() []byte { return rec.Body.Bytes() }
+		switch {
+		case form.Get("Action") == "RunInstances" && token != "":
+			var ok bool
+			if rec, ok = launches[token]; !ok {
+				rec = httptest.NewRecorder()
+				rp.ServeHTTP(rec, r)
+				if rec.Code == http.StatusOK {
+					launches[token] = rec
+					for _, m := range instanceID.FindAllSubmatch(rec.Body.Bytes(), -1) {
+						tokens[string(m[1])] = token
+					}
+				}
+			}
+		case form.Get("Action") == "DescribeInstances":
+			rec = httptest.NewRecorder()
+			rp.ServeHTTP(rec, r)
+			out = func() []byte {
+				return instanceID.ReplaceAllFunc(rec.Body.Bytes(), func(m []byte) []byte {
+					id := string(instanceID.FindSubmatch(m)[1])
+					if tok, ok := tokens[id]; ok {
+						return append(append([]byte{}, m...), "<clientToken>"+tok+"</clientToken>"...)
+					}
+					return m
+				})
+			}
+		default:
 			rp.ServeHTTP(w, r)
 			return
 		}
-		rec, ok := launches[token]
-		if !ok {
-			rec = httptest.NewRecorder()
-			rp.ServeHTTP(rec, r)
-			if rec.Code == http.StatusOK {
-				launches[token] = rec
-			}
-		}
+		body = out()
 		maps.Copy(w.Header(), rec.Header())
+		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 		w.WriteHeader(rec.Code)
-		_, _ = w.Write(rec.Body.Bytes())
+		_, _ = w.Write(body)
 	}))
 	return srv.URL
 }
