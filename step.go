@@ -200,7 +200,12 @@ func (o *orchestrator) adoptLaunched(sw *sweep) {
 	}
 }
 
+// setLaunched records the instance of a reservation. Whoever learns of it (the launch
+// itself, a lookup by token after a lost save, a cancel) counts it, once.
 func (o *orchestrator) setLaunched(sw *sweep, e *aliveInstance, id string, at time.Time) {
+	if e.InstanceID == "" {
+		sw.Launched++
+	}
 	e.InstanceID = id
 	e.LaunchedAt = at
 	e.NotBefore = time.Time{}
@@ -535,7 +540,6 @@ func (o *orchestrator) launchOne(ctx context.Context, sw *sweep, e *aliveInstanc
 	id := aws.ToString(inst.InstanceId)
 	o.launched[e.ClientToken] = launchedInstance{id: id, at: now}
 	o.setLaunched(sw, e, id, now) // this machine's clock: see resolveReservation
-	sw.Launched++
 	price, source := o.price(ctx, e.Region, e.InstanceType, e.Spot)
 	e.PriceHourly, e.PriceSource = price, source
 	rec := o.record(sw, e)
