@@ -92,9 +92,7 @@ func (o *orchestrator) resolveForCancel(ctx context.Context, sw *sweep, now time
 		case err != nil:
 			inc.regions[e.Region] = err
 		case inst != nil:
-			id := aws.ToString(inst.InstanceId)
-			o.launched[e.ClientToken] = launchedInstance{id: id, at: now}
-			o.setLaunched(sw, e, id, now)
+			o.adopt(sw, e, aws.ToString(inst.InstanceId), now)
 		case o.launchRuledOut(e, now):
 		default:
 			inc.unresolved++
@@ -159,29 +157,21 @@ func (o *orchestrator) terminateRegion(ctx context.Context, sw *sweep, region st
 			ids[id] = true
 		}
 	}
-	tagged, err := findSweepInstances(ctx, api, sw.SweepID)
-	if err != nil {
-		// Terminate what the record knows even when the tag search is refused.
-		if len(ids) == 0 {
-			return fmt.Errorf("finding the sweep's instances: %w", err)
-		}
-		if terr := terminate(ctx, api, sortedKeys(ids)); terr != nil {
-			return fmt.Errorf("terminating the sweep's instances: %w", terr)
-		}
-		o.noteTerminated(sortedKeys(ids))
-		return fmt.Errorf("finding the sweep's instances: %w", err)
-	}
+	// A refused tag search still lets the recorded instances be terminated; the region
+	// is then reported as not reached.
+	tagged, searchErr := findSweepInstances(ctx, api, sw.SweepID)
 	for _, id := range tagged {
 		ids[id] = true
 	}
-	list := sortedKeys(ids)
-	if len(list) == 0 {
-		return nil
+	if list := sortedKeys(ids); len(list) > 0 {
+		if err := terminate(ctx, api, list); err != nil {
+			return fmt.Errorf("terminating the sweep's instances: %w", err)
+		}
+		o.noteTerminated(list)
 	}
-	if err := terminate(ctx, api, list); err != nil {
-		return fmt.Errorf("terminating the sweep's instances: %w", err)
+	if searchErr != nil {
+		return fmt.Errorf("finding the sweep's instances: %w", searchErr)
 	}
-	o.noteTerminated(list)
 	return nil
 }
 

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -24,9 +22,7 @@ import (
 )
 
 func newSweepID(now time.Time) string {
-	b := make([]byte, 3)
-	_, _ = rand.Read(b)
-	return "sw-" + now.UTC().Format("20060102-150405") + "-" + hex.EncodeToString(b)
+	return "sw-" + now.UTC().Format("20060102-150405") + "-" + randomHex(3)
 }
 
 // launchDoc is `launch --output json`.

@@ -134,15 +134,6 @@ type deployLambdaAPI interface {
 	DeleteFunction(context.Context, *lambda.DeleteFunctionInput, ...func(*lambda.Options)) (*lambda.DeleteFunctionOutput, error)
 }
 
-// apiErrorCode is the service's error code ("NoSuchEntity"), or "" for a non-API error.
-func apiErrorCode(err error) string {
-	var ae smithy.APIError
-	if errors.As(err, &ae) {
-		return ae.ErrorCode()
-	}
-	return ""
-}
-
 // isNotFound reports a resource (or a bucket setting) that does not exist.
 func isNotFound(err error) bool {
 	switch apiErrorCode(err) {
@@ -669,18 +660,19 @@ func (d *deployer) ensureBucket(ctx context.Context) error {
 		}
 		return fmt.Errorf("reading bucket %s: %w", d.names.bucket, err)
 	}
-	var changed [3]bool
-	var reason string
-	if changed[0], err = d.ensureBucketExpiry(ctx); err != nil {
+	expiryChanged, err := d.ensureBucketExpiry(ctx)
+	if err != nil {
 		return err
 	}
-	if changed[1], err = d.ensurePublicAccessBlock(ctx); err != nil {
+	blockChanged, err := d.ensurePublicAccessBlock(ctx)
+	if err != nil {
 		return err
 	}
-	if changed[2], reason, err = d.ensureBucketPolicy(ctx); err != nil {
+	policyChanged, reason, err := d.ensureBucketPolicy(ctx)
+	if err != nil {
 		return err
 	}
-	if changed != [3]bool{} && action == actionUnchanged {
+	if (expiryChanged || blockChanged || policyChanged) && action == actionUnchanged {
 		action = actionUpdated
 	}
 	d.report(resourceResult{Kind: kindBucket, Name: d.names.bucket, ARN: arn, Action: action, Reason: reason})

@@ -128,8 +128,7 @@ func (o *orchestrator) resolveReservation(ctx context.Context, api ec2API, sw *s
 	// The launch is dated on this machine's clock when it is first seen, never by EC2's
 	// LaunchTime: the TTL backstop and "lost" compare it with this clock (later than the
 	// real launch, so never early).
-	o.launched[e.ClientToken] = launchedInstance{id: aws.ToString(inst.InstanceId), at: now}
-	o.setLaunched(sw, e, aws.ToString(inst.InstanceId), now)
+	o.adopt(sw, e, aws.ToString(inst.InstanceId), now)
 }
 
 // outcomes finishes every entry whose instance ended, or has not been visible for
@@ -198,6 +197,13 @@ func (o *orchestrator) adoptLaunched(sw *sweep) {
 			o.setLaunched(sw, e, l.id, l.at)
 		}
 	}
+}
+
+// adopt records id as the reservation's instance, in the record and in this
+// invocation's memory (so a record reloaded after a lost write learns it again).
+func (o *orchestrator) adopt(sw *sweep, e *aliveInstance, id string, now time.Time) {
+	o.launched[e.ClientToken] = launchedInstance{id: id, at: now}
+	o.setLaunched(sw, e, id, now)
 }
 
 // setLaunched records the instance of a reservation. Whoever learns of it (the launch
@@ -538,8 +544,7 @@ func (o *orchestrator) launchOne(ctx context.Context, sw *sweep, e *aliveInstanc
 	}
 	inst := out.Instances[0]
 	id := aws.ToString(inst.InstanceId)
-	o.launched[e.ClientToken] = launchedInstance{id: id, at: now}
-	o.setLaunched(sw, e, id, now) // this machine's clock: see resolveReservation
+	o.adopt(sw, e, id, now) // this machine's clock: see resolveReservation
 	price, source := o.price(ctx, e.Region, e.InstanceType, e.Spot)
 	e.PriceHourly, e.PriceSource = price, source
 	rec := o.record(sw, e)
@@ -581,9 +586,7 @@ func (o *orchestrator) endWithoutInstance(ctx context.Context, sw *sweep, e *ali
 // forgotten ends unknown, never "launch refused".
 func (o *orchestrator) launchedBefore(ctx context.Context, api ec2API, sw *sweep, e *aliveInstance, now time.Time) bool {
 	if inst, err := findByToken(ctx, api, e.ClientToken); err == nil && inst != nil {
-		id := aws.ToString(inst.InstanceId)
-		o.launched[e.ClientToken] = launchedInstance{id: id, at: now}
-		o.setLaunched(sw, e, id, now)
+		o.adopt(sw, e, aws.ToString(inst.InstanceId), now)
 		return false
 	} else if err != nil {
 		o.backoff(e, now)
