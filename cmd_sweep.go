@@ -39,6 +39,7 @@ func (r *rootConfig) printLaunched(doc launchDoc) error {
 // releases the lease and says how to resume.
 func (r *rootConfig) runHere(ctx context.Context, deps *engineDeps, id string, forceDownload, wait bool, doc *launchDoc) error {
 	o := deps.newOrchestrator(newOwnerID("cli"), forceDownload, false)
+	o.clock = r.clock // this host's clock: every age it measures is on it
 	err := o.run(ctx, id, time.Time{})
 	if ctx.Err() != nil {
 		fmt.Fprintf(r.stderr, "sweep %s paused: resume with 'spawn resume --sweep-id %s'\n", id, id)
@@ -149,6 +150,7 @@ func newCancelCmd(r *rootConfig) *ffcli.Command {
 				return err
 			}
 			o := deps.newOrchestrator(newOwnerID("cancel"), false, false)
+			o.clock = r.clock
 			sw, already, err := o.cancelRun(ctx, sweepID)
 			if err != nil {
 				return explainStoreError(err, d, d.table, sweepID)
