@@ -317,11 +317,15 @@ func TestHostClockOffFromEC2(t *testing.T) {
 			if !visible {
 				continue
 			}
-			// The instance powers itself off at its TTL, by EC2's clock, with no report.
+			// The instance powers itself off at its TTL, by EC2's clock, with no report;
+			// the engine gives the report its minute to appear, then decides.
 			api.endAfter(20 * time.Minute)
-			cur, _ := st.loadSweep(context.Background(), "sw-k")
-			if err := o.step(context.Background(), cur); err != nil {
-				t.Fatal(err)
+			for range 8 {
+				cur, _ := st.loadSweep(context.Background(), "sw-k")
+				if err := o.step(context.Background(), cur); err != nil {
+					t.Fatal(err)
+				}
+				clk.now = clk.now.Add(10 * time.Second)
 			}
 			got, _ := st.loadSweep(context.Background(), "sw-k")
 			if got.Counts.Expired != 1 {
@@ -345,6 +349,10 @@ type skewEC2 struct {
 }
 
 func (f *skewEC2) RunInstances(context.Context, *ec2.RunInstancesInput, ...func(*ec2.Options)) (*ec2.RunInstancesOutput, error) {
+	if !f.endedAt.IsZero() {
+		// Only one instance here: once it ended, the next item waits for capacity.
+		return nil, &smithy.GenericAPIError{Code: "InsufficientInstanceCapacity", Message: "no capacity"}
+	}
 	f.launches++
 	f.launchedAt = f.clk.Now().Add(f.offset)
 	return &ec2.RunInstancesOutput{Instances: []ec2types.Instance{f.instance()}}, nil
