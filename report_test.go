@@ -20,8 +20,9 @@ type lifeEC2 struct {
 	emptyEC2
 	clk      clock
 	insts    map[string]*lifeInstance // by id
-	byToken  map[string]string
-	launches int
+	byToken    map[string]string
+	launches   int
+	terminated int
 }
 
 type lifeInstance struct {
@@ -84,6 +85,16 @@ func (f *lifeEC2) DescribeInstances(_ context.Context, in *ec2.DescribeInstances
 		}
 	}
 	return &ec2.DescribeInstancesOutput{Reservations: []ec2types.Reservation{{Instances: out}}}, nil
+}
+
+func (f *lifeEC2) TerminateInstances(_ context.Context, in *ec2.TerminateInstancesInput, _ ...func(*ec2.Options)) (*ec2.TerminateInstancesOutput, error) {
+	for _, id := range in.InstanceIds {
+		if li, ok := f.insts[id]; ok && !li.ended {
+			f.terminated++
+			li.ended, li.endedAt = true, f.clk.Now()
+		}
+	}
+	return &ec2.TerminateInstancesOutput{}, nil
 }
 
 func (f *lifeEC2) end(id string, code int, tagged bool) {

@@ -81,9 +81,12 @@ type aliveInstance struct {
 	ReservedAt   time.Time `dynamodbav:"reserved_at" json:"reserved_at"`
 	LaunchedAt   time.Time `dynamodbav:"launched_at,omitempty" json:"launched_at,omitzero"`
 	// Deadline is launch time + TTL (zero: no TTL); past Deadline+grace the orchestrator terminates.
-	Deadline    time.Time `dynamodbav:"deadline,omitempty" json:"deadline,omitzero"`
-	PriceHourly float64   `dynamodbav:"price_hourly,omitempty" json:"price_hourly,omitempty"`
-	PriceSource string    `dynamodbav:"price_source,omitempty" json:"price_source,omitempty"`
+	Deadline time.Time `dynamodbav:"deadline,omitempty" json:"deadline,omitzero"`
+	// DeadlineClock names the clock Deadline is on (sinceMark.Clock); an engine on
+	// another clock moves it to its own, later, never earlier.
+	DeadlineClock string  `dynamodbav:"deadline_clock,omitempty" json:"deadline_clock,omitempty"`
+	PriceHourly   float64 `dynamodbav:"price_hourly,omitempty" json:"price_hourly,omitempty"`
+	PriceSource   string  `dynamodbav:"price_source,omitempty" json:"price_source,omitempty"`
 	// LaunchTries and NotBefore pace a launch that failed for capacity or throttling: it is
 	// retried with the same ClientToken, not before NotBefore.
 	LaunchTries int       `dynamodbav:"launch_tries,omitempty" json:"launch_tries,omitempty"`

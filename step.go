@@ -226,7 +226,7 @@ func (o *orchestrator) backstop(ctx context.Context, sw *sweep, seen sightings, 
 		if inst == nil || endedState(inst.State.Name) {
 			continue
 		}
-		if !e.Deadline.IsZero() && now.After(e.Deadline.Add(ttlGrace)) {
+		if d := o.deadlineOf(sw, e, now); !d.IsZero() && now.After(d.Add(ttlGrace)) {
 			log := o.log.With().Str("sweep_id", sw.SweepID).Int("index", e.Index).Str("instance_id", e.InstanceID).Logger()
 			log.Info().Msg("past its TTL: terminating")
 			api, err := o.ec2For(ctx, e.Region)
@@ -272,8 +272,23 @@ func (o *orchestrator) setLaunched(sw *sweep, e *aliveInstance, id string, at ti
 	e.NotBefore = time.Time{}
 	e.WaitReason = ""
 	if ttl := o.ttlOf(sw, e.Index); ttl > 0 {
-		e.Deadline = at.Add(ttl)
+		e.Deadline, e.DeadlineClock = at.Add(ttl), o.clockName
 	}
+}
+
+// deadlineOf is when the instance's TTL ends on this engine's clock. A deadline another
+// clock set is moved to a full TTL from now: later than the real one (the instance's
+// own shutdown ends it on time), never earlier, whatever the two clocks say.
+func (o *orchestrator) deadlineOf(sw *sweep, e *aliveInstance, now time.Time) time.Time {
+	if e.Deadline.IsZero() || e.DeadlineClock == o.clockName {
+		return e.Deadline
+	}
+	ttl := o.ttlOf(sw, e.Index)
+	if ttl <= 0 {
+		return time.Time{} // the TTL is not known here: no backstop rather than an early one
+	}
+	e.Deadline, e.DeadlineClock = now.Add(ttl), o.clockName
+	return e.Deadline
 }
 
 func (o *orchestrator) itemOf(idx int) (item, bool) {
@@ -447,7 +462,8 @@ func (o *orchestrator) reachedTTL(sw *sweep, e *aliveInstance, ran time.Duration
 	if ranKnown {
 		return ran >= ttl-ttlSlack
 	}
-	return !e.Deadline.IsZero() && !now.Before(e.Deadline.Add(-ttlSlack))
+	d := o.deadlineOf(sw, e, now)
+	return !d.IsZero() && !now.Before(d.Add(-ttlSlack))
 }
 
 // transitionTime reads EC2's "User initiated (2024-01-02 03:04:05 GMT)".

@@ -386,3 +386,26 @@ func (f *skewEC2) TerminateInstances(context.Context, *ec2.TerminateInstancesInp
 	f.terminated++
 	return &ec2.TerminateInstancesOutput{}, nil
 }
+
+// A --no-detach host whose clock is 30 minutes slow launches an instance with a 20-minute
+// TTL, then an engine on the true clock (Lambda, after 'spawn resume') carries on: the
+// deadline the host recorded is on the host's clock, and the engine must not read it on
+// its own (it would terminate the instance at once, 10 minutes into its TTL).
+func TestDeadlineFromAnotherHostsClock(t *testing.T) {
+	st, host, clk, api, _ := reportFixture(t, 1)
+	st.sweeps["sw-r"].TTL = "20m"
+	slow := &napClock{now: clk.now.Add(-30 * time.Minute)}
+	host.clock, host.clockName = slow, "host-a"
+	cur, _ := st.loadSweep(context.Background(), "sw-r")
+	if err := host.step(context.Background(), cur); err != nil {
+		t.Fatal(err)
+	}
+	lambda := newTestOrchestrator(st, everyRegion(api), clk)
+	lambda.items, lambda.clockName = host.items, "lambda"
+	for range 6 * 15 { // 15 minutes of steps on the true clock
+		steps(t, st, lambda, clk, 1)
+		if api.terminated > 0 {
+			t.Fatalf("terminated %v after launch, before its 20-minute TTL", clk.now.Sub(api.insts["i-0001"].launchedAt))
+		}
+	}
+}
