@@ -18,8 +18,8 @@ import (
 // at a time: what the engine sees of an instance's end as AWS documents it.
 type lifeEC2 struct {
 	emptyEC2
-	clk      clock
-	insts    map[string]*lifeInstance // by id
+	clk        clock
+	insts      map[string]*lifeInstance // by id
 	byToken    map[string]string
 	launches   int
 	terminated int
