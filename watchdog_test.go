@@ -88,7 +88,7 @@ func TestRunningIndexOnEmulator(t *testing.T) {
 	if ids, _ = st.runningSweeps(ctx); !slices.Equal(ids, []string{"sw-a", "sw-b"}) {
 		t.Errorf("running after sw-b was resumed: %v", ids)
 	}
-	listed, _, err := st.listSweeps(ctx, "", "", 100, "")
+	listed, _, err := st.listSweeps(ctx, "u", "", 100, "")
 	if err != nil {
 		t.Fatal(err)
 	}
