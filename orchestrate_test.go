@@ -383,7 +383,8 @@ func apiCodeIn(msg string) string {
 // and what EC2 and Lambda really do (sim_scenarios_test.go): capacity and quota refusals,
 // a denied region, launches whose answer is lost, duplicate request ids, clocks off.
 // SPAWN_PROPERTY_SEED=n replays one run; SPAWN_PROPERTY_RUNS sets how many;
-// SPAWN_PROPERTY_LOG=1 shows the engine's log on the sim's clock. SPAWN_PROP_PENDING=1
+// SPAWN_PROPERTY_LOG=1 shows the engine's log on the sim's clock; the test stops after
+// SPAWN_PROPERTY_MAXFAIL failing seeds (3). SPAWN_PROP_PENDING=1
 // adds the disturbances that still find an engine bug (sim_scenarios_test.go, pending).
 // Over 500 runs or more, every kind of disturbance must have fired a few times.
 func TestEngineProperties(t *testing.T) {
@@ -395,7 +396,10 @@ func TestEngineProperties(t *testing.T) {
 	if s, err := strconv.ParseUint(os.Getenv("SPAWN_PROPERTY_SEED"), 10, 64); err == nil {
 		base, runs = s, 1
 	}
-	failures := 0
+	failures, maxFail := 0, 3
+	if n, err := strconv.Atoi(os.Getenv("SPAWN_PROPERTY_MAXFAIL")); err == nil {
+		maxFail = n
+	}
 	var total fired
 	for i := range runs {
 		seed := base + uint64(i)
@@ -412,7 +416,7 @@ func TestEngineProperties(t *testing.T) {
 		if len(msgs) > 0 {
 			failures++
 			t.Errorf("seed %d (replay: SPAWN_PROPERTY_SEED=%d go test -run TestEngineProperties .)\nscenario %+v\n%s", seed, seed, sc, strings.Join(msgs, "\n"))
-			if failures >= 3 {
+			if failures >= maxFail {
 				t.FailNow()
 			}
 		}
