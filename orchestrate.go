@@ -48,9 +48,9 @@ const (
 	// ttlSlack: an instance's self-shutdown is armed with `shutdown +minutes`, which
 	// rounds to the minute, so an end within this much of the TTL counts as expired.
 	ttlSlack = time.Minute
-	// lostAfter: a running instance is always visible to DescribeInstances; one unseen
-	// this long after launch has ended and aged out (terminated instances vanish).
-	lostAfter = 15 * time.Minute
+	// lostAfterWindows: a launched instance EC2 has not shown for this many consistency
+	// windows (15 minutes) ended before anyone saw it, and aged out of EC2's memory.
+	lostAfterWindows = 15
 	// launch backoff for capacity and throttling errors.
 	backoffBase = 2 * time.Second
 	backoffMax  = 2 * time.Minute
@@ -117,6 +117,12 @@ type orchestrator struct {
 	unseenSince map[string]time.Time
 	// consistencyWindow is how long a launch may stay invisible to DescribeInstances.
 	consistencyWindow time.Duration
+	// reportWait is how long an ended instance's report may take to appear.
+	reportWait time.Duration
+	// exitReports reads an instance's exit record (nil: none are read).
+	exitReports func(ctx context.Context, sw *sweep, e *aliveInstance) (*exitReport, error)
+	// clockName names the clock this engine measures waits on (sinceMark.Clock).
+	clockName string
 	// mayLaunch holds the tokens of reservations known not to exist yet: fresh ones,
 	// and older ones that a DescribeInstances by client token just did not find.
 	mayLaunch    map[string]bool
@@ -172,6 +178,35 @@ func (o *orchestrator) init() {
 	if o.consistencyWindow == 0 {
 		o.consistencyWindow = ec2ConsistencyWindow
 	}
+	if o.reportWait == 0 {
+		o.reportWait = exitReportWait
+	}
+	if o.clockName == "" {
+		o.clockName = o.owner
+	}
+}
+
+// waited is how long the condition mark stands for has lasted, on this engine's clock:
+// a mark missing, or set on another clock, is set now (and 0 returned).
+func (o *orchestrator) waited(mark **sinceMark, now time.Time) time.Duration {
+	if *mark == nil || (*mark).Clock != o.clockName {
+		*mark = &sinceMark{At: now, Clock: o.clockName}
+		return 0
+	}
+	return now.Sub((*mark).At)
+}
+
+// lostAfter is how long a launched instance may stay invisible before it counts as
+// ended unseen: many consistency windows (EC2 shows a new instance within seconds).
+func (o *orchestrator) lostAfter() time.Duration { return lostAfterWindows * o.consistencyWindow }
+
+// envDuration is the Go duration in the environment variable name (a setting tests
+// shorten), or def when it is unset or not a positive duration.
+func envDuration(name string, def time.Duration) time.Duration {
+	if d, err := time.ParseDuration(os.Getenv(name)); err == nil && d > 0 {
+		return d
+	}
+	return def
 }
 
 // newOwnerID names a lease holder; unique per invocation.
@@ -515,7 +550,7 @@ func (o *orchestrator) save(ctx context.Context, sw *sweep) error {
 // fixCounts derives running and pending from the record, so they can never drift.
 func fixCounts(sw *sweep) {
 	c := &sw.Counts
-	c.Running = len(sw.Alive)
+	c.Running = slotsUsed(sw)
 	done := c.Succeeded + c.Failed + c.Expired + c.Cancelled + c.Unknown
 	c.Pending = max(sw.TotalParams-done-c.Running, 0)
 	sw.Failed = c.Failed
@@ -671,6 +706,7 @@ type engineDeps struct {
 	account  string // the caller's own account
 	store    sweepStore
 	params   *paramsStore
+	s3       s3Reports
 	clients  *awsClients
 	lambda   lambdaInvoker
 	function string
@@ -679,11 +715,13 @@ type engineDeps struct {
 }
 
 func newEngineDeps(cfg aws.Config, account, callerARN, table, instancesTable, bucket, function string, log zerolog.Logger) *engineDeps {
+	s3c := newS3Client(cfg)
 	return &engineDeps{
 		cfg:      cfg,
 		account:  account,
 		store:    newDynamoStore(dynamodb.NewFromConfig(cfg), table, instancesTable),
-		params:   newParamsStore(newS3Client(cfg), bucket, ""),
+		params:   newParamsStore(s3c, bucket, ""),
+		s3:       s3c,
 		clients:  newAWSClients(cfg, account, partitionOf(callerARN)),
 		lambda:   lambdasvc.NewFromConfig(cfg),
 		function: function,
@@ -722,10 +760,18 @@ func (d *engineDeps) newOrchestrator(owner string, forceDownload, detached bool)
 		}
 		return items, d.resolveAMIs(ctx, sw, items)
 	}
-	if w, err := time.ParseDuration(os.Getenv("SPAWN_EC2_CONSISTENCY_WINDOW")); err == nil && w > 0 {
-		o.consistencyWindow = w
+	o.consistencyWindow = envDuration("SPAWN_EC2_CONSISTENCY_WINDOW", ec2ConsistencyWindow)
+	o.reportWait = envDuration("SPAWN_EXIT_REPORT_WAIT", exitReportWait)
+	o.exitReports = func(ctx context.Context, sw *sweep, e *aliveInstance) (*exitReport, error) {
+		bucket := sw.S3Bucket
+		if bucket == "" {
+			bucket = d.params.bucket
+		}
+		return readExitReport(ctx, d.s3, bucket, sw.SweepID, e.Index, e.InstanceID)
 	}
 	if detached {
+		// Every Lambda invocation's clock is kept in step by AWS: one clock for waits.
+		o.clockName = "lambda"
 		o.invokeAsync = func(ctx context.Context, id string, watch *leaseNote) error {
 			return invokeEvent(ctx, d.lambda, d.function, orchestratorEvent{SweepID: id, LeaseWatch: watch})
 		}
