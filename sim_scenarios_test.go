@@ -82,15 +82,40 @@ func (sc *scenario) drawTroubles(r *rand.Rand) {
 		sc.drawAmbiguity(r)
 	}
 	sc.dupIDs = r.IntN(3) == 0
-	sc.offsets = r.IntN(3) == 0 && pending(pendingOffsets)
+	sc.offsets = r.IntN(3) == 0
+	if sc.offsets && !pending(pendingLeaseClock) {
+		// A holder renews at every step, and within a step only after a third of its
+		// lease; launches paced by launch_delay can outlast two poll intervals.
+		sc.launchDelay = min(sc.launchDelay, sc.poll/time.Duration(sc.maxConcurrent+1))
+	}
+	if sc.cancelAt >= 0 && sc.budget > 0 && sc.budget < ec2ConsistencyWindow && !pending(pendingShortCancel) {
+		sc.budget = 90 * time.Second
+	}
 }
 
 // Disturbances and checks that find an engine bug not fixed yet run only when asked:
 // SPAWN_PROP_PENDING=1 turns them all on, or a comma-separated list of their names.
 const (
-	pendingOffsets     = "offsets"      // clocks off (drawTroubles)
-	pendingDeniedRetry = "denied-retry" // the denied region refuses a lost launch's retry (deniedLaunch)
-	pendingCancelNames = "cancel-names" // a cancel beside a live holder names the denied region (cancelAttempted)
+	// lease-clock: clocks off while a holder's launches, paced by launch_delay, outlast two
+	// poll intervals with no renewal. A contender whose clock is ahead of the holder's
+	// then takes the lease of a live holder: after watching it unrenewed for two polls,
+	// acquire (leaseWatch.wait) takes it as lapsed by the holder's recorded expiry, a time
+	// on the holder's clock, and the holder launches on until its next save.
+	pendingLeaseClock = "lease-clock"
+	// short-cancel: a cancel run by a chain of Lambda invocations each shorter than EC2's
+	// consistency window. A reservation whose RunInstances was sent and refused is not
+	// found by its token; each invocation starts the window anew (unseenSince lives in
+	// one invocation's memory, and since the engine stopped ruling out reservations by
+	// their recorded age nothing else ends the wait): the chain re-invokes itself for
+	// ever, the record stays RUNNING, and `spawn cancel`, finding the lease held, says
+	// the orchestrator still runs (with its clock ahead of Lambda's it stops waiting for
+	// the holder at once and hardly ever meets the lease free between two invocations).
+	pendingShortCancel = "short-cancel"
+	// denied-retry: the denied region refuses a lost launch's retry (deniedLaunch).
+	pendingDeniedRetry = "denied-retry"
+	// cancel-names: a cancel beside a live holder, while a region refuses every call,
+	// must name the region (cancelAttempted); it says the orchestrator still runs.
+	pendingCancelNames = "cancel-names"
 )
 
 func pending(name string) bool {
@@ -354,19 +379,31 @@ type propRun struct {
 	res     *simResult
 	fail    func(string, ...any)
 	owners  int // CLI owners named so far: each orchestrator has its own
+	// lambdaOffset is Lambda's clock minus EC2's (with offsets): one for every invocation.
+	lambdaOffset time.Duration
 }
 
-// startActor starts an actor in role after a while, with its own clock offset.
+// startActor starts an actor in role after a while, on its clock: every Lambda
+// invocation on Lambda's one clock (AWS keeps them in step), each CLI command on its
+// host's own. With offsets, each of those clocks is off from EC2's by up to 30 minutes.
 func (p *propRun) startActor(name, role string, after time.Duration, f func(ctx context.Context, a *actor)) *actor {
 	a := p.s.start(name, after, f)
 	a.role = role
-	if p.sc.offsets {
-		a.offset = time.Duration(p.ids.Int64N(int64(time.Hour)+1)) - 30*time.Minute
-		if a.offset != 0 {
-			p.fe.seen.Offsets++
-		}
+	switch {
+	case !p.sc.offsets:
+	case role == roleInvocation:
+		a.offset = p.lambdaOffset
+	default:
+		a.offset = p.drawOffset()
+	}
+	if a.offset != 0 {
+		p.fe.seen.Offsets++
 	}
 	return a
+}
+
+func (p *propRun) drawOffset() time.Duration {
+	return time.Duration(p.ids.Int64N(int64(time.Hour)+1)) - 30*time.Minute
 }
 
 // cliOwner names the lease owner of a CLI command's engine, unique in the run.
@@ -416,6 +453,10 @@ func (p *propRun) newOrch(a *actor, owner string, invoke func(ctx context.Contex
 	o.invokeAsync = invoke
 	o.loadItems = itemsOf(p.items)
 	o.owner = owner
+	o.clockName = owner // a host's own clock
+	if a.role == roleInvocation {
+		o.clockName = "lambda" // as the function names it
+	}
 	o.jitter = p.jr.Float64
 	o.log = testLog(p.s, fmt.Sprintf("%s@%+.0fs", owner, a.offset.Seconds()), p.res.spawn)
 	a.owner = owner
