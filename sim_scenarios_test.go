@@ -229,7 +229,7 @@ func (f *fakeEC2) deniedHolds() bool {
 }
 
 // refusal is the capacity or quota refusal of a spell that covers now, if any.
-func (f *fakeEC2) refusal(region string) error {
+func (f *fakeEC2) refusal(region, token string) error {
 	if f.spells == nil {
 		return nil
 	}
@@ -237,10 +237,21 @@ func (f *fakeEC2) refusal(region string) error {
 	for _, sp := range f.spells.sc.refusals {
 		if t >= sp.From && t < sp.Until && (sp.Region == "" || sp.Region == region) {
 			f.seen.Refusals++
+			f.noteRefusal(token, sp.Code)
 			return &smithy.GenericAPIError{Code: sp.Code, Message: "simulated refusal: " + sp.Code}
 		}
 	}
 	return nil
+}
+
+func (f *fakeEC2) noteRefusal(token, code string) {
+	if f.refused == nil {
+		f.refused = map[string]map[string]bool{}
+	}
+	if f.refused[token] == nil {
+		f.refused[token] = map[string]bool{}
+	}
+	f.refused[token][code] = true
 }
 
 // ambiguousNow: a launch now loses its answer although it launched.
@@ -345,6 +356,9 @@ func (f *fakeEC2) onSave(old, next *sweep) {
 	for _, e := range next.Alive {
 		if e.InstanceID == "" && refusalReason(e.WaitReason) {
 			f.seen.WaitReasons++
+			if code := reasonCode(e.WaitReason); !f.refused[e.ClientToken][code] {
+				f.fail("index %d waits on %q, a refusal its launches never got", e.Index, e.WaitReason)
+			}
 		}
 	}
 	if next.Status == statusCancelled && old.Status != statusCancelled {
@@ -352,6 +366,15 @@ func (f *fakeEC2) onSave(old, next *sweep) {
 			f.fail("the record is saved CANCELLED while %d instances are alive", live)
 		}
 	}
+}
+
+// reasonCode is the error code a wait reason names: "vCPU quota (VcpuLimitExceeded)".
+func reasonCode(reason string) string {
+	i, j := strings.LastIndex(reason, "("), strings.LastIndex(reason, ")")
+	if i < 0 || j < i {
+		return ""
+	}
+	return reason[i+1 : j]
 }
 
 // refusalReason: a wait reason that names a capacity or quota refusal.

@@ -242,6 +242,7 @@ type fakeEC2 struct {
 	idless      map[string]bool
 	deniedIndex map[int]bool // indexes whose RunInstances a denied region refused
 	launchers   map[string]*actor
+	refused     map[string]map[string]bool // client token → the refusal codes its launches got
 }
 
 // newBenchEC2 is an EC2 for benchmarks: it honours client tokens, finds instances by id
@@ -370,7 +371,7 @@ func (r fakeRegionEC2) RunInstances(ctx context.Context, in *ec2.RunInstancesInp
 		}
 		return &ec2.RunInstancesOutput{Instances: []ec2types.Instance{f.describe(f.byToken[token][0])}}, nil
 	}
-	if err := f.refusal(r.region); err != nil {
+	if err := f.refusal(r.region, token); err != nil {
 		return nil, err
 	}
 	fa := f.fates[token]
@@ -386,6 +387,7 @@ func (r fakeRegionEC2) RunInstances(ctx context.Context, in *ec2.RunInstancesInp
 	}
 	switch kind {
 	case "capacity":
+		f.noteRefusal(token, "InsufficientInstanceCapacity")
 		return nil, &smithy.GenericAPIError{Code: "InsufficientInstanceCapacity", Message: "no capacity"}
 	case "throttle":
 		return nil, &smithy.GenericAPIError{Code: "RequestLimitExceeded", Message: "slow down"}
