@@ -404,6 +404,7 @@ func TestEngineProperties(t *testing.T) {
 		maxFail = n
 	}
 	var total fired
+	halted := 0 // runs stopped with a region denied for good
 	for i := range runs {
 		seed := base + uint64(i)
 		sc := randomScenario(seed)
@@ -416,6 +417,9 @@ func TestEngineProperties(t *testing.T) {
 		res := runScenario(sc, fail, nil)
 		checkFinal(sc, res, fail)
 		total.add(res.fired)
+		if res.halted {
+			halted++
+		}
 		if len(msgs) > 0 {
 			failures++
 			t.Errorf("seed %d (replay: SPAWN_PROPERTY_SEED=%d go test -run TestEngineProperties .)\nscenario %+v\n%s", seed, seed, sc, strings.Join(msgs, "\n"))
@@ -424,7 +428,7 @@ func TestEngineProperties(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("%d runs from seed %d; disturbances fired: %+v", runs, base, total)
+	t.Logf("%d runs from seed %d (%d halted with a region denied for good); disturbances fired: %+v", runs, base, halted, total)
 	if runs >= 500 {
 		checkCoverage(t, total)
 	}
