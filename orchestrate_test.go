@@ -49,7 +49,7 @@ type scenario struct {
 	ambiguousFrom  time.Duration // launches in [ambiguousFrom, ambiguousUntil) lose their answer
 	ambiguousUntil time.Duration
 	dupIDs         bool // Lambda delivers some events twice, with one request id
-	offsets        bool // each actor's clock is off by up to 30 minutes either way
+	offsets        bool // Lambda's one clock and each CLI host's are off by up to 30 minutes either way
 }
 
 type simResult struct {
