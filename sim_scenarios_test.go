@@ -83,34 +83,11 @@ func (sc *scenario) drawTroubles(r *rand.Rand) {
 	}
 	sc.dupIDs = r.IntN(3) == 0
 	sc.offsets = r.IntN(3) == 0
-	if sc.offsets && !pending(pendingLeaseClock) {
-		// A holder renews at every step, and within a step only after a third of its
-		// lease; launches paced by launch_delay can outlast two poll intervals.
-		sc.launchDelay = min(sc.launchDelay, sc.poll/time.Duration(sc.maxConcurrent+1))
-	}
-	if sc.cancelAt >= 0 && sc.budget > 0 && sc.budget < ec2ConsistencyWindow && !pending(pendingShortCancel) {
-		sc.budget = 90 * time.Second
-	}
 }
 
 // Disturbances and checks that find an engine bug not fixed yet run only when asked:
 // SPAWN_PROP_PENDING=1 turns them all on, or a comma-separated list of their names.
 const (
-	// lease-clock: clocks off while a holder's launches, paced by launch_delay, outlast two
-	// poll intervals with no renewal. A contender whose clock is ahead of the holder's
-	// then takes the lease of a live holder: after watching it unrenewed for two polls,
-	// acquire (leaseWatch.wait) takes it as lapsed by the holder's recorded expiry, a time
-	// on the holder's clock, and the holder launches on until its next save.
-	pendingLeaseClock = "lease-clock"
-	// short-cancel: a cancel run by a chain of Lambda invocations each shorter than EC2's
-	// consistency window. A reservation whose RunInstances was sent and refused is not
-	// found by its token; each invocation starts the window anew (unseenSince lives in
-	// one invocation's memory, and since the engine stopped ruling out reservations by
-	// their recorded age nothing else ends the wait): the chain re-invokes itself for
-	// ever, the record stays RUNNING, and `spawn cancel`, finding the lease held, says
-	// the orchestrator still runs (with its clock ahead of Lambda's it stops waiting for
-	// the holder at once and hardly ever meets the lease free between two invocations).
-	pendingShortCancel = "short-cancel"
 	// denied-retry: the denied region refuses a lost launch's retry (deniedLaunch).
 	pendingDeniedRetry = "denied-retry"
 	// cancel-names: a cancel beside a live holder, while a region refuses every call,
