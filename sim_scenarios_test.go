@@ -88,8 +88,6 @@ func (sc *scenario) drawTroubles(r *rand.Rand) {
 // Disturbances and checks that find an engine bug not fixed yet run only when asked:
 // SPAWN_PROP_PENDING=1 turns them all on, or a comma-separated list of their names.
 const (
-	// denied-retry: the denied region refuses a lost launch's retry (deniedLaunch).
-	pendingDeniedRetry = "denied-retry"
 	// cancel-names: a cancel beside a live holder, while a region refuses every call,
 	// must name the region (cancelAttempted); it says the orchestrator still runs.
 	pendingCancelNames = "cancel-names"
@@ -173,16 +171,11 @@ func (f *fakeEC2) denied(region string) error {
 	return &smithy.GenericAPIError{Code: "UnauthorizedOperation", Message: "You are not authorized to perform this operation."}
 }
 
-// deniedLaunch is the denied region's answer to a RunInstances. Pending: the retry of a
-// launch whose answer was lost is refused too, as an organisation policy would refuse
-// it, and the engine then fails the item and frees its slot while the instance from the
-// first call runs (launchOne takes UnauthorizedOperation for bad input): more alive
-// than max_concurrent, and an item recorded failed that ran. Until that is fixed the
-// default runs let such a retry through to the idempotent answer.
+// deniedLaunch is the denied region's answer to a RunInstances: the retry of a launch
+// whose answer was lost is refused too, as an organisation policy would refuse it (the
+// engine must then find the first call's instance by its token, not fail the item and
+// free its slot while that instance runs).
 func (f *fakeEC2) deniedLaunch(region, token string) error {
-	if len(f.byToken[token]) > 0 && !pending(pendingDeniedRetry) {
-		return nil
-	}
 	err := f.denied(region)
 	if err != nil {
 		idx, _ := tokenKey(token)
