@@ -114,6 +114,8 @@ type orchestrator struct {
 	clockName string
 	// runner: this engine runs the sweep's loop (not a cancel).
 	runner bool
+	// blockedCancels counts cancel steps in a row a region refused.
+	blockedCancels int
 	// mayLaunch holds the tokens of reservations known not to exist yet: fresh ones,
 	// and older ones that a DescribeInstances by client token just did not find.
 	mayLaunch    map[string]bool
@@ -307,6 +309,11 @@ func (o *orchestrator) run(ctx context.Context, sweepID string, deadline time.Ti
 				if stale++; stale < 3 {
 					continue
 				}
+			} else if o.cancelBlocked(err) {
+				// Not for ever: the watchdog (or `spawn cancel`) tries again.
+				log.Warn().Err(err).Msg("cancel blocked by a region that refuses calls; stopping")
+				_ = o.releaseFinal(ctx, sw)
+				return err
 			} else {
 				log.Warn().Err(err).Msg("step failed; retrying at the next poll")
 			}
@@ -324,6 +331,18 @@ func (o *orchestrator) run(ctx context.Context, sweepID string, deadline time.Ti
 			return o.pause(ctx, sw)
 		}
 	}
+}
+
+// cancelBlocked counts the cancel steps in a row that a region refused; true after
+// cancelRegionAttempts of them.
+func (o *orchestrator) cancelBlocked(err error) bool {
+	var inc *cancelIncomplete
+	if !errors.As(err, &inc) || len(inc.regions) == 0 {
+		o.blockedCancels = 0
+		return false
+	}
+	o.blockedCancels++
+	return o.blockedCancels >= cancelRegionAttempts
 }
 
 // prepareItems loads the sweep's items once per invocation, retrying transient failures.
