@@ -116,6 +116,8 @@ type orchestrator struct {
 	runner bool
 	// blockedCancels counts cancel steps in a row a region refused.
 	blockedCancels int
+	// drainCause: the sweep's parameters cannot be read; no launch, only watching (drain).
+	drainCause error
 	// mayLaunch holds the tokens of reservations known not to exist yet: fresh ones,
 	// and older ones that a DescribeInstances by client token just did not find.
 	mayLaunch    map[string]bool
@@ -364,6 +366,11 @@ func (o *orchestrator) prepareItems(ctx context.Context, sw *sweep) (stop bool, 
 				log.Warn().Err(err).Msg("cancelling without the sweep's parameters")
 				break
 			}
+			if len(sw.Alive) > 0 {
+				log.Error().Err(err).Msg("the sweep's parameters are gone: watching the instances alive to their end, then FAILED")
+				o.drainCause = err
+				return false, nil
+			}
 			return true, o.failSweep(ctx, sw, fmt.Errorf("loading the sweep's parameters: %w", err))
 		}
 		log.Warn().Err(err).Msg("loading the sweep's parameters; retrying")
@@ -372,7 +379,7 @@ func (o *orchestrator) prepareItems(ctx context.Context, sw *sweep) (stop bool, 
 			return true, fmt.Errorf("loading the parameters of sweep %s: %w", sw.SweepID, err)
 		}
 	}
-	if !sw.CancelRequested && len(o.items) != sw.TotalParams {
+	if !sw.CancelRequested && o.drainCause == nil && len(o.items) != sw.TotalParams {
 		return true, o.failSweep(ctx, sw, fmt.Errorf("the params file has %d items but the sweep expects %d", len(o.items), sw.TotalParams))
 	}
 	return false, nil
