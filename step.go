@@ -569,7 +569,7 @@ func (o *orchestrator) launchReserved(ctx context.Context, sw *sweep) error {
 			break
 		}
 		// A long run of launches must not outlive the lease it was reserved under.
-		if o.clock.Now().After(sw.LeaseRenewedAt.Add(o.leaseTTL / 3)) {
+		if o.clock.Now().After(sw.LeaseRenewedAt.Add(leaseFor(sw, o.leaseTTL) / 3)) {
 			dropByToken(sw, failed)
 			if err := o.save(ctx, sw); err != nil {
 				return err
@@ -637,7 +637,7 @@ func (o *orchestrator) launchOne(ctx context.Context, sw *sweep, e *aliveInstanc
 	if err != nil {
 		if reason := launchWaitReason(err); ctx.Err() != nil || reason != "" {
 			o.backoff(e, now)
-			e.WaitReason = reason
+			e.WaitReason = clip(reason, maxWaitReason)
 			log.Warn().Err(err).Int("tries", e.LaunchTries).Time("not_before", e.NotBefore).Msg("launch refused for now; retrying with the same client token")
 			return false
 		}
@@ -674,7 +674,7 @@ func (o *orchestrator) settleRefusal(ctx context.Context, api ec2API, e *aliveIn
 		return nil, true
 	}
 	o.backoff(e, now)
-	e.WaitReason = "checking for an earlier launch before giving up (" + apiErrorCode(refusal) + ")"
+	e.WaitReason = clip("checking for an earlier launch before giving up ("+apiErrorCode(refusal)+")", maxWaitReason)
 	return nil, false
 }
 
