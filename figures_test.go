@@ -37,7 +37,7 @@ const (
 	lambdaUSDPerGBSecondX86   = 0.0000166667
 	lambdaUSDPerGBSecondArm64 = 0.0000133334
 	lambdaUSDPerRequest       = 0.20 / 1e6
-	dynamoUSDPerWRU           = 1.25 / 1e6
+	dynamoUSDPerWRU           = 0.625 / 1e6 // on-demand writes since November 2024
 
 	// lambdaTimeout is the function's timeout (docs/design.md: 900 s); an invocation hands on
 	// safetyMargin before it.
