@@ -126,7 +126,7 @@ var badFiles = map[string]string{
 	"empty-file.json":                `empty-file.json: the file is empty: write {"defaults": {...}, "params": [{...}, ...]}`,
 	"not-an-object.json":             `not-an-object.json line 1: expected a JSON object {"defaults": {...}, "params": [...]}, found an array`,
 	"unknown-top-key.json":           `unknown-top-key.json line 2: unknown top-level key "param": did you mean "params"?`,
-	"missing-params.json":            `missing-params.json line 1: no "params": add "params": [{...}, ...]`,
+	"missing-params.json":            `missing-params.json line 1: no items: add "params": [{...}, ...] with one object per instance, a "grid" or a "random" search`,
 	"empty-params.json":              `empty-params.json line 3, params: the list is empty: add one object per instance`,
 	"item-not-object.json":           `item-not-object.json line 5, params[1]: expected an object of keys, found a string`,
 	"command-and-user-data.json":     `command-and-user-data.json line 5, params[1]: both command (from defaults) and user_data are set: give command`,
