@@ -95,10 +95,11 @@ type paramParser struct {
 // field is one key/value of an object, with the value's byte offset in data and the place
 // that names it in messages.
 type field struct {
-	key string
-	val []byte
-	off int
-	at  where
+	key  string
+	val  []byte
+	off  int
+	koff int // the key's offset: a message about the key names its line
+	at   where
 }
 
 // paramError is a refused parameter file: one line naming the file, the place and the
@@ -222,7 +223,7 @@ func (p *paramParser) topLevel(start int, defaultsFile bool) (*sections, error) 
 			if s := closest(f.key, names); s != "" {
 				hint = fmt.Sprintf("did you mean %q?", s)
 			}
-			return nil, p.errAt(f.off, where{idx: atTop}, "unknown top-level key %q: %s", f.key, hint)
+			return nil, p.errAt(f.koff, where{idx: atTop}, "unknown top-level key %q: %s", f.key, hint)
 		}
 		switch f.key {
 		case "defaults":
@@ -444,7 +445,7 @@ func (p *paramParser) fields(w *walker, obj where, fs []field) ([]field, error) 
 		if dup(fs, key, &seen) {
 			return nil, p.errAt(keyOff, obj.with(key), "the key appears twice in one %s: keep one", p.objectNoun())
 		}
-		fs = append(fs, field{key: key, val: val, off: off, at: obj.with(key)})
+		fs = append(fs, field{key: key, val: val, off: off, koff: keyOff, at: obj.with(key)})
 	}
 }
 

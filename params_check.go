@@ -339,20 +339,20 @@ func (p *paramParser) checkParamKey(f field, at where) error {
 		return nil
 	}
 	if k == "" {
-		return p.errAt(f.off, at, "a param's key is empty: name it with letters, digits and _")
+		return p.errAt(f.koff, at, "a param's key is empty: name it with letters, digits and _")
 	}
 	for i := 0; i < len(k); i++ {
 		c := k[i]
 		if !(c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
-			return p.errAt(f.off, at, "a param's key may hold only letters, digits and _ (it becomes env var %s<key>): rename %q", paramEnvPrefix, k)
+			return p.errAt(f.koff, at, "a param's key may hold only letters, digits and _ (it becomes env var %s<key>): rename %q", paramEnvPrefix, k)
 		}
 	}
 	if len(paramTagPrefix)+len(k) > maxTagKeyLen {
-		return p.errAt(f.off, at, "the key is %d characters; as tag %s<key> it passes EC2's %d: use at most %d", len(k), paramTagPrefix, maxTagKeyLen, maxTagKeyLen-len(paramTagPrefix))
+		return p.errAt(f.koff, at, "the key is %d characters; as tag %s<key> it passes EC2's %d: use at most %d", len(k), paramTagPrefix, maxTagKeyLen, maxTagKeyLen-len(paramTagPrefix))
 	}
 	for _, known := range knownKeys {
 		if strings.EqualFold(k, known) {
-			return p.errAt(f.off, at, "keys are case-sensitive: did you mean %q?", known)
+			return p.errAt(f.koff, at, "keys are case-sensitive: did you mean %q?", known)
 		}
 	}
 	p.goodKeys[k] = true

@@ -86,7 +86,7 @@ func (p *paramParser) gridAxis(ax field, setBy map[string]string) (gridAxis, err
 					return a, err
 				}
 			}
-			a.elems = append(a.elems, []field{{key: ax.key, val: v, off: off, at: at}})
+			a.elems = append(a.elems, []field{{key: ax.key, val: v, off: off, koff: ax.koff, at: at}})
 			continue
 		}
 		fs, err := p.fields(&walker{b: p.data, i: off}, at, nil)

@@ -79,7 +79,7 @@ func (p *paramParser) readRandom(f *field) (*randomPlan, error) {
 			if s := closest(g.key, []string{"samples", "seed", "space"}); s != "" {
 				hint = fmt.Sprintf("did you mean %q?", s)
 			}
-			return nil, p.errAt(g.off, g.at, "unknown key: %s", hint)
+			return nil, p.errAt(g.koff, g.at, "unknown key: %s", hint)
 		}
 	}
 	switch {
@@ -183,7 +183,7 @@ func (p *paramParser) randomDim(e field) (randomDim, error) {
 		if s := closest(g.key, distNames); s != "" {
 			hint = fmt.Sprintf("did you mean %q?", s)
 		}
-		err = p.errAt(g.off, g.at, "unknown distribution: %s", hint)
+		err = p.errAt(g.koff, g.at, "unknown distribution: %s", hint)
 	}
 	return d, err
 }
@@ -274,7 +274,7 @@ func (p *paramParser) choices(g field, key string) ([]field, error) {
 		}
 		off := g.off + w.i
 		v := w.value()
-		f := field{key: key, val: v, off: off, at: g.at.inner(len(out))}
+		f := field{key: key, val: v, off: off, koff: g.koff, at: g.at.inner(len(out))}
 		var it item
 		var ps []param
 		err := p.apply(&it, &ps, f)
@@ -316,7 +316,7 @@ func (p *paramParser) expandRandom(r *randomPlan, base *itemBase) error {
 				buf = strconv.AppendInt(buf, d.ilo+int64(below(src, d.n)), 10)
 			}
 			// An earlier value's bytes stay valid if buf grows: they keep the old array.
-			fs[i] = field{key: d.key, val: buf[start:], off: d.off, at: d.at}
+			fs[i] = field{key: d.key, val: buf[start:], off: d.off, koff: d.off, at: d.at}
 		}
 		if err := p.addItem(base, fs, where{idx: len(p.out), sect: sectRandom}, r.off); err != nil {
 			return err

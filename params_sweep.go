@@ -220,7 +220,7 @@ func (p *paramParser) readObjective(f *field) (*objective, error) {
 			if s := closest(g.key, []string{"metric", "goal"}); s != "" {
 				hint = fmt.Sprintf("did you mean %q?", s)
 			}
-			err = p.errAt(g.off, g.at, "unknown key: %s", hint)
+			err = p.errAt(g.koff, g.at, "unknown key: %s", hint)
 		}
 		if err != nil {
 			return nil, err

@@ -6,6 +6,7 @@ import (
 	"io"
 	"math"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -57,12 +58,23 @@ func yamlToJSON(file string, data []byte) ([]byte, []srcMark, error) {
 
 var yamlLineError = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
 
+// yamlParserProblems are the library's parser (not scanner) errors: it reports their line
+// counted from 0, the line where the mapping, list or document they are about starts.
+var yamlParserProblems = []string{
+	"did not find expected <document start>", "did not find expected node content", "did not find expected key",
+	"did not find expected '-' indicator", "did not find expected ',' or ']'", "did not find expected ',' or '}'",
+}
+
 // yamlSyntaxError turns the YAML library's complaint into the file's line and a fix.
 func yamlSyntaxError(file string, err error) error {
 	msg := strings.ReplaceAll(err.Error(), "\n", " ")
 	const hint = "check the YAML: indentation, a missing colon, or a quote left open"
 	if m := yamlLineError.FindStringSubmatch(msg); m != nil {
-		return paramErrorf("%s line %s: %s: %s", file, m[1], m[2], hint)
+		line, _ := strconv.Atoi(m[1])
+		if slices.Contains(yamlParserProblems, m[2]) {
+			line++
+		}
+		return paramErrorf("%s line %d: %s: %s", file, line, m[2], hint)
 	}
 	return paramErrorf("%s: %s: %s", file, strings.TrimPrefix(msg, "yaml: "), hint)
 }
