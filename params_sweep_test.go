@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -377,4 +378,97 @@ func runSpawnStdin(t testing.TB, stdin string, args ...string) (string, string, 
 	err := runCLI(context.Background(), args, strings.NewReader(stdin), &out, &errb)
 	printError(&errb, err)
 	return out.String(), errb.String(), exitCode(err)
+}
+
+// TestReadmeSweepExamples runs the README's "Defining a sweep" as written: every file it
+// shows (a "`name`:" line before a code block) is written out, every `spawn` command it
+// shows runs and succeeds, and every line of the output it shows after a command is a
+// line of that command's output (white space aside).
+func TestReadmeSweepExamples(t *testing.T) {
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(readme), "\n## Defining a sweep\n")
+	if !ok {
+		t.Fatal(`README.md has no "## Defining a sweep" section`)
+	}
+	section, _, _ = strings.Cut(section, "\n## ")
+	dir := t.TempDir()
+	t.Setenv("AWS_CONFIG_FILE", filepath.Join(dir, "none"))
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(dir, "none"))
+	t.Setenv("SPAWN_REGION", "us-east-1")
+	files := map[string]string{}
+	var commands [][]string
+	var outputs []string // per command, what the README shows of its output
+	lines := strings.Split(section, "\n")
+	for i := 0; i < len(lines); i++ {
+		fence, ok := strings.CutPrefix(lines[i], "```")
+		if !ok || fence == "" {
+			continue
+		}
+		end := i + 1
+		for end < len(lines) && lines[end] != "```" {
+			end++
+		}
+		body := strings.Join(lines[i+1:end], "\n") + "\n"
+		switch name := caption(lines[:i]); {
+		case name != "":
+			files[name] = filepath.Join(dir, name)
+			if err := os.WriteFile(files[name], []byte(body), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		case fence == "sh":
+			for _, l := range strings.Split(strings.TrimSpace(body), "\n") {
+				commands = append(commands, strings.Fields(l))
+				outputs = append(outputs, "")
+			}
+		case fence == "text" && len(outputs) > 0:
+			outputs[len(outputs)-1] = body
+		}
+		i = end
+	}
+	if len(files) < 4 || len(commands) < 3 {
+		t.Fatalf("found %d files and %d commands in the section: the test and README.md are out of step", len(files), len(commands))
+	}
+	for i, cmd := range commands {
+		if cmd[0] != "spawn" {
+			t.Fatalf("%q: the section's commands start with spawn", cmd)
+		}
+		args := slices.Clone(cmd[1:])
+		for j, a := range args {
+			if p, ok := files[a]; ok {
+				args[j] = p
+			}
+		}
+		out, errOut, code := runSpawn(t, nil, args...)
+		if code != 0 {
+			t.Errorf("%s: exit %d: %s", strings.Join(cmd, " "), code, errOut)
+			continue
+		}
+		got := map[string]bool{}
+		for _, l := range strings.Split(out, "\n") {
+			got[strings.Join(strings.Fields(l), " ")] = true
+		}
+		for _, l := range strings.Split(strings.TrimSpace(outputs[i]), "\n") {
+			if l = strings.Join(strings.Fields(l), " "); l != "" && !got[l] {
+				t.Errorf("%s: README.md shows %q, which the output lacks:\n%s", strings.Join(cmd, " "), l, out)
+			}
+		}
+	}
+}
+
+// caption is the file name a "`name`:" line (then a blank line) gives the code block after it.
+func caption(before []string) string {
+	for i := len(before) - 1; i >= 0; i-- {
+		l := strings.TrimSpace(before[i])
+		if l == "" {
+			continue
+		}
+		if name, ok := strings.CutSuffix(l, "`:"); ok && strings.HasPrefix(name, "`") && !strings.Contains(name[1:], "`") {
+			return name[1:]
+		}
+		return ""
+	}
+	return ""
 }
