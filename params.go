@@ -605,6 +605,9 @@ func (p *paramParser) setKnown(it *item, f field, at where) (known bool, err err
 			it.Spot = true
 		case "false":
 			it.Spot = false
+		case `"true"`, `"false"`, `"yes"`, `"no"`, `"True"`, `"False"`:
+			// YAML reads an unquoted yes or no as text, and CSV has only text.
+			err = p.errAt(f.off, at, "expected true or false, found a string: write true or false, unquoted")
 		default:
 			err = p.errAt(f.off, at, "expected true or false, found %s", p.kindOf(f.val))
 		}
