@@ -148,7 +148,7 @@ func TestLaunchSaysDeployOnlyWhenSomethingIsMissing(t *testing.T) {
 	if code != exitRuntime || errOut != want {
 		t.Errorf("missing bucket: exit %d, stderr %q; want %q", code, errOut, want)
 	}
-	if _, err := newS3Client(e.a.cfg).CreateBucket(context.Background(), &s3.CreateBucketInput{Bucket: aws.String(e.bucket)}); err != nil {
+	if _, err := newS3Client(e.a.cfg, "").CreateBucket(context.Background(), &s3.CreateBucketInput{Bucket: aws.String(e.bucket)}); err != nil {
 		t.Fatal(err)
 	}
 	noTable := uniqueName("no-such-table")
