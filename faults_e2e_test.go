@@ -473,7 +473,7 @@ func (r *faultRun) execute() {
 		r.fatalf("%v", err)
 	}
 	out, errOut, code := r.cli(r.a.backend.endpoint, "launch", "--param-file", seedParamFile(r.t, sleepDefaults, r.plan.items),
-		"--max-concurrent", strconv.Itoa(r.plan.maxConc), "--poll-interval", r.plan.poll.String(), "--output", "json")
+		"--max-concurrent", strconv.Itoa(r.plan.maxConc), "--poll-interval", r.plan.poll.String(), "--no-ttl", "--output", "json")
 	var doc launchDoc
 	if code != 0 || json.Unmarshal([]byte(out), &doc) != nil || doc.SweepID == "" {
 		r.fatalf("launch: exit %d, stdout %q, stderr %q", code, out, errOut)
