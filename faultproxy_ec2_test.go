@@ -245,10 +245,14 @@ func (p *faultProxy) shown(id string, now time.Time) bool {
 }
 
 // notFound answers InvalidInstanceID.NotFound when a call names an instance EC2 does not
-// show now (not yet visible, or forgotten). EC2 fails the whole call when any id it is
-// given does not exist (DescribeInstances: "If you specify an instance ID that is not
-// valid, an error is returned"), and the eventual-consistency page names
-// DescribeInstances and TerminateInstances among the calls that meet it.
+// show now: not yet visible (EC2 API reference, "Eventual consistency", names
+// DescribeInstances and TerminateInstances among the calls that meet it), or forgotten
+// (API reference, TerminateInstances: "Terminated instances remain visible after
+// termination (for approximately one hour)"). One such id fails the whole call
+// (TerminateInstances: "If you specify multiple instances and the request fails (for
+// example, because of a single incorrect instance ID), none of the instances are
+// terminated"; DescribeInstances: "If you specify an instance ID that is not valid, an
+// error is returned").
 func (p *faultProxy) notFound(ids []string) (int, http.Header, []byte, bool) {
 	if len(ids) == 0 {
 		return 0, nil, nil, false

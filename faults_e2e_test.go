@@ -187,10 +187,14 @@ func (p *faultPlan) planEC2(rng *rand.Rand) {
 		p.region2Items = []int{rng.IntN(p.items)}
 	}
 	p.refuseAt = between(rng, time.Second, 8*time.Second)
-	p.refuseFor = between(rng, 5*time.Second, 12*time.Second)
+	// Longer than a cancel's own attempts at the region (about 5 s), so that a cancel
+	// early in the window gives up and names it.
+	p.refuseFor = between(rng, 8*time.Second, 20*time.Second)
 	if p.cancelAt > 0 && rng.IntN(2) == 0 {
-		p.cancelAt = p.refuseAt + between(rng, 500*time.Millisecond, p.refuseFor-time.Second)
+		p.cancelAt = p.refuseAt + between(rng, 300*time.Millisecond, 2*time.Second)
 	}
+	// The engine cannot look at the region's instances while it refuses.
+	p.forgetAfter = max(p.forgetAfter, p.refuseFor+10*time.Second)
 }
 
 func between(rng *rand.Rand, lo, hi time.Duration) time.Duration {

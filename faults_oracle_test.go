@@ -179,28 +179,32 @@ func (r *faultRun) createdIDs() []string {
 // the CLI's messages say: run it again when the orchestrator has not stopped yet, or
 // when a region could not be reached (SPEC promise 3).
 func (r *faultRun) cancel() {
-	out, errOut, code := r.cli(r.proxy.CleanURL(), "cancel", "--sweep-id", r.sweepID, "--output", "json")
-	notStopped := 0
-	for range 30 {
-		if code == 0 {
-			break
-		}
+	run := func() (string, string, int) {
+		return r.cli(r.proxy.CleanURL(), "cancel", "--sweep-id", r.sweepID, "--output", "json")
+	}
+	// Run again as told, for at most 40 s past the refusing region's window.
+	deadline := time.Now().Add(40 * time.Second)
+	if end := r.launchedAt.Add(r.plan.refuseAt + r.plan.refuseFor + 40*time.Second); end.After(deadline) {
+		deadline = end
+	}
+	out, errOut, code := run()
+	for notStopped := 0; code != 0; {
 		if strings.Contains(errOut, "has not stopped yet") && notStopped < 3 {
 			notStopped++
 			r.mu.Lock()
 			r.cancelRepeats++
 			r.mu.Unlock()
-		} else if unreached := cancelUnreached(errOut); len(unreached) > 0 {
+		} else if unreached := cancelUnreached(errOut); len(unreached) > 0 && time.Now().Before(deadline) {
 			r.cancelIncomplete(errOut, unreached)
 			time.Sleep(time.Second)
 		} else {
 			break
 		}
-		out, errOut, code = r.cli(r.proxy.CleanURL(), "cancel", "--sweep-id", r.sweepID, "--output", "json")
+		out, errOut, code = run()
 	}
 	var doc cancelDoc
 	if code != 0 || json.Unmarshal([]byte(out), &doc) != nil {
-		r.violate("spawn cancel: exit %d, stdout %q, stderr %q", code, out, errOut)
+		r.violate("spawn cancel: exit %d, stdout %q, stderr (last line) %q", code, out, lastLine(errOut))
 		r.mu.Lock()
 		r.cancelOutcome = "error"
 		r.mu.Unlock()
@@ -209,12 +213,18 @@ func (r *faultRun) cancel() {
 	r.cancelAnswered(doc)
 }
 
+func lastLine(s string) string {
+	s = strings.TrimSpace(s)
+	return s[strings.LastIndex(s, "\n")+1:]
+}
+
 var couldNotReach = regexp.MustCompile(`could not reach (\S+) \(`)
 
-// cancelUnreached are the regions a cancel's error says it could not reach.
+// cancelUnreached are the regions a cancel's error (its last line) says it could not
+// reach.
 func cancelUnreached(errOut string) []string {
 	var regions []string
-	for _, m := range couldNotReach.FindAllStringSubmatch(errOut, -1) {
+	for _, m := range couldNotReach.FindAllStringSubmatch(lastLine(errOut), -1) {
 		regions = append(regions, m[1])
 	}
 	return regions
@@ -238,11 +248,12 @@ func (r *faultRun) cancelIncomplete(errOut string, unreached []string) {
 		}
 	}
 	r.mu.Unlock()
+	r.t.Logf("seed %d: spawn cancel exited 1, running it again as it says: %s", r.seed, lastLine(errOut))
 	if strings.Contains(errOut, "not yet found") {
 		return
 	}
 	if alive, err := r.aliveOf(elsewhere); err == nil && len(alive) > 0 {
-		r.violate("`spawn cancel` exited 1 naming only %v, but instances elsewhere are alive: %v (%s)", unreached, alive, strings.TrimSpace(errOut))
+		r.violate("`spawn cancel` exited 1 naming only %v, but instances elsewhere are alive: %v (%s)", unreached, alive, lastLine(errOut))
 	}
 }
 
