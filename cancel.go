@@ -75,8 +75,7 @@ func (e *cancelIncomplete) Error() string {
 // backoff or not: one that RunInstances may have created is found here once EC2 shows
 // it. A reservation this invocation never sent is dropped at once; one not found counts
 // as launched-and-invisible until the consistency window has passed on this machine's
-// clock since the cancel first missed it (a reservation whose last possible launch was
-// long ago is ruled out at once).
+// clock since the cancel first missed it.
 func (o *orchestrator) resolveForCancel(ctx context.Context, sw *sweep, now time.Time, inc *cancelIncomplete) {
 	for i := range sw.Alive {
 		e := &sw.Alive[i]
@@ -101,17 +100,11 @@ func (o *orchestrator) resolveForCancel(ctx context.Context, sw *sweep, now time
 }
 
 // launchRuledOut reports whether a reservation not found by its token cannot have
-// launched: the cancel has missed it for the consistency window, or its last possible
-// RunInstances (when it was reserved, or its backoff ended; times an engine recorded) is
-// far older than any lag of EC2 or difference of clocks.
+// launched: this cancel has missed it for EC2's consistency window, on its own clock.
+// Times other engines recorded (when it was reserved, when its backoff ends) are never
+// used: they may come from a clock half an hour off, and a RunInstances may have been
+// sent after them.
 func (o *orchestrator) launchRuledOut(e *aliveInstance, now time.Time) bool {
-	last := e.ReservedAt
-	if e.NotBefore.After(last) {
-		last = e.NotBefore
-	}
-	if !last.IsZero() && now.Sub(last) > staleLaunchAge {
-		return true
-	}
 	since, ok := o.unseenSince[e.ClientToken]
 	if !ok {
 		o.unseenSince[e.ClientToken] = now
@@ -119,10 +112,6 @@ func (o *orchestrator) launchRuledOut(e *aliveInstance, now time.Time) bool {
 	}
 	return now.Sub(since) >= o.consistencyWindow
 }
-
-// staleLaunchAge: a reservation whose last possible launch is older than this is not
-// waited for: EC2 shows an instance within seconds, and clocks differ by less.
-const staleLaunchAge = 15 * time.Minute
 
 // terminateSweep terminates, region by region, every instance the record knows and
 // every instance tagged with the sweep's id, in the sweep's region, the alive entries'

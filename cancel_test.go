@@ -313,3 +313,41 @@ func TestCancelFindsALaunchEC2DoesNotShowYet(t *testing.T) {
 	}
 	_ = st
 }
+
+// TestCancelFromAFastClockFindsALaunchEC2DoesNotShowYet: as above, but the cancel runs
+// on a laptop whose clock is 30 minutes fast. The reservation's times were recorded by
+// the engine on the true clock; read on the laptop's they look half an hour old, and a
+// rule "a reservation that old cannot be launching" would take the invisible instance
+// for one that never launched.
+func TestCancelFromAFastClockFindsALaunchEC2DoesNotShowYet(t *testing.T) {
+	east := &regionEC2{insts: map[string]*regionInstance{}}
+	st, o, clk := cancelFixture(t, []aliveInstance{
+		{Index: 0, Attempt: 1, Region: "us-east-1", ClientToken: "tok-0", LaunchTries: 1,
+			ReservedAt: time.Date(2026, 3, 1, 11, 59, 50, 0, time.UTC), NotBefore: time.Date(2026, 3, 1, 12, 0, 2, 0, time.UTC)},
+	}, map[string]*regionEC2{"us-east-1": east})
+	late := runningInstance("tok-0")
+	late.visibleAt = clk.now.Add(20 * time.Second)
+	east.insts["i-late"] = late
+	// The laptop's clock runs with the fixture's (EC2's) but 30 minutes ahead.
+	o.clock = &offsetNap{base: clk, offset: 30 * time.Minute}
+	o.clockName = "laptop"
+	sw, _, err := o.cancelRun(context.Background(), "sw-c")
+	if err != nil || sw.Status != statusCancelled {
+		t.Fatalf("cancel: %v, %+v", err, sw)
+	}
+	if got := east.running(); len(got) != 0 || east.runs != 0 {
+		t.Errorf("after cancel: running %v, RunInstances calls %d", got, east.runs)
+	}
+	_ = st
+}
+
+// offsetNap is a napClock seen from a host whose clock is offset from it.
+type offsetNap struct {
+	base   *napClock
+	offset time.Duration
+}
+
+func (c *offsetNap) Now() time.Time { return c.base.Now().Add(c.offset) }
+func (c *offsetNap) Sleep(ctx context.Context, d time.Duration) error {
+	return c.base.Sleep(ctx, d)
+}

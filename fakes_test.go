@@ -199,7 +199,10 @@ func fakeItemSize(v any) int {
 // with clk for its clock (nil: the real clock), testLaunchInput and no log. A test sets
 // any other field on what it returns.
 func newTestOrchestrator(store sweepStore, ec2For func(context.Context, string) (ec2API, error), clk clock) *orchestrator {
-	return &orchestrator{store: store, ec2For: ec2For, launchInput: testLaunchInput, clock: clk, log: zerolog.Nop()}
+	// Every orchestrator of a test keeps time on the test's one clock (as every Lambda
+	// invocation does on AWS's): waits one invocation started, the next one continues.
+	// An orchestrator given a clock of its own needs a clockName of its own.
+	return &orchestrator{store: store, ec2For: ec2For, launchInput: testLaunchInput, clock: clk, clockName: "test", log: zerolog.Nop()}
 }
 
 // everyRegion answers every region with api.

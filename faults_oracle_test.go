@@ -315,8 +315,8 @@ func (r *faultRun) poll(stop <-chan struct{}, done chan<- struct{}) {
 				r.violate("items with an outcome went back from %+v to %+v", last.Counts, sw.Counts)
 			}
 		}
-		if len(sw.Alive) > sw.MaxConcurrent {
-			r.violate("the record holds %d alive entries, max_concurrent %d", len(sw.Alive), sw.MaxConcurrent)
+		if slotsUsed(sw) > sw.MaxConcurrent {
+			r.violate("the record holds %d entries in slots, max_concurrent %d", slotsUsed(sw), sw.MaxConcurrent)
 		}
 		if terminalStatus(sw.Status) && (last == nil || !terminalStatus(last.Status)) {
 			r.mu.Lock()

@@ -170,9 +170,18 @@ token=$(curl -sS -m 5 -X PUT "$imds/api/token" -H 'X-aws-ec2-metadata-token-ttl-
 instance_id=$(curl -sS -m 5 -H "X-aws-ec2-metadata-token: $token" "$imds/meta-data/instance-id")
 region=$(curl -sS -m 5 -H "X-aws-ec2-metadata-token: $token" "$imds/meta-data/placement/region")
 
-# The log first, then the exit code: the orchestrator reads the tag as "finished".
+# The log first, then the exit code: the orchestrator reads a report as "finished".
 for try in 1 2 3; do
   aws s3 cp "$log" "$spawn_log_url" $spawn_bucket_region --only-show-errors && break
+  sleep $((try * 5))
+done
+# The exit record, named by this instance's credentials (role id:instance id): it
+# outlasts EC2's memory of the instance, which forgets it about an hour after it ends.
+user_id=$(aws sts get-caller-identity --region "$region" --query UserId --output text)
+printf '{"exit_code":%d,"ran_seconds":%s}\n' "$rc" "$(cut -d' ' -f1 /proc/uptime)" >"$spawn_dir/exit.json"
+for try in 1 2 3; do
+  [ -n "$user_id" ] || break
+  aws s3 cp "$spawn_dir/exit.json" "$spawn_exit_url$user_id.json" $spawn_bucket_region --only-show-errors && break
   sleep $((try * 5))
 done
 for try in 1 2 3; do
@@ -201,6 +210,7 @@ func userDataScript(sw *sweep, it item, attempt int, ttl time.Duration) string {
 	b.WriteString(envExports(sw, it, attempt))
 	fmt.Fprintf(&b, "spawn_command=%s\n", shellQuote(it.Command))
 	fmt.Fprintf(&b, "spawn_log_url=%s\n", shellQuote(logURL(sw, it.Index)))
+	fmt.Fprintf(&b, "spawn_exit_url=%s\n", shellQuote("s3://"+sw.S3Bucket+"/"+exitReportPrefix(sw.SweepID, it.Index)))
 	if sw.Region != "" {
 		fmt.Fprintf(&b, "spawn_bucket_region=%s\n", shellQuote("--region="+sw.Region))
 	} else {
@@ -222,7 +232,7 @@ func logKey(sweepID string, index int) string {
 // userDataEstimate bounds the generated script's size from above: the ids, bucket and
 // names are not known while parsing, so they are counted at their longest.
 func userDataEstimate(it *item) int {
-	const fixed = 1024 + len(userDataScriptBody) // header, TTL line, ids, bucket, region
+	const fixed = 1280 + len(userDataScriptBody) // header, TTL line, ids, bucket, region, URLs
 	n := fixed + quotedLen(it.Command)
 	for _, p := range it.Params {
 		n += len("export ") + len(paramEnvPrefix) + len(p.Key) + 2 + quotedLen(p.Value)

@@ -264,8 +264,12 @@ func TestUserDataScriptRuns(t *testing.T) {
 	stub("shutdown", "")
 	stub("systemd-run", "")
 	stub("curl", `case "$*" in *api/token*) echo TOKEN;; *instance-id*) echo i-0abc;; *region*) echo eu-west-1;; esac`)
-	// aws s3 cp keeps a copy of the log it would upload.
-	stub("aws", `if [ "$1" = s3 ]; then cp "$3" `+shellQuote(filepath.Join(dir, "uploaded.log"))+`; fi`)
+	// aws s3 cp keeps a copy of what it would upload (the log, then the exit record);
+	// sts answers the instance role's user id.
+	stub("aws", `case "$1 $2" in
+"s3 cp") cp "$3" `+shellQuote(dir)+`/"uploaded.$(basename "$3")";;
+"sts get-caller-identity") echo AROAEXAMPLE:i-0abc;;
+esac`)
 	scriptPath := filepath.Join(dir, "user-data")
 	if err := os.WriteFile(scriptPath, []byte(script), 0o755); err != nil {
 		t.Fatal(err)
@@ -288,13 +292,23 @@ func TestUserDataScriptRuns(t *testing.T) {
 	want := []string{
 		"shutdown -h +30",
 		"aws s3 cp " + work + "/item.log s3://spawn-sweeps-123456789012-us-east-1/sweeps/sw-20250101-abcd/logs/7.log --region=us-east-1 --only-show-errors",
+		"aws sts get-caller-identity --region eu-west-1 --query UserId --output text",
+		"aws s3 cp " + work + "/exit.json s3://spawn-sweeps-123456789012-us-east-1/sweeps/sw-20250101-abcd/exit/7/AROAEXAMPLE:i-0abc.json --region=us-east-1 --only-show-errors",
 		"aws ec2 create-tags --region eu-west-1 --resources i-0abc --tags Key=spawn:exit-code,Value=3",
 		"shutdown -h now",
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("steps:\n got %q\nwant %q", got, want)
 	}
-	log, err := os.ReadFile(filepath.Join(dir, "uploaded.log"))
+	// The exit record is what the engine reads when EC2 no longer shows the tag.
+	exit, err := os.ReadFile(filepath.Join(dir, "uploaded.exit.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep := parseExitReport(exit); rep.ExitCode == nil || *rep.ExitCode != 3 || rep.RanSeconds <= 0 {
+		t.Errorf("exit record %q, want exit code 3 and the uptime", exit)
+	}
+	log, err := os.ReadFile(filepath.Join(dir, "uploaded.item.log"))
 	if err != nil {
 		t.Fatal(err)
 	}

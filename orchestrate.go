@@ -4,24 +4,15 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
 	mathrand "math/rand/v2"
 	"net"
 	"os"
-	"sync"
 	"time"
 
-	"github.com/aws/aws-lambda-go/lambda"
-	"github.com/aws/aws-lambda-go/lambdacontext"
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
-	lambdasvc "github.com/aws/aws-sdk-go-v2/service/lambda"
-	lambdatypes "github.com/aws/aws-sdk-go-v2/service/lambda/types"
-	"github.com/aws/aws-sdk-go-v2/service/sts"
 	"github.com/aws/smithy-go"
 	"github.com/rs/zerolog"
 )
@@ -48,9 +39,9 @@ const (
 	// ttlSlack: an instance's self-shutdown is armed with `shutdown +minutes`, which
 	// rounds to the minute, so an end within this much of the TTL counts as expired.
 	ttlSlack = time.Minute
-	// lostAfter: a running instance is always visible to DescribeInstances; one unseen
-	// this long after launch has ended and aged out (terminated instances vanish).
-	lostAfter = 15 * time.Minute
+	// lostAfterWindows: a launched instance EC2 has not shown for this many consistency
+	// windows (15 minutes) ended before anyone saw it, and aged out of EC2's memory.
+	lostAfterWindows = 15
 	// launch backoff for capacity and throttling errors.
 	backoffBase = 2 * time.Second
 	backoffMax  = 2 * time.Minute
@@ -117,6 +108,12 @@ type orchestrator struct {
 	unseenSince map[string]time.Time
 	// consistencyWindow is how long a launch may stay invisible to DescribeInstances.
 	consistencyWindow time.Duration
+	// reportWait is how long an ended instance's report may take to appear.
+	reportWait time.Duration
+	// exitReports reads an instance's exit record (nil: none are read).
+	exitReports func(ctx context.Context, sw *sweep, e *aliveInstance) (*exitReport, error)
+	// clockName names the clock this engine measures waits on (sinceMark.Clock).
+	clockName string
 	// mayLaunch holds the tokens of reservations known not to exist yet: fresh ones,
 	// and older ones that a DescribeInstances by client token just did not find.
 	mayLaunch    map[string]bool
@@ -172,6 +169,35 @@ func (o *orchestrator) init() {
 	if o.consistencyWindow == 0 {
 		o.consistencyWindow = ec2ConsistencyWindow
 	}
+	if o.reportWait == 0 {
+		o.reportWait = exitReportWait
+	}
+	if o.clockName == "" {
+		o.clockName = o.owner
+	}
+}
+
+// waited is how long the condition mark stands for has lasted, on this engine's clock:
+// a mark missing, or set on another clock, is set now (and 0 returned).
+func (o *orchestrator) waited(mark **sinceMark, now time.Time) time.Duration {
+	if *mark == nil || (*mark).Clock != o.clockName {
+		*mark = &sinceMark{At: now, Clock: o.clockName}
+		return 0
+	}
+	return now.Sub((*mark).At)
+}
+
+// lostAfter is how long a launched instance may stay invisible before it counts as
+// ended unseen: many consistency windows (EC2 shows a new instance within seconds).
+func (o *orchestrator) lostAfter() time.Duration { return lostAfterWindows * o.consistencyWindow }
+
+// envDuration is the Go duration in the environment variable name (a setting tests
+// shorten), or def when it is unset or not a positive duration.
+func envDuration(name string, def time.Duration) time.Duration {
+	if d, err := time.ParseDuration(os.Getenv(name)); err == nil && d > 0 {
+		return d
+	}
+	return def
 }
 
 // newOwnerID names a lease holder; unique per invocation.
@@ -515,7 +541,7 @@ func (o *orchestrator) save(ctx context.Context, sw *sweep) error {
 // fixCounts derives running and pending from the record, so they can never drift.
 func fixCounts(sw *sweep) {
 	c := &sw.Counts
-	c.Running = len(sw.Alive)
+	c.Running = slotsUsed(sw)
 	done := c.Succeeded + c.Failed + c.Expired + c.Cancelled + c.Unknown
 	c.Pending = max(sw.TotalParams-done-c.Running, 0)
 	sw.Failed = c.Failed
@@ -631,209 +657,4 @@ func waitSweep(ctx context.Context, st sweepStore, id string, every time.Duratio
 			return nil, err
 		}
 	}
-}
-
-// orchestratorEvent is the function's input (docs/design.md, the function's event).
-type orchestratorEvent struct {
-	SweepID       string     `json:"sweep_id"`
-	ForceDownload bool       `json:"force_download"`
-	HealthCheck   bool       `json:"health_check,omitempty"`
-	LeaseWatch    *leaseNote `json:"lease_watch,omitempty"` // set by an invocation that handed on while watching
-}
-
-// healthAnswer is the function's answer to {"health_check": true}.
-type healthAnswer struct {
-	OK      bool       `json:"ok"`
-	Version versionDoc `json:"version"`
-	Account string     `json:"account,omitempty"`
-	ARN     string     `json:"arn,omitempty"`
-}
-
-// lambdaInvoker is the part of the Lambda client that re-invokes the orchestrator.
-type lambdaInvoker interface {
-	Invoke(ctx context.Context, in *lambdasvc.InvokeInput, optFns ...func(*lambdasvc.Options)) (*lambdasvc.InvokeOutput, error)
-}
-
-// invokeEvent starts the orchestrator function asynchronously for a sweep.
-func invokeEvent(ctx context.Context, lc lambdaInvoker, function string, ev orchestratorEvent) error {
-	payload, _ := json.Marshal(ev)
-	_, err := lc.Invoke(ctx, &lambdasvc.InvokeInput{
-		FunctionName:   aws.String(function),
-		InvocationType: lambdatypes.InvocationTypeEvent,
-		Payload:        payload,
-	})
-	return err
-}
-
-// engineDeps is what an orchestrator needs from AWS, for the function and the CLI alike.
-type engineDeps struct {
-	cfg      aws.Config
-	account  string // the caller's own account
-	store    sweepStore
-	params   *paramsStore
-	clients  *awsClients
-	lambda   lambdaInvoker
-	function string
-	pricer   *pricer // one per process: its cache outlives an invocation in a warm Lambda
-	log      zerolog.Logger
-}
-
-func newEngineDeps(cfg aws.Config, account, callerARN, table, instancesTable, bucket, function string, log zerolog.Logger) *engineDeps {
-	return &engineDeps{
-		cfg:      cfg,
-		account:  account,
-		store:    newDynamoStore(dynamodb.NewFromConfig(cfg), table, instancesTable),
-		params:   newParamsStore(newS3Client(cfg), bucket, ""),
-		clients:  newAWSClients(cfg, account, partitionOf(callerARN)),
-		lambda:   lambdasvc.NewFromConfig(cfg),
-		function: function,
-		pricer:   newPricer(cfg),
-		log:      log,
-	}
-}
-
-// newOrchestrator wires an engine to real clients. detached: re-invoke the function at
-// the deadline (Lambda); otherwise the caller runs with no deadline (the CLI).
-func (d *engineDeps) newOrchestrator(owner string, forceDownload, detached bool) *orchestrator {
-	o := &orchestrator{
-		store:       d.store,
-		launchInput: runInstancesInput,
-		price:       d.pricer.priceFor,
-		clock:       realClock{},
-		owner:       owner,
-		log:         d.log,
-	}
-	// The sweep's account is known once its record is read; the clients follow it.
-	account := func() string { return o.sweepAccount }
-	o.ec2For = func(_ context.Context, region string) (ec2API, error) {
-		return d.clients.ec2For(account(), region), nil
-	}
-	o.alarmsFor = func(_ context.Context, region string) (alarmAPI, error) {
-		return d.clients.alarmsFor(account(), region), nil
-	}
-	o.loadItems = func(ctx context.Context, sw *sweep) ([]item, error) {
-		raw, err := d.params.downloadParams(ctx, sw.S3ParamsKey, sw.ParamsChecksum, forceDownload)
-		if err != nil {
-			return nil, err
-		}
-		items, err := parseParamFile(sw.S3ParamsKey, raw)
-		if err != nil {
-			return nil, err
-		}
-		return items, d.resolveAMIs(ctx, sw, items)
-	}
-	if w, err := time.ParseDuration(os.Getenv("SPAWN_EC2_CONSISTENCY_WINDOW")); err == nil && w > 0 {
-		o.consistencyWindow = w
-	}
-	if detached {
-		o.invokeAsync = func(ctx context.Context, id string, watch *leaseNote) error {
-			return invokeEvent(ctx, d.lambda, d.function, orchestratorEvent{SweepID: id, LeaseWatch: watch})
-		}
-	}
-	return o
-}
-
-// runLambda serves orchestrator events on the Lambda runtime API until the runtime stops it.
-func runLambda() {
-	log := newLogger(os.Stderr, zerolog.InfoLevel, true)
-	h := &lambdaHandler{log: log}
-	lambda.Start(h.handle)
-}
-
-// lambdaHandler is the function: built once per cold start, on the first event.
-type lambdaHandler struct {
-	log  zerolog.Logger
-	mu   sync.Mutex
-	deps *engineDeps // nil until a setup succeeds: a failed one is tried again next event
-	arn  string
-}
-
-func envOr(name, def string) string {
-	if v := os.Getenv(name); v != "" {
-		return v
-	}
-	return def
-}
-
-// setup builds the function's clients once per Lambda instance. Its own account decides
-// which sweeps are cross-account, so a failed GetCallerIdentity is an error, retried with
-// the next event, never an empty account kept for the instance's life.
-func (h *lambdaHandler) setup(ctx context.Context) (*engineDeps, error) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.deps != nil {
-		return h.deps, nil
-	}
-	cfg, err := loadAWSConfig(ctx, "", "", "", h.log)
-	if err != nil {
-		return nil, err
-	}
-	id, err := sts.NewFromConfig(cfg).GetCallerIdentity(ctx, &sts.GetCallerIdentityInput{})
-	if err != nil {
-		return nil, fmt.Errorf("asking STS who the function is (its own account tells cross-account sweeps apart): %w", err)
-	}
-	account, arn := aws.ToString(id.Account), aws.ToString(id.Arn)
-	bucket := envOr("SPAWN_BUCKET", defaultBucketName(account, cfg.Region))
-	h.deps = newEngineDeps(cfg, account, arn, envOr("SPAWN_TABLE", defaultTable), envOr("SPAWN_INSTANCES_TABLE", defaultInstancesTable),
-		bucket, envOr("AWS_LAMBDA_FUNCTION_NAME", defaultFunction), h.log)
-	h.arn = arn
-	return h.deps, nil
-}
-
-// errMalformedEvent: the event is neither a sweep to run nor a health check.
-var errMalformedEvent = errors.New(`malformed event: expected {"sweep_id": "..."} or {"health_check": true}`)
-
-// decodeEvent reads the function's input: an event is accepted when it is JSON of the
-// orchestratorEvent shape that names a sweep or asks for a health check.
-func decodeEvent(raw []byte) (orchestratorEvent, error) {
-	var ev orchestratorEvent
-	if err := json.Unmarshal(raw, &ev); err != nil {
-		return orchestratorEvent{}, fmt.Errorf("%w: %w", errMalformedEvent, err)
-	}
-	if !ev.HealthCheck && ev.SweepID == "" {
-		return orchestratorEvent{}, errMalformedEvent
-	}
-	return ev, nil
-}
-
-func (h *lambdaHandler) handle(ctx context.Context, raw json.RawMessage) (any, error) {
-	ev, err := decodeEvent(raw)
-	if err != nil {
-		h.log.Error().Str("event", string(raw)).Msg(`malformed event: expected {"sweep_id": "..."} or {"health_check": true}; not retried`)
-		return nil, nil
-	}
-	deps, err := h.setup(ctx)
-	if ev.HealthCheck {
-		ans := healthAnswer{OK: err == nil, Version: versionInfo()}
-		if deps != nil {
-			ans.Account, ans.ARN = deps.account, h.arn
-		}
-		return ans, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	// Lambda's retries and duplicate deliveries of one event reuse its request id: the
-	// owner adds a random part, so a duplicate is never mistaken for the holder itself.
-	owner := newOwnerID("lambda")
-	if lc, ok := lambdacontext.FromContext(ctx); ok && lc.AwsRequestID != "" {
-		owner = "lambda-" + lc.AwsRequestID + "-" + randomHex(4)
-	}
-	deadline, _ := ctx.Deadline()
-	h.log.Info().Str("sweep_id", ev.SweepID).Str("owner", owner).Time("deadline", deadline).Msg("invocation started")
-	o := deps.newOrchestrator(owner, ev.ForceDownload, true)
-	o.watched = ev.LeaseWatch
-	err = o.run(ctx, ev.SweepID, deadline)
-	switch {
-	case err == nil:
-		return nil, nil
-	case errors.Is(err, errLeaseHeld):
-		return nil, nil // a duplicate beside a live holder
-	case errors.Is(err, errSweepNotFound):
-		h.log.Error().Str("sweep_id", ev.SweepID).Err(err).Msg("unknown sweep; not retried")
-		return nil, nil
-	}
-	// Lambda retries the event; the retry takes over once the lease is free or expired.
-	h.log.Error().Str("sweep_id", ev.SweepID).Err(err).Msg("invocation ended with an error")
-	return nil, err
 }

@@ -186,8 +186,8 @@ func runScenario(sc scenario, fail func(string, ...any), edit func(map[string]*f
 			fail("version went from %d to %d", old.Version, next.Version)
 		}
 		lastVersion = next.Version
-		if len(next.Alive) > next.MaxConcurrent {
-			fail("record holds %d alive entries, max_concurrent %d", len(next.Alive), next.MaxConcurrent)
+		if slotsUsed(next) > next.MaxConcurrent {
+			fail("record holds %d entries in slots, max_concurrent %d", slotsUsed(next), next.MaxConcurrent)
 		}
 		seen := map[int]bool{}
 		for _, e := range next.Alive {

@@ -189,6 +189,13 @@ func (n policyNames) orchestratorPolicy() policyDocument {
 			Resource: []string{n.bucketARN() + "/sweeps/*"},
 		},
 		{
+			// Finding an instance's exit record lists one item's records.
+			Sid: "ListSweepObjects", Effect: "Allow",
+			Action:    []string{"s3:ListBucket"},
+			Resource:  []string{n.bucketARN()},
+			Condition: map[string]map[string]any{"StringLike": {"s3:prefix": []string{"sweeps/*"}}},
+		},
+		{
 			Sid: "ReinvokeItself", Effect: "Allow",
 			Action:   []string{"lambda:InvokeFunction"},
 			Resource: []string{n.functionARN()},
@@ -228,7 +235,7 @@ func (n policyNames) orchestratorPolicy() policyDocument {
 }
 
 // instancePolicy is spawnd-role's: an instance may tag and terminate only itself and
-// write only log objects.
+// write only log objects and its own exit record.
 func (n policyNames) instancePolicy(account string) policyDocument {
 	return newPolicy(
 		policyStatement{
@@ -242,7 +249,18 @@ func (n policyNames) instancePolicy(account string) policyDocument {
 			Action:   []string{"s3:PutObject"},
 			Resource: []string{n.bucketARN() + "/sweeps/*/logs/*"},
 		},
+		policyStatement{
+			Sid: "WriteOwnExitRecord", Effect: "Allow",
+			Action:   []string{"s3:PutObject"},
+			Resource: []string{n.exitRecordARN()},
+		},
 	)
+}
+
+// exitRecordARN is every exit record an instance may write: only those named by its own
+// credentials (aws:userid is "<role id>:<instance id>" for an instance role).
+func (n policyNames) exitRecordARN() string {
+	return n.bucketARN() + "/sweeps/*/exit/*/${aws:userid}.json"
 }
 
 // crossAccountTrustPolicy lets only the orchestrator role assume the compute account's
@@ -279,7 +297,7 @@ func (n policyNames) bucketPolicy() policyDocument {
 			Sid: "ComputeAccountInstanceLogs", Effect: "Allow",
 			Principal: map[string]any{"AWS": roles},
 			Action:    []string{"s3:PutObject"},
-			Resource:  []string{n.bucketARN() + "/sweeps/*/logs/*"},
+			Resource:  []string{n.bucketARN() + "/sweeps/*/logs/*", n.exitRecordARN()},
 		})
 	}
 	return newPolicy(st...)

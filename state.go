@@ -81,9 +81,12 @@ type aliveInstance struct {
 	ReservedAt   time.Time `dynamodbav:"reserved_at" json:"reserved_at"`
 	LaunchedAt   time.Time `dynamodbav:"launched_at,omitempty" json:"launched_at,omitzero"`
 	// Deadline is launch time + TTL (zero: no TTL); past Deadline+grace the orchestrator terminates.
-	Deadline    time.Time `dynamodbav:"deadline,omitempty" json:"deadline,omitzero"`
-	PriceHourly float64   `dynamodbav:"price_hourly,omitempty" json:"price_hourly,omitempty"`
-	PriceSource string    `dynamodbav:"price_source,omitempty" json:"price_source,omitempty"`
+	Deadline time.Time `dynamodbav:"deadline,omitempty" json:"deadline,omitzero"`
+	// DeadlineClock names the clock Deadline is on (sinceMark.Clock); an engine on
+	// another clock moves it to its own, later, never earlier.
+	DeadlineClock string  `dynamodbav:"deadline_clock,omitempty" json:"deadline_clock,omitempty"`
+	PriceHourly   float64 `dynamodbav:"price_hourly,omitempty" json:"price_hourly,omitempty"`
+	PriceSource   string  `dynamodbav:"price_source,omitempty" json:"price_source,omitempty"`
 	// LaunchTries and NotBefore pace a launch that failed for capacity or throttling: it is
 	// retried with the same ClientToken, not before NotBefore.
 	LaunchTries int       `dynamodbav:"launch_tries,omitempty" json:"launch_tries,omitempty"`
@@ -92,6 +95,35 @@ type aliveInstance struct {
 	WaitReason string `dynamodbav:"wait_reason,omitempty" json:"wait_reason,omitempty"`
 	// IdleAlarm is set once the idle-timeout alarm exists, so a failed PutMetricAlarm is retried.
 	IdleAlarm bool `dynamodbav:"idle_alarm,omitempty" json:"idle_alarm,omitempty"`
+	// Seen is set once DescribeInstances has shown the instance: from then on, an instance
+	// EC2 no longer shows has ended (EC2 forgets terminated instances), while one never
+	// seen may just not be visible yet.
+	Seen bool `dynamodbav:"seen,omitempty" json:"seen,omitempty"`
+	// Unseen marks when an engine first missed a launched instance EC2 has never shown;
+	// Ended when it first saw the instance ended with no report yet (its slot is free
+	// from then on). Each is measured only on the clock that set it.
+	Unseen *sinceMark `dynamodbav:"unseen,omitempty" json:"unseen,omitempty"`
+	Ended  *sinceMark `dynamodbav:"ended,omitempty" json:"ended,omitempty"`
+}
+
+// sinceMark is when an engine first saw a condition, and on which clock: Lambda's
+// (every invocation's clock is synchronised by AWS) or one host's. A mark set on another
+// clock is set again, so no wait compares two machines' clocks.
+type sinceMark struct {
+	At    time.Time `dynamodbav:"at" json:"at"`
+	Clock string    `dynamodbav:"clock" json:"clock"`
+}
+
+// slotsUsed counts the entries that hold a slot: all but those whose instance ended
+// and whose report is awaited.
+func slotsUsed(sw *sweep) int {
+	n := 0
+	for _, e := range sw.Alive {
+		if e.Ended == nil {
+			n++
+		}
+	}
+	return n
 }
 
 // retryItem is an index queued to launch again, with the attempt it will launch as

@@ -75,7 +75,7 @@ func buildStatus(ctx context.Context, s *sweep, recs []instanceRecord, p *pricer
 	v.priceInstances(ctx, p)
 	v.sortRegions()
 	c := s.Counts
-	c.Running = len(s.Alive)
+	c.Running = slotsUsed(s)
 	c.Pending = max(0, s.TotalParams-c.Succeeded-c.Failed-c.Expired-c.Cancelled-c.Unknown-c.Running)
 	v.counts = c
 	return v
@@ -112,9 +112,13 @@ func (v *statusView) addAlive(alive []aliveInstance, byIndex map[int]int) {
 		if si.PriceSource = a.PriceSource; si.PriceHourly > 0 && si.PriceSource == "" {
 			si.PriceSource = "recorded"
 		}
-		si.State = "running"
-		if a.InstanceID == "" {
+		switch {
+		case a.InstanceID == "":
 			si.State = "launching"
+		case a.Ended != nil:
+			si.State = "ended, awaiting its report"
+		default:
+			si.State = "running"
 		}
 		if i, ok := byIndex[a.Index]; ok {
 			old := v.instances[i]

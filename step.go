@@ -131,34 +131,89 @@ func (o *orchestrator) resolveReservation(ctx context.Context, api ec2API, sw *s
 	o.adopt(sw, e, aws.ToString(inst.InstanceId), now)
 }
 
-// outcomes finishes every entry whose instance ended, or has not been visible for
-// lostAfter since its launch, and frees its slot. An entry whose outcome could not be
-// written stays alive and is finished next step.
+// outcomes finishes every entry whose instance ended, with the report it left (its
+// exit-code tag, else its exit record in S3), and frees its slot. An instance EC2 does
+// not show has ended if EC2 had shown it (EC2 forgets terminated instances) or its
+// record is there. An ended instance with no report frees its slot at once and keeps its
+// entry until decideUnreported says. An entry whose outcome could not be read or
+// written stays and is looked at next step.
 func (o *orchestrator) outcomes(ctx context.Context, sw *sweep, seen sightings, now time.Time) {
 	finished := map[string]bool{}
 	for i := range sw.Alive {
 		e := &sw.Alive[i]
 		inst, described := seen[e.ClientToken]
-		switch {
-		case !described:
+		if !described {
 			continue
-		case inst == nil:
-			// Not visible yet (DescribeInstances is eventually consistent), or long gone.
-			if now.Sub(e.LaunchedAt) <= lostAfter {
+		}
+		if inst != nil {
+			e.Seen, e.Unseen = true, nil
+			if !endedState(inst.State.Name) {
 				continue
 			}
-		case !endedState(inst.State.Name):
-			continue
-		default:
-			if _, reported := exitCodeOf(inst.Tags); sw.CancelRequested && !reported {
-				continue // most likely the cancel's own terminate: recorded as cancelled
-			}
+			o.terminateStopped(ctx, e, inst)
 		}
-		if o.finish(ctx, sw, e, inst, now) {
+		rep, err := o.reportOf(ctx, sw, e, inst)
+		if err != nil {
+			o.log.Warn().Err(err).Str("sweep_id", sw.SweepID).Int("index", e.Index).Msg("reading an exit report; retrying next step")
+			continue
+		}
+		if rep == nil && !o.decideUnreported(sw, e, inst, now) {
+			continue
+		}
+		if o.finish(ctx, sw, e, inst, rep, now) {
 			finished[e.ClientToken] = true
 		}
 	}
 	dropByToken(sw, finished)
+}
+
+// terminateStopped terminates an instance that stopped instead of terminating: a
+// stopped instance still costs its volumes.
+func (o *orchestrator) terminateStopped(ctx context.Context, e *aliveInstance, inst *ec2types.Instance) {
+	if s := inst.State.Name; s != ec2types.InstanceStateNameStopped && s != ec2types.InstanceStateNameStopping {
+		return
+	}
+	if api, err := o.ec2For(ctx, e.Region); err == nil {
+		_ = terminate(ctx, api, []string{e.InstanceID})
+	}
+}
+
+// reportOf is what an ended instance reported: its exit-code tag, else its exit record;
+// nil when neither is there (yet).
+func (o *orchestrator) reportOf(ctx context.Context, sw *sweep, e *aliveInstance, inst *ec2types.Instance) (*exitReport, error) {
+	if inst != nil {
+		if code, ok := exitCodeOf(inst.Tags); ok {
+			return &exitReport{ExitCode: &code}, nil
+		}
+	}
+	if o.exitReports == nil {
+		return nil, nil
+	}
+	rep, err := o.exitReports(ctx, sw, e)
+	if err != nil || rep == nil || rep.ExitCode == nil {
+		return nil, err
+	}
+	return rep, nil
+}
+
+// decideUnreported says whether an ended instance with no report gets its outcome now:
+// one EC2 showed and no longer shows, or a spot interruption, at once; one EC2 never
+// showed, after lostAfter; during a cancel, never (the cancel's own terminate: recorded
+// cancelled); any other once its report had reportWait to appear (tags show seconds late).
+func (o *orchestrator) decideUnreported(sw *sweep, e *aliveInstance, inst *ec2types.Instance, now time.Time) bool {
+	switch {
+	case inst == nil && e.Seen:
+		return true
+	case inst == nil:
+		// Never shown: not visible yet (DescribeInstances is eventually consistent), or it
+		// ended and aged out before anyone looked.
+		return o.waited(&e.Unseen, now) >= o.lostAfter()
+	case sw.CancelRequested:
+		return false
+	case spotInterrupted(inst):
+		return true
+	}
+	return o.waited(&e.Ended, now) >= o.reportWait
 }
 
 // backstop acts on the instances still running: one past its TTL (plus grace) is
@@ -171,7 +226,7 @@ func (o *orchestrator) backstop(ctx context.Context, sw *sweep, seen sightings, 
 		if inst == nil || endedState(inst.State.Name) {
 			continue
 		}
-		if !e.Deadline.IsZero() && now.After(e.Deadline.Add(ttlGrace)) {
+		if d := o.deadlineOf(sw, e, now); !d.IsZero() && now.After(d.Add(ttlGrace)) {
 			log := o.log.With().Str("sweep_id", sw.SweepID).Int("index", e.Index).Str("instance_id", e.InstanceID).Logger()
 			log.Info().Msg("past its TTL: terminating")
 			api, err := o.ec2For(ctx, e.Region)
@@ -217,8 +272,23 @@ func (o *orchestrator) setLaunched(sw *sweep, e *aliveInstance, id string, at ti
 	e.NotBefore = time.Time{}
 	e.WaitReason = ""
 	if ttl := o.ttlOf(sw, e.Index); ttl > 0 {
-		e.Deadline = at.Add(ttl)
+		e.Deadline, e.DeadlineClock = at.Add(ttl), o.clockName
 	}
+}
+
+// deadlineOf is when the instance's TTL ends on this engine's clock. A deadline another
+// clock set is moved to a full TTL from now: later than the real one (the instance's
+// own shutdown ends it on time), never earlier, whatever the two clocks say.
+func (o *orchestrator) deadlineOf(sw *sweep, e *aliveInstance, now time.Time) time.Time {
+	if e.Deadline.IsZero() || e.DeadlineClock == o.clockName {
+		return e.Deadline
+	}
+	ttl := o.ttlOf(sw, e.Index)
+	if ttl <= 0 {
+		return time.Time{} // the TTL is not known here: no backstop rather than an early one
+	}
+	e.Deadline, e.DeadlineClock = now.Add(ttl), o.clockName
+	return e.Deadline
 }
 
 func (o *orchestrator) itemOf(idx int) (item, bool) {
@@ -249,59 +319,50 @@ func regionOf(sw *sweep, it item) string {
 	return sw.Region
 }
 
-// finish gives an ended instance its outcome (or queues a spot relaunch), writes its
-// instance item, and updates counts and cost. It reports false when the item write
-// failed: the entry then stays alive and is finished next step.
-func (o *orchestrator) finish(ctx context.Context, sw *sweep, e *aliveInstance, inst *ec2types.Instance, now time.Time) bool {
+// finish gives an ended instance its outcome (or queues a spot relaunch) from its
+// report, writes its instance item, and updates counts and cost. It reports false when
+// the item write failed: the entry then stays alive and is finished next step.
+func (o *orchestrator) finish(ctx context.Context, sw *sweep, e *aliveInstance, inst *ec2types.Instance, rep *exitReport, now time.Time) bool {
 	rec := o.record(sw, e)
 	rec.TerminatedAt = now
 	rec.State = string(ec2types.InstanceStateNameTerminated)
-	requeue := false
-	if inst == nil {
-		rec.Outcome = outcomeUnknown
-		rec.ErrorMessage = "the instance is no longer visible to EC2"
-	} else {
-		rec.State = string(inst.State.Name)
-		ran, ranKnown := ranFor(inst)
-		code, hasCode := exitCodeOf(inst.Tags)
-		switch {
-		case hasCode:
-			rec.ExitCode = &code
-			rec.Outcome = outcomeSucceeded
-			if code != 0 {
-				rec.Outcome = outcomeFailed
-				rec.ErrorMessage = fmt.Sprintf("the command exited with code %d", code)
-			}
-		case spotInterrupted(inst):
-			if e.Attempt < maxAttempts {
-				requeue = true
-				rec.ErrorMessage = fmt.Sprintf("spot interruption: relaunching as attempt %d", e.Attempt+1)
-			} else {
-				rec.Outcome = outcomeUnknown
-				rec.ErrorMessage = fmt.Sprintf("spot interruption on each of %d attempts", maxAttempts)
-			}
-		case o.reachedTTL(sw, e, ran, ranKnown, now):
-			rec.Outcome = outcomeExpired
-		default:
-			rec.Outcome = outcomeUnknown
-			rec.ErrorMessage = "the instance ended without reporting an exit code"
-			if r := inst.StateReason; r != nil && aws.ToString(r.Message) != "" {
-				rec.ErrorMessage += ": " + aws.ToString(r.Message)
-			}
-		}
-		if inst.State.Name == ec2types.InstanceStateNameStopped || inst.State.Name == ec2types.InstanceStateNameStopping {
-			// A stopped instance still costs its volumes: finish it off.
-			if api, err := o.ec2For(ctx, e.Region); err == nil {
-				_ = terminate(ctx, api, []string{e.InstanceID})
-			}
-		}
-	}
-	rec.CostUSD = runCost(e.LaunchedAt, rec.TerminatedAt, e.PriceHourly)
 	if inst != nil {
-		if ran, ok := ranFor(inst); ok {
-			rec.CostUSD = ran.Hours() * e.PriceHourly
+		rec.State = string(inst.State.Name)
+	}
+	requeue := false
+	switch {
+	case rep != nil:
+		code := *rep.ExitCode
+		rec.ExitCode = &code
+		rec.Outcome = outcomeSucceeded
+		if code != 0 {
+			rec.Outcome = outcomeFailed
+			rec.ErrorMessage = fmt.Sprintf("the command exited with code %d", code)
+		}
+	case inst == nil:
+		rec.Outcome = outcomeUnknown
+		rec.ErrorMessage = "the instance ended without a report and EC2 no longer shows it"
+	case spotInterrupted(inst):
+		if e.Attempt < maxAttempts {
+			requeue = true
+			rec.ErrorMessage = fmt.Sprintf("spot interruption: relaunching as attempt %d", e.Attempt+1)
+		} else {
+			rec.Outcome = outcomeUnknown
+			rec.ErrorMessage = fmt.Sprintf("spot interruption on each of %d attempts", maxAttempts)
+		}
+	default:
+		ran, ranKnown := ranFor(inst)
+		if o.reachedTTL(sw, e, ran, ranKnown, now) {
+			rec.Outcome = outcomeExpired
+			break
+		}
+		rec.Outcome = outcomeUnknown
+		rec.ErrorMessage = "the instance ended without reporting an exit code"
+		if r := inst.StateReason; r != nil && aws.ToString(r.Message) != "" {
+			rec.ErrorMessage += ": " + aws.ToString(r.Message)
 		}
 	}
+	rec.CostUSD = o.costOf(e, inst, rep, now)
 	if err := o.store.putInstance(ctx, rec); err != nil {
 		o.log.Warn().Err(err).Str("sweep_id", sw.SweepID).Int("index", e.Index).Msg("recording an outcome; retrying next step")
 		return false
@@ -316,6 +377,21 @@ func (o *orchestrator) finish(ctx context.Context, sw *sweep, e *aliveInstance, 
 	o.log.Info().Str("sweep_id", sw.SweepID).Int("index", e.Index).Int("attempt", e.Attempt).
 		Str("instance_id", e.InstanceID).Str("outcome", rec.Outcome).Msg("instance ended")
 	return true
+}
+
+// costOf is what an ended instance cost: by EC2's own launch and end times when it shows
+// them, else by the uptime its exit record reported, else from when this engine first
+// knew of it until now (an upper bound).
+func (o *orchestrator) costOf(e *aliveInstance, inst *ec2types.Instance, rep *exitReport, now time.Time) float64 {
+	if inst != nil {
+		if ran, ok := ranFor(inst); ok {
+			return ran.Hours() * e.PriceHourly
+		}
+	}
+	if rep != nil && rep.RanSeconds > 0 {
+		return rep.RanSeconds / 3600 * e.PriceHourly
+	}
+	return runCost(e.LaunchedAt, now, e.PriceHourly)
 }
 
 func addOutcome(c *counts, outcome string) {
@@ -386,7 +462,8 @@ func (o *orchestrator) reachedTTL(sw *sweep, e *aliveInstance, ran time.Duration
 	if ranKnown {
 		return ran >= ttl-ttlSlack
 	}
-	return !e.Deadline.IsZero() && !now.Before(e.Deadline.Add(-ttlSlack))
+	d := o.deadlineOf(sw, e, now)
+	return !d.IsZero() && !now.Before(d.Add(-ttlSlack))
 }
 
 // transitionTime reads EC2's "User initiated (2024-01-02 03:04:05 GMT)".
@@ -402,7 +479,7 @@ func transitionTime(reason string) (time.Time, bool) {
 // reserve fills free slots: retries first, then the next items in file order. A slot is
 // reserved (with its ClientToken) and saved before RunInstances is called.
 func (o *orchestrator) reserve(sw *sweep, now time.Time) {
-	for len(sw.Alive) < sw.MaxConcurrent {
+	for slotsUsed(sw) < sw.MaxConcurrent {
 		var idx, attempt int
 		switch {
 		case len(sw.RetryQueue) > 0:

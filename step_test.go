@@ -317,11 +317,15 @@ func TestHostClockOffFromEC2(t *testing.T) {
 			if !visible {
 				continue
 			}
-			// The instance powers itself off at its TTL, by EC2's clock, with no report.
+			// The instance powers itself off at its TTL, by EC2's clock, with no report;
+			// the engine gives the report its minute to appear, then decides.
 			api.endAfter(20 * time.Minute)
-			cur, _ := st.loadSweep(context.Background(), "sw-k")
-			if err := o.step(context.Background(), cur); err != nil {
-				t.Fatal(err)
+			for range 8 {
+				cur, _ := st.loadSweep(context.Background(), "sw-k")
+				if err := o.step(context.Background(), cur); err != nil {
+					t.Fatal(err)
+				}
+				clk.now = clk.now.Add(10 * time.Second)
 			}
 			got, _ := st.loadSweep(context.Background(), "sw-k")
 			if got.Counts.Expired != 1 {
@@ -345,6 +349,10 @@ type skewEC2 struct {
 }
 
 func (f *skewEC2) RunInstances(context.Context, *ec2.RunInstancesInput, ...func(*ec2.Options)) (*ec2.RunInstancesOutput, error) {
+	if !f.endedAt.IsZero() {
+		// Only one instance here: once it ended, the next item waits for capacity.
+		return nil, &smithy.GenericAPIError{Code: "InsufficientInstanceCapacity", Message: "no capacity"}
+	}
 	f.launches++
 	f.launchedAt = f.clk.Now().Add(f.offset)
 	return &ec2.RunInstancesOutput{Instances: []ec2types.Instance{f.instance()}}, nil
@@ -377,4 +385,27 @@ func (f *skewEC2) DescribeInstances(_ context.Context, in *ec2.DescribeInstances
 func (f *skewEC2) TerminateInstances(context.Context, *ec2.TerminateInstancesInput, ...func(*ec2.Options)) (*ec2.TerminateInstancesOutput, error) {
 	f.terminated++
 	return &ec2.TerminateInstancesOutput{}, nil
+}
+
+// A --no-detach host whose clock is 30 minutes slow launches an instance with a 20-minute
+// TTL, then an engine on the true clock (Lambda, after 'spawn resume') carries on: the
+// deadline the host recorded is on the host's clock, and the engine must not read it on
+// its own (it would terminate the instance at once, 10 minutes into its TTL).
+func TestDeadlineFromAnotherHostsClock(t *testing.T) {
+	st, host, clk, api, _ := reportFixture(t, 1)
+	st.sweeps["sw-r"].TTL = "20m"
+	slow := &napClock{now: clk.now.Add(-30 * time.Minute)}
+	host.clock, host.clockName = slow, "host-a"
+	cur, _ := st.loadSweep(context.Background(), "sw-r")
+	if err := host.step(context.Background(), cur); err != nil {
+		t.Fatal(err)
+	}
+	lambda := newTestOrchestrator(st, everyRegion(api), clk)
+	lambda.items, lambda.clockName = host.items, "lambda"
+	for range 6 * 15 { // 15 minutes of steps on the true clock
+		steps(t, st, lambda, clk, 1)
+		if api.terminated > 0 {
+			t.Fatalf("terminated %v after launch, before its 20-minute TTL", clk.now.Sub(api.insts["i-0001"].launchedAt))
+		}
+	}
 }
