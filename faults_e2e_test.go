@@ -269,7 +269,8 @@ type faultRun struct {
 
 	kills, asyncDups, syncDups, cancels int
 	syncRetried, cancelRepeats          int
-	cancelUnreached                     map[string]int // region a cancel could not reach → exits 1 naming it
+	cancelUnreached                     map[string]int  // region a cancel could not reach → exits 1 naming it
+	quotaWaits                          map[string]bool // "index code": the record showed the item waiting for it
 	cancelOutcome                       string
 	syncRunning                         sync.WaitGroup
 }
@@ -298,7 +299,7 @@ func newFaultRun(t *testing.T, a *testAWS, seed uint64) *faultRun {
 		t: t, seed: seed, a: a, plan: newFaultPlan(rng), rng: rng,
 		ec2: ec2.NewFromConfig(a.cfg), s3: newS3Client(a.cfg), lc: lambdasvc.NewFromConfig(a.cfg),
 		insts: map[string]*simInstance{}, byPair: map[[2]int][]string{}, instanceEC2: map[string]*ec2.Client{},
-		cancelUnreached: map[string]int{},
+		cancelUnreached: map[string]int{}, quotaWaits: map[string]bool{},
 	}
 	ctx := context.Background()
 	r.store = newTestStore(t)
@@ -724,7 +725,7 @@ type faultTotals struct {
 	injected                                         map[string]int
 	cancelUnreached                                  map[string]int
 	// What the hosts and instances did.
-	offsets, region2Runs                 int
+	offsets, region2Runs, quotaWaits     int
 	minOffset, maxOffset                 time.Duration
 	recordOnly, regionLostTags, noReport int
 	killedBeforeReport, tagged           int
@@ -762,6 +763,7 @@ func (f *faultTotals) add(r *faultRun) {
 	f.held += strings.Count(logs, "another orchestrator holds the lease")
 	f.invocations += strings.Count(logs, "invocation started")
 	f.staleHandOns += strings.Count(logs, "its lease outlives this invocation")
+	f.quotaWaits += len(r.quotaWaits)
 	f.addHosts(r)
 }
 
@@ -812,14 +814,14 @@ func (f *faultTotals) report(t *testing.T, runs int, wall time.Duration) {
 		unreached = append(unreached, fmt.Sprintf("%s %d", k, f.cancelUnreached[k]))
 	}
 	t.Logf("%d runs (%d finished) in %s: %d instances launched; %d AWS requests through the proxies, %d faults injected (%s); "+
-		"EC2 as AWS documents it: %s; %d runs with a refusing second region; "+
+		"EC2 as AWS documents it: %s; %d items shown waiting for a quota or capacity refusal; %d runs with a refusing second region; "+
 		"%d process kills, %d duplicate events, %d duplicate sync invokes, %d cancels (%d ended CANCELLED); %d invocations, %d hand-offs, "+
 		"%d found the lease held, %d handed on at once behind a stale lease; %d failed sync duplicates re-sent as events, %d cancels repeated as told, "+
 		"cancels that exited 1 naming a region they could not reach: [%s]; "+
 		"CLI clock offsets drawn: %d, from %s to %s; instances: %d reported by record and tag, %d by exit record only (tag lost), "+
 		"%d by exit record only (tag refused by the region), %d died with no report, %d terminated before they reported",
 		runs, f.runs, wall.Round(time.Second), f.launches, f.requests, sum, strings.Join(faults, ", "),
-		strings.Join(model, ", "), f.region2Runs,
+		strings.Join(model, ", "), f.quotaWaits, f.region2Runs,
 		f.kills, f.asyncDups, f.syncDups, f.cancels, f.cancelledRuns, f.invocations, f.handoffs, f.held, f.staleHandOns, f.syncRetried, f.cancelRepeats,
 		strings.Join(unreached, ", "),
 		f.offsets, f.minOffset.Round(time.Second), f.maxOffset.Round(time.Second), f.tagged, f.recordOnly,

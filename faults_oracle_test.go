@@ -315,6 +315,7 @@ func (r *faultRun) poll(stop <-chan struct{}, done chan<- struct{}) {
 				r.violate("items with an outcome went back from %+v to %+v", last.Counts, sw.Counts)
 			}
 		}
+		r.noteWaits(sw)
 		if slotsUsed(sw) > sw.MaxConcurrent {
 			r.violate("the record holds %d entries in slots, max_concurrent %d", slotsUsed(sw), sw.MaxConcurrent)
 		}
@@ -336,6 +337,20 @@ func (r *faultRun) poll(stop <-chan struct{}, done chan<- struct{}) {
 		r.mu.Lock()
 		r.lastSweep = sw
 		r.mu.Unlock()
+	}
+}
+
+// noteWaits remembers the wait reasons the record shows for launches refused for a
+// quota or capacity (SPEC promise 5: retried with backoff, the reason shown).
+func (r *faultRun) noteWaits(sw *sweep) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, e := range sw.Alive {
+		for code := range quotaMessages {
+			if strings.Contains(e.WaitReason, code) {
+				r.quotaWaits[fmt.Sprintf("%d %s", e.Index, code)] = true
+			}
+		}
 	}
 }
 
