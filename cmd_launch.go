@@ -74,6 +74,7 @@ func startSweep(ctx context.Context, r *rootConfig, req *launchRequest) error {
 		Region:         d.region,
 		AWSAccountID:   d.accountID,
 		Status:         statusInitializing,
+		Detached:       req.Detach,
 	}
 	if req.TTL > 0 {
 		sw.TTL = req.TTL.String()

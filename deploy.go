@@ -15,6 +15,7 @@ import (
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+	"github.com/aws/aws-sdk-go-v2/service/eventbridge"
 	"github.com/aws/aws-sdk-go-v2/service/iam"
 	iamtypes "github.com/aws/aws-sdk-go-v2/service/iam/types"
 	"github.com/aws/aws-sdk-go-v2/service/lambda"
@@ -180,10 +181,12 @@ type deployer struct {
 	names     policyNames
 	memoryMB  int32 // 0: defaultMemoryMB for a new function, keep an existing function's
 
-	s3     deployS3API
-	ddb    deployDynamoAPI
-	iam    deployIAMAPI
-	lambda deployLambdaAPI
+	s3          deployS3API
+	ddb         deployDynamoAPI
+	iam         deployIAMAPI
+	lambda      deployLambdaAPI
+	permissions deployPermissionAPI
+	events      deployEventsAPI
 
 	compute *computeTarget // --compute-profile, or nil
 
@@ -204,6 +207,7 @@ type computeTarget struct {
 }
 
 func newDeployer(d *deployment, log zerolog.Logger, dryRun bool) *deployer {
+	lambdaClient := lambda.NewFromConfig(d.cfg)
 	return &deployer{
 		log:       log,
 		dryRun:    dryRun,
@@ -216,7 +220,9 @@ func newDeployer(d *deployment, log zerolog.Logger, dryRun bool) *deployer {
 		s3:               newS3Client(d.cfg),
 		ddb:              dynamodb.NewFromConfig(d.cfg),
 		iam:              iam.NewFromConfig(d.cfg),
-		lambda:           lambda.NewFromConfig(d.cfg),
+		lambda:           lambdaClient,
+		permissions:      lambdaClient,
+		events:           eventbridge.NewFromConfig(d.cfg),
 		propagationDelay: time.Second,
 		propagationWait:  2 * time.Minute,
 		healthWait:       20 * time.Second,
@@ -281,6 +287,9 @@ func (d *deployer) deploy(ctx context.Context, pkg *bootstrapPackage) error {
 		return err
 	}
 	if err := d.ensureEventInvokeConfig(ctx, fnARN); err != nil {
+		return err
+	}
+	if err := d.ensureWatchdog(ctx, fnARN); err != nil {
 		return err
 	}
 	return d.healthCheck(ctx, fnARN, pkg)

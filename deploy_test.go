@@ -17,6 +17,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+	"github.com/aws/aws-sdk-go-v2/service/eventbridge"
+	ebtypes "github.com/aws/aws-sdk-go-v2/service/eventbridge/types"
 	"github.com/aws/aws-sdk-go-v2/service/iam"
 	"github.com/aws/aws-sdk-go-v2/service/lambda"
 	lambdatypes "github.com/aws/aws-sdk-go-v2/service/lambda/types"
@@ -115,7 +117,8 @@ func runDeployJSON(t testing.TB, env map[string]string, args ...string) resource
 
 // optionalKinds are the steps an emulator may lack (EMULATORS.md): skipped there with
 // a reason, never on AWS.
-var optionalKinds = map[string]bool{kindPITR: true, kindRecursionConfig: true, kindEventInvokeConfg: true, kindHealthCheck: true}
+var optionalKinds = map[string]bool{kindPITR: true, kindRecursionConfig: true, kindEventInvokeConfg: true, kindHealthCheck: true,
+	kindSchedule: true, kindPermission: true}
 
 // wantKinds is every line a deploy in one account prints, in order.
 func wantKinds(n deployTestNames, bucket string) [][2]string {
@@ -125,6 +128,7 @@ func wantKinds(n deployTestNames, bucket string) [][2]string {
 		{kindRole, orchestratorRoleName}, {kindRole, instanceRoleName}, {kindInstanceProfile, instanceRoleName},
 		{kindBucket, bucket},
 		{kindFunction, n.function}, {kindRecursionConfig, n.function}, {kindEventInvokeConfg, n.function},
+		{kindSchedule, policyNames{function: n.function}.watchdogRule()}, {kindPermission, watchdogStatementID},
 		{kindHealthCheck, n.function},
 	}
 }
@@ -281,7 +285,7 @@ func TestDeployCreatesEveryResourceThenReportsUnchangedThenDestroys(t *testing.T
 	}
 	gone := runDeployJSON(t, env, n.args(a, "destroy", "--yes", "--force")...)
 	wantGone := [][2]string{
-		{kindFunction, n.function}, {kindRole, orchestratorRoleName}, {kindInstanceProfile, instanceRoleName},
+		{kindSchedule, policyNames{function: n.function}.watchdogRule()}, {kindFunction, n.function}, {kindRole, orchestratorRoleName}, {kindInstanceProfile, instanceRoleName},
 		{kindRole, instanceRoleName}, {kindTable, n.table}, {kindTable, n.instancesTable}, {kindBucket, n.bucket},
 	}
 	checkGone(t, gone, wantGone, actionDeleted)
@@ -329,6 +333,7 @@ func verifyDeployed(t *testing.T, a *testAWS, n deployTestNames) {
 		t.Errorf("bucket policy: %v", err)
 	}
 
+	verifyWatchdog(t, a, n)
 	ddb := dynamodb.NewFromConfig(a.cfg)
 	for _, tbl := range []string{n.table, n.instancesTable} {
 		out, err := ddb.DescribeTable(ctx, &dynamodb.DescribeTableInput{TableName: aws.String(tbl)})
@@ -420,6 +425,8 @@ func verifyNothingLeft(t *testing.T, a *testAWS, n deployTestNames) {
 	_, err = ic.GetInstanceProfile(ctx, &iam.GetInstanceProfileInput{InstanceProfileName: aws.String(instanceRoleName)})
 	errs = append(errs, err)
 	_, err = lambda.NewFromConfig(a.cfg).GetFunction(ctx, &lambda.GetFunctionInput{FunctionName: aws.String(n.function)})
+	errs = append(errs, err)
+	_, err = eventbridge.NewFromConfig(a.cfg).DescribeRule(ctx, &eventbridge.DescribeRuleInput{Name: aws.String(policyNames{function: n.function}.watchdogRule())})
 	errs = append(errs, err)
 	for i, err := range errs {
 		if !isNotFound(err) {
@@ -690,5 +697,29 @@ func TestBucketPolicyIsTLSOnlyOverHTTPS(t *testing.T) {
 	}
 	if r := d.results[len(d.results)-1]; r.Action != actionUpdated || !strings.Contains(r.Reason, "plain http") {
 		t.Errorf("bucket line: %+v", r)
+	}
+}
+
+// verifyWatchdog reads the watchdog's rule and target back: every five minutes, the
+// function, with the watchdog's input (where the endpoint has EventBridge).
+func verifyWatchdog(t *testing.T, a *testAWS, n deployTestNames) {
+	t.Helper()
+	ctx := context.Background()
+	eb := eventbridge.NewFromConfig(a.cfg)
+	rule := policyNames{function: n.function}.watchdogRule()
+	r, err := eb.DescribeRule(ctx, &eventbridge.DescribeRuleInput{Name: aws.String(rule)})
+	if err != nil {
+		if a.backend.name == "kumo" {
+			t.Errorf("rule %s: %v", rule, err)
+		}
+		return
+	}
+	if aws.ToString(r.ScheduleExpression) != "rate(5 minutes)" || r.State != ebtypes.RuleStateEnabled {
+		t.Errorf("rule %s: %s %s", rule, aws.ToString(r.ScheduleExpression), r.State)
+	}
+	tg, err := eb.ListTargetsByRule(ctx, &eventbridge.ListTargetsByRuleInput{Rule: aws.String(rule)})
+	if err != nil || len(tg.Targets) != 1 || !strings.HasSuffix(aws.ToString(tg.Targets[0].Arn), ":function:"+n.function) ||
+		!sameJSON(aws.ToString(tg.Targets[0].Input), `{"watchdog": true}`) {
+		t.Errorf("rule %s targets: %v %+v", rule, err, tg)
 	}
 }

@@ -23,6 +23,9 @@ func (d *deployer) destroy(ctx context.Context, force bool) error {
 			return err
 		}
 	}
+	if err := d.deleteWatchdog(ctx); err != nil {
+		return err
+	}
 	if err := d.deleteFunction(ctx); err != nil {
 		return err
 	}

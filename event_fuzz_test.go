@@ -43,6 +43,12 @@ func eventOracle(raw []byte) (want orchestratorEvent, accept bool) {
 			dst = &ev.HealthCheck
 		case strings.EqualFold(key, "lease_watch"):
 			dst = &ev.LeaseWatch
+		case strings.EqualFold(key, "watchdog"):
+			dst = &ev.Watchdog
+		case strings.EqualFold(key, "source"):
+			dst = &ev.Source
+		case strings.EqualFold(key, "detail-type"):
+			dst = &ev.DetailType
 		default:
 			continue
 		}
@@ -53,11 +59,15 @@ func eventOracle(raw []byte) (want orchestratorEvent, accept bool) {
 			return orchestratorEvent{}, false
 		}
 	}
-	return ev, ev.SweepID != "" || ev.HealthCheck
+	// EventBridge's scheduled event (no constant input) is the watchdog's too.
+	if ev.Source == "aws.events" && ev.DetailType == "Scheduled Event" {
+		ev.Watchdog = true
+	}
+	return ev, ev.SweepID != "" || ev.HealthCheck || ev.Watchdog
 }
 
 // FuzzDecodeEvent: decodeEvent never panics, accepts exactly the events that name a
-// sweep or ask for a health check, decodes them as the oracle does, and refuses
+// sweep, ask for a health check or are the watchdog's, decodes them as the oracle does, and refuses
 // everything else with errMalformedEvent.
 // Huge strings and deep nesting are in testdata/fuzz/FuzzDecodeEvent.
 func FuzzDecodeEvent(f *testing.F) {
@@ -74,6 +84,9 @@ func FuzzDecodeEvent(f *testing.F) {
 		`{"sweep_id": "a", "lease_watch": {"owner": "lambda-1", "renewed_at": "2026-01-01T00:00:00Z", "watched_seconds": 2.5}}`,
 		`{"sweep_id": "a", "lease_watch": {"owner": 1}}`, `{"sweep_id": "a", "lease_watch": {"renewed_at": "yesterday"}}`,
 		`{"sweep_id": "a", "lease_watch": {"owner": "x"}, "LEASE_WATCH": {"watched_seconds": 1}}`,
+		`{"watchdog": true}`, `{"watchdog": false}`, `{"watchdog": "true"}`, `{"Watchdog": true, "sweep_id": "a"}`,
+		`{"version":"0","id":"e","detail-type":"Scheduled Event","source":"aws.events","account":"123456789012","time":"2026-12-06T08:00:00Z","region":"us-east-1","resources":["arn:aws:events:us-east-1:123456789012:rule/spawn-sweep-watchdog"],"detail":{}}`,
+		`{"detail-type":"Scheduled Event","source":"aws.ec2"}`, `{"detail-type":"Object Created","source":"aws.events"}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -89,7 +102,7 @@ func FuzzDecodeEvent(f *testing.F) {
 			}
 			return
 		}
-		if !reflect.DeepEqual(got, want) || (got.SweepID == "" && !got.HealthCheck) {
+		if !reflect.DeepEqual(got, want) || (got.SweepID == "" && !got.HealthCheck && !got.Watchdog) {
 			t.Fatalf("decodeEvent(%q) = %+v, want %+v", raw, got, want)
 		}
 	})

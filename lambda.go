@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"time"
 
 	"github.com/aws/aws-lambda-go/lambda"
 	"github.com/aws/aws-lambda-go/lambdacontext"
@@ -27,6 +28,11 @@ type orchestratorEvent struct {
 	ForceDownload bool       `json:"force_download"`
 	HealthCheck   bool       `json:"health_check,omitempty"`
 	LeaseWatch    *leaseNote `json:"lease_watch,omitempty"` // set by an invocation that handed on while watching
+	// Watchdog is the watchdog rule's constant input; Source and DetailType identify the
+	// scheduled event the rule sends without one (watchdog.go).
+	Watchdog   bool   `json:"watchdog,omitempty"`
+	Source     string `json:"source,omitempty"`
+	DetailType string `json:"detail-type,omitempty"`
 }
 
 // healthAnswer is the function's answer to {"health_check": true}.
@@ -58,6 +64,7 @@ type engineDeps struct {
 	cfg      aws.Config
 	account  string // the caller's own account
 	store    sweepStore
+	index    runningIndex
 	params   *paramsStore
 	s3       s3Reports
 	clients  *awsClients
@@ -69,10 +76,12 @@ type engineDeps struct {
 
 func newEngineDeps(cfg aws.Config, account, callerARN, table, instancesTable, bucket, function string, log zerolog.Logger) *engineDeps {
 	s3c := newS3Client(cfg)
+	store := newDynamoStore(dynamodb.NewFromConfig(cfg), table, instancesTable)
 	return &engineDeps{
 		cfg:      cfg,
 		account:  account,
-		store:    newDynamoStore(dynamodb.NewFromConfig(cfg), table, instancesTable),
+		store:    store,
+		index:    store,
 		params:   newParamsStore(s3c, bucket, ""),
 		s3:       s3c,
 		clients:  newAWSClients(cfg, account, partitionOf(callerARN)),
@@ -81,6 +90,21 @@ func newEngineDeps(cfg aws.Config, account, callerARN, table, instancesTable, bu
 		pricer:   newPricer(cfg),
 		log:      log,
 	}
+}
+
+// watchdog answers the watchdog's event: every detached sweep nobody drives gets an
+// invocation of its own.
+func (d *engineDeps) watchdog(ctx context.Context) (watchdogAnswer, error) {
+	ans, err := watchdog(ctx, d.store, d.index, time.Now(), func(ctx context.Context, id string) error {
+		return invokeEvent(ctx, d.lambda, d.function, orchestratorEvent{SweepID: id})
+	})
+	if err != nil {
+		d.log.Error().Err(err).Msg("watchdog: reading the running sweeps; the next watchdog tries again")
+		return ans, err
+	}
+	d.log.Info().Int("running", ans.Running).Strs("revived", ans.Revived).Int("attached", ans.Attached).
+		Strs("failed", ans.Failed).Msg("watchdog")
+	return ans, nil
 }
 
 // newOrchestrator wires an engine to real clients. detached: re-invoke the function at
@@ -189,7 +213,10 @@ func decodeEvent(raw []byte) (orchestratorEvent, error) {
 	if err := json.Unmarshal(raw, &ev); err != nil {
 		return orchestratorEvent{}, fmt.Errorf("%w: %w", errMalformedEvent, err)
 	}
-	if !ev.HealthCheck && ev.SweepID == "" {
+	if ev.isScheduledEvent() {
+		ev.Watchdog = true
+	}
+	if !ev.HealthCheck && !ev.Watchdog && ev.SweepID == "" {
 		return orchestratorEvent{}, errMalformedEvent
 	}
 	return ev, nil
@@ -198,7 +225,7 @@ func decodeEvent(raw []byte) (orchestratorEvent, error) {
 func (h *lambdaHandler) handle(ctx context.Context, raw json.RawMessage) (any, error) {
 	ev, err := decodeEvent(raw)
 	if err != nil {
-		h.log.Error().Str("event", string(raw)).Msg(`malformed event: expected {"sweep_id": "..."} or {"health_check": true}; not retried`)
+		h.log.Error().Str("event", string(raw)).Msg(`malformed event: expected {"sweep_id": "..."}, {"watchdog": true} or {"health_check": true}; not retried`)
 		return nil, nil
 	}
 	deps, err := h.setup(ctx)
@@ -211,6 +238,9 @@ func (h *lambdaHandler) handle(ctx context.Context, raw json.RawMessage) (any, e
 	}
 	if err != nil {
 		return nil, err
+	}
+	if ev.Watchdog {
+		return deps.watchdog(ctx)
 	}
 	// Lambda's retries and duplicate deliveries of one event reuse its request id: the
 	// owner adds a random part, so a duplicate is never mistaken for the holder itself.

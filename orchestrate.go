@@ -114,6 +114,8 @@ type orchestrator struct {
 	exitReports func(ctx context.Context, sw *sweep, e *aliveInstance) (*exitReport, error)
 	// clockName names the clock this engine measures waits on (sinceMark.Clock).
 	clockName string
+	// runner: this engine runs the sweep's loop (not a cancel).
+	runner bool
 	// mayLaunch holds the tokens of reservations known not to exist yet: fresh ones,
 	// and older ones that a DescribeInstances by client token just did not find.
 	mayLaunch    map[string]bool
@@ -263,6 +265,9 @@ func (o *orchestrator) run(ctx context.Context, sweepID string, deadline time.Ti
 	}
 	log := o.log.With().Str("sweep_id", sweepID).Logger()
 	o.sweepAccount = sw.AWSAccountID
+	// This engine drives the sweep (a cancel only ends it): its saves say whether it runs
+	// detached, in the function, or in a --no-detach process.
+	o.runner = true
 	if terminalStatus(sw.Status) {
 		return o.releaseFinal(ctx, sw)
 	}
@@ -533,6 +538,10 @@ func (o *orchestrator) save(ctx context.Context, sw *sweep) error {
 	}
 	if sw.LeaseOwner == o.owner {
 		renewLease(sw, o.owner, now, o.leaseTTL)
+		sw.LastStepAt = now
+		if o.runner {
+			sw.Detached = o.invokeAsync != nil
+		}
 	}
 	fixCounts(sw)
 	return o.store.saveSweep(ctx, sw)

@@ -385,9 +385,17 @@ func (n policyNames) deployerPolicy() policyDocument {
 				"lambda:UpdateFunctionCode", "lambda:UpdateFunctionConfiguration",
 				"lambda:GetFunctionRecursionConfig", "lambda:PutFunctionRecursionConfig",
 				"lambda:GetFunctionEventInvokeConfig", "lambda:PutFunctionEventInvokeConfig",
-				"lambda:InvokeFunction",
+				"lambda:InvokeFunction", "lambda:GetPolicy", "lambda:AddPermission", "lambda:RemovePermission",
 			},
 			Resource: []string{n.functionARN()},
+		},
+		policyStatement{
+			Sid: "WatchdogSchedule", Effect: "Allow",
+			Action: []string{
+				"events:DescribeRule", "events:PutRule", "events:DeleteRule",
+				"events:ListTargetsByRule", "events:PutTargets", "events:RemoveTargets",
+			},
+			Resource: []string{n.watchdogRuleARN()},
 		},
 	)
 }

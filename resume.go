@@ -49,6 +49,12 @@ func prepareResume(ctx context.Context, st sweepStore, id string, retryFailed bo
 			sw.Status, sw.ErrorMessage, sw.CompletedAt = statusRunning, "", ""
 		}
 		fixCounts(sw)
+		if idx, ok := st.(runningIndex); ok {
+			// Indexed again before it runs again (a FAILED sweep left the index).
+			if err := idx.markRunning(ctx, id); err != nil {
+				return nil, 0, err
+			}
+		}
 		err = st.saveSweep(ctx, sw)
 		if errors.Is(err, errStaleVersion) {
 			continue

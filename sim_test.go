@@ -32,17 +32,33 @@ type sim struct {
 	actors []*actor
 	yield  chan struct{}
 	fail   func(format string, args ...any)
+	// haltAt ends a run that cannot end by itself (a region refused for good): once
+	// every actor sleeps past it, every call of every actor fails as a crash would.
+	haltAt time.Time
+	halted bool
 }
 
+// Actor roles: the invariants ask who made a call.
+const (
+	roleInvocation = "invocation" // a Lambda event
+	roleCLI        = "cli"        // launch --no-detach, or resume
+	roleCancel     = "cancel"     // spawn cancel
+)
+
 type actor struct {
-	name    string
-	run     chan struct{}
-	wakeAt  time.Time
-	done    bool
-	crashAt int // the fake call at which this actor dies (0: never)
-	ops     int
-	crashed bool
-	onCrash func()
+	name   string
+	role   string
+	owner  string        // the lease owner of the orchestrator it runs now
+	offset time.Duration // its clock minus the sim's true time
+	// sawCancel: it has read or written a record asking for a cancel.
+	sawCancel bool
+	run       chan struct{}
+	wakeAt    time.Time
+	done      bool
+	crashAt   int // the fake call at which this actor dies (0: never)
+	ops       int
+	crashed   bool
+	onCrash   func()
 }
 
 type actorKey struct{}
@@ -84,7 +100,7 @@ func (s *sim) point(ctx context.Context) error {
 	if a == nil {
 		return nil
 	}
-	if a.crashed {
+	if a.crashed || s.halted {
 		return errCrashed
 	}
 	a.ops++
@@ -113,12 +129,23 @@ func (s *sim) Sleep(ctx context.Context, d time.Duration) error {
 		s.now = s.now.Add(d)
 		return nil
 	}
-	if a.crashed {
+	if a.crashed || s.halted {
 		return errCrashed
 	}
 	s.park(a, s.now.Add(max(d, 0)))
 	return nil
 }
+
+// actorClock is the clock one actor keeps: the sim's true time plus its own offset, as
+// a laptop's or a runner's clock may be off. Sleeping takes the same time on every clock.
+type actorClock struct {
+	s      *sim
+	offset time.Duration
+}
+
+func (c actorClock) Now() time.Time { return c.s.now.Add(c.offset) }
+
+func (c actorClock) Sleep(ctx context.Context, d time.Duration) error { return c.s.Sleep(ctx, d) }
 
 // runAll runs until every actor is done; false when the step budget ran out.
 func (s *sim) runAll(maxSwitches int) bool {
@@ -141,6 +168,14 @@ func (s *sim) runAll(maxSwitches int) bool {
 			return true
 		}
 		if len(runnable) == 0 {
+			if !s.haltAt.IsZero() && next.After(s.haltAt) && !s.halted {
+				// Wake everyone: each call now fails, and every actor winds down.
+				s.halted = true
+				for _, a := range s.actors {
+					a.wakeAt = s.now
+				}
+				continue
+			}
 			s.now = next
 			continue
 		}
@@ -167,6 +202,7 @@ type fakeInstance struct {
 	endAt                      time.Time // zero: runs until terminated
 	end                        string
 	terminatedAt               time.Time
+	ambiguous                  bool // its RunInstances launched it and answered with an error
 }
 
 // fakeEC2 acts out each launch's planned fate (by client token) on the sim's clock and
@@ -190,6 +226,23 @@ type fakeEC2 struct {
 	nextID         int
 	byID           map[string]*fakeInstance
 	noChecks       bool // benchmarks: the invariants are the property test's job
+
+	// The property test's disturbances and what they did (sim_scenarios_test.go).
+	spells *spells
+	seen   *fired
+	// record is the store's sweep record as it is now, read with no scheduling point
+	// (nil: the invariants on the record are not checked).
+	record func() *sweep
+	// cancelTried: a cancel attempt returned, done or naming what it could not reach;
+	// from then on nothing is launched.
+	cancelTried bool
+	// askedAt: when the first cancel was asked (true time); idless then holds the
+	// reservations whose instance the record did not know at that moment.
+	askedAt     time.Time
+	idless      map[string]bool
+	deniedIndex map[int]bool // indexes whose RunInstances a denied region refused
+	launchers   map[string]*actor
+	refused     map[string]map[string]bool // client token → the refusal codes its launches got
 }
 
 // newBenchEC2 is an EC2 for benchmarks: it honours client tokens, finds instances by id
@@ -213,16 +266,21 @@ func (f *fakeEC2) alive(inst *fakeInstance) bool {
 	return inst.endAt.IsZero() || now.Before(inst.endAt)
 }
 
-func (f *fakeEC2) checkInvariants(op string) {
-	if f.noChecks {
-		return
-	}
+func (f *fakeEC2) liveCount() int {
 	live := 0
 	for _, inst := range f.insts {
 		if f.alive(inst) {
 			live++
 		}
 	}
+	return live
+}
+
+func (f *fakeEC2) checkInvariants(op string) {
+	if f.noChecks {
+		return
+	}
+	live := f.liveCount()
 	if live > f.maxConcurrent {
 		f.fail("after %s: %d instances alive, max_concurrent %d", op, live, f.maxConcurrent)
 	}
@@ -234,6 +292,43 @@ func (f *fakeEC2) checkInvariants(op string) {
 			f.fail("after %s: (index, attempt) %s launched into %d instances", op, key, n)
 		}
 	}
+	if f.record != nil {
+		if rec := f.record(); rec != nil && rec.Status == statusCancelled && live > 0 {
+			f.fail("after %s: the record says CANCELLED and %d instances are alive", op, live)
+		}
+	}
+}
+
+// checkLauncher: only the lease holder launches, never a cancel, and nothing after a
+// cancel attempt returned.
+func (f *fakeEC2) checkLauncher(ctx context.Context) {
+	a := actorOf(ctx)
+	if f.noChecks || a == nil {
+		return
+	}
+	if a.role == roleCancel {
+		f.fail("RunInstances called by a cancel (%s, owner %s)", a.name, a.owner)
+	}
+	if f.cancelTried {
+		f.fail("RunInstances by %s after a cancel attempt returned", a.owner)
+	}
+	if a.sawCancel {
+		f.fail("RunInstances by %s after it read the record asking for a cancel", a.owner)
+	}
+	if f.record != nil {
+		if rec := f.record(); rec != nil && rec.LeaseOwner != a.owner {
+			f.fail("RunInstances by %s while the record's lease is %q's", a.owner, rec.LeaseOwner)
+		}
+	}
+	// An owner names one invocation: two actors launching as one owner both act as the
+	// holder (a duplicate event taken for the holder itself).
+	if prev, ok := f.launchers[a.owner]; ok && prev != a {
+		f.fail("%s and %s both launch as lease owner %s", prev.name, a.name, a.owner)
+	}
+	if f.launchers == nil {
+		f.launchers = map[string]*actor{}
+	}
+	f.launchers[a.owner] = a
 }
 
 func (f *fakeEC2) transient() error {
@@ -265,9 +360,19 @@ func (r fakeRegionEC2) RunInstances(ctx context.Context, in *ec2.RunInstancesInp
 	if f.cancelReturned {
 		f.fail("RunInstances after cancel returned")
 	}
+	f.checkLauncher(ctx)
 	token := aws.ToString(in.ClientToken)
+	if err := f.deniedLaunch(r.region, token); err != nil {
+		return nil, err
+	}
 	if f.idempotent && len(f.byToken[token]) > 0 {
+		if f.ambiguousNow() {
+			return nil, f.lostAnswer() // the retry's answer is lost too
+		}
 		return &ec2.RunInstancesOutput{Instances: []ec2types.Instance{f.describe(f.byToken[token][0])}}, nil
+	}
+	if err := f.refusal(r.region, token); err != nil {
+		return nil, err
 	}
 	fa := f.fates[token]
 	if fa == nil {
@@ -282,6 +387,7 @@ func (r fakeRegionEC2) RunInstances(ctx context.Context, in *ec2.RunInstancesInp
 	}
 	switch kind {
 	case "capacity":
+		f.noteRefusal(token, "InsufficientInstanceCapacity")
 		return nil, &smithy.GenericAPIError{Code: "InsufficientInstanceCapacity", Message: "no capacity"}
 	case "throttle":
 		return nil, &smithy.GenericAPIError{Code: "RequestLimitExceeded", Message: "slow down"}
@@ -310,7 +416,11 @@ func (r fakeRegionEC2) RunInstances(ctx context.Context, in *ec2.RunInstancesInp
 	}
 	f.launchesByKey[fmt.Sprintf("%d/%d", idx, att)]++
 	if kind == "timeout-launched" {
+		inst.ambiguous = true
 		return nil, fmt.Errorf("simulated timeout after the launch: %w", context.DeadlineExceeded)
+	}
+	if f.ambiguousNow() {
+		return nil, f.ambiguousLaunch(inst)
 	}
 	return &ec2.RunInstancesOutput{Instances: []ec2types.Instance{f.describe(inst)}}, nil
 }
@@ -354,7 +464,13 @@ func (r fakeRegionEC2) DescribeInstances(ctx context.Context, in *ec2.DescribeIn
 		return nil, err
 	}
 	defer f.checkInvariants("DescribeInstances")
+	if err := f.denied(r.region); err != nil {
+		return nil, err
+	}
 	if err := f.transient(); err != nil {
+		return nil, err
+	}
+	if err := f.unknownIDs(r.region, in.InstanceIds); err != nil {
 		return nil, err
 	}
 	var res ec2types.Reservation
@@ -382,6 +498,9 @@ func (r fakeRegionEC2) DescribeInstances(ctx context.Context, in *ec2.DescribeIn
 			continue
 		}
 		if !f.ignoreFilters && len(want) > 0 && !want[inst.id] && !want[inst.token] {
+			continue
+		}
+		if len(in.InstanceIds) > 0 && !slices.Contains(in.InstanceIds, inst.id) {
 			continue
 		}
 		d := f.describe(inst)
@@ -423,12 +542,16 @@ func (r fakeRegionEC2) TerminateInstances(ctx context.Context, in *ec2.Terminate
 		return nil, err
 	}
 	defer f.checkInvariants("TerminateInstances")
+	if err := f.denied(r.region); err != nil {
+		return nil, err
+	}
 	if err := f.transient(); err != nil {
 		return nil, err
 	}
 	for _, id := range in.InstanceIds {
 		for _, inst := range f.insts {
 			if inst.id == id && inst.region == r.region && inst.terminatedAt.IsZero() {
+				f.checkTerminate(inst)
 				inst.terminatedAt = f.sim.now
 			}
 		}

@@ -159,6 +159,12 @@ type sweep struct {
 	Failed         int    `dynamodbav:"failed" json:"failed"`
 	ErrorMessage   string `dynamodbav:"error_message,omitempty" json:"error_message,omitempty"`
 
+	// Detached: the sweep is driven by the function (the watchdog continues it when its
+	// chain dies), not by a --no-detach process (which `spawn resume` continues).
+	Detached bool `dynamodbav:"detached" json:"detached"`
+	// LastStepAt is when an orchestrator last saved a step (its clock: a display).
+	LastStepAt time.Time `dynamodbav:"last_step_at,omitempty" json:"last_step_at,omitzero"`
+
 	Version         int64           `dynamodbav:"version" json:"version"`
 	CancelRequested bool            `dynamodbav:"cancel_requested" json:"cancel_requested"`
 	LeaseOwner      string          `dynamodbav:"lease_owner,omitempty" json:"lease_owner,omitempty"`
@@ -329,6 +335,11 @@ func (d *dynamoStore) createSweep(ctx context.Context, s *sweep) error {
 	if err != nil {
 		return fmt.Errorf("encoding sweep %s: %w", s.SweepID, err)
 	}
+	// Indexed first: a crash in between leaves an id the watchdog drops, never a sweep it
+	// does not know.
+	if err := d.markRunning(ctx, s.SweepID); err != nil {
+		return err
+	}
 	_, err = d.db.PutItem(ctx, &dynamodb.PutItemInput{
 		TableName:                aws.String(d.table),
 		Item:                     item,
@@ -388,6 +399,10 @@ func (d *dynamoStore) saveSweep(ctx context.Context, s *sweep) error {
 	}
 	s.Version = rec.Version
 	s.UpdatedAt = rec.UpdatedAt
+	if terminalStatus(rec.Status) {
+		// Best effort: an id left behind is dropped by the next watchdog.
+		_ = d.unmarkRunning(ctx, s.SweepID)
+	}
 	return nil
 }
 

@@ -51,6 +51,51 @@ type statusDoc struct {
 	EstimatedCostUSD float64          `json:"estimated_cost_usd"` // ended instances + running ones so far
 	PriceSources     map[string]int   `json:"price_sources"`      // instances priced from each source
 	Instances        []statusInstance `json:"instances"`
+	Orchestrator     orchestratorDoc  `json:"orchestrator"`
+}
+
+// orchestratorDoc is who drives the sweep and when it last stepped (the holder's clock).
+type orchestratorDoc struct {
+	Owner          string     `json:"owner"`
+	LeaseExpiresAt *time.Time `json:"lease_expires_at"`
+	LastStepAt     *time.Time `json:"last_step_at"`
+}
+
+func timeOrNil(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
+}
+
+// noDriverAfter: an orchestrator renews its lease every step, so a sweep nobody has
+// stepped for two lease periods has no orchestrator.
+const noDriverAfter = 2 * defaultLeaseTTL
+
+// orchestratorLines says how long ago the last step ran, or, when nobody has stepped for
+// minutes, that no orchestrator runs and what continues the sweep; none once it ended.
+func (v *statusView) orchestratorLines() []string {
+	s := v.s
+	if terminalStatus(s.Status) {
+		return nil
+	}
+	last := s.LastStepAt
+	if last.IsZero() {
+		last = parseRecordTime(s.CreatedAt)
+	}
+	silence := max(v.now.Sub(last), 0)
+	if silence <= noDriverAfter {
+		if s.LastStepAt.IsZero() {
+			return []string{"orchestrator  starting"}
+		}
+		return []string{"orchestrator  last step " + fmtAge(silence) + " ago"}
+	}
+	if s.Detached {
+		return []string{"orchestrator  none for " + fmtAge(silence) + ": the watchdog continues it within 5 min;",
+			"              'spawn resume " + s.SweepID + "' does it now"}
+	}
+	return []string{"orchestrator  none for " + fmtAge(silence) + ": its --no-detach process stopped;",
+		"              'spawn resume " + s.SweepID + "' continues it"}
 }
 
 // statusView is what one status screen shows, computed once from the record and the
@@ -222,7 +267,8 @@ func (v *statusView) doc() statusDoc {
 	if inst == nil {
 		inst = []statusInstance{}
 	}
-	return statusDoc{sweep: v.s, Counts: v.counts, EstimatedCostUSD: v.costUSD, PriceSources: v.sources, Instances: inst}
+	orch := orchestratorDoc{Owner: v.s.LeaseOwner, LeaseExpiresAt: timeOrNil(v.s.LeaseExpiresAt), LastStepAt: timeOrNil(v.s.LastStepAt)}
+	return statusDoc{sweep: v.s, Counts: v.counts, EstimatedCostUSD: v.costUSD, PriceSources: v.sources, Instances: inst, Orchestrator: orch}
 }
 
 // textStyle decides colour; colour only on a terminal with NO_COLOR unset.
@@ -326,6 +372,9 @@ func renderStatus(w io.Writer, v *statusView, st textStyle) error {
 	line(v.progressLine())
 	line(ellipsize(v.counts.line(), screenWidth))
 	line(v.costLine())
+	for _, l := range v.orchestratorLines() {
+		line(ellipsize(l, screenWidth))
+	}
 	if w := v.waitingLine(); w != "" {
 		line(ellipsize(w, screenWidth))
 	}

@@ -38,7 +38,8 @@ func runningSweep() (*sweep, []instanceRecord) {
 		SweepID: "sw-20261125-7f3a9c", SweepName: "lr-grid-search", UserID: "arn:aws:iam::123456789012:user/ana",
 		CreatedAt: ago(2*time.Hour + 13*time.Minute).Format(time.RFC3339), UpdatedAt: ago(4 * time.Second).Format(time.RFC3339),
 		MaxConcurrent: 3, TotalParams: 20, Region: "us-east-1", AWSAccountID: "123456789012", Status: statusRunning,
-		NextToLaunch: 12, Launched: 12, Failed: 1, Version: 57,
+		NextToLaunch: 12, Launched: 12, Failed: 1, Version: 57, Detached: true,
+		LeaseOwner: "lambda-4b1c", LeaseExpiresAt: ago(-52 * time.Second), LastStepAt: ago(8 * time.Second),
 		Counts:           counts{Succeeded: 8, Failed: 1},
 		EstimatedCostUSD: 0.7123,
 		Alive: []aliveInstance{
@@ -293,4 +294,45 @@ func BenchmarkStatusView100k(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N), "ms/view")
 	b.ReportMetric(float64(jsonBytes), "json-bytes")
+}
+
+// The orchestrator line: how long ago the last step ran; when nobody has stepped for
+// two lease periods, that nobody drives the sweep and what continues it, by its mode.
+func TestStatusSaysWhetherAnOrchestratorRuns(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		edit     func(*sweep)
+		want     []string
+		wantNone bool
+	}{
+		{"stepping", func(s *sweep) {}, []string{"orchestrator  last step 8s ago"}, false},
+		{"detached, chain dead", func(s *sweep) { s.LastStepAt = ago(7 * time.Minute) },
+			[]string{"orchestrator  none for 7m00s: the watchdog continues it within 5 min;", "'spawn resume sw-20261125-7f3a9c' does it now"}, false},
+		{"no-detach process gone", func(s *sweep) { s.LastStepAt, s.Detached = ago(7*time.Minute), false },
+			[]string{"its --no-detach process stopped", "'spawn resume sw-20261125-7f3a9c' continues it"}, false},
+		{"just launched", func(s *sweep) { s.LastStepAt, s.CreatedAt = time.Time{}, ago(3*time.Second).Format(time.RFC3339) },
+			[]string{"orchestrator  starting"}, false},
+		{"ended", func(s *sweep) { s.Status = statusCompleted }, nil, true},
+	} {
+		s, recs := runningSweep()
+		tc.edit(s)
+		v := buildStatus(context.Background(), s, recs, newTablePricer(s.Region), statusNow)
+		var b bytes.Buffer
+		if err := renderStatus(&b, v, textStyle{}); err != nil {
+			t.Fatal(err)
+		}
+		out := b.String()
+		for _, w := range tc.want {
+			if !strings.Contains(out, w) {
+				t.Errorf("%s: status lacks %q:\n%s", tc.name, w, out)
+			}
+		}
+		if tc.wantNone && strings.Contains(out, "orchestrator") {
+			t.Errorf("%s: an ended sweep shows an orchestrator line:\n%s", tc.name, out)
+		}
+		doc := v.doc()
+		if tc.name == "stepping" && (doc.Orchestrator.Owner != "lambda-4b1c" || doc.Orchestrator.LastStepAt == nil || doc.Orchestrator.LeaseExpiresAt == nil) {
+			t.Errorf("JSON orchestrator %+v", doc.Orchestrator)
+		}
+	}
 }
