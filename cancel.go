@@ -100,17 +100,13 @@ func (o *orchestrator) resolveForCancel(ctx context.Context, sw *sweep, now time
 }
 
 // launchRuledOut reports whether a reservation not found by its token cannot have
-// launched: this cancel has missed it for EC2's consistency window, on its own clock.
-// Times other engines recorded (when it was reserved, when its backoff ends) are never
-// used: they may come from a clock half an hour off, and a RunInstances may have been
-// sent after them.
+// launched: cancels have missed it for EC2's consistency window on one clock (the mark
+// is saved in the entry, so a chain of short invocations continues one wait). Times
+// other engines recorded (when it was reserved, when its backoff ends) are never used:
+// they may come from a clock half an hour off, and a RunInstances may have been sent
+// after them.
 func (o *orchestrator) launchRuledOut(e *aliveInstance, now time.Time) bool {
-	since, ok := o.unseenSince[e.ClientToken]
-	if !ok {
-		o.unseenSince[e.ClientToken] = now
-		return false
-	}
-	return now.Sub(since) >= o.consistencyWindow
+	return o.waited(&e.Unseen, now) >= o.consistencyWindow
 }
 
 // terminateSweep terminates, region by region, every instance the record knows and

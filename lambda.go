@@ -148,7 +148,7 @@ func (d *engineDeps) newOrchestrator(owner string, forceDownload, detached bool)
 	}
 	if detached {
 		// Every Lambda invocation's clock is kept in step by AWS: one clock for waits.
-		o.clockName = "lambda"
+		o.clockName = lambdaClock
 		o.invokeAsync = func(ctx context.Context, id string, watch *leaseNote) error {
 			return invokeEvent(ctx, d.lambda, d.function, orchestratorEvent{SweepID: id, LeaseWatch: watch})
 		}

@@ -10,6 +10,7 @@ import (
 	mathrand "math/rand/v2"
 	"net"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
@@ -103,9 +104,6 @@ type orchestrator struct {
 	// unsent holds the tokens this invocation reserved and never passed to RunInstances:
 	// only those are known not to have launched.
 	unsent map[string]bool
-	// unseenSince is when a cancel first looked a possibly launched reservation up by its
-	// token and tags and did not find it (this machine's clock).
-	unseenSince map[string]time.Time
 	// consistencyWindow is how long a launch may stay invisible to DescribeInstances.
 	consistencyWindow time.Duration
 	// reportWait is how long an ended instance's report may take to appear.
@@ -165,9 +163,6 @@ func (o *orchestrator) init() {
 	if o.unsent == nil {
 		o.unsent = map[string]bool{}
 	}
-	if o.unseenSince == nil {
-		o.unseenSince = map[string]time.Time{}
-	}
 	if o.consistencyWindow == 0 {
 		o.consistencyWindow = ec2ConsistencyWindow
 	}
@@ -188,6 +183,9 @@ func (o *orchestrator) waited(mark **sinceMark, now time.Time) time.Duration {
 	}
 	return now.Sub((*mark).At)
 }
+
+// lambdaClock names the clock every Lambda invocation keeps time on (sinceMark.Clock).
+const lambdaClock = "lambda"
 
 // lostAfter is how long a launched instance may stay invisible before it counts as
 // ended unseen: many consistency windows (EC2 shows a new instance within seconds).
@@ -402,7 +400,8 @@ func (o *orchestrator) acquire(ctx context.Context, id string) (*sweep, error) {
 				return nil, err
 			}
 			if watch == nil {
-				watch = &leaseWatch{mark: held.mark, since: o.clock.Now(), length: held.length, expiresAt: held.expiresAt}
+				watch = &leaseWatch{mark: held.mark, since: o.clock.Now(), length: held.length, expiresAt: held.expiresAt,
+					sameClock: o.clockName == lambdaClock && strings.HasPrefix(held.mark.Owner, "lambda-")}
 				if n := o.watched; n != nil && n.Owner == held.mark.Owner && n.RenewedAt.Equal(held.mark.RenewedAt) {
 					// The invocation that handed on had watched this same renewal: go on from there.
 					watch.since = watch.since.Add(-time.Duration(n.WatchedSeconds * float64(time.Second)))
@@ -445,6 +444,9 @@ type leaseWatch struct {
 	since     time.Time     // this machine's clock, when the mark was first seen
 	length    time.Duration // the holder's lease length
 	expiresAt time.Time     // the holder's clock
+	// sameClock: the holder keeps time on this engine's clock (both are Lambda
+	// invocations), so its recorded expiry means the same here.
+	sameClock bool
 	lapsed    bool
 }
 
@@ -455,10 +457,11 @@ func (w *leaseWatch) wait(now time.Time, poll time.Duration) time.Duration {
 	if watched < 2*poll {
 		return min(2*poll-watched, poll)
 	}
-	// The holder stopped. Its lease lapses by its recorded expiry (exact when the clocks
-	// agree, as Lambda's do) and at the latest its length after this watch began.
+	// The holder stopped. Its lease lapses at the latest its length after this watch
+	// began; by its recorded expiry when that is on this clock (Lambda's), never by a
+	// time another machine's clock wrote.
 	lapse := w.since.Add(w.length)
-	if w.expiresAt.Before(lapse) {
+	if w.sameClock && w.expiresAt.Before(lapse) {
 		lapse = w.expiresAt
 	}
 	if !now.Before(lapse) {

@@ -703,7 +703,8 @@ func (c *napClock) Sleep(ctx context.Context, d time.Duration) error {
 // neither leaves at once (the holder may have died right after its step: nobody would
 // drive the sweep) nor trusts its clock against the holder's. A holder that renews within
 // two poll intervals keeps the sweep; one that does not is taken over once its lease has
-// lapsed, with the newcomer's clock 30 minutes fast, right, or 30 minutes slow.
+// lapsed, with the newcomer's clock 30 minutes fast, right, or 30 minutes slow: a full
+// lease after the newcomer first saw it (its expiry is on another machine's clock).
 func TestAcquireWatchesTheLeaseOnItsOwnClock(t *testing.T) {
 	const poll, ttl = 10 * time.Second, 60 * time.Second
 	holderClock := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
@@ -715,7 +716,9 @@ func TestAcquireWatchesTheLeaseOnItsOwnClock(t *testing.T) {
 		min, max time.Duration
 	}{
 		{"dead holder, same clock", 0, false, ttl - time.Second, ttl + time.Second},
-		{"dead holder, newcomer 30 min fast", 30 * time.Minute, false, 2 * poll, 2*poll + time.Second},
+		// Never by the holder's expiry read on another clock: it would take a live
+		// holder's lease whenever the holder's step outlasts two polls.
+		{"dead holder, newcomer 30 min fast", 30 * time.Minute, false, ttl, ttl + time.Second},
 		{"dead holder, newcomer 30 min slow", -30 * time.Minute, false, ttl, ttl + time.Second},
 		{"live holder, same clock", 0, true, 0, 0},
 		{"live holder, newcomer 30 min fast", 30 * time.Minute, true, 0, 0},
@@ -762,5 +765,28 @@ func TestAcquireWatchesTheLeaseOnItsOwnClock(t *testing.T) {
 				t.Errorf("took over after %v on its own clock, want between %v and %v", waited, tc.min, tc.max)
 			}
 		})
+	}
+}
+
+// Between Lambda invocations (one clock, kept in step by AWS) a dead holder's lease is
+// taken at its recorded expiry, not a full lease after the newcomer first saw it.
+func TestAcquireTakesALambdaHoldersLeaseAtItsExpiry(t *testing.T) {
+	const poll, ttl = 10 * time.Second, 60 * time.Second
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	st := newFakeStore()
+	sw := &sweep{SweepID: "sw-lease", Status: statusRunning, PollInterval: poll.String(), TotalParams: 1}
+	renewLease(sw, "lambda-dead-1234", now.Add(-40*time.Second), ttl)
+	if err := st.createSweep(context.Background(), sw); err != nil {
+		t.Fatal(err)
+	}
+	clk := &napClock{now: now}
+	o := newTestOrchestrator(st, everyRegion(emptyEC2{}), clk)
+	o.owner, o.clockName = "lambda-new-5678", lambdaClock
+	got, err := o.acquire(context.Background(), "sw-lease")
+	if err != nil || got == nil || got.LeaseOwner != o.owner {
+		t.Fatalf("got %+v, %v; want the lease", got, err)
+	}
+	if waited := clk.now.Sub(now); waited < 20*time.Second || waited > 21*time.Second {
+		t.Errorf("took over after %v, want at the holder's expiry, 20 s", waited)
 	}
 }

@@ -83,36 +83,11 @@ func (sc *scenario) drawTroubles(r *rand.Rand) {
 	}
 	sc.dupIDs = r.IntN(3) == 0
 	sc.offsets = r.IntN(3) == 0
-	if sc.offsets && !pending(pendingLeaseClock) {
-		// A holder renews at every step, and within a step only after a third of its
-		// lease; launches paced by launch_delay can outlast two poll intervals.
-		sc.launchDelay = min(sc.launchDelay, sc.poll/time.Duration(sc.maxConcurrent+1))
-	}
-	if sc.cancelAt >= 0 && sc.budget > 0 && sc.budget < ec2ConsistencyWindow && !pending(pendingShortCancel) {
-		sc.budget = 90 * time.Second
-	}
 }
 
 // Disturbances and checks that find an engine bug not fixed yet run only when asked:
 // SPAWN_PROP_PENDING=1 turns them all on, or a comma-separated list of their names.
 const (
-	// lease-clock: clocks off while a holder's launches, paced by launch_delay, outlast two
-	// poll intervals with no renewal. A contender whose clock is ahead of the holder's
-	// then takes the lease of a live holder: after watching it unrenewed for two polls,
-	// acquire (leaseWatch.wait) takes it as lapsed by the holder's recorded expiry, a time
-	// on the holder's clock, and the holder launches on until its next save.
-	pendingLeaseClock = "lease-clock"
-	// short-cancel: a cancel run by a chain of Lambda invocations each shorter than EC2's
-	// consistency window. A reservation whose RunInstances was sent and refused is not
-	// found by its token; each invocation starts the window anew (unseenSince lives in
-	// one invocation's memory, and since the engine stopped ruling out reservations by
-	// their recorded age nothing else ends the wait): the chain re-invokes itself for
-	// ever, the record stays RUNNING, and `spawn cancel`, finding the lease held, says
-	// the orchestrator still runs (with its clock ahead of Lambda's it stops waiting for
-	// the holder at once and hardly ever meets the lease free between two invocations).
-	pendingShortCancel = "short-cancel"
-	// denied-retry: the denied region refuses a lost launch's retry (deniedLaunch).
-	pendingDeniedRetry = "denied-retry"
 	// cancel-names: a cancel beside a live holder, while a region refuses every call,
 	// must name the region (cancelAttempted); it says the orchestrator still runs.
 	pendingCancelNames = "cancel-names"
@@ -196,16 +171,11 @@ func (f *fakeEC2) denied(region string) error {
 	return &smithy.GenericAPIError{Code: "UnauthorizedOperation", Message: "You are not authorized to perform this operation."}
 }
 
-// deniedLaunch is the denied region's answer to a RunInstances. Pending: the retry of a
-// launch whose answer was lost is refused too, as an organisation policy would refuse
-// it, and the engine then fails the item and frees its slot while the instance from the
-// first call runs (launchOne takes UnauthorizedOperation for bad input): more alive
-// than max_concurrent, and an item recorded failed that ran. Until that is fixed the
-// default runs let such a retry through to the idempotent answer.
+// deniedLaunch is the denied region's answer to a RunInstances: the retry of a launch
+// whose answer was lost is refused too, as an organisation policy would refuse it (the
+// engine must then find the first call's instance by its token, not fail the item and
+// free its slot while that instance runs).
 func (f *fakeEC2) deniedLaunch(region, token string) error {
-	if len(f.byToken[token]) > 0 && !pending(pendingDeniedRetry) {
-		return nil
-	}
 	err := f.denied(region)
 	if err != nil {
 		idx, _ := tokenKey(token)

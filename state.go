@@ -99,7 +99,8 @@ type aliveInstance struct {
 	// EC2 no longer shows has ended (EC2 forgets terminated instances), while one never
 	// seen may just not be visible yet.
 	Seen bool `dynamodbav:"seen,omitempty" json:"seen,omitempty"`
-	// Unseen marks when an engine first missed a launched instance EC2 has never shown;
+	// Unseen marks when an engine first missed a launched instance EC2 has never shown
+	// (or a cancel first missed, by its token, a reservation that may have launched);
 	// Ended when it first saw the instance ended with no report yet (its slot is free
 	// from then on). Each is measured only on the clock that set it.
 	Unseen *sinceMark `dynamodbav:"unseen,omitempty" json:"unseen,omitempty"`

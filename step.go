@@ -617,10 +617,42 @@ func (o *orchestrator) launchOne(ctx context.Context, sw *sweep, e *aliveInstanc
 		if apiErrorCode(err) == "IdempotentInstanceTerminated" {
 			return o.launchedBefore(ctx, api, sw, e, now)
 		}
+		if e.LaunchTries > 0 {
+			// An earlier call with this token may have launched (its answer was lost): the
+			// refusal is final only once the token is known to have no instance.
+			inst, settled := o.settleRefusal(ctx, api, e, err, now)
+			if inst != nil {
+				o.recordLaunch(ctx, sw, e, aws.ToString(inst.InstanceId), now, log)
+				return false
+			}
+			if !settled {
+				return false
+			}
+		}
 		return o.endWithoutInstance(ctx, sw, e, outcomeFailed, "launch refused: "+err.Error(), now)
 	}
-	inst := out.Instances[0]
-	id := aws.ToString(inst.InstanceId)
+	o.recordLaunch(ctx, sw, e, aws.ToString(out.Instances[0].InstanceId), now, log)
+	return false
+}
+
+// settleRefusal looks a refused reservation's token up: the instance an earlier call
+// made, or settled once EC2 has not shown one for its consistency window (on one clock,
+// saved in the entry). Until then the reservation keeps its slot and waits.
+func (o *orchestrator) settleRefusal(ctx context.Context, api ec2API, e *aliveInstance, refusal error, now time.Time) (*ec2types.Instance, bool) {
+	inst, err := findByToken(ctx, api, e.ClientToken)
+	if err == nil && inst != nil {
+		return inst, true
+	}
+	if err == nil && o.waited(&e.Unseen, now) >= o.consistencyWindow {
+		return nil, true
+	}
+	o.backoff(e, now)
+	e.WaitReason = "checking for an earlier launch before giving up (" + apiErrorCode(refusal) + ")"
+	return nil, false
+}
+
+// recordLaunch records the instance RunInstances made (or an earlier call made) for e.
+func (o *orchestrator) recordLaunch(ctx context.Context, sw *sweep, e *aliveInstance, id string, now time.Time, log zerolog.Logger) {
 	o.adopt(sw, e, id, now) // this machine's clock: see resolveReservation
 	price, source := o.price(ctx, e.Region, e.InstanceType, e.Spot)
 	e.PriceHourly, e.PriceSource = price, source
@@ -631,7 +663,6 @@ func (o *orchestrator) launchOne(ctx context.Context, sw *sweep, e *aliveInstanc
 	}
 	o.ensureAlarm(ctx, sw, e)
 	log.Info().Str("instance_id", id).Msg("launched")
-	return false
 }
 
 // endWithoutInstance gives a reservation an outcome with no instance of its own to
