@@ -182,20 +182,27 @@ func (r *faultRun) cancel() {
 	run := func() (string, string, int) {
 		return r.cli(r.proxy.CleanURL(), "cancel", "--sweep-id", r.sweepID, "--output", "json")
 	}
-	// Run again as told, for at most 40 s past the refusing region's window.
-	deadline := time.Now().Add(40 * time.Second)
-	if end := r.launchedAt.Add(r.plan.refuseAt + r.plan.refuseFor + 40*time.Second); end.After(deadline) {
-		deadline = end
-	}
+	// Run again as told: a region it could not reach, for at most 40 s after the first
+	// such answer and after the refusing region's window.
+	var deadline time.Time
 	out, errOut, code := run()
 	for notStopped := 0; code != 0; {
+		unreached := cancelUnreached(errOut)
+		if len(unreached) > 0 {
+			r.cancelIncomplete(errOut, unreached)
+			if deadline.IsZero() {
+				deadline = time.Now().Add(40 * time.Second)
+				if end := r.launchedAt.Add(r.plan.refuseAt + r.plan.refuseFor + 40*time.Second); end.After(deadline) {
+					deadline = end
+				}
+			}
+		}
 		if strings.Contains(errOut, "has not stopped yet") && notStopped < 3 {
 			notStopped++
 			r.mu.Lock()
 			r.cancelRepeats++
 			r.mu.Unlock()
-		} else if unreached := cancelUnreached(errOut); len(unreached) > 0 && time.Now().Before(deadline) {
-			r.cancelIncomplete(errOut, unreached)
+		} else if len(unreached) > 0 && time.Now().Before(deadline) {
 			time.Sleep(time.Second)
 		} else {
 			break
@@ -379,7 +386,9 @@ func (r *faultRun) finalChecks() {
 		return
 	}
 	r.mu.Lock()
-	cancelled := !r.cancelled.IsZero()
+	// A cancel that answered CANCELLED, or one requested that the engine finished after
+	// the harness stopped repeating it (that cancel's exit is a violation of its own).
+	cancelled := !r.cancelled.IsZero() || (r.cancels > 0 && sw.CancelRequested && sw.Status == statusCancelled)
 	insts := map[string]simInstance{}
 	for id, in := range r.insts {
 		insts[id] = *in
