@@ -795,11 +795,19 @@ func (f *faultTotals) addHosts(r *faultRun) {
 	}
 }
 
+// modelKinds are what the proxy's EC2 model counts (faultproxy_ec2_test.go).
+var modelKinds = []string{"visibility-lag", "late-tag", "idempotent-mismatch", "idempotent-terminated", "forgotten", "refused-region"}
+
 func (f *faultTotals) report(t *testing.T, runs int, wall time.Duration) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	var faults, model []string
 	sum := 0
+	for _, k := range modelKinds {
+		if _, ok := f.injected[k]; !ok {
+			model = append(model, k+" 0") // named even when it never happened
+		}
+	}
 	for _, k := range sortedKeys(f.injected) {
 		part := fmt.Sprintf("%s %d", k, f.injected[k])
 		if slices.Contains(netFaults, k) || strings.HasPrefix(k, "quota:") {
@@ -809,6 +817,7 @@ func (f *faultTotals) report(t *testing.T, runs int, wall time.Duration) {
 			model = append(model, part)
 		}
 	}
+	slices.Sort(model)
 	var unreached []string
 	for _, k := range sortedKeys(f.cancelUnreached) {
 		unreached = append(unreached, fmt.Sprintf("%s %d", k, f.cancelUnreached[k]))
