@@ -28,6 +28,13 @@ func (o *orchestrator) cancelSweep(ctx context.Context, sw *sweep) error {
 	incomplete := &cancelIncomplete{sweepID: sw.SweepID, regions: map[string]error{}}
 	o.resolveForCancel(ctx, sw, now, incomplete)
 	o.terminateSweep(ctx, sw, incomplete)
+	sw.CancelUnreached, sw.CancelUnresolved = nil, incomplete.unresolved
+	for region, err := range incomplete.regions {
+		if sw.CancelUnreached == nil {
+			sw.CancelUnreached = map[string]string{}
+		}
+		sw.CancelUnreached[region] = err.Error()
+	}
 	if !incomplete.empty() {
 		if err := o.save(ctx, sw); err != nil {
 			return err
@@ -225,6 +232,9 @@ func (o *orchestrator) cancelRun(ctx context.Context, id string) (sw *sweep, alr
 			if sw, err = o.store.loadSweep(ctx, id); err != nil {
 				return nil, false, err
 			}
+			if inc := unreachedOf(sw); inc != nil {
+				return nil, false, inc // the holder cancels, and cannot reach a region
+			}
 			if sw, err = o.waitHolder(ctx, sw); err != nil || terminalStatus(sw.Status) {
 				return sw, false, err
 			}
@@ -250,6 +260,18 @@ func (o *orchestrator) cancelRun(ctx context.Context, id string) (sw *sweep, alr
 			return nil, false, fmt.Errorf("cancelling sweep %s: the lease kept changing hands: run 'spawn cancel' again", id)
 		}
 	}
+}
+
+// unreachedOf is the holder's last incomplete cancel as the record tells it, or nil.
+func unreachedOf(sw *sweep) *cancelIncomplete {
+	if len(sw.CancelUnreached) == 0 || terminalStatus(sw.Status) {
+		return nil
+	}
+	inc := &cancelIncomplete{sweepID: sw.SweepID, regions: map[string]error{}, unresolved: sw.CancelUnresolved}
+	for region, msg := range sw.CancelUnreached {
+		inc.regions[region] = errors.New(msg)
+	}
+	return inc
 }
 
 // waitHolder gives a live holder the time to see the cancel and end the sweep itself

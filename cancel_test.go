@@ -24,7 +24,9 @@ func TestCancelLeavesCompletedSweep(t *testing.T) {
 	if err := st.createSweep(context.Background(), sw); err != nil {
 		t.Fatal(err)
 	}
-	o := newTestOrchestrator(st, everyRegion(emptyEC2{}), nil)
+	// The dead holder's lease is on another clock: the cancel waits a full lease on its
+	// own (a nap clock here) before it takes over.
+	o := newTestOrchestrator(st, everyRegion(emptyEC2{}), &napClock{now: time.Now()})
 	got, already, err := o.cancelRun(context.Background(), sw.SweepID)
 	if err != nil {
 		t.Fatalf("cancel: %v", err)
@@ -350,4 +352,37 @@ type offsetNap struct {
 func (c *offsetNap) Now() time.Time { return c.base.Now().Add(c.offset) }
 func (c *offsetNap) Sleep(ctx context.Context, d time.Duration) error {
 	return c.base.Sleep(ctx, d)
+}
+
+// TestHolderStopsCancellingARegionThatKeepsRefusing: the orchestrator that holds a
+// cancelled sweep while a region refuses every call does not retry for ever (a Lambda
+// chain would run, and bill, until the region answered): after a few attempts it records
+// what it could not reach, releases the lease and ends with that error; the record
+// tells a `spawn cancel` beside it which region, and the watchdog tries again later.
+func TestHolderStopsCancellingARegionThatKeepsRefusing(t *testing.T) {
+	denied := &smithy.GenericAPIError{Code: "UnauthorizedOperation", Message: "denied by policy", Fault: smithy.FaultClient}
+	south := &regionEC2{refuse: denied, insts: map[string]*regionInstance{"i-s": runningInstance("tok-1")}}
+	east := &regionEC2{insts: map[string]*regionInstance{"i-a": runningInstance("tok-0")}}
+	at := time.Date(2026, 3, 1, 11, 59, 0, 0, time.UTC)
+	st, o, _ := cancelFixture(t, []aliveInstance{
+		{Index: 0, Attempt: 1, Region: "us-east-1", ClientToken: "tok-0", InstanceID: "i-a", ReservedAt: at, LaunchedAt: at},
+		{Index: 1, Attempt: 1, Region: "ap-south-2", ClientToken: "tok-1", InstanceID: "i-s", ReservedAt: at, LaunchedAt: at},
+	}, map[string]*regionEC2{"us-east-1": east, "ap-south-2": south})
+	if _, err := st.requestCancel(context.Background(), "sw-c"); err != nil {
+		t.Fatal(err)
+	}
+	o.items = []item{{Index: 0}, {Index: 1}}
+	err := o.run(context.Background(), "sw-c", time.Time{})
+	var inc *cancelIncomplete
+	if !errors.As(err, &inc) || inc.regions["ap-south-2"] == nil {
+		t.Fatalf("run: %v; want it to stop with the region it could not reach", err)
+	}
+	rec, _ := st.loadSweep(context.Background(), "sw-c")
+	if rec.LeaseOwner != "" || rec.Status == statusCancelled || rec.CancelUnreached["ap-south-2"] == "" || len(east.running()) != 0 {
+		t.Errorf("after the holder stopped: lease %q, status %s, unreached %v, us-east-1 running %v",
+			rec.LeaseOwner, rec.Status, rec.CancelUnreached, east.running())
+	}
+	if got := unreachedOf(rec); got == nil || !strings.Contains(got.Error(), "could not reach ap-south-2") {
+		t.Errorf("what a cancel beside it would say: %v", got)
+	}
 }

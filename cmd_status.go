@@ -289,6 +289,26 @@ func listPage(ctx context.Context, src *sweepSource, status string, limit int, t
 
 type logObjectAPI interface {
 	GetObject(ctx context.Context, in *s3.GetObjectInput, opts ...func(*s3.Options)) (*s3.GetObjectOutput, error)
+	ListObjectsV2(ctx context.Context, in *s3.ListObjectsV2Input, optFns ...func(*s3.Options)) (*s3.ListObjectsV2Output, error)
+}
+
+// itemInstance is the instance of item index's latest attempt ("" before its launch).
+func (src *sweepSource) itemInstance(ctx context.Context, s *sweep, index int) (string, error) {
+	for _, e := range s.Alive {
+		if e.Index == index && e.InstanceID != "" {
+			return e.InstanceID, nil
+		}
+	}
+	recs, err := src.store.listInstances(ctx, s.SweepID)
+	if err != nil {
+		return "", explainStoreError(err, src.d, src.d.instancesTable, s.SweepID)
+	}
+	for _, rec := range recs {
+		if rec.Index == index {
+			return rec.InstanceID, nil
+		}
+	}
+	return "", nil
 }
 
 func newLogsCmd(r *rootConfig) *ffcli.Command {
@@ -325,38 +345,58 @@ func newLogsCmd(r *rootConfig) *ffcli.Command {
 			if bucket == "" {
 				bucket = src.d.bucket
 			}
-			return r.printLog(ctx, newS3Client(src.d.cfg), bucket, id, index)
+			instanceID, err := src.itemInstance(ctx, s, index)
+			if err != nil {
+				return err
+			}
+			return r.printLog(ctx, newS3Client(src.d.cfg), bucket, id, index, instanceID)
 		})
 }
 
-func (r *rootConfig) printLog(ctx context.Context, client logObjectAPI, bucket, id string, index int) error {
-	key := logKey(id, index)
-	out, err := client.GetObject(ctx, &s3.GetObjectInput{Bucket: &bucket, Key: &key})
-	if err != nil {
-		// GetObject models only NoSuchKey; a missing bucket comes back as a generic API error.
-		var apiErr smithy.APIError
-		code := ""
-		if errors.As(err, &apiErr) {
-			code = apiErr.ErrorCode()
-		}
-		var nsk *s3types.NoSuchKey
-		switch {
-		case errors.As(err, &nsk) || code == "NoSuchKey" || code == "NotFound":
-			return explain(err, "no log for item %d of sweep %s yet: the instance uploads it when its command ends", index, id)
-		case missingBucket(err):
-			return explain(err, "bucket %s does not exist: pass the --bucket that 'spawn deploy' used", bucket)
-		}
-		return fmt.Errorf("reading s3://%s/%s: %w", bucket, key, err)
+func (r *rootConfig) printLog(ctx context.Context, client logObjectAPI, bucket, id string, index int, instanceID string) error {
+	noLog := fmt.Errorf("no log for item %d of sweep %s yet: the instance uploads it when its command ends", index, id)
+	if instanceID == "" {
+		return noLog
 	}
-	defer out.Body.Close()
+	// The log is named by the instance's credentials ("<role id>:<instance id>.log").
+	key, err := findNamedObject(ctx, client, bucket, logPrefix(id, index), ".log", instanceID)
+	if err == nil && key == "" {
+		return noLog
+	}
+	var out *s3.GetObjectOutput
+	if err == nil {
+		out, err = client.GetObject(ctx, &s3.GetObjectInput{Bucket: &bucket, Key: &key})
+	}
+	if err == nil {
+		defer out.Body.Close()
+		return r.copyLog(out.Body, bucket, key, id, index)
+	}
+	// GetObject models only NoSuchKey; a missing bucket comes back as a generic API error.
+	var apiErr smithy.APIError
+	code := ""
+	if errors.As(err, &apiErr) {
+		code = apiErr.ErrorCode()
+	}
+	var nsk *s3types.NoSuchKey
+	switch {
+	case errors.As(err, &nsk) || code == "NoSuchKey" || code == "NotFound":
+		return explain(err, "no log for item %d of sweep %s yet: the instance uploads it when its command ends", index, id)
+	case missingBucket(err):
+		return explain(err, "bucket %s does not exist: pass the --bucket that 'spawn deploy' used", bucket)
+	}
+	return fmt.Errorf("reading the log of item %d in s3://%s: %w", index, bucket, err)
+}
+
+// copyLog prints a log object, or the JSON document that holds it.
+func (r *rootConfig) copyLog(body io.Reader, bucket, key, id string, index int) error {
 	if r.jsonOutput() {
-		body, err := io.ReadAll(out.Body)
+		body, err := io.ReadAll(body)
 		if err != nil {
 			return fmt.Errorf("reading s3://%s/%s: %w", bucket, key, err)
 		}
 		return r.printJSON(map[string]any{"sweep_id": id, "index": index, "bucket": bucket, "key": key, "log": string(body)})
 	}
-	if _, err := io.Copy(r.stdout, out.Body); err != nil {
+	if _, err := io.Copy(r.stdout, body); err != nil {
 		return fmt.Errorf("reading s3://%s/%s: %w", bucket, key, err)
 	}
 	return nil

@@ -332,8 +332,19 @@ func TestLogsCommand(t *testing.T) {
 	}
 	s := e.putSweep(t, 3, time.Now())
 	body := "epoch 1 loss 0.93\nepoch 2 loss 0.41\n"
-	if _, err := s3c.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(e.bucket), Key: aws.String(logKey(s.SweepID, 1)), Body: strings.NewReader(body)}); err != nil {
+	// Item 1's latest attempt ran on i-0log1; an earlier attempt's instance left a log
+	// too. Each log is named by its instance's credentials.
+	if err := e.store.putInstance(ctx, &instanceRecord{SweepID: s.SweepID, Index: 1, InstanceID: "i-0log1", Attempt: 2,
+		LaunchedAt: time.Now()}); err != nil {
 		t.Fatal(err)
+	}
+	for key, b := range map[string]string{
+		logPrefix(s.SweepID, 1) + "AROAEXAMPLE:i-0log1.log": body,
+		logPrefix(s.SweepID, 1) + "AROAEXAMPLE:i-0old1.log": "the first attempt's log\n",
+	} {
+		if _, err := s3c.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(e.bucket), Key: aws.String(key), Body: strings.NewReader(b)}); err != nil {
+			t.Fatal(err)
+		}
 	}
 	out, errOut, code := runSpawn(t, e.env, e.args("logs", "--sweep-id", s.SweepID, "--index", "1")...)
 	if code != 0 || out != body {

@@ -32,8 +32,11 @@ const (
 	instanceRoleName     = "spawnd-role" // also the instance profile's name
 	rolePolicyName       = "spawn"       // the one inline policy on each role
 	lifecycleRuleID      = "spawn-expire-after-30-days"
-	bucketExpiryDays     = 30
-	functionTimeout      = 900
+	// logsPrefix is the only prefix the rule expires: params, results and exit records
+	// are kept for as long as the sweep (destroy removes them).
+	logsPrefix       = "logs/"
+	bucketExpiryDays = 30
+	functionTimeout  = 900
 	// defaultMemoryMB: a 100,000-item sweep peaks at about 90 MB resident (48 MB of Go
 	// heap: the parsed items, the record, one step; BenchmarkOrchestratorMemory100k), so
 	// 128 MB would leave too little headroom; 192 MB leaves twice the peak.
@@ -684,6 +687,10 @@ func (d *deployer) ensureBucket(ctx context.Context) error {
 	if (expiryChanged || blockChanged || policyChanged) && action == actionUnchanged {
 		action = actionUpdated
 	}
+	if reason != "" {
+		reason += "; "
+	}
+	reason += fmt.Sprintf("%s expires after %d days, params and exit records are kept", logsPrefix, bucketExpiryDays)
 	d.report(resourceResult{Kind: kindBucket, Name: d.names.bucket, ARN: arn, Action: action, Reason: reason})
 	return nil
 }
@@ -695,7 +702,7 @@ func (d *deployer) ensureBucketExpiry(ctx context.Context) (bool, error) {
 	wantRule := s3types.LifecycleRule{
 		ID:         aws.String(lifecycleRuleID),
 		Status:     s3types.ExpirationStatusEnabled,
-		Filter:     &s3types.LifecycleRuleFilter{Prefix: aws.String("")},
+		Filter:     &s3types.LifecycleRuleFilter{Prefix: aws.String(logsPrefix)},
 		Expiration: &s3types.LifecycleExpiration{Days: aws.Int32(bucketExpiryDays)},
 	}
 	lc, err := d.s3.GetBucketLifecycleConfiguration(ctx, &s3.GetBucketLifecycleConfigurationInput{Bucket: bucket})
@@ -712,7 +719,7 @@ func (d *deployer) ensureBucketExpiry(ctx context.Context) (bool, error) {
 			}
 			found = r.Status == s3types.ExpirationStatusEnabled && r.Expiration != nil &&
 				aws.ToInt32(r.Expiration.Days) == bucketExpiryDays &&
-				(r.Filter == nil || aws.ToString(r.Filter.Prefix) == "") && aws.ToString(r.Prefix) == ""
+				r.Filter != nil && aws.ToString(r.Filter.Prefix) == logsPrefix && aws.ToString(r.Prefix) == ""
 		}
 	}
 	if !found {

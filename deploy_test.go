@@ -316,7 +316,9 @@ func verifyDeployed(t *testing.T, a *testAWS, n deployTestNames) {
 	s3c := newS3Client(a.cfg)
 	bucket := aws.String(n.bucket)
 	lc, err := s3c.GetBucketLifecycleConfiguration(ctx, &s3.GetBucketLifecycleConfigurationInput{Bucket: bucket})
-	if err != nil || len(lc.Rules) != 1 || lc.Rules[0].Expiration == nil || aws.ToInt32(lc.Rules[0].Expiration.Days) != 30 {
+	// Only logs expire: params (and exit records, results) live as long as the sweep.
+	if err != nil || len(lc.Rules) != 1 || lc.Rules[0].Expiration == nil || aws.ToInt32(lc.Rules[0].Expiration.Days) != 30 ||
+		lc.Rules[0].Filter == nil || aws.ToString(lc.Rules[0].Filter.Prefix) != "logs/" {
 		t.Errorf("lifecycle: %v %+v", err, lc)
 	}
 	pab, err := s3c.GetPublicAccessBlock(ctx, &s3.GetPublicAccessBlockInput{Bucket: bucket})

@@ -170,14 +170,15 @@ token=$(curl -sS -m 5 -X PUT "$imds/api/token" -H 'X-aws-ec2-metadata-token-ttl-
 instance_id=$(curl -sS -m 5 -H "X-aws-ec2-metadata-token: $token" "$imds/meta-data/instance-id")
 region=$(curl -sS -m 5 -H "X-aws-ec2-metadata-token: $token" "$imds/meta-data/placement/region")
 
-# The log first, then the exit code: the orchestrator reads a report as "finished".
+# Objects are named by this instance's credentials (role id:instance id), the only
+# names its role may write. The log first, then the exit record (it outlasts EC2's
+# memory of the instance, about an hour after it ends), then the exit-code tag.
+user_id=$(aws sts get-caller-identity --region "$region" --query UserId --output text)
 for try in 1 2 3; do
-  aws s3 cp "$log" "$spawn_log_url" $spawn_bucket_region --only-show-errors && break
+  [ -n "$user_id" ] || break
+  aws s3 cp "$log" "$spawn_log_url$user_id.log" $spawn_bucket_region --only-show-errors && break
   sleep $((try * 5))
 done
-# The exit record, named by this instance's credentials (role id:instance id): it
-# outlasts EC2's memory of the instance, which forgets it about an hour after it ends.
-user_id=$(aws sts get-caller-identity --region "$region" --query UserId --output text)
 printf '{"exit_code":%d,"ran_seconds":%s}\n' "$rc" "$(cut -d' ' -f1 /proc/uptime)" >"$spawn_dir/exit.json"
 for try in 1 2 3; do
   [ -n "$user_id" ] || break
@@ -209,7 +210,7 @@ func userDataScript(sw *sweep, it item, attempt int, ttl time.Duration) string {
 	}
 	b.WriteString(envExports(sw, it, attempt))
 	fmt.Fprintf(&b, "spawn_command=%s\n", shellQuote(it.Command))
-	fmt.Fprintf(&b, "spawn_log_url=%s\n", shellQuote(logURL(sw, it.Index)))
+	fmt.Fprintf(&b, "spawn_log_url=%s\n", shellQuote("s3://"+sw.S3Bucket+"/"+logPrefix(sw.SweepID, it.Index)))
 	fmt.Fprintf(&b, "spawn_exit_url=%s\n", shellQuote("s3://"+sw.S3Bucket+"/"+exitReportPrefix(sw.SweepID, it.Index)))
 	if sw.Region != "" {
 		fmt.Fprintf(&b, "spawn_bucket_region=%s\n", shellQuote("--region="+sw.Region))
@@ -218,15 +219,6 @@ func userDataScript(sw *sweep, it item, attempt int, ttl time.Duration) string {
 	}
 	b.WriteString(userDataScriptBody)
 	return b.String()
-}
-
-// logURL is where instance index uploads its log (docs/design.md, Resources).
-func logURL(sw *sweep, index int) string {
-	return "s3://" + sw.S3Bucket + "/" + logKey(sw.SweepID, index)
-}
-
-func logKey(sweepID string, index int) string {
-	return "sweeps/" + sweepID + "/logs/" + strconv.Itoa(index) + ".log"
 }
 
 // userDataEstimate bounds the generated script's size from above: the ids, bucket and

@@ -114,6 +114,10 @@ type orchestrator struct {
 	clockName string
 	// runner: this engine runs the sweep's loop (not a cancel).
 	runner bool
+	// blockedCancels counts cancel steps in a row a region refused.
+	blockedCancels int
+	// drainCause: the sweep's parameters cannot be read; no launch, only watching (drain).
+	drainCause error
 	// mayLaunch holds the tokens of reservations known not to exist yet: fresh ones,
 	// and older ones that a DescribeInstances by client token just did not find.
 	mayLaunch    map[string]bool
@@ -307,6 +311,11 @@ func (o *orchestrator) run(ctx context.Context, sweepID string, deadline time.Ti
 				if stale++; stale < 3 {
 					continue
 				}
+			} else if o.cancelBlocked(err) {
+				// Not for ever: the watchdog (or `spawn cancel`) tries again.
+				log.Warn().Err(err).Msg("cancel blocked by a region that refuses calls; stopping")
+				_ = o.releaseFinal(ctx, sw)
+				return err
 			} else {
 				log.Warn().Err(err).Msg("step failed; retrying at the next poll")
 			}
@@ -324,6 +333,18 @@ func (o *orchestrator) run(ctx context.Context, sweepID string, deadline time.Ti
 			return o.pause(ctx, sw)
 		}
 	}
+}
+
+// cancelBlocked counts the cancel steps in a row that a region refused; true after
+// cancelRegionAttempts of them.
+func (o *orchestrator) cancelBlocked(err error) bool {
+	var inc *cancelIncomplete
+	if !errors.As(err, &inc) || len(inc.regions) == 0 {
+		o.blockedCancels = 0
+		return false
+	}
+	o.blockedCancels++
+	return o.blockedCancels >= cancelRegionAttempts
 }
 
 // prepareItems loads the sweep's items once per invocation, retrying transient failures.
@@ -345,6 +366,11 @@ func (o *orchestrator) prepareItems(ctx context.Context, sw *sweep) (stop bool, 
 				log.Warn().Err(err).Msg("cancelling without the sweep's parameters")
 				break
 			}
+			if len(sw.Alive) > 0 {
+				log.Error().Err(err).Msg("the sweep's parameters are gone: watching the instances alive to their end, then FAILED")
+				o.drainCause = err
+				return false, nil
+			}
 			return true, o.failSweep(ctx, sw, fmt.Errorf("loading the sweep's parameters: %w", err))
 		}
 		log.Warn().Err(err).Msg("loading the sweep's parameters; retrying")
@@ -353,7 +379,7 @@ func (o *orchestrator) prepareItems(ctx context.Context, sw *sweep) (stop bool, 
 			return true, fmt.Errorf("loading the parameters of sweep %s: %w", sw.SweepID, err)
 		}
 	}
-	if !sw.CancelRequested && len(o.items) != sw.TotalParams {
+	if !sw.CancelRequested && o.drainCause == nil && len(o.items) != sw.TotalParams {
 		return true, o.failSweep(ctx, sw, fmt.Errorf("the params file has %d items but the sweep expects %d", len(o.items), sw.TotalParams))
 	}
 	return false, nil

@@ -387,8 +387,7 @@ func apiCodeIn(msg string) string {
 // a denied region, launches whose answer is lost, duplicate request ids, clocks off.
 // SPAWN_PROPERTY_SEED=n replays one run; SPAWN_PROPERTY_RUNS sets how many;
 // SPAWN_PROPERTY_LOG=1 shows the engine's log on the sim's clock; the test stops after
-// SPAWN_PROPERTY_MAXFAIL failing seeds (3). SPAWN_PROP_PENDING=1
-// adds the disturbances that still find an engine bug (sim_scenarios_test.go, pending).
+// SPAWN_PROPERTY_MAXFAIL failing seeds (3).
 // Over 500 runs or more, every kind of disturbance must have fired a few times.
 func TestEngineProperties(t *testing.T) {
 	runs := 1000

@@ -247,7 +247,7 @@ func (n policyNames) instancePolicy(account string) policyDocument {
 		policyStatement{
 			Sid: "WriteOwnLogs", Effect: "Allow",
 			Action:   []string{"s3:PutObject"},
-			Resource: []string{n.bucketARN() + "/sweeps/*/logs/*"},
+			Resource: []string{n.logARN()},
 		},
 		policyStatement{
 			Sid: "WriteOwnExitRecord", Effect: "Allow",
@@ -255,6 +255,11 @@ func (n policyNames) instancePolicy(account string) policyDocument {
 			Resource: []string{n.exitRecordARN()},
 		},
 	)
+}
+
+// logARN is every log an instance may write: only those named by its own credentials.
+func (n policyNames) logARN() string {
+	return n.bucketARN() + "/logs/*/*/${aws:userid}.log"
 }
 
 // exitRecordARN is every exit record an instance may write: only those named by its own
@@ -297,7 +302,7 @@ func (n policyNames) bucketPolicy() policyDocument {
 			Sid: "ComputeAccountInstanceLogs", Effect: "Allow",
 			Principal: map[string]any{"AWS": roles},
 			Action:    []string{"s3:PutObject"},
-			Resource:  []string{n.bucketARN() + "/sweeps/*/logs/*", n.exitRecordARN()},
+			Resource:  []string{n.logARN(), n.exitRecordARN()},
 		})
 	}
 	return newPolicy(st...)

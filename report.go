@@ -51,7 +51,7 @@ const exitReportWait = time.Minute
 
 // s3Reports is the part of the S3 client reading exit records needs.
 type s3Reports interface {
-	ListObjectsV2(ctx context.Context, in *s3.ListObjectsV2Input, optFns ...func(*s3.Options)) (*s3.ListObjectsV2Output, error)
+	s3Lister
 	GetObject(ctx context.Context, in *s3.GetObjectInput, optFns ...func(*s3.Options)) (*s3.GetObjectOutput, error)
 }
 
@@ -61,24 +61,9 @@ func readExitReport(ctx context.Context, api s3Reports, bucket, sweepID string, 
 	if instanceID == "" {
 		return nil, nil
 	}
-	prefix := exitReportPrefix(sweepID, index)
-	suffix := ":" + instanceID + ".json"
-	var key string
-	p := s3.NewListObjectsV2Paginator(api, &s3.ListObjectsV2Input{Bucket: aws.String(bucket), Prefix: aws.String(prefix)})
-	for key == "" && p.HasMorePages() {
-		page, err := p.NextPage(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("listing exit records under %s: %w", prefix, err)
-		}
-		for _, obj := range page.Contents {
-			if k := aws.ToString(obj.Key); strings.HasSuffix(k, suffix) && !strings.Contains(strings.TrimPrefix(k, prefix), "/") {
-				key = k
-				break
-			}
-		}
-	}
-	if key == "" {
-		return nil, nil
+	key, err := findNamedObject(ctx, api, bucket, exitReportPrefix(sweepID, index), ".json", instanceID)
+	if err != nil || key == "" {
+		return nil, err
 	}
 	out, err := api.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(bucket), Key: aws.String(key)})
 	if err != nil {
@@ -93,6 +78,36 @@ func readExitReport(ctx context.Context, api s3Reports, bucket, sweepID string, 
 		return nil, fmt.Errorf("reading exit record %s: %w", key, err)
 	}
 	return parseExitReport(raw), nil
+}
+
+// s3Lister lists a bucket's objects.
+type s3Lister interface {
+	ListObjectsV2(ctx context.Context, in *s3.ListObjectsV2Input, optFns ...func(*s3.Options)) (*s3.ListObjectsV2Output, error)
+}
+
+// findNamedObject is the key of the object directly under prefix that instanceID's
+// credentials name ("<role id>:<instance id>" + ext), or "" when there is none.
+func findNamedObject(ctx context.Context, api s3Lister, bucket, prefix, ext, instanceID string) (string, error) {
+	suffix := ":" + instanceID + ext
+	p := s3.NewListObjectsV2Paginator(api, &s3.ListObjectsV2Input{Bucket: aws.String(bucket), Prefix: aws.String(prefix)})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return "", fmt.Errorf("listing s3://%s/%s: %w", bucket, prefix, err)
+		}
+		for _, obj := range page.Contents {
+			if k := aws.ToString(obj.Key); strings.HasSuffix(k, suffix) && !strings.Contains(strings.TrimPrefix(k, prefix), "/") {
+				return k, nil
+			}
+		}
+	}
+	return "", nil
+}
+
+// logPrefix is where the logs of one item's instances live: under logs/, the one prefix
+// the bucket's lifecycle rule expires (params, results and exit records are kept).
+func logPrefix(sweepID string, index int) string {
+	return fmt.Sprintf("logs/%s/%d/", sweepID, index)
 }
 
 // parseExitReport reads a record's body; a record that is not one (too big, not JSON,

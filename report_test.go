@@ -12,6 +12,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/smithy-go"
 )
 
 // lifeEC2 is an EC2 whose instances the test ends, tags and makes EC2 forget, one call
@@ -281,5 +282,42 @@ func TestReadExitReportOnEmulator(t *testing.T) {
 		if got != want {
 			t.Errorf("item 3, instance %s: exit %d, want %d", id, got, want)
 		}
+	}
+}
+
+// TestVanishedParamsDrainThenFail: a fresh invocation cannot read the sweep's params
+// object (deleted, or access refused) while an instance runs. It launches nothing, keeps
+// watching the instance to its end (its outcome recorded), then ends the sweep FAILED
+// with the reason: never RUNNING with nobody able to drive it, and never with an
+// instance left unwatched.
+func TestVanishedParamsDrainThenFail(t *testing.T) {
+	st, o, clk, api, _ := reportFixture(t, 3)
+	steps(t, st, o, clk, 2) // item 0 launched and seen running
+	cur, _ := st.loadSweep(context.Background(), "sw-r")
+	if err := releaseLease(context.Background(), st, cur, cur.LeaseOwner); err != nil {
+		t.Fatal(err)
+	}
+	fresh := newTestOrchestrator(st, everyRegion(api), clk)
+	fresh.loadItems = func(context.Context, *sweep) ([]item, error) {
+		return nil, &smithy.GenericAPIError{Code: "NoSuchKey", Message: "The specified key does not exist."}
+	}
+	ends := clk.now.Add(3 * time.Minute)
+	clk.onNap = func(now time.Time) {
+		if li := api.insts["i-0001"]; !li.ended && !now.Before(ends) {
+			api.end("i-0001", 0, true)
+		}
+	}
+	if err := fresh.run(context.Background(), "sw-r", time.Time{}); err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	sw, _ := st.loadSweep(context.Background(), "sw-r")
+	if sw.Status != statusFailed || !strings.Contains(sw.ErrorMessage, "NoSuchKey") || sw.LeaseOwner != "" {
+		t.Errorf("sweep %s (%q), lease %q; want FAILED with the reason, released", sw.Status, sw.ErrorMessage, sw.LeaseOwner)
+	}
+	if rec := instanceOutcome(t, st, 0); rec.Outcome != outcomeSucceeded || api.launches != 1 {
+		t.Errorf("item 0 %s, %d launches; want the running instance watched to its success and nothing launched", rec.Outcome, api.launches)
+	}
+	if clk.now.Before(ends) {
+		t.Errorf("ended at %v, before the instance did", clk.now)
 	}
 }

@@ -166,6 +166,12 @@ type sweep struct {
 	// LastStepAt is when an orchestrator last saved a step (its clock: a display).
 	LastStepAt time.Time `dynamodbav:"last_step_at,omitempty" json:"last_step_at,omitzero"`
 
+	// CancelUnreached names the regions the last cancel attempt could not reach (region →
+	// what they answered), so a `spawn cancel` beside the holder can say so.
+	CancelUnreached map[string]string `dynamodbav:"cancel_unreached,omitempty" json:"cancel_unreached,omitempty"`
+	// CancelUnresolved counts the launches that attempt could not find or rule out yet.
+	CancelUnresolved int `dynamodbav:"cancel_unresolved,omitempty" json:"cancel_unresolved,omitempty"`
+
 	Version         int64           `dynamodbav:"version" json:"version"`
 	CancelRequested bool            `dynamodbav:"cancel_requested" json:"cancel_requested"`
 	LeaseOwner      string          `dynamodbav:"lease_owner,omitempty" json:"lease_owner,omitempty"`

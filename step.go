@@ -36,11 +36,38 @@ func (o *orchestrator) step(ctx context.Context, sw *sweep) error {
 	seen := o.refresh(ctx, sw, now)
 	o.outcomes(ctx, sw, seen, now)
 	o.backstop(ctx, sw, seen, now)
+	if o.drainCause != nil {
+		return o.drain(ctx, sw, now)
+	}
 	o.reserve(sw, now)
 	if err := o.commit(ctx, sw); err != nil || sw.Status == statusCompleted {
 		return err
 	}
 	return o.launchReserved(ctx, sw)
+}
+
+// drain is a step of a sweep whose parameters can no longer be read (the object is gone
+// or refused): nothing more can be launched, but the instances alive are watched to
+// their end, and reservations are resolved by their token (adopted, or ruled out after
+// EC2's consistency window). Once none is left the sweep is FAILED with the reason:
+// never RUNNING with nobody able to drive it.
+func (o *orchestrator) drain(ctx context.Context, sw *sweep, now time.Time) error {
+	inc := &cancelIncomplete{regions: map[string]error{}}
+	o.resolveForCancel(ctx, sw, now, inc)
+	cause := fmt.Errorf("loading the sweep's parameters: %w", o.drainCause)
+	gone := map[string]bool{}
+	for i := range sw.Alive {
+		e := &sw.Alive[i]
+		if e.InstanceID == "" && (o.unsent[e.ClientToken] || o.launchRuledOut(e, now)) &&
+			o.endWithoutInstance(ctx, sw, e, outcomeFailed, "not launched: "+cause.Error(), now) {
+			gone[e.ClientToken] = true
+		}
+	}
+	dropByToken(sw, gone)
+	if len(sw.Alive) == 0 {
+		return o.failSweep(ctx, sw, cause)
+	}
+	return o.commit(ctx, sw)
 }
 
 // commit saves the step's changes (fenced). A sweep with nothing left to launch and
