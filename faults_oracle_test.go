@@ -463,7 +463,8 @@ func (r *faultRun) checkRecords(sw *sweep, recs []instanceRecord, insts map[stri
 	// Every instance the run created belongs to an item: none was lost track of.
 	for id, in := range insts {
 		if !recorded[id] {
-			r.violate("instance %s (item %d attempt %d) is in no instance item: the engine lost track of it", id, in.index, in.attempt)
+			r.violate("instance %s (item %d attempt %d) is in no instance item: the engine lost track of it (its workload %s; EC2 forgets %s after it ends)",
+				id, in.index, in.attempt, in.reportedHow(), r.plan.forgetAfter)
 		}
 	}
 }
@@ -500,7 +501,7 @@ func (r *faultRun) checkRecord(rec *instanceRecord, in *simInstance, cancelled b
 	case outcomeUnknown:
 		switch {
 		case in == nil:
-			r.violate("index %d ended unknown with no instance of this run: %s", rec.Index, rec.ErrorMessage)
+			r.violate("index %d ended unknown with no instance recorded: %s", rec.Index, rec.ErrorMessage)
 		case in.reported():
 			r.violate("index %d (instance %s) ended unknown (%s), but its workload %s", rec.Index, rec.InstanceID, rec.ErrorMessage, in.reportedHow())
 		}
