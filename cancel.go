@@ -279,7 +279,7 @@ func unreachedOf(sw *sweep) *cancelIncomplete {
 // the freshest record it read.
 func (o *orchestrator) waitHolder(ctx context.Context, sw *sweep) (*sweep, error) {
 	poll := pollIntervalOf(sw)
-	limit := o.clock.Now().Add(o.leaseTTL + 2*poll)
+	limit := o.clock.Now().Add(leaseFor(sw, o.leaseTTL) + 2*poll)
 	for {
 		now := o.clock.Now()
 		if terminalStatus(sw.Status) || sw.LeaseOwner == "" || !sw.LeaseExpiresAt.After(now) || now.After(limit) {

@@ -293,54 +293,31 @@ func TestCancelTerminatesEveryRegionItCanReach(t *testing.T) {
 // TestCancelFindsALaunchEC2DoesNotShowYet: RunInstances timed out after EC2 created the
 // instance, and DescribeInstances shows it only 20 s later. The cancel must not take "not
 // found" for "never launched": it looks again by token and tags until the consistency
-// window has passed, and terminates the instance when it appears.
+// window has passed, and terminates the instance when it appears. So too from a laptop
+// whose clock is 30 minutes fast: the reservation's times, recorded by the engine on
+// the true clock, look half an hour old there, and a rule "a reservation that old cannot
+// be launching" would take the invisible instance for one that never launched.
 func TestCancelFindsALaunchEC2DoesNotShowYet(t *testing.T) {
-	east := &regionEC2{insts: map[string]*regionInstance{}}
-	st, o, clk := cancelFixture(t, []aliveInstance{
-		{Index: 0, Attempt: 1, Region: "us-east-1", ClientToken: "tok-0", LaunchTries: 1,
-			ReservedAt: time.Date(2026, 3, 1, 11, 59, 50, 0, time.UTC), NotBefore: time.Date(2026, 3, 1, 12, 0, 2, 0, time.UTC)},
-	}, map[string]*regionEC2{"us-east-1": east})
-	late := runningInstance("tok-0")
-	late.visibleAt = clk.now.Add(20 * time.Second)
-	east.insts["i-late"] = late
-	sw, _, err := o.cancelRun(context.Background(), "sw-c")
-	if err != nil || sw.Status != statusCancelled {
-		t.Fatalf("cancel: %v, %+v", err, sw)
+	for _, offset := range []time.Duration{0, 30 * time.Minute} {
+		east := &regionEC2{insts: map[string]*regionInstance{}}
+		_, o, clk := cancelFixture(t, []aliveInstance{
+			{Index: 0, Attempt: 1, Region: "us-east-1", ClientToken: "tok-0", LaunchTries: 1,
+				ReservedAt: time.Date(2026, 3, 1, 11, 59, 50, 0, time.UTC), NotBefore: time.Date(2026, 3, 1, 12, 0, 2, 0, time.UTC)},
+		}, map[string]*regionEC2{"us-east-1": east})
+		late := runningInstance("tok-0")
+		late.visibleAt = clk.now.Add(20 * time.Second)
+		east.insts["i-late"] = late
+		if offset != 0 {
+			o.clock, o.clockName = &offsetNap{base: clk, offset: offset}, "laptop"
+		}
+		sw, _, err := o.cancelRun(context.Background(), "sw-c")
+		if err != nil || sw.Status != statusCancelled {
+			t.Fatalf("clock %v: cancel: %v, %+v", offset, err, sw)
+		}
+		if got := east.running(); len(got) != 0 || east.runs != 0 || !slices.Contains(o.terminated, "i-late") {
+			t.Errorf("clock %v: after cancel: running %v, RunInstances calls %d, terminated %v", offset, got, east.runs, o.terminated)
+		}
 	}
-	if got := east.running(); len(got) != 0 || east.runs != 0 {
-		t.Errorf("after cancel: running %v, RunInstances calls %d", got, east.runs)
-	}
-	if !slices.Contains(o.terminated, "i-late") {
-		t.Errorf("terminated %v, want i-late", o.terminated)
-	}
-	_ = st
-}
-
-// TestCancelFromAFastClockFindsALaunchEC2DoesNotShowYet: as above, but the cancel runs
-// on a laptop whose clock is 30 minutes fast. The reservation's times were recorded by
-// the engine on the true clock; read on the laptop's they look half an hour old, and a
-// rule "a reservation that old cannot be launching" would take the invisible instance
-// for one that never launched.
-func TestCancelFromAFastClockFindsALaunchEC2DoesNotShowYet(t *testing.T) {
-	east := &regionEC2{insts: map[string]*regionInstance{}}
-	st, o, clk := cancelFixture(t, []aliveInstance{
-		{Index: 0, Attempt: 1, Region: "us-east-1", ClientToken: "tok-0", LaunchTries: 1,
-			ReservedAt: time.Date(2026, 3, 1, 11, 59, 50, 0, time.UTC), NotBefore: time.Date(2026, 3, 1, 12, 0, 2, 0, time.UTC)},
-	}, map[string]*regionEC2{"us-east-1": east})
-	late := runningInstance("tok-0")
-	late.visibleAt = clk.now.Add(20 * time.Second)
-	east.insts["i-late"] = late
-	// The laptop's clock runs with the fixture's (EC2's) but 30 minutes ahead.
-	o.clock = &offsetNap{base: clk, offset: 30 * time.Minute}
-	o.clockName = "laptop"
-	sw, _, err := o.cancelRun(context.Background(), "sw-c")
-	if err != nil || sw.Status != statusCancelled {
-		t.Fatalf("cancel: %v, %+v", err, sw)
-	}
-	if got := east.running(); len(got) != 0 || east.runs != 0 {
-		t.Errorf("after cancel: running %v, RunInstances calls %d", got, east.runs)
-	}
-	_ = st
 }
 
 // offsetNap is a napClock seen from a host whose clock is offset from it.

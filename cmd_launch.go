@@ -253,10 +253,14 @@ func (lf *launchFlags) check(fs *flag.FlagSet) (detach bool, err error) {
 	switch {
 	case lf.maxConcurrent < 1:
 		return false, usageErrorf("--max-concurrent %d: must be at least 1", lf.maxConcurrent)
+	case lf.maxConcurrent > maxConcurrentLimit:
+		return false, usageErrorf("--max-concurrent %d is over the limit of %d instances alive at once (the sweep record holds each in DynamoDB's 400 KB item): give at most %d, or split the sweep", lf.maxConcurrent, maxConcurrentLimit, maxConcurrentLimit)
 	case lf.launchDelay.d < 0:
 		return false, usageErrorf("--launch-delay %s: must not be negative", lf.launchDelay.String())
 	case lf.pollInterval.d < time.Second:
 		return false, usageErrorf("--poll-interval %s: must be at least 1s", lf.pollInterval.d)
+	case lf.pollInterval.d > maxPollInterval:
+		return false, usageErrorf("--poll-interval %s is over %s: give at most %s (an ended instance frees its slot only at the next poll)", lf.pollInterval.d, maxPollInterval, maxPollInterval)
 	case lf.ttl.set && lf.ttl.d <= 0:
 		return false, usageErrorf("--ttl %s is not more than zero: give how long an instance may run, e.g. 2h", lf.ttl.d)
 	case lf.idleTimeout.set && lf.idleTimeout.d < time.Minute:

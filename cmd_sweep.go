@@ -114,7 +114,7 @@ func newResumeCmd(r *rootConfig) *ffcli.Command {
 			}
 			if *noDetach {
 				if !r.jsonOutput() {
-					fmt.Fprintf(r.stdout, "sweep %s resumed here (%d failed items queued again; Ctrl-C pauses it)\n", sweepID, queued)
+					fmt.Fprintf(r.stdout, "sweep %s resumed here (%d failed items queued again; Ctrl-C pauses it)\n%s", sweepID, queued, retryLeft(sw, queued, *retryFailed))
 				}
 				doc := &launchDoc{SweepID: sw.SweepID, SweepName: sw.SweepName, TotalParams: sw.TotalParams, MaxConcurrent: sw.MaxConcurrent}
 				return r.runHere(ctx, deps, sweepID, *force, true, doc)
@@ -125,9 +125,19 @@ func newResumeCmd(r *rootConfig) *ffcli.Command {
 			if r.jsonOutput() {
 				return r.printJSON(map[string]any{"sweep_id": sweepID, "status": sw.Status, "requeued": queued, "detached": true})
 			}
-			fmt.Fprintf(r.stdout, "sweep %s resumed (%d failed items queued again)\nfollow it with 'spawn status %s'\n", sweepID, queued, sweepID)
+			fmt.Fprintf(r.stdout, "sweep %s resumed (%d failed items queued again)\n%sfollow it with 'spawn status %s'\n", sweepID, queued, retryLeft(sw, queued, *retryFailed), sweepID)
 			return nil
 		})
+}
+
+// retryLeft says how many failed items a --retry-failed could not queue yet (the record
+// holds only so many retries at once), and how to queue them: "" when none is left.
+func retryLeft(sw *sweep, queued int, retryFailed bool) string {
+	if !retryFailed || sw.Counts.Failed == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%d more failed items wait (the record holds %d retries at a time): once these have run, 'spawn resume %s --retry-failed' queues them\n",
+		sw.Counts.Failed, queued, sw.SweepID)
 }
 
 // cancelDoc is `cancel --output json`.

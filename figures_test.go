@@ -19,7 +19,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-	"unicode/utf8"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
@@ -38,10 +37,7 @@ const (
 	lambdaUSDPerGBSecondX86   = 0.0000166667
 	lambdaUSDPerGBSecondArm64 = 0.0000133334
 	lambdaUSDPerRequest       = 0.20 / 1e6
-	dynamoUSDPerWRU           = 1.25 / 1e6
-
-	// dynamoItemLimit is DynamoDB's maximum item size (400 KB, names and values).
-	dynamoItemLimit = 400 * 1024
+	dynamoUSDPerWRU           = 0.625 / 1e6 // on-demand writes since November 2024
 
 	// lambdaTimeout is the function's timeout (docs/design.md: 900 s); an invocation hands on
 	// safetyMargin before it.
@@ -555,70 +551,4 @@ func TestWholeRecordModelMatchesItemSize(t *testing.T) {
 	if got := wru(1025); got != 2 {
 		t.Errorf("wru(1025) = %d, want 2", got)
 	}
-}
-
-// itemSize is an item's size as DynamoDB counts it against the 400 KB limit and for
-// write units: attribute names plus values, numbers ~1 byte per 2 significant digits
-// plus 1, lists and maps 3 bytes plus 1 per element.
-func itemSize(item map[string]types.AttributeValue) int {
-	n := 0
-	for k, v := range item {
-		n += len(k) + attributeSize(v)
-	}
-	return n
-}
-
-func attributeSize(v types.AttributeValue) int {
-	switch v := v.(type) {
-	case *types.AttributeValueMemberS:
-		return len(v.Value)
-	case *types.AttributeValueMemberN:
-		return numberSize(v.Value)
-	case *types.AttributeValueMemberB:
-		return len(v.Value)
-	case *types.AttributeValueMemberBOOL, *types.AttributeValueMemberNULL:
-		return 1
-	case *types.AttributeValueMemberSS:
-		n := 0
-		for _, s := range v.Value {
-			n += len(s)
-		}
-		return n
-	case *types.AttributeValueMemberNS:
-		n := 0
-		for _, s := range v.Value {
-			n += numberSize(s)
-		}
-		return n
-	case *types.AttributeValueMemberBS:
-		n := 0
-		for _, b := range v.Value {
-			n += len(b)
-		}
-		return n
-	case *types.AttributeValueMemberL:
-		n := 3
-		for _, e := range v.Value {
-			n += 1 + attributeSize(e)
-		}
-		return n
-	case *types.AttributeValueMemberM:
-		n := 3
-		for k, e := range v.Value {
-			n += 1 + len(k) + attributeSize(e)
-		}
-		return n
-	}
-	return 0
-}
-
-func numberSize(s string) int {
-	digits := strings.TrimLeft(strings.Map(func(r rune) rune {
-		if r >= '0' && r <= '9' {
-			return r
-		}
-		return -1
-	}, strings.SplitN(strings.ToLower(s), "e", 2)[0]), "0")
-	digits = strings.TrimRight(digits, "0")
-	return (utf8.RuneCountInString(digits)+1)/2 + 1
 }

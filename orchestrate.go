@@ -174,7 +174,8 @@ func (o *orchestrator) init() {
 		o.reportWait = exitReportWait
 	}
 	if o.clockName == "" {
-		o.clockName = o.owner
+		// This host's clock, named briefly: every alive entry may carry the name.
+		o.clockName = "host-" + randomHex(4)
 	}
 }
 
@@ -289,35 +290,12 @@ func (o *orchestrator) run(ctx context.Context, sweepID string, deadline time.Ti
 		cancelStep()
 		stepEst = max(stepEst, o.clock.Now().Sub(t0))
 		if err != nil {
-			if ctx.Err() != nil {
-				return o.pause(ctx, sw)
+			next, verdict, ret := o.afterFailedStep(ctx, sw, err, &stale, log)
+			if verdict == stepStop {
+				return ret
 			}
-			// What is in memory may not have been written: decide again from the record.
-			var fresh *sweep
-			lerr := o.retry(ctx, func() (e error) { fresh, e = o.reload(ctx, sweepID); return e })
-			if errors.Is(lerr, errLeaseLost) {
-				log.Warn().Msg("lease taken over by another orchestrator; stopping")
-				return nil
-			}
-			if lerr != nil {
-				if ctx.Err() != nil {
-					return o.pause(ctx, sw)
-				}
-				return fmt.Errorf("reading sweep %s after a failed step: %w", sweepID, lerr)
-			}
-			sw = fresh
-			if errors.Is(err, errStaleVersion) {
-				// Someone else wrote (a cancel, most often): decide again at once.
-				if stale++; stale < 3 {
-					continue
-				}
-			} else if o.cancelBlocked(err) {
-				// Not for ever: the watchdog (or `spawn cancel`) tries again.
-				log.Warn().Err(err).Msg("cancel blocked by a region that refuses calls; stopping")
-				_ = o.releaseFinal(ctx, sw)
-				return err
-			} else {
-				log.Warn().Err(err).Msg("step failed; retrying at the next poll")
+			if sw = next; verdict == stepAgain {
+				continue
 			}
 		} else {
 			stale = 0
@@ -333,6 +311,54 @@ func (o *orchestrator) run(ctx context.Context, sweepID string, deadline time.Ti
 			return o.pause(ctx, sw)
 		}
 	}
+}
+
+// stepVerdict is what run does after a failed step.
+type stepVerdict int
+
+const (
+	stepOn    stepVerdict = iota // go on as after any step
+	stepAgain                    // step again at once
+	stepStop                     // return
+)
+
+// afterFailedStep decides from the record what a failed step leaves (what is in memory
+// may not have been written): the record to go on with, and whether to step again at
+// once or stop (with what run returns).
+func (o *orchestrator) afterFailedStep(ctx context.Context, sw *sweep, err error, stale *int, log zerolog.Logger) (*sweep, stepVerdict, error) {
+	if ctx.Err() != nil {
+		return sw, stepStop, o.pause(ctx, sw)
+	}
+	var fresh *sweep
+	lerr := o.retry(ctx, func() (e error) { fresh, e = o.reload(ctx, sw.SweepID); return e })
+	switch {
+	case errors.Is(lerr, errLeaseLost):
+		log.Warn().Msg("lease taken over by another orchestrator; stopping")
+		return sw, stepStop, nil
+	case lerr != nil && ctx.Err() != nil:
+		return sw, stepStop, o.pause(ctx, sw)
+	case lerr != nil:
+		return sw, stepStop, fmt.Errorf("reading sweep %s after a failed step: %w", sw.SweepID, lerr)
+	}
+	switch {
+	case errors.Is(err, errStaleVersion):
+		// Someone else wrote (a cancel, most often): decide again at once.
+		if *stale++; *stale < 3 {
+			return fresh, stepAgain, nil
+		}
+	case errors.Is(err, errRecordTooBig):
+		log.Error().Err(err).Msg("the record cannot be saved; stopping")
+		_ = o.releaseFinal(ctx, fresh)
+		return fresh, stepStop, err
+	case o.cancelBlocked(err):
+		// Not for ever: the watchdog (or `spawn cancel`) tries again.
+		log.Warn().Err(err).Msg("cancel blocked by a region that refuses calls; stopping")
+		_ = o.releaseFinal(ctx, fresh)
+		return fresh, stepStop, err
+	default:
+		log.Warn().Err(err).Msg("step failed; retrying at the next poll")
+	}
+	return fresh, stepOn, nil
 }
 
 // cancelBlocked counts the cancel steps in a row that a region refused; true after
@@ -566,7 +592,7 @@ func (o *orchestrator) save(ctx context.Context, sw *sweep) error {
 		}
 	}
 	if sw.LeaseOwner == o.owner {
-		renewLease(sw, o.owner, now, o.leaseTTL)
+		renewLease(sw, o.owner, now, leaseFor(sw, o.leaseTTL))
 		sw.LastStepAt = now
 		if o.runner {
 			sw.Detached = o.invokeAsync != nil

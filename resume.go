@@ -10,7 +10,8 @@ import (
 var errNothingToResume = errors.New("there is nothing to resume")
 
 // prepareResume refuses a finished sweep and, with retryFailed, queues the failed items
-// again (attempt+1, counts fixed) in one fenced write.
+// again (attempt+1, counts fixed) in one fenced write: as many as the record holds
+// (retryRoom); those left stay failed (sw.Counts.Failed) for the next resume.
 func prepareResume(ctx context.Context, st sweepStore, id string, retryFailed bool) (*sweep, int, error) {
 	for range 10 {
 		sw, err := st.loadSweep(ctx, id)
@@ -36,8 +37,11 @@ func prepareResume(ctx context.Context, st sweepStore, id string, retryFailed bo
 			for _, q := range sw.RetryQueue {
 				busy[q.Index] = true
 			}
+			// The record holds only so many retries (bounds.go): the rest stay failed, for
+			// the next `resume --retry-failed`.
+			room := retryRoom(sw.MaxConcurrent) - len(sw.RetryQueue)
 			for _, rec := range recs {
-				if rec.Outcome != outcomeFailed || busy[rec.Index] {
+				if rec.Outcome != outcomeFailed || busy[rec.Index] || queued >= room {
 					continue
 				}
 				sw.RetryQueue = append(sw.RetryQueue, retryItem{Index: rec.Index, Attempt: rec.Attempt + 1})

@@ -342,6 +342,9 @@ func (d *dynamoStore) createSweep(ctx context.Context, s *sweep) error {
 	if err != nil {
 		return fmt.Errorf("encoding sweep %s: %w", s.SweepID, err)
 	}
+	if err := checkItemSize("sweep "+s.SweepID, item); err != nil {
+		return err
+	}
 	// Indexed first: a crash in between leaves an id the watchdog drops, never a sweep it
 	// does not know.
 	if err := d.markRunning(ctx, s.SweepID); err != nil {
@@ -389,6 +392,9 @@ func (d *dynamoStore) saveSweep(ctx context.Context, s *sweep) error {
 	item, err := marshalItem(&rec)
 	if err != nil {
 		return fmt.Errorf("encoding sweep %s: %w", s.SweepID, err)
+	}
+	if err := checkItemSize("saving sweep "+s.SweepID, item); err != nil {
+		return err
 	}
 	// A missing record fails the same condition; the caller's reload then says not found.
 	_, err = d.db.PutItem(ctx, &dynamodb.PutItemInput{
@@ -636,7 +642,7 @@ func acquireLease(ctx context.Context, st sweepStore, id, owner string, now time
 		if s.LeaseOwner != "" && s.LeaseOwner != owner && (takeover == nil || mark != *takeover) {
 			return nil, &leaseHeldError{mark: mark, expiresAt: s.LeaseExpiresAt, length: s.LeaseExpiresAt.Sub(s.LeaseRenewedAt)}
 		}
-		renewLease(s, owner, now, leaseTTL)
+		renewLease(s, owner, now, leaseFor(s, leaseTTL))
 		err = st.saveSweep(ctx, s)
 		if err == nil {
 			return s, nil

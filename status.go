@@ -68,12 +68,9 @@ func timeOrNil(t time.Time) *time.Time {
 	return &t
 }
 
-// noDriverAfter: an orchestrator renews its lease every step, so a sweep nobody has
-// stepped for two lease periods has no orchestrator.
-const noDriverAfter = 2 * defaultLeaseTTL
-
 // orchestratorLines says how long ago the last step ran, or, when nobody has stepped for
-// minutes, that no orchestrator runs and what continues the sweep; none once it ended.
+// two lease periods (a holder renews at every step), that no orchestrator runs and what
+// continues the sweep; none once it ended.
 func (v *statusView) orchestratorLines() []string {
 	s := v.s
 	if terminalStatus(s.Status) {
@@ -84,7 +81,7 @@ func (v *statusView) orchestratorLines() []string {
 		last = parseRecordTime(s.CreatedAt)
 	}
 	silence := max(v.now.Sub(last), 0)
-	if silence <= noDriverAfter {
+	if silence <= 2*leaseFor(s, defaultLeaseTTL) {
 		if s.LastStepAt.IsZero() {
 			return []string{"orchestrator  starting"}
 		}

@@ -569,7 +569,7 @@ func (o *orchestrator) launchReserved(ctx context.Context, sw *sweep) error {
 			break
 		}
 		// A long run of launches must not outlive the lease it was reserved under.
-		if o.clock.Now().After(sw.LeaseRenewedAt.Add(o.leaseTTL / 3)) {
+		if o.clock.Now().After(sw.LeaseRenewedAt.Add(leaseFor(sw, o.leaseTTL) / 3)) {
 			dropByToken(sw, failed)
 			if err := o.save(ctx, sw); err != nil {
 				return err
@@ -635,9 +635,13 @@ func (o *orchestrator) launchOne(ctx context.Context, sw *sweep, e *aliveInstanc
 		err = errors.New("RunInstances returned no instance")
 	}
 	if err != nil {
-		if reason := launchWaitReason(err); ctx.Err() != nil || reason != "" {
+		reason := launchWaitReason(err)
+		if strings.HasPrefix(reason, iamWaitReason) && e.LaunchTries >= iamWaitTries {
+			reason = "" // not propagation: the profile does not exist
+		}
+		if ctx.Err() != nil || reason != "" {
 			o.backoff(e, now)
-			e.WaitReason = reason
+			e.WaitReason = clip(reason, maxWaitReason)
 			log.Warn().Err(err).Int("tries", e.LaunchTries).Time("not_before", e.NotBefore).Msg("launch refused for now; retrying with the same client token")
 			return false
 		}
@@ -674,7 +678,7 @@ func (o *orchestrator) settleRefusal(ctx context.Context, api ec2API, e *aliveIn
 		return nil, true
 	}
 	o.backoff(e, now)
-	e.WaitReason = "checking for an earlier launch before giving up (" + apiErrorCode(refusal) + ")"
+	e.WaitReason = clip("checking for an earlier launch before giving up ("+apiErrorCode(refusal)+")", maxWaitReason)
 	return nil, false
 }
 
@@ -772,6 +776,8 @@ func launchWaitReason(err error) string {
 	reason, ok := waitReasons[code]
 	switch {
 	case ok:
+	case iamNotVisibleYet(ae):
+		reason = iamWaitReason
 	case strings.HasPrefix(code, "Insufficient") && strings.HasSuffix(code, "Capacity"):
 		reason = "no capacity"
 	case strings.HasPrefix(code, "Throttl"):
@@ -789,6 +795,20 @@ func launchWaitReason(err error) string {
 		}
 	}
 	return reason + " (" + code + ")"
+}
+
+// iamWaitReason: an instance profile EC2 does not know yet. IAM is eventually
+// consistent: a profile used right after `spawn deploy` created it is refused for up to
+// tens of seconds (EC2 User Guide, "IAM roles for Amazon EC2"; IAM User Guide,
+// "Troubleshooting IAM roles"). After iamWaitTries refusals it is taken for a name that
+// does not exist, and the item fails.
+const (
+	iamWaitReason = "instance profile not visible to EC2 yet"
+	iamWaitTries  = 10
+)
+
+func iamNotVisibleYet(ae smithy.APIError) bool {
+	return ae.ErrorCode() == "InvalidParameterValue" && strings.Contains(strings.ToLower(ae.ErrorMessage()), "iam instance profile")
 }
 
 // retryableLaunchError: a refusal that clears with time. The same ClientToken is used

@@ -26,6 +26,8 @@ func TestRetryableLaunchError(t *testing.T) {
 		{&smithy.GenericAPIError{Code: "InternalError"}, true},
 		{context.DeadlineExceeded, true},
 		{&smithy.GenericAPIError{Code: "InvalidParameterValue"}, false},
+		// EC2's answer while a just-created instance profile propagates.
+		{&smithy.GenericAPIError{Code: "InvalidParameterValue", Message: "Value (spawnd-role) for parameter iamInstanceProfile.name is invalid. Invalid IAM Instance Profile name"}, true},
 		{&smithy.GenericAPIError{Code: "InvalidAMIID.NotFound"}, false},
 		{&smithy.GenericAPIError{Code: "InvalidSubnetID.NotFound"}, false},
 		{&smithy.GenericAPIError{Code: "UnsupportedOperation"}, false},
@@ -212,15 +214,19 @@ func TestQuotaRefusalWaits(t *testing.T) {
 // refusingEC2 refuses the first refusals RunInstances calls with code, then launches.
 type refusingEC2 struct {
 	emptyEC2
-	code     string
-	refusals int
-	launched int
+	code, msg string
+	refusals  int
+	launched  int
 }
 
 func (f *refusingEC2) RunInstances(ctx context.Context, in *ec2.RunInstancesInput, _ ...func(*ec2.Options)) (*ec2.RunInstancesOutput, error) {
 	if f.refusals > 0 {
 		f.refusals--
-		return nil, &smithy.GenericAPIError{Code: f.code, Message: "refused for now", Fault: smithy.FaultClient}
+		msg := f.msg
+		if msg == "" {
+			msg = "refused for now"
+		}
+		return nil, &smithy.GenericAPIError{Code: f.code, Message: msg, Fault: smithy.FaultClient}
 	}
 	f.launched++
 	return &ec2.RunInstancesOutput{Instances: []ec2types.Instance{{InstanceId: aws.String(fmt.Sprintf("i-%d", f.launched)),
@@ -406,6 +412,44 @@ func TestDeadlineFromAnotherHostsClock(t *testing.T) {
 		steps(t, st, lambda, clk, 1)
 		if api.terminated > 0 {
 			t.Fatalf("terminated %v after launch, before its 20-minute TTL", clk.now.Sub(api.insts["i-0001"].launchedAt))
+		}
+	}
+}
+
+// TestInstanceProfileNotVisibleYetWaits: right after `spawn deploy` EC2 may not know the
+// instance profile IAM just created (InvalidParameterValue … Invalid IAM Instance
+// Profile name, for up to tens of seconds): the launch waits with that reason and the
+// item runs once EC2 sees it. A name EC2 never knows fails the item after iamWaitTries.
+func TestInstanceProfileNotVisibleYetWaits(t *testing.T) {
+	const msg = "Value (spawnd-role) for parameter iamInstanceProfile.name is invalid. Invalid IAM Instance Profile name"
+	for _, refusals := range []int{3, 1000} {
+		st := newFakeStore()
+		sw := &sweep{SweepID: "sw-i", Status: statusRunning, MaxConcurrent: 1, TotalParams: 1, Region: "us-east-1", PollInterval: "10s"}
+		if err := st.createSweep(context.Background(), sw); err != nil {
+			t.Fatal(err)
+		}
+		api := &refusingEC2{code: "InvalidParameterValue", msg: msg, refusals: refusals}
+		clk := &napClock{now: time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)}
+		o := newTestOrchestrator(st, everyRegion(api), clk)
+		o.items = []item{{Index: 0, InstanceType: "t3.micro"}}
+		o.jitter = func() float64 { return 0 }
+		var got *sweep
+		for range 120 { // 20 minutes of steps
+			cur, _ := st.loadSweep(context.Background(), "sw-i")
+			if err := o.step(context.Background(), cur); err != nil {
+				t.Fatalf("step: %v", err)
+			}
+			got, _ = st.loadSweep(context.Background(), "sw-i")
+			if refusals == 3 && len(got.Alive) == 1 && got.Alive[0].WaitReason != "" && !strings.HasPrefix(got.Alive[0].WaitReason, iamWaitReason) {
+				t.Fatalf("wait reason %q", got.Alive[0].WaitReason)
+			}
+			clk.now = clk.now.Add(10 * time.Second)
+		}
+		switch {
+		case refusals == 3 && (api.launched != 1 || got.Counts.Failed != 0):
+			t.Errorf("a profile EC2 saw after 3 refusals: %d launched, counts %+v; want it launched", api.launched, got.Counts)
+		case refusals == 1000 && (got.Counts.Failed != 1 || got.Status != statusCompleted):
+			t.Errorf("a profile EC2 never sees: %s %+v; want the item failed", got.Status, got.Counts)
 		}
 	}
 }
