@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -115,9 +116,12 @@ func startSweep(ctx context.Context, r *rootConfig, req *launchRequest) error {
 
 // launchRequest is what `spawn launch` hands on once flags and the file are valid.
 type launchRequest struct {
-	ParamFile     string // path as given
-	Raw           []byte // the file's bytes: uploaded as-is, re-parsed by the orchestrator
+	ParamFile string // path as given
+	// Raw is the sweep as canonical JSON, every item expanded: uploaded, and re-parsed by
+	// the orchestrator to exactly Items, whatever the file's format.
+	Raw           []byte
 	Items         []item
+	Params        *paramSet
 	Name          string
 	MaxConcurrent int
 	LaunchDelay   time.Duration
@@ -152,6 +156,7 @@ func (f *durationFlag) Set(s string) error {
 
 type launchFlags struct {
 	paramFile     string
+	defaults      string
 	maxConcurrent int
 	launchDelay   durationFlag
 	pollInterval  durationFlag
@@ -172,7 +177,8 @@ const (
 func newLaunchCmd(r *rootConfig) *ffcli.Command {
 	fs := r.newFlagSet("launch")
 	lf := &launchFlags{maxConcurrent: defaultMaxConcurrent, detach: true, pollInterval: durationFlag{d: defaultPollInterval}}
-	fs.StringVar(&lf.paramFile, "param-file", "", "the sweep's parameter file (JSON; - reads stdin)")
+	fs.StringVar(&lf.paramFile, "param-file", "", "the sweep's parameter file: .json, .yaml, .yml or .csv (- reads JSON or YAML from stdin)")
+	fs.StringVar(&lf.defaults, "defaults", "", "a CSV parameter file's defaults and objective (a JSON or YAML file)")
 	fs.IntVar(&lf.maxConcurrent, "max-concurrent", lf.maxConcurrent, "most instances alive at once")
 	fs.Var(&lf.launchDelay, "launch-delay", "pause between two launches (default 0s)")
 	fs.Var(&lf.pollInterval, "poll-interval", "how often running instances are checked")
@@ -184,9 +190,10 @@ func newLaunchCmd(r *rootConfig) *ffcli.Command {
 	fs.BoolVar(&lf.wait, "wait", false, "block until the sweep ends; exit 3 if it failed or had failed items")
 	fs.BoolVar(&lf.dryRun, "dry-run", false, "validate the file and print the plan; create nothing")
 	return r.command("launch",
-		"spawn launch --param-file F [--max-concurrent N] [--launch-delay D] [--poll-interval D] [--name S] [--detach | --no-detach] [--ttl D] [--idle-timeout D] [--wait] [--dry-run]",
+		"spawn launch --param-file F [--defaults FILE] [--max-concurrent N] [--launch-delay D] [--poll-interval D] [--name S] [--detach | --no-detach] [--ttl D] [--idle-timeout D] [--wait] [--dry-run]",
 		"validate a parameter file and start a sweep",
-		[]string{"spawn launch --param-file sweep.json --ttl 2h", "spawn launch --param-file sweep.json --dry-run"}, fs,
+		[]string{"spawn launch --param-file sweep.json --ttl 2h", "spawn launch --param-file sweep.yaml --dry-run",
+			"spawn launch --param-file runs.csv --defaults defaults.yaml --dry-run"}, fs,
 		func(ctx context.Context, args []string) error {
 			req, err := lf.request(r, fs, args)
 			if err != nil {
@@ -205,7 +212,7 @@ func (lf *launchFlags) request(r *rootConfig, fs *flag.FlagSet, args []string) (
 		return nil, err
 	}
 	if lf.paramFile == "" {
-		return nil, usageErrorf("--param-file is required: give the sweep's parameter file (JSON)")
+		return nil, usageErrorf("--param-file is required: give the sweep's parameter file (JSON, YAML or CSV)")
 	}
 	detach, err := lf.check(fs)
 	if err != nil {
@@ -218,14 +225,15 @@ func (lf *launchFlags) request(r *rootConfig, fs *flag.FlagSet, args []string) (
 	if err := checkSweepName(name); err != nil {
 		return nil, err
 	}
-	data, items, err := lf.readParams(r.stdin)
+	ps, err := lf.readParams(r.stdin)
 	if err != nil {
 		return nil, err
 	}
 	return &launchRequest{
 		ParamFile:     lf.paramFile,
-		Raw:           data,
-		Items:         items,
+		Raw:           ps.Canonical,
+		Items:         ps.Items,
+		Params:        ps,
 		Name:          name,
 		MaxConcurrent: lf.maxConcurrent,
 		LaunchDelay:   lf.launchDelay.d,
@@ -271,8 +279,9 @@ func (lf *launchFlags) check(fs *flag.FlagSet) (detach bool, err error) {
 	return detach, nil
 }
 
-// readParams reads the file (or stdin for -) and validates it, --ttl's tag included.
-func (lf *launchFlags) readParams(stdin io.Reader) ([]byte, []item, error) {
+// readParams reads the file (or stdin for -), and a CSV file's --defaults, and validates
+// them, --ttl's tag included.
+func (lf *launchFlags) readParams(stdin io.Reader) (*paramSet, error) {
 	var data []byte
 	var err error
 	if lf.paramFile == "-" {
@@ -281,40 +290,30 @@ func (lf *launchFlags) readParams(stdin io.Reader) ([]byte, []item, error) {
 		data, err = os.ReadFile(lf.paramFile)
 	}
 	if err != nil {
-		if errors.Is(err, iofs.ErrNotExist) {
-			return nil, nil, usageErrorf("--param-file %s does not exist: check the path", lf.paramFile)
+		return nil, fileError("--param-file", lf.paramFile, err)
+	}
+	o := paramFileOptions{Stdin: lf.paramFile == "-", SweepTTL: lf.ttl.d, Canonical: true}
+	if lf.defaults != "" {
+		if o.Defaults, err = os.ReadFile(lf.defaults); err != nil {
+			return nil, fileError("--defaults", lf.defaults, err)
 		}
-		return nil, nil, usageErrorf("--param-file %s: %v", lf.paramFile, errors.Unwrap(err))
+		o.DefaultsFile = lf.defaults
 	}
 	file := lf.paramFile
 	if file == "-" {
 		file = "stdin"
 	}
-	items, err := parseParamFile(file, data)
-	if err != nil {
-		return nil, nil, err
-	}
-	if err := checkSweepTTLTags(file, items, lf.ttl.d); err != nil {
-		return nil, nil, err
-	}
-	return data, items, nil
+	return readParamFile(file, data, o)
 }
 
-// checkSweepTTLTags: --ttl gives every item without its own TTL one more tag (spawn:ttl),
-// which the file alone could not count.
-func checkSweepTTLTags(file string, items []item, sweepTTL time.Duration) error {
-	if sweepTTL <= 0 {
-		return nil
+func fileError(flag, path string, err error) error {
+	if errors.Is(err, iofs.ErrNotExist) {
+		return usageErrorf("%s %s does not exist: check the path", flag, path)
 	}
-	withTTL := len(fixedTags("", "", 0, 0, sweepTTL))
-	for i := range items {
-		it := &items[i]
-		if it.TTL == 0 && withTTL+len(it.Params) > maxTagsPerResource {
-			return usageErrorf("%s, %s: with --ttl the instance also gets tag %s, making %d tags, over EC2's limit of %d: drop a param",
-				file, where{idx: it.Index}, tagTTL, withTTL+len(it.Params), maxTagsPerResource)
-		}
+	if cause := errors.Unwrap(err); cause != nil {
+		err = cause
 	}
-	return nil
+	return usageErrorf("%s %s: %v", flag, path, err)
 }
 
 // defaultSweepName is the file's name without directory and extension.
@@ -353,6 +352,8 @@ type launchPlan struct {
 	ParamFile     string      `json:"param_file"`
 	TotalParams   int         `json:"total_params"`
 	SpotItems     int         `json:"spot_items"`
+	Sources       planSources `json:"sources"`
+	Objective     *objective  `json:"objective,omitempty"`
 	MaxConcurrent int         `json:"max_concurrent"`
 	LaunchDelay   string      `json:"launch_delay"`
 	PollInterval  string      `json:"poll_interval"`
@@ -369,6 +370,59 @@ type launchPlan struct {
 	// price source.
 	CostBoundUSD float64        `json:"cost_bound_usd"`
 	PriceSources map[string]int `json:"price_sources"`
+	// Items are every item as the instances will see it, in launch order.
+	Items []planItem `json:"items"`
+}
+
+// planSources counts the items each section of the file made.
+type planSources struct {
+	Params int `json:"params"`
+	Grid   int `json:"grid"`
+	Random int `json:"random"`
+}
+
+// planItem is one item of the plan.
+type planItem struct {
+	Index        int        `json:"index"`
+	Name         string     `json:"name,omitempty"`
+	Params       planParams `json:"params"`
+	InstanceType string     `json:"instance_type"`
+	Region       string     `json:"region"`
+	Spot         bool       `json:"spot"`
+	TTL          string     `json:"ttl,omitempty"`
+	IdleTimeout  string     `json:"idle_timeout,omitempty"`
+}
+
+// planParams are an item's params as one JSON object, in key order: what PARAM_<key> holds.
+type planParams []param
+
+func (ps planParams) MarshalJSON() ([]byte, error) {
+	b := []byte{'{'}
+	for i, p := range ps {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(appendJSONString(b, p.Key), ':')
+		b = appendJSONString(b, p.Value)
+	}
+	return append(b, '}'), nil
+}
+
+// text is the params as key=value words, a value quoted when it holds a space or a quote.
+func (ps planParams) text() string {
+	var b strings.Builder
+	for i, p := range ps {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString(p.Key + "=")
+		if p.Value == "" || strings.ContainsAny(p.Value, " \t\n\"'") {
+			b.WriteString(strconv.Quote(p.Value))
+		} else {
+			b.WriteString(p.Value)
+		}
+	}
+	return b.String()
 }
 
 type planGroup struct {
@@ -390,6 +444,11 @@ func newLaunchPlan(req *launchRequest, region string) *launchPlan {
 		Detach:        req.Detach,
 		Region:        region,
 		Groups:        []planGroup{},
+		Items:         make([]planItem, 0, len(req.Items)),
+	}
+	if ps := req.Params; ps != nil {
+		pl.Sources = planSources{Params: ps.FromParams, Grid: ps.FromGrid, Random: ps.FromRandom}
+		pl.Objective = ps.Objective
 	}
 	if req.TTL > 0 {
 		pl.TTL = shortDuration(req.TTL)
@@ -426,6 +485,7 @@ func newLaunchPlan(req *launchRequest, region string) *launchPlan {
 			pl.ItemsWithoutTTL++
 		}
 		hours += ttl
+		pl.Items = append(pl.Items, newPlanItem(it, rg, ttl, cmp.Or(it.IdleTimeout, req.IdleTimeout)))
 	}
 	slices.SortFunc(pl.Groups, func(a, b planGroup) int {
 		if c := strings.Compare(a.Region, b.Region); c != 0 {
@@ -435,6 +495,17 @@ func newLaunchPlan(req *launchRequest, region string) *launchPlan {
 	})
 	pl.InstanceHoursAtTTL = math.Round(hours.Hours()*100) / 100
 	return pl
+}
+
+func newPlanItem(it *item, region string, ttl, idle time.Duration) planItem {
+	pi := planItem{Index: it.Index, Name: it.Name, Params: it.Params, InstanceType: it.InstanceType, Region: region, Spot: it.Spot}
+	if ttl > 0 {
+		pi.TTL = shortDuration(ttl)
+	}
+	if idle > 0 {
+		pi.IdleTimeout = shortDuration(idle)
+	}
+	return pi
 }
 
 // printPlan prints the dry run's plan. Only the local AWS configuration is read (for the
@@ -464,7 +535,11 @@ func writePlan(w io.Writer, pl *launchPlan) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "dry run: nothing was created\n")
 	fmt.Fprintf(&b, "sweep:           %s (from %s)\n", pl.SweepName, pl.ParamFile)
-	fmt.Fprintf(&b, "items:           %d (%d spot)\n", pl.TotalParams, pl.SpotItems)
+	fmt.Fprintf(&b, "items:           %d (%d spot)%s\n", pl.TotalParams, pl.SpotItems, pl.Sources.text())
+	if o := pl.Objective; o != nil {
+		best := map[string]string{"min": "lower", "max": "higher"}[o.Goal]
+		fmt.Fprintf(&b, "objective:       %s, %s is better\n", o.Metric, best)
+	}
 	fmt.Fprintf(&b, "max concurrent:  %d\n", pl.MaxConcurrent)
 	fmt.Fprintf(&b, "launch delay:    %s\n", pl.LaunchDelay)
 	fmt.Fprintf(&b, "poll interval:   %s\n", pl.PollInterval)
@@ -495,8 +570,56 @@ func writePlan(w io.Writer, pl *launchPlan) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	if err := writePlanItems(&b, pl.Items); err != nil {
+		return err
+	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// planItemsShown is how many items the text plan lists; --output json lists them all.
+const planItemsShown = 10
+
+// writePlanItems lists the first items as their instances will see them.
+func writePlanItems(b *strings.Builder, items []planItem) error {
+	b.WriteString("\n")
+	tw := tabwriter.NewWriter(b, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "ITEM\tREGION\tINSTANCE TYPE\tSPOT\tTTL\tPARAMS")
+	for _, it := range items[:min(len(items), planItemsShown)] {
+		spot := "no"
+		if it.Spot {
+			spot = "yes"
+		}
+		params := it.Params.text()
+		if r := []rune(params); len(r) > 72 {
+			params = string(r[:71]) + "…"
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", it.Index, it.Region, it.InstanceType, spot, cmp.Or(it.TTL, "-"), params)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if more := len(items) - planItemsShown; more > 0 {
+		fmt.Fprintf(b, "… %d more: --output json lists every item\n", more)
+	}
+	return nil
+}
+
+// text says which sections made the items, when more than the params list did.
+func (s planSources) text() string {
+	if s.Grid == 0 && s.Random == 0 {
+		return ""
+	}
+	var parts []string
+	for _, c := range []struct {
+		name string
+		n    int
+	}{{"params", s.Params}, {"grid", s.Grid}, {"random", s.Random}} {
+		if c.n > 0 {
+			parts = append(parts, fmt.Sprintf("%s %d", c.name, c.n))
+		}
+	}
+	return ": " + strings.Join(parts, ", ")
 }
 
 func orNone(sweepWide string) string {

@@ -37,7 +37,7 @@ func TestLaunchRefusesBadFlags(t *testing.T) {
 		{[]string{"--param-file", good, "--detach", "--no-detach", "--ttl", "1h"}, "--detach and --no-detach contradict each other"},
 		{[]string{"--param-file", good, "--name", " "}, "--name is empty"},
 		{[]string{"--param-file", good, "--name", strings.Repeat("n", 129)}, "--name is over 128 characters"},
-		{[]string{"--param-file", "testdata/params/good/max-tags.json", "--ttl", "1h"}, "max-tags.json, params[1]: with --ttl the instance also gets tag spawn:ttl, making 51 tags, over EC2's limit of 50"},
+		{[]string{"--param-file", "testdata/params/good/max-tags.json", "--ttl", "1h"}, "max-tags.json line 9, params[1]: with --ttl the instance also gets tag spawn:ttl, making 51 tags, over EC2's limit of 50"},
 	}
 	for _, tt := range tests {
 		args := append([]string{"launch", "--dry-run"}, tt.args...)
@@ -148,7 +148,7 @@ func TestLaunchSaysDeployOnlyWhenSomethingIsMissing(t *testing.T) {
 	if code != exitRuntime || errOut != want {
 		t.Errorf("missing bucket: exit %d, stderr %q; want %q", code, errOut, want)
 	}
-	if _, err := newS3Client(e.a.cfg).CreateBucket(context.Background(), &s3.CreateBucketInput{Bucket: aws.String(e.bucket)}); err != nil {
+	if _, err := newS3Client(e.a.cfg, "").CreateBucket(context.Background(), &s3.CreateBucketInput{Bucket: aws.String(e.bucket)}); err != nil {
 		t.Fatal(err)
 	}
 	noTable := uniqueName("no-such-table")

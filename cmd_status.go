@@ -349,7 +349,7 @@ func newLogsCmd(r *rootConfig) *ffcli.Command {
 			if err != nil {
 				return err
 			}
-			return r.printLog(ctx, newS3Client(src.d.cfg), bucket, id, index, instanceID)
+			return r.printLog(ctx, newS3Client(src.d.cfg, src.d.accountID), bucket, id, index, instanceID)
 		})
 }
 

@@ -326,7 +326,7 @@ func TestListThousandSweepsNewestFirst(t *testing.T) {
 func TestLogsCommand(t *testing.T) {
 	e := newStatusEnv(t)
 	ctx := context.Background()
-	s3c := newS3Client(e.a.cfg)
+	s3c := newS3Client(e.a.cfg, "")
 	if _, err := s3c.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(e.bucket)}); err != nil {
 		t.Fatal(err)
 	}
@@ -593,7 +593,7 @@ func TestStatusOfARealSweep(t *testing.T) {
 	for k, v := range e.env {
 		t.Setenv(k, v)
 	}
-	if _, err := newS3Client(e.a.cfg).CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(e.bucket)}); err != nil {
+	if _, err := newS3Client(e.a.cfg, "").CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(e.bucket)}); err != nil {
 		t.Fatal(err)
 	}
 	api := ec2.NewFromConfig(e.a.cfg)

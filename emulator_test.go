@@ -314,7 +314,7 @@ func newTestStore(t testing.TB) *dynamoStore {
 func createTestBucket(t testing.TB, a *testAWS, prefix string) string {
 	t.Helper()
 	bucket := uniqueName(prefix)
-	if _, err := newS3Client(a.cfg).CreateBucket(context.Background(), &s3.CreateBucketInput{Bucket: aws.String(bucket)}); err != nil {
+	if _, err := newS3Client(a.cfg, "").CreateBucket(context.Background(), &s3.CreateBucketInput{Bucket: aws.String(bucket)}); err != nil {
 		t.Fatalf("CreateBucket %s: %v", bucket, err)
 	}
 	return bucket

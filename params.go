@@ -4,7 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"math"
+	"math/big"
 	"slices"
 	"strconv"
 	"strings"
@@ -60,11 +60,16 @@ var knownKeys = [...]string{
 	"iam_instance_profile", "spot", "spot_max_price", "ttl", "idle_timeout", "command", "user_data",
 }
 
-// paramParser holds one parse: the file's bytes for positions in messages, and the
-// strings seen so far so that keys and repeated values are allocated once.
+// paramParser holds one parse: the bytes it reads (the JSON file, or the JSON a YAML or
+// CSV file was turned into) with their positions, and the strings seen so far so that
+// keys and repeated values are allocated once.
 type paramParser struct {
 	file   string
+	format string // formatJSON, formatYAML or formatCSV: the file's, for messages
 	data   []byte
+	// marks map offsets of data to the lines of the file it came from; nil when data is
+	// the file itself.
+	marks  []srcMark
 	intern map[string]string
 	// drop are the param keys the current item sets to null.
 	drop []string
@@ -72,13 +77,29 @@ type paramParser struct {
 	goodKeys map[string]bool
 	// fixedTags is how many non-param tags an instance carries, without and with a TTL.
 	fixedTags [2]int
+	// sweepTTL is the launch's --ttl: an item without its own TTL then carries one more tag.
+	sweepTTL time.Duration
+	// base and objective come from a separate defaults file (CSV); nil otherwise.
+	base      *itemBase
+	objective *objective
+	// out are the items so far; own is the scratch list of an item's own params.
+	out []item
+	own []param
+	// gridTotal and samples are the items the grid and the random search make.
+	gridTotal *big.Int
+	samples   int64
+	// canon, when not nil, receives the canonical JSON of every item (paramSet.Canonical).
+	canon []byte
 }
 
-// field is one key/value of a JSON object, with the value's byte offset in the file.
+// field is one key/value of an object, with the value's byte offset in data and the place
+// that names it in messages.
 type field struct {
-	key string
-	val []byte
-	off int
+	key  string
+	val  []byte
+	off  int
+	koff int // the key's offset: a message about the key names its line
+	at   where
 }
 
 // paramError is a refused parameter file: one line naming the file, the place and the
@@ -92,69 +113,135 @@ func paramErrorf(format string, args ...any) error {
 	return &paramError{msg: fmt.Sprintf(format, args...)}
 }
 
-// parseParamFile parses and validates a parameter file (the README's "The parameter file").
-// Every error is a *paramError whose one line names the file, the place and the fix.
+// parseParamFile parses and validates a parameter file (the README's "The parameter file")
+// in the format its name's extension says. The engine reads the uploaded canonical JSON
+// with it. Every error is a *paramError whose one line names the file, the place and the fix.
 func parseParamFile(path string, data []byte) ([]item, error) {
-	p := &paramParser{file: path, data: data, intern: make(map[string]string, 64), goodKeys: make(map[string]bool)}
+	ps, err := readParamFile(path, data, paramFileOptions{})
+	if err != nil {
+		return nil, err
+	}
+	return ps.Items, nil
+}
+
+func newParamParser(path string, data []byte, o paramFileOptions) *paramParser {
+	p := &paramParser{file: path, format: formatJSON, data: data, intern: make(map[string]string, 64),
+		goodKeys: make(map[string]bool), sweepTTL: o.SweepTTL}
 	p.fixedTags[0] = len(fixedTags("", "", 0, 0, 0))
 	p.fixedTags[1] = len(fixedTags("", "", 0, 0, time.Minute))
-	return p.parse()
+	return p
 }
 
-func (p *paramParser) parse() ([]item, error) {
+// parse reads the sections, counts the items before making any, then makes them in
+// order: params, grid, random.
+func (p *paramParser) parse() (*paramSet, error) {
 	start := 0
-	if bytes.HasPrefix(p.data, []byte("\xef\xbb\xbf")) { // a UTF-8 byte-order mark some editors write
-		start = 3
+	if p.marks == nil {
+		start = bomLen(p.data)
 	}
-	defaults, params, err := p.topLevel(start)
+	sec, err := p.topLevel(start, false)
 	if err != nil {
 		return nil, err
 	}
-	base, err := p.defaults(defaults)
+	base := p.base
+	if base == nil {
+		if base, err = p.defaults(sec.defaults); err != nil {
+			return nil, err
+		}
+	}
+	ps := &paramSet{Format: p.format, Objective: p.objective}
+	if sec.objective != nil {
+		if ps.Objective, err = p.readObjective(sec.objective); err != nil {
+			return nil, err
+		}
+	}
+	grid, err := p.readGrid(sec.grid)
 	if err != nil {
 		return nil, err
 	}
-	return p.items(params, base)
+	rnd, err := p.readRandom(sec.random)
+	if err != nil {
+		return nil, err
+	}
+	if err := p.checkCount(sec, grid, rnd); err != nil {
+		return nil, err
+	}
+	p.startCanon(base, ps.Objective)
+	if err := p.items(sec.params, base, int(grid.total.Int64()+rnd.samples)); err != nil {
+		return nil, err
+	}
+	ps.FromParams = len(p.out)
+	if err := p.expandGrid(grid, base); err != nil {
+		return nil, err
+	}
+	ps.FromGrid = len(p.out) - ps.FromParams
+	if err := p.expandRandom(rnd, base); err != nil {
+		return nil, err
+	}
+	ps.FromRandom = int(rnd.samples)
+	ps.Items = p.out
+	ps.Canonical = p.endCanon()
+	return ps, nil
 }
 
-// topLevel checks the file is one JSON object and returns its "defaults" (nil when
-// absent) and "params" members.
-func (p *paramParser) topLevel(start int) (defaults, params *field, err error) {
+// sections are the file's top-level members; nil when absent.
+type sections struct {
+	defaults, params, grid, random, objective *field
+}
+
+// topLevel checks the file is one object and returns its members. A defaults file (CSV's
+// --defaults) may hold only "defaults" and "objective".
+func (p *paramParser) topLevel(start int, defaultsFile bool) (*sections, error) {
 	data := p.data
 	if len(bytes.TrimSpace(data[start:])) == 0 {
-		return nil, nil, paramErrorf(`%s: the file is empty: write {"defaults": {...}, "params": [{...}, ...]}`, p.file)
+		return nil, paramErrorf(`%s: the file is empty: write {"defaults": {...}, "params": [{...}, ...]}`, p.file)
 	}
 	if !json.Valid(data[start:]) {
-		return nil, nil, p.syntaxError(start)
+		return nil, p.syntaxError(start)
 	}
 	w := &walker{b: data, i: start}
 	w.skipWS()
 	if data[w.i] != '{' {
-		return nil, nil, p.errAt(w.i, where{idx: atTop}, `expected a JSON object {"defaults": {...}, "params": [...]}, found %s`, kindOf(data[w.i:]))
+		return nil, p.errAt(w.i, where{idx: atTop}, `expected %s, found %s`, p.topWord(), p.kindOf(data[w.i:]))
 	}
 	top, err := p.fields(w, where{idx: atTop}, nil)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
+	names := []string{"defaults", "params", "grid", "random", "objective"}
+	if defaultsFile {
+		names = []string{"defaults", "objective"}
+	}
+	sec := &sections{}
 	for i := range top {
 		f := &top[i]
-		switch f.key {
-		case "defaults":
-			defaults = f
-		case "params":
-			params = f
-		default:
-			hint := `the file takes only "defaults" and "params"`
-			if s := closest(f.key, []string{"defaults", "params"}); s != "" {
+		if !slices.Contains(names, f.key) {
+			hint := `the file takes only "defaults", "params", "grid", "random" and "objective"`
+			if defaultsFile {
+				hint = `a defaults file holds only "defaults" and "objective": the items come from the CSV file's rows`
+			}
+			if s := closest(f.key, names); s != "" {
 				hint = fmt.Sprintf("did you mean %q?", s)
 			}
-			return nil, nil, p.errAt(f.off, where{idx: atTop}, "unknown top-level key %q: %s", f.key, hint)
+			return nil, p.errAt(f.koff, where{idx: atTop}, "unknown top-level key %q: %s", f.key, hint)
+		}
+		switch f.key {
+		case "defaults":
+			sec.defaults = f
+		case "params":
+			sec.params = f
+		case "grid":
+			sec.grid = f
+		case "random":
+			sec.random = f
+		case "objective":
+			sec.objective = f
 		}
 	}
-	if params == nil {
-		return nil, nil, p.errAt(start, where{idx: atTop}, `no "params": add "params": [{...}, ...] with one object per instance`)
+	if !defaultsFile && sec.params == nil && sec.grid == nil && sec.random == nil {
+		return nil, p.errAt(start, where{idx: atTop}, `no items: add "params": [{...}, ...] with one object per instance, a "grid" or a "random" search`)
 	}
-	return defaults, params, nil
+	return sec, nil
 }
 
 // itemBase is what every item starts from: spawn's defaults overlaid with the file's.
@@ -162,6 +249,7 @@ type itemBase struct {
 	item   item
 	params []param         // the defaults' params, sorted by key
 	keys   map[string]bool // the keys the file's defaults set
+	canon  []byte          // the defaults as compact JSON, for the canonical file
 }
 
 func (p *paramParser) defaults(defaults *field) (*itemBase, error) {
@@ -170,7 +258,7 @@ func (p *paramParser) defaults(defaults *field) (*itemBase, error) {
 		return base, nil
 	}
 	if defaults.val[0] != '{' {
-		return nil, p.errAt(defaults.off, where{idx: atTop, key: "defaults"}, "expected an object of keys shared by every item, found %s", kindOf(defaults.val))
+		return nil, p.errAt(defaults.off, where{idx: atTop, key: "defaults"}, "expected %s of keys shared by every item, found %s", p.objectWord(), p.kindOf(defaults.val))
 	}
 	dw := &walker{b: p.data, i: defaults.off}
 	dfields, err := p.fields(dw, where{idx: inDefaults}, nil)
@@ -179,25 +267,36 @@ func (p *paramParser) defaults(defaults *field) (*itemBase, error) {
 	}
 	base.keys = make(map[string]bool, len(dfields))
 	for _, f := range dfields {
-		if err := p.apply(&base.item, &base.params, inDefaults, f); err != nil {
+		if err := p.apply(&base.item, &base.params, f); err != nil {
 			return nil, err
 		}
 		base.keys[f.key] = true
 	}
+	// null in the defaults only leaves a key unset: there is nothing to take it out of.
+	p.drop = p.drop[:0]
 	slices.SortFunc(base.params, func(a, b param) int { return strings.Compare(a.Key, b.Key) })
+	base.canon = appendCanonObject(nil, dfields)
 	return base, nil
 }
 
-// items reads the "params" array: one item per object, each merged over base and checked.
-func (p *paramParser) items(params *field, base *itemBase) ([]item, error) {
+// items reads the "params" array (or a CSV file's rows): one item per object, each merged
+// over base and checked. more is how many items the grid and random search add after.
+func (p *paramParser) items(params *field, base *itemBase, more int) error {
+	if params == nil {
+		p.out = make([]item, 0, more)
+		return nil
+	}
 	data := p.data
+	var sect uint8 = sectParams
+	if p.format == formatCSV {
+		sect = sectRow
+	}
 	if params.val[0] != '[' {
-		return nil, p.errAt(params.off, where{idx: atTop, key: "params"}, "expected an array of objects, one per instance, found %s", kindOf(params.val))
+		return p.errAt(params.off, where{idx: atTop, key: "params"}, "expected %s of objects, one per instance, found %s", p.listWord(), p.kindOf(params.val))
 	}
 	// Counting commas first sizes the slice once: 100,000 items must not mean 17 regrowths.
-	items := make([]item, 0, estimateItems(params.val))
+	p.out = make([]item, 0, min(estimateItems(params.val), maxSweepItems)+more)
 	pw := &walker{b: data, i: params.off + 1}
-	var own []param
 	var fs []field
 	for {
 		pw.skipWS()
@@ -208,43 +307,57 @@ func (p *paramParser) items(params *field, base *itemBase) ([]item, error) {
 			pw.i++
 			pw.skipWS()
 		}
-		idx := len(items)
+		at := where{idx: len(p.out), sect: sect}
 		off := pw.i
 		if data[off] != '{' {
-			return nil, p.errAt(off, where{idx: idx}, "expected an object of keys, found %s", kindOf(data[off:]))
+			return p.errAt(off, at, "expected %s of keys, found %s", p.objectWord(), p.kindOf(data[off:]))
 		}
-		it := base.item
-		it.Index = idx
-		own = own[:0]
+		if len(p.out)+more >= maxSweepItems {
+			return p.tooMany(params, countElems(params.val))
+		}
 		var err error
-		fs, err = p.fields(pw, where{idx: idx}, fs)
-		if err != nil {
-			return nil, err
+		if fs, err = p.fields(pw, at, fs); err != nil {
+			return err
 		}
-		for _, f := range fs {
-			if err := p.apply(&it, &own, idx, f); err != nil {
-				return nil, err
-			}
+		if err := p.addItem(base, fs, at, off); err != nil {
+			return err
 		}
-		it.Params = mergeParams(base.params, own)
-		if len(p.drop) > 0 {
-			it.Params = dropParams(it.Params, p.drop)
-			p.drop = p.drop[:0]
-		}
-		if err := p.check(&it, off, base.keys, fs); err != nil {
-			return nil, err
-		}
-		items = append(items, it)
 	}
-	if len(items) == 0 {
-		return nil, p.errAt(params.off, where{idx: atTop, key: "params"}, `the list is empty: add one object per instance, e.g. [{"command": "./run.sh"}]`)
+	if len(p.out) == 0 && more == 0 {
+		return p.errAt(params.off, where{idx: atTop, key: "params"}, `the list is empty: add one object per instance, e.g. [{"command": "./run.sh"}]`)
 	}
-	return items, nil
+	return nil
+}
+
+// addItem makes the next item: base overlaid with fs (the item's own keys), checked, and
+// written to the canonical file when one is being made. at names the item, off is where
+// it was written.
+func (p *paramParser) addItem(base *itemBase, fs []field, at where, off int) error {
+	it := base.item
+	it.Index = len(p.out)
+	p.own = p.own[:0]
+	for _, f := range fs {
+		if err := p.apply(&it, &p.own, f); err != nil {
+			return err
+		}
+	}
+	it.Params = mergeParams(base.params, p.own)
+	if len(p.drop) > 0 {
+		it.Params = dropParams(it.Params, p.drop)
+		p.drop = p.drop[:0]
+	}
+	if err := p.check(&it, at, off, base.keys, fs); err != nil {
+		return err
+	}
+	p.out = append(p.out, it)
+	if p.canon != nil {
+		p.canon = append(appendCanonObject(p.canon, fs), ",\n"...)
+	}
+	return nil
 }
 
 // check validates what only the merged item can tell.
-func (p *paramParser) check(it *item, off int, fromDefaults map[string]bool, own []field) error {
-	idx := it.Index
+func (p *paramParser) check(it *item, at where, off int, fromDefaults map[string]bool, own []field) error {
 	origin := func(key string) string {
 		for _, f := range own {
 			if f.key == key {
@@ -257,34 +370,52 @@ func (p *paramParser) check(it *item, off int, fromDefaults map[string]bool, own
 		return ""
 	}
 	if it.Command != "" && it.UserData != "" {
-		return p.errAt(off, where{idx: idx}, "both command%s and user_data%s are set: give command (spawn writes the script) or user_data (yours, verbatim), not both",
+		return p.errAt(off, at, "both command%s and user_data%s are set: give command (spawn writes the script) or user_data (yours, verbatim), not both",
 			origin("command"), origin("user_data"))
 	}
 	if it.Command == "" && it.UserData == "" {
-		return p.errAt(off, where{idx: idx}, `nothing to run: give "command" (a shell line) or "user_data" here or in defaults`)
+		return p.errAt(off, at, `nothing to run: give "command" (a shell line) or "user_data" %s`, p.hereOrDefaults(at))
 	}
 	if it.SpotMaxPrice != "" && !it.Spot {
-		return p.errAt(off, where{idx: idx}, `spot_max_price%s is set but spot is not true: add "spot": true or remove the price`, origin("spot_max_price"))
+		return p.errAt(off, at, `spot_max_price%s is set but spot is not true: add "spot": true or remove the price`, origin("spot_max_price"))
 	}
 	has := 0
-	if it.TTL > 0 {
+	if it.TTL > 0 || p.sweepTTL > 0 {
 		has = 1
 	}
 	if n := p.fixedTags[has] + len(it.Params); n > maxTagsPerResource {
-		return p.errAt(off, where{idx: idx}, "%d params make %d tags, over EC2's limit of %d per instance: use at most %d params per item",
+		if it.TTL == 0 && p.sweepTTL > 0 {
+			return p.errAt(off, at, "with --ttl the instance also gets tag %s, making %d tags, over EC2's limit of %d: drop a param",
+				tagTTL, n, maxTagsPerResource)
+		}
+		return p.errAt(off, at, "%d params make %d tags, over EC2's limit of %d per instance: use at most %d params per item",
 			len(it.Params), n, maxTagsPerResource, maxTagsPerResource-p.fixedTags[has])
 	}
 	if it.Command != "" {
 		if n := userDataEstimate(it); n > maxUserDataBytes {
-			return p.errAt(off, where{idx: idx}, "the instance script would be about %d bytes, over EC2's user-data limit of %d: move the long command or values into a script the command downloads",
+			return p.errAt(off, at, "the instance script would be about %d bytes, over EC2's user-data limit of %d: move the long command or values into a script the command downloads",
 				n, maxUserDataBytes)
 		}
 	}
 	return nil
 }
 
+// hereOrDefaults says where a key an item lacks can be given.
+func (p *paramParser) hereOrDefaults(at where) string {
+	switch {
+	case at.sect == sectRow:
+		return "as a column or in the --defaults file's defaults"
+	case at.sect == sectGrid:
+		return "in defaults or as a grid axis"
+	case at.sect == sectRandom:
+		return "in defaults"
+	}
+	return "here or in defaults"
+}
+
 // fields reads the object at w.i (which must be '{') and moves past it. Keys are
 // unescaped; a key given twice is refused, since JSON would silently keep the last.
+// obj names the object: each field's place is obj.key.
 func (p *paramParser) fields(w *walker, obj where, fs []field) ([]field, error) {
 	fs = fs[:0]
 	var seen map[string]bool
@@ -312,9 +443,9 @@ func (p *paramParser) fields(w *walker, obj where, fs []field) ([]field, error) 
 		off := w.i
 		val := w.value()
 		if dup(fs, key, &seen) {
-			return nil, p.errAt(keyOff, obj.with(key), "the key appears twice in one object: keep one")
+			return nil, p.errAt(keyOff, obj.with(key), "the key appears twice in one %s: keep one", p.objectNoun())
 		}
-		fs = append(fs, field{key: key, val: val, off: off})
+		fs = append(fs, field{key: key, val: val, off: off, koff: keyOff, at: obj.with(key)})
 	}
 }
 
@@ -343,12 +474,17 @@ func dup(fs []field, key string, seen *map[string]bool) bool {
 	return false
 }
 
-// where names a place in the file for messages: params[3].ttl, defaults.region. It is
-// formatted only when a message needs it: parsing 100,000 items builds none.
+// where names a place in the file for messages: params[3].ttl, defaults.region,
+// grid.lr[2]. It is formatted only when a message needs it: parsing 100,000 items builds
+// none.
 type where struct {
 	idx  int    // item index, or inDefaults, or atTop
 	key  string // a key within it
 	elem int    // 1 + index within an array value; 0: none
+	// path is the place of a value the grid or the random search hands to an item,
+	// formatted once per value when the section is read: grid.model[1].batch.
+	path string
+	sect uint8 // what made the item idx
 }
 
 const (
@@ -356,19 +492,45 @@ const (
 	atTop      = -2
 )
 
+// What made an item, for the place of a message about the item as a whole.
+const (
+	sectParams = iota
+	sectGrid
+	sectRandom
+	sectRow // a CSV file's row: the line says which
+)
+
 func (w where) with(key string) where { w.key = key; return w }
+
+// inner is the place of element i of the value at w.
+func (w where) inner(i int) where {
+	if w.elem == 0 {
+		w.elem = i + 1
+	}
+	return w
+}
 
 func (w where) String() string {
 	var s string
-	switch w.idx {
-	case atTop:
+	switch {
+	case w.path != "":
+		s = w.path
+	case w.idx == atTop:
 		s = w.key
-	case inDefaults:
+	case w.idx == inDefaults:
 		s = "defaults"
+	case w.sect == sectRow:
+		if w.key != "" {
+			s = "column " + w.key
+		}
+	case w.sect == sectGrid:
+		s = "item " + strconv.Itoa(w.idx) + " (grid)"
+	case w.sect == sectRandom:
+		s = "item " + strconv.Itoa(w.idx) + " (random)"
 	default:
 		s = "params[" + strconv.Itoa(w.idx) + "]"
 	}
-	if w.idx != atTop && w.key != "" {
+	if w.idx != atTop && w.sect != sectRow && w.key != "" {
 		s += "." + w.key
 	}
 	if w.elem > 0 {
@@ -377,9 +539,9 @@ func (w where) String() string {
 	return s
 }
 
-// apply sets one key of an item (idx ≥ 0) or of the defaults (idx -1).
-func (p *paramParser) apply(it *item, params *[]param, idx int, f field) error {
-	at := where{idx: idx, key: f.key}
+// apply sets one key of an item or of the defaults; f.at names it in messages.
+func (p *paramParser) apply(it *item, params *[]param, f field) error {
+	at := f.at
 	if string(f.val) == "null" {
 		// null takes a key back out of the defaults for this item: a known key returns to
 		// spawn's own default, a param is not set at all.
@@ -412,10 +574,16 @@ func (p *paramParser) setKnown(it *item, f field, at where) (known bool, err err
 			err = p.errAt(f.off, at, "is over %d characters: shorten it", maxTagValueLen)
 		}
 	case "instance_type":
+		if f.val[0] == '[' {
+			return true, p.preferenceList(f, at, "instance types", "instance type")
+		}
 		if it.InstanceType, err = p.str(f, at); err == nil && !validInstanceType(it.InstanceType) {
 			err = p.errAt(f.off, at, "%q is not an instance type: use family.size, e.g. t3.micro, c7gn.16xlarge or u-6tb1.metal", it.InstanceType)
 		}
 	case "region":
+		if f.val[0] == '[' {
+			return true, p.preferenceList(f, at, "regions", "region")
+		}
 		it.Region, err = p.region(f, at)
 	case "ami":
 		if it.AMI, err = p.str(f, at); err == nil && !validAMI(it.AMI) {
@@ -437,8 +605,11 @@ func (p *paramParser) setKnown(it *item, f field, at where) (known bool, err err
 			it.Spot = true
 		case "false":
 			it.Spot = false
+		case `"true"`, `"false"`, `"yes"`, `"no"`, `"True"`, `"False"`:
+			// YAML reads an unquoted yes or no as text, and CSV has only text.
+			err = p.errAt(f.off, at, "expected true or false, found a string: write true or false, unquoted")
 		default:
-			err = p.errAt(f.off, at, "expected true or false, found %s", kindOf(f.val))
+			err = p.errAt(f.off, at, "expected true or false, found %s", p.kindOf(f.val))
 		}
 	case "spot_max_price":
 		it.SpotMaxPrice, err = p.spotMaxPrice(f, at)
@@ -460,198 +631,6 @@ func (p *paramParser) setKnown(it *item, f field, at where) (known bool, err err
 		return false, nil
 	}
 	return true, err
-}
-
-// str is a value that must be a string.
-func (p *paramParser) str(f field, at where) (string, error) {
-	if f.val[0] != '"' {
-		return "", p.errAt(f.off, at, "expected a string, found %s", kindOf(f.val))
-	}
-	s, ok := p.unquote(f.val)
-	if !ok {
-		return "", p.errAt(f.off, at, "the value is not valid UTF-8: save the file as UTF-8")
-	}
-	return s, nil
-}
-
-// nonEmpty is a string value with more than white space; what names it in the message.
-func (p *paramParser) nonEmpty(f field, at where, what string) (string, error) {
-	s, err := p.str(f, at)
-	if err == nil && strings.TrimSpace(s) == "" {
-		err = p.errAt(f.off, at, "is empty: give %s or remove the key", what)
-	}
-	return s, err
-}
-
-func (p *paramParser) region(f field, at where) (string, error) {
-	r, err := p.str(f, at)
-	if err != nil || slices.Contains(awsRegions[:], r) {
-		return r, err
-	}
-	hint := "use a region name such as us-east-1 or eu-west-2"
-	if s := closest(r, awsRegions[:]); s != "" {
-		hint = fmt.Sprintf("did you mean %q?", s)
-	}
-	return r, p.errAt(f.off, at, "%q is not an AWS region: %s", r, hint)
-}
-
-// spotMaxPrice takes the price as a string or a number, as written.
-func (p *paramParser) spotMaxPrice(f field, at where) (string, error) {
-	var s string
-	var err error
-	switch f.val[0] {
-	case '"':
-		s, err = p.str(f, at)
-	case '-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9':
-		s = p.internBytes(f.val)
-	default:
-		err = p.errAt(f.off, at, "expected a price in USD per hour like \"0.05\", found %s", kindOf(f.val))
-	}
-	if err == nil {
-		if v, perr := strconv.ParseFloat(s, 64); perr != nil || !(v > 0) || math.IsInf(v, 0) {
-			err = p.errAt(f.off, at, "%q is not a price: use USD per hour like \"0.05\"", s)
-		}
-	}
-	return s, err
-}
-
-func (p *paramParser) duration(f field, at where) (time.Duration, error) {
-	if f.val[0] != '"' {
-		return 0, p.errAt(f.off, at, `expected a duration string like "90m", "2h" or "1d", found %s`, kindOf(f.val))
-	}
-	s, err := p.str(f, at)
-	if err != nil {
-		return 0, err
-	}
-	d, err := parseDuration(s)
-	if err != nil {
-		return 0, p.errAt(f.off, at, "%q is not a duration: use a Go duration like 90m or 2h30m, or days like 2d", s)
-	}
-	if d <= 0 {
-		return 0, p.errAt(f.off, at, "%q must be more than zero: give how long the instance may run, e.g. 2h", s)
-	}
-	return d, nil
-}
-
-func (p *paramParser) securityGroups(f field, at where) ([]string, error) {
-	if f.val[0] != '[' {
-		return nil, p.errAt(f.off, at, `expected an array of strings like ["sg-0123456789abcdef0"], found %s`, kindOf(f.val))
-	}
-	var ids []string
-	w := &walker{b: p.data, i: f.off + 1}
-	for {
-		w.skipWS()
-		if w.b[w.i] == ']' {
-			break
-		}
-		if w.b[w.i] == ',' {
-			w.i++
-			w.skipWS()
-		}
-		off := w.i
-		v := w.value()
-		el := at
-		el.elem = len(ids) + 1
-		if v[0] != '"' {
-			return nil, p.errAt(off, el, "expected a string like \"sg-0123456789abcdef0\", found %s", kindOf(v))
-		}
-		s, ok := p.unquote(v)
-		if !ok || !hasIDPrefix(s, "sg-") {
-			return nil, p.errAt(off, el, "%q is not a security group id: use sg-0123456789abcdef0", s)
-		}
-		ids = append(ids, s)
-	}
-	if len(ids) == 0 {
-		return nil, p.errAt(f.off, at, "the list is empty: give at least one sg-… id or remove the key for the VPC's default group")
-	}
-	return ids, nil
-}
-
-// paramValue renders a param's value as the text the instance sees: strings as they are,
-// numbers as written in the file, booleans as true/false.
-func (p *paramParser) paramValue(f field, at where) (string, error) {
-	var v string
-	switch c := f.val[0]; {
-	case c == '"':
-		s, ok := p.unquote(f.val)
-		if !ok {
-			return "", p.errAt(f.off, at, "the value is not valid UTF-8: save the file as UTF-8")
-		}
-		v = s
-	case c == 't' || c == 'f' || c == '-' || (c >= '0' && c <= '9'):
-		v = p.internBytes(f.val)
-	default:
-		return "", p.errAt(f.off, at, "a param's value must be a string, number or boolean, found %s: flatten it into several keys or a string", kindOf(f.val))
-	}
-	if strings.IndexByte(v, 0) >= 0 {
-		return "", p.errAt(f.off, at, "the value contains a NUL character, which no environment variable can hold: remove it")
-	}
-	if n := utf8.RuneCountInString(v); n > maxTagValueLen {
-		return "", p.errAt(f.off, at, "the value is %d characters, over EC2's tag value limit of %d: shorten it or have the command read it from a file", n, maxTagValueLen)
-	}
-	return v, nil
-}
-
-// checkParamKey keeps a param's key usable both as env var PARAM_<key> and as tag
-// spawn:param:<key>.
-func (p *paramParser) checkParamKey(f field, at where) error {
-	k := f.key
-	if p.goodKeys[k] {
-		return nil
-	}
-	if k == "" {
-		return p.errAt(f.off, at, "a param's key is empty: name it with letters, digits and _")
-	}
-	for i := 0; i < len(k); i++ {
-		c := k[i]
-		if !(c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
-			return p.errAt(f.off, at, "a param's key may hold only letters, digits and _ (it becomes env var %s<key>): rename %q", paramEnvPrefix, k)
-		}
-	}
-	if len(paramTagPrefix)+len(k) > maxTagKeyLen {
-		return p.errAt(f.off, at, "the key is %d characters; as tag %s<key> it passes EC2's %d: use at most %d", len(k), paramTagPrefix, maxTagKeyLen, maxTagKeyLen-len(paramTagPrefix))
-	}
-	for _, known := range knownKeys {
-		if strings.EqualFold(k, known) {
-			return p.errAt(f.off, at, "keys are case-sensitive: did you mean %q?", known)
-		}
-	}
-	p.goodKeys[k] = true
-	return nil
-}
-
-// resetKey puts a known key back to spawn's own default.
-func resetKey(it *item, key string) {
-	switch key {
-	case "name":
-		it.Name = ""
-	case "instance_type":
-		it.InstanceType = defaultInstanceType
-	case "region":
-		it.Region = ""
-	case "ami":
-		it.AMI = ""
-	case "key_name":
-		it.KeyName = ""
-	case "subnet_id":
-		it.SubnetID = ""
-	case "security_group_ids":
-		it.SecurityGroupIDs = nil
-	case "iam_instance_profile":
-		it.IAMInstanceProfile = defaultInstanceProfile
-	case "spot":
-		it.Spot = false
-	case "spot_max_price":
-		it.SpotMaxPrice = ""
-	case "ttl":
-		it.TTL = 0
-	case "idle_timeout":
-		it.IdleTimeout = 0
-	case "command":
-		it.Command = ""
-	case "user_data":
-		it.UserData = ""
-	}
 }
 
 // dropParams returns ps without the keys in drop, never changing ps (it may be shared).
@@ -724,7 +703,7 @@ func (p *paramParser) internBytes(b []byte) string {
 
 // errAt is a refusal naming the file, the line of byte offset off, and the place.
 func (p *paramParser) errAt(off int, at where, format string, args ...any) error {
-	line, _ := lineCol(p.data, off)
+	line := p.line(off)
 	msg := fmt.Sprintf(format, args...)
 	place := at.String()
 	if place == "" {

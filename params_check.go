@@ -2,9 +2,12 @@ package main
 
 import (
 	"fmt"
+	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // The checks of single values of the parameter file (durations, instance types, ids,
@@ -185,4 +188,207 @@ func editDistance(a, b string) int {
 		prev, cur = cur, prev
 	}
 	return prev[len(b)]
+}
+
+// str is a value that must be a string.
+func (p *paramParser) str(f field, at where) (string, error) {
+	if f.val[0] != '"' {
+		return "", p.errAt(f.off, at, "expected a string, found %s", p.kindOf(f.val))
+	}
+	s, ok := p.unquote(f.val)
+	if !ok {
+		return "", p.errAt(f.off, at, "the value is not valid UTF-8: save the file as UTF-8")
+	}
+	return s, nil
+}
+
+// nonEmpty is a string value with more than white space; what names it in the message.
+func (p *paramParser) nonEmpty(f field, at where, what string) (string, error) {
+	s, err := p.str(f, at)
+	if err == nil && strings.TrimSpace(s) == "" {
+		err = p.errAt(f.off, at, "is empty: give %s or remove the key", what)
+	}
+	return s, err
+}
+
+func (p *paramParser) region(f field, at where) (string, error) {
+	r, err := p.str(f, at)
+	if err != nil || slices.Contains(awsRegions[:], r) {
+		return r, err
+	}
+	hint := "use a region name such as us-east-1 or eu-west-2"
+	if s := closest(r, awsRegions[:]); s != "" {
+		hint = fmt.Sprintf("did you mean %q?", s)
+	}
+	return r, p.errAt(f.off, at, "%q is not an AWS region: %s", r, hint)
+}
+
+// spotMaxPrice takes the price as a string or a number, as written.
+func (p *paramParser) spotMaxPrice(f field, at where) (string, error) {
+	var s string
+	var err error
+	switch f.val[0] {
+	case '"':
+		s, err = p.str(f, at)
+	case '-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9':
+		s = p.internBytes(f.val)
+	default:
+		err = p.errAt(f.off, at, "expected a price in USD per hour like \"0.05\", found %s", p.kindOf(f.val))
+	}
+	if err == nil {
+		if v, perr := strconv.ParseFloat(s, 64); perr != nil || !(v > 0) || math.IsInf(v, 0) {
+			err = p.errAt(f.off, at, "%q is not a price: use USD per hour like \"0.05\"", s)
+		}
+	}
+	return s, err
+}
+
+func (p *paramParser) duration(f field, at where) (time.Duration, error) {
+	if f.val[0] != '"' {
+		return 0, p.errAt(f.off, at, `expected a duration string like "90m", "2h" or "1d", found %s`, p.kindOf(f.val))
+	}
+	s, err := p.str(f, at)
+	if err != nil {
+		return 0, err
+	}
+	d, err := parseDuration(s)
+	if err != nil {
+		return 0, p.errAt(f.off, at, "%q is not a duration: use a Go duration like 90m or 2h30m, or days like 2d", s)
+	}
+	if d <= 0 {
+		return 0, p.errAt(f.off, at, "%q must be more than zero: give how long the instance may run, e.g. 2h", s)
+	}
+	return d, nil
+}
+
+func (p *paramParser) securityGroups(f field, at where) ([]string, error) {
+	if f.val[0] != '[' {
+		return nil, p.errAt(f.off, at, `expected %s of strings like ["sg-0123456789abcdef0"], found %s`, p.listWord(), p.kindOf(f.val))
+	}
+	var ids []string
+	// The walk is over the value itself: a grid or random value need not sit at f.off
+	// of the data, but its elements are at f.off plus their offset in it.
+	w := &walker{b: f.val, i: 1}
+	for {
+		w.skipWS()
+		if w.b[w.i] == ']' {
+			break
+		}
+		if w.b[w.i] == ',' {
+			w.i++
+			w.skipWS()
+		}
+		off := f.off + w.i
+		v := w.value()
+		el := at.inner(len(ids))
+		if v[0] != '"' {
+			return nil, p.errAt(off, el, "expected a string like \"sg-0123456789abcdef0\", found %s", p.kindOf(v))
+		}
+		s, ok := p.unquote(v)
+		if !ok || !hasIDPrefix(s, "sg-") {
+			return nil, p.errAt(off, el, "%q is not a security group id: use sg-0123456789abcdef0", s)
+		}
+		ids = append(ids, s)
+	}
+	if len(ids) == 0 {
+		return nil, p.errAt(f.off, at, "the list is empty: give at least one sg-… id or remove the key for the VPC's default group")
+	}
+	return ids, nil
+}
+
+// preferenceList refuses a list where one instance type or region is expected: an order
+// of preference is the capacity fallback, which is not built yet.
+func (p *paramParser) preferenceList(f field, at where, what, one string) error {
+	hint := fmt.Sprintf(`give one %s; to run one item per %s, make it a grid axis: "grid": {%q: [...]}`, one, one, f.key)
+	if strings.HasPrefix(at.path, "grid.") {
+		hint = fmt.Sprintf("give one %s per value of the axis", one)
+	}
+	return p.errAt(f.off, at, "a list of %s in order of preference, for capacity fallback, is not supported yet: %s", what, hint)
+}
+
+// paramValue renders a param's value as the text the instance sees: strings as they are,
+// numbers as written in the file, booleans as true/false.
+func (p *paramParser) paramValue(f field, at where) (string, error) {
+	var v string
+	switch c := f.val[0]; {
+	case c == '"':
+		s, ok := p.unquote(f.val)
+		if !ok {
+			return "", p.errAt(f.off, at, "the value is not valid UTF-8: save the file as UTF-8")
+		}
+		v = s
+	case c == 't' || c == 'f' || c == '-' || (c >= '0' && c <= '9'):
+		v = p.internBytes(f.val)
+	default:
+		return "", p.errAt(f.off, at, "a param's value must be a string, number or boolean, found %s: flatten it into several keys or a string", p.kindOf(f.val))
+	}
+	if strings.IndexByte(v, 0) >= 0 {
+		return "", p.errAt(f.off, at, "the value contains a NUL character, which no environment variable can hold: remove it")
+	}
+	if n := utf8.RuneCountInString(v); n > maxTagValueLen {
+		return "", p.errAt(f.off, at, "the value is %d characters, over EC2's tag value limit of %d: shorten it or have the command read it from a file", n, maxTagValueLen)
+	}
+	return v, nil
+}
+
+// checkParamKey keeps a param's key usable both as env var PARAM_<key> and as tag
+// spawn:param:<key>.
+func (p *paramParser) checkParamKey(f field, at where) error {
+	k := f.key
+	if p.goodKeys[k] {
+		return nil
+	}
+	if k == "" {
+		return p.errAt(f.koff, at, "a param's key is empty: name it with letters, digits and _")
+	}
+	for i := 0; i < len(k); i++ {
+		c := k[i]
+		if !(c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
+			return p.errAt(f.koff, at, "a param's key may hold only letters, digits and _ (it becomes env var %s<key>): rename %q", paramEnvPrefix, k)
+		}
+	}
+	if len(paramTagPrefix)+len(k) > maxTagKeyLen {
+		return p.errAt(f.koff, at, "the key is %d characters; as tag %s<key> it passes EC2's %d: use at most %d", len(k), paramTagPrefix, maxTagKeyLen, maxTagKeyLen-len(paramTagPrefix))
+	}
+	for _, known := range knownKeys {
+		if strings.EqualFold(k, known) {
+			return p.errAt(f.koff, at, "keys are case-sensitive: did you mean %q?", known)
+		}
+	}
+	p.goodKeys[k] = true
+	return nil
+}
+
+// resetKey puts a known key back to spawn's own default.
+func resetKey(it *item, key string) {
+	switch key {
+	case "name":
+		it.Name = ""
+	case "instance_type":
+		it.InstanceType = defaultInstanceType
+	case "region":
+		it.Region = ""
+	case "ami":
+		it.AMI = ""
+	case "key_name":
+		it.KeyName = ""
+	case "subnet_id":
+		it.SubnetID = ""
+	case "security_group_ids":
+		it.SecurityGroupIDs = nil
+	case "iam_instance_profile":
+		it.IAMInstanceProfile = defaultInstanceProfile
+	case "spot":
+		it.Spot = false
+	case "spot_max_price":
+		it.SpotMaxPrice = ""
+	case "ttl":
+		it.TTL = 0
+	case "idle_timeout":
+		it.IdleTimeout = 0
+	case "command":
+		it.Command = ""
+	case "user_data":
+		it.UserData = ""
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sort"
 	"strings"
 	"unicode/utf8"
 )
@@ -80,6 +81,58 @@ func lineCol(data []byte, off int) (line, col int) {
 	return line, utf8.RuneCount(before[lineStart:]) + 1
 }
 
+// srcMark says that data from offset off on was written on line of the file: the JSON a
+// YAML or CSV file was turned into carries one per key and value.
+type srcMark struct{ off, line int }
+
+// line is the file's line of data's offset off.
+func (p *paramParser) line(off int) int {
+	if p.marks == nil {
+		line, _ := lineCol(p.data, off)
+		return line
+	}
+	// The last mark at or before off: of several at one offset, the last written is the
+	// innermost (a CSV row, then its first cell).
+	i := sort.Search(len(p.marks), func(i int) bool { return p.marks[i].off > off }) - 1
+	if i < 0 {
+		return 1
+	}
+	return p.marks[i].line
+}
+
+// kindOf names a value's type for messages, in the words of the file's format.
+func (p *paramParser) kindOf(v []byte) string {
+	k := kindOf(v)
+	if p.format == formatYAML {
+		switch k {
+		case "an object":
+			return "a mapping"
+		case "an array":
+			return "a list"
+		}
+	}
+	return k
+}
+
+// topWord is what the file must be, for messages.
+func (p *paramParser) topWord() string {
+	if p.format == formatYAML {
+		return "a mapping of defaults: and params:, grid: or random:"
+	}
+	return `a JSON object {"defaults": {...}, "params": [...]}`
+}
+
+func (p *paramParser) objectWord() string { return p.kindOf([]byte("{}")) }
+
+func (p *paramParser) objectNoun() string {
+	if p.format == formatYAML {
+		return "mapping"
+	}
+	return "object"
+}
+
+func (p *paramParser) listWord() string { return p.kindOf([]byte("[]")) }
+
 // kindOf names a JSON value's type for messages.
 func kindOf(v []byte) string {
 	if len(v) == 0 {
@@ -98,6 +151,24 @@ func kindOf(v []byte) string {
 		return "null"
 	default:
 		return "a number"
+	}
+}
+
+// countElems counts the elements of a JSON array (valid, as every walk here).
+func countElems(arr []byte) int {
+	w := &walker{b: arr, i: 1}
+	n := 0
+	for {
+		w.skipWS()
+		if w.b[w.i] == ']' {
+			return n
+		}
+		if w.b[w.i] == ',' {
+			w.i++
+			w.skipWS()
+		}
+		w.value()
+		n++
 	}
 }
 

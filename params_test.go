@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -126,7 +127,7 @@ var badFiles = map[string]string{
 	"empty-file.json":                `empty-file.json: the file is empty: write {"defaults": {...}, "params": [{...}, ...]}`,
 	"not-an-object.json":             `not-an-object.json line 1: expected a JSON object {"defaults": {...}, "params": [...]}, found an array`,
 	"unknown-top-key.json":           `unknown-top-key.json line 2: unknown top-level key "param": did you mean "params"?`,
-	"missing-params.json":            `missing-params.json line 1: no "params": add "params": [{...}, ...]`,
+	"missing-params.json":            `missing-params.json line 1: no items: add "params": [{...}, ...] with one object per instance, a "grid" or a "random" search`,
 	"empty-params.json":              `empty-params.json line 3, params: the list is empty: add one object per instance`,
 	"item-not-object.json":           `item-not-object.json line 5, params[1]: expected an object of keys, found a string`,
 	"command-and-user-data.json":     `command-and-user-data.json line 5, params[1]: both command (from defaults) and user_data are set: give command`,
@@ -147,12 +148,43 @@ var badFiles = map[string]string{
 	"param-object-value.json":        `param-object-value.json line 4, params[0].grid: a param's value must be a string, number or boolean, found an object`,
 	"param-value-too-long.json":      `param-value-too-long.json line 5, params[1].note: the value is 300 characters, over EC2's tag value limit of 256`,
 	"too-many-tags.json":             `too-many-tags.json line 10, params[1]: 45 params make 51 tags, over EC2's limit of 50 per instance: use at most 44 params per item`,
+	"region-preference-list.json":    `region-preference-list.json line 4, params[0].region: a list of regions in order of preference, for capacity fallback, is not supported yet: give one region; to run one item per region, make it a grid axis`,
+
+	"grid-bad-value.json":              `grid-bad-value.json line 5, grid.ttl[1]: "2 hours" is not a duration`,
+	"grid-empty-axis.json":             `grid-empty-axis.json line 5, grid.batch: the list is empty: give at least one value, or remove the axis`,
+	"grid-key-in-two-axes.json":        `grid-key-in-two-axes.json line 7, grid.model[1].batch: "batch" is also set by the axis "batch": set each key in one axis`,
+	"grid-mixed-axis.json":             `grid-mixed-axis.json line 4, grid.model[1]: the axis mixes objects and single values`,
+	"grid-not-a-list.json":             `grid-not-a-list.json line 4, grid.lr: expected an array of values, one item each, found a number: write a single value as [value], or put the key in defaults`,
+	"grid-preference-list.json":        `grid-preference-list.json line 5, grid.instance_type[0]: a list of instance types in order of preference, for capacity fallback, is not supported yet: give one instance type per value of the axis`,
+	"grid-too-big.json":                `grid-too-big.json line 5, grid: the sweep would have 1,000,000,000,000 items (grid 1,000,000,000,000), over spawn's limit of 100,000 per sweep: split it into several sweeps`,
+	"random-bounds-swapped.json":       `random-bounds-swapped.json line 7, random.space.dropout.uniform: the low bound 0.5 is above the high bound 0: swap them`,
+	"random-empty-choice.json":         `random-empty-choice.json line 7, random.space.opt.choice: the list is empty: give at least one value to pick from`,
+	"random-loguniform-zero.json":      `random-loguniform-zero.json line 7, random.space.lr.loguniform: the low bound 0 must be above 0, as a log scale has no zero`,
+	"random-no-seed.json":              `random-no-seed.json line 3, random: no "seed": give a whole number, e.g. "seed": 1`,
+	"random-randint-fraction.json":     `random-randint-fraction.json line 7, random.space.layers.randint: [2, 8.5]: randint's bounds are whole numbers`,
+	"random-too-many.json":             `random-too-many.json line 3, params: the sweep would have 100,001 items (params 1, random 100,000), over spawn's limit of 100,000 per sweep`,
+	"random-unknown-distribution.json": `random-unknown-distribution.json line 7, random.space.lr.log_uniform: unknown distribution: did you mean "loguniform"?`,
+	"random-zero-samples.json":         `random-zero-samples.json line 4, random.samples: 0 samples make no item: give at least 1`,
+	"objective-bad-goal.json":          `objective-bad-goal.json line 4, objective.goal: "minimize" is not a goal: use "min" (lower is better) or "max"`,
+
+	"yaml-bad-duration.yaml":    `yaml-bad-duration.yaml line 9, grid.ttl[1]: "2 hours" is not a duration`,
+	"yaml-duplicate-key.yaml":   `yaml-duplicate-key.yaml line 6, params[0].lr: the key appears twice in one mapping: keep one`,
+	"yaml-syntax.yaml":          `yaml-syntax.yaml line 4: did not find expected ',' or ']': check the YAML`,
+	"yaml-two-documents.yaml":   `yaml-two-documents.yaml line 4: a second YAML document: a parameter file is one document`,
+	"yaml-unknown-top-key.yaml": `yaml-unknown-top-key.yaml line 3: unknown top-level key "grids": did you mean "grid"?`,
+
+	"csv-bad-spot.csv":          `csv-bad-spot.csv line 3, column spot: expected true or false, found a string`,
+	"csv-bare-quote.csv":        `csv-bare-quote.csv line 2, column 14: a quote inside a field that does not start with one: quote the whole field`,
+	"csv-duplicate-column.csv":  `csv-duplicate-column.csv line 1, column 3: "lr" names columns 1 and 3: keep one`,
+	"csv-no-command.csv":        `csv-no-command.csv line 2: nothing to run: give "command" (a shell line) or "user_data" as a column or in the --defaults file's defaults`,
+	"csv-no-rows.csv":           `csv-no-rows.csv line 1: a header and no rows: add one row per instance under it`,
+	"csv-wrong-field-count.csv": `csv-wrong-field-count.csv line 3: 2 fields where the header has 3: give every column`,
 }
 
 func TestLaunchRefusesBadFiles(t *testing.T) {
-	files, err := filepath.Glob("testdata/params/bad/*.json")
-	if err != nil || len(files) < 14 {
-		t.Fatalf("want at least 14 broken files, got %d (%v)", len(files), err)
+	files, err := filepath.Glob("testdata/params/bad/*")
+	if err != nil || len(files) < 50 {
+		t.Fatalf("want at least 50 broken files, got %d (%v)", len(files), err)
 	}
 	for _, path := range files {
 		want, ok := badFiles[filepath.Base(path)]
@@ -268,7 +300,8 @@ func BenchmarkParseParamFile100k(b *testing.B) {
 }
 
 // FuzzParseParamFile: any input either parses into consistent items or is refused with
-// one usage-error line that names the file; nothing panics.
+// one usage-error line that names the file; nothing panics; an accepted file expands the
+// same way twice, and its canonical upload reads back to the same items.
 func FuzzParseParamFile(f *testing.F) {
 	for _, dir := range []string{"testdata/params/good", "testdata/params/bad"} {
 		files, _ := filepath.Glob(filepath.Join(dir, "*.json"))
@@ -280,28 +313,81 @@ func FuzzParseParamFile(f *testing.F) {
 	}
 	f.Add(paramFile(3))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		items, err := parseParamFile("fuzz.json", data)
-		if err != nil {
-			msg := err.Error()
-			if exitCode(err) != exitUsage || strings.Contains(msg, "\n") || !strings.HasPrefix(msg, "fuzz.json") {
-				t.Fatalf("want a one-line usage error naming the file, got exit %d: %q", exitCode(err), msg)
-			}
-			return
-		}
-		if len(items) == 0 {
-			t.Fatal("no items and no error")
-		}
-		sw := &sweep{SweepID: "s", SweepName: "f", S3Bucket: "b", Region: "us-east-1"}
-		for i, it := range items {
-			if it.Index != i || (it.Command == "") == (it.UserData == "") || !validInstanceType(it.InstanceType) {
-				t.Fatalf("item %d inconsistent: %+v", i, it)
-			}
-			if !slices.IsSortedFunc(it.Params, func(a, b param) int { return strings.Compare(a.Key, b.Key) }) {
-				t.Fatalf("item %d params not sorted: %v", i, it.Params)
-			}
-			if n := len(runInstancesInput(sw, it, 1).TagSpecifications[0].Tags); n > maxTagsPerResource {
-				t.Fatalf("item %d has %d tags", i, n)
-			}
-		}
+		checkParamFile(t, "fuzz.json", data, paramFileOptions{})
 	})
+}
+
+// FuzzParseParamYAML is FuzzParseParamFile for YAML files.
+func FuzzParseParamYAML(f *testing.F) {
+	for _, dir := range []string{"testdata/params/good", "testdata/params/good/defaults", "testdata/params/bad"} {
+		files, _ := filepath.Glob(filepath.Join(dir, "*.yaml"))
+		for _, p := range files {
+			if data, err := os.ReadFile(p); err == nil {
+				f.Add(data)
+			}
+		}
+	}
+	f.Add([]byte("defaults: {command: x}\nparams: [{a: &v 1}, {a: *v, b: 0x1f, c: .5, d: ~, e: !!str 7}]\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		checkParamFile(t, "fuzz.yaml", data, paramFileOptions{})
+	})
+}
+
+// FuzzParseParamCSV is FuzzParseParamFile for CSV files with a --defaults file (YAML; none
+// when empty).
+func FuzzParseParamCSV(f *testing.F) {
+	defaults, _ := os.ReadFile("testdata/params/good/defaults/same.yaml")
+	files, _ := filepath.Glob("testdata/params/*/*.csv")
+	for _, p := range files {
+		if data, err := os.ReadFile(p); err == nil {
+			f.Add(data, defaults)
+			f.Add(data, []byte{})
+		}
+	}
+	f.Add([]byte("command,spot,security_group_ids\nx,TRUE,sg-01234567;sg-0123456789abcdef0\n\"y\nz\",false,\n"), []byte{})
+	f.Fuzz(func(t *testing.T, data, defaults []byte) {
+		o := paramFileOptions{}
+		if len(defaults) > 0 {
+			o.DefaultsFile, o.Defaults = "fuzz-defaults.yaml", defaults
+		}
+		checkParamFile(t, "fuzz.csv", data, o)
+	})
+}
+
+// checkParamFile holds a fuzzed file to the parser's promises.
+func checkParamFile(t *testing.T, file string, data []byte, o paramFileOptions) {
+	o.Canonical = true
+	ps, err := readParamFile(file, data, o)
+	if err != nil {
+		msg := err.Error()
+		named := strings.HasPrefix(msg, file) || (o.DefaultsFile != "" && strings.HasPrefix(msg, o.DefaultsFile))
+		if exitCode(err) != exitUsage || strings.Contains(msg, "\n") || !named {
+			t.Fatalf("want a one-line usage error naming the file, got exit %d: %q", exitCode(err), msg)
+		}
+		return
+	}
+	items := ps.Items
+	if len(items) == 0 || len(items) > maxSweepItems || len(items) != ps.FromParams+ps.FromGrid+ps.FromRandom {
+		t.Fatalf("%d items (params %d, grid %d, random %d) and no error", len(items), ps.FromParams, ps.FromGrid, ps.FromRandom)
+	}
+	sw := &sweep{SweepID: "s", SweepName: "f", S3Bucket: "b", Region: "us-east-1"}
+	for i, it := range items {
+		if it.Index != i || (it.Command == "") == (it.UserData == "") || !validInstanceType(it.InstanceType) {
+			t.Fatalf("item %d inconsistent: %+v", i, it)
+		}
+		if !slices.IsSortedFunc(it.Params, func(a, b param) int { return strings.Compare(a.Key, b.Key) }) {
+			t.Fatalf("item %d params not sorted: %v", i, it.Params)
+		}
+		if n := len(runInstancesInput(sw, it, 1).TagSpecifications[0].Tags); n > maxTagsPerResource {
+			t.Fatalf("item %d has %d tags", i, n)
+		}
+	}
+	again, err := readParamFile(file, data, o)
+	if err != nil || !reflect.DeepEqual(again.Items, items) || !bytes.Equal(again.Canonical, ps.Canonical) {
+		t.Fatalf("a second read differs (%v)", err)
+	}
+	back, err := parseParamFile("params.json", ps.Canonical)
+	if err != nil || !reflect.DeepEqual(back, items) {
+		t.Fatalf("the canonical file reads back to other items (%v):\n%s", err, ps.Canonical)
+	}
 }
