@@ -297,7 +297,7 @@ func newFaultRun(t *testing.T, a *testAWS, seed uint64) *faultRun {
 	rng := rand.New(rand.NewPCG(seed, seed^0xfa017))
 	r := &faultRun{
 		t: t, seed: seed, a: a, plan: newFaultPlan(rng), rng: rng,
-		ec2: ec2.NewFromConfig(a.cfg), s3: newS3Client(a.cfg), lc: lambdasvc.NewFromConfig(a.cfg),
+		ec2: ec2.NewFromConfig(a.cfg), s3: newS3Client(a.cfg, ""), lc: lambdasvc.NewFromConfig(a.cfg),
 		insts: map[string]*simInstance{}, byPair: map[[2]int][]string{}, instanceEC2: map[string]*ec2.Client{},
 		cancelUnreached: map[string]int{}, quotaWaits: map[string]bool{},
 	}
