@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/aws/smithy-go/middleware"
@@ -140,6 +141,19 @@ type deployment struct {
 	instancesTable string
 	bucket         string
 	function       string
+}
+
+// principalOf is the identity a sweep belongs to: for an assumed-role session its role
+// (every session of one role — each CI job's, each SSO login — is the same owner), else
+// the caller's ARN itself.
+func principalOf(arn string) string {
+	// arn:aws:sts::123456789012:assumed-role/RoleName/session-name
+	parts := strings.SplitN(arn, ":", 6)
+	if len(parts) != 6 || parts[2] != "sts" || !strings.HasPrefix(parts[5], "assumed-role/") {
+		return arn
+	}
+	role, _, _ := strings.Cut(strings.TrimPrefix(parts[5], "assumed-role/"), "/")
+	return "arn:" + parts[1] + ":iam::" + parts[4] + ":role/" + role
 }
 
 // apiErrorCode is the service's error code ("NoSuchEntity"), or "" for a non-API error.

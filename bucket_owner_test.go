@@ -118,3 +118,20 @@ func TestEveryS3CallNamesTheBucketOwner(t *testing.T) {
 		t.Errorf("the refused upload left an object: %v", err)
 	}
 }
+
+// A sweep belongs to the principal: every session of an assumed role is the role.
+func TestPrincipalOf(t *testing.T) {
+	for in, want := range map[string]string{
+		"arn:aws:sts::123456789012:assumed-role/ci-deployer/github-run-42":  "arn:aws:iam::123456789012:role/ci-deployer",
+		"arn:aws:sts::123456789012:assumed-role/AWSReservedSSO_Dev_abc/ana": "arn:aws:iam::123456789012:role/AWSReservedSSO_Dev_abc",
+		"arn:aws-cn:sts::123456789012:assumed-role/r/s":                     "arn:aws-cn:iam::123456789012:role/r",
+		"arn:aws:iam::123456789012:user/ana":                                "arn:aws:iam::123456789012:user/ana",
+		"arn:aws:iam::123456789012:root":                                    "arn:aws:iam::123456789012:root",
+		"arn:aws:sts::123456789012:federated-user/bob":                      "arn:aws:sts::123456789012:federated-user/bob",
+		"not an arn": "not an arn",
+	} {
+		if got := principalOf(in); got != want {
+			t.Errorf("principalOf(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -177,6 +177,19 @@ func TestStatusCommandOnEmulator(t *testing.T) {
 		if code != exitRuntime || !strings.Contains(errOut, "sweep "+other.SweepID+" belongs to arn:aws:iam::000000000000:user/someone-else; you are "+e.userID) {
 			t.Errorf("other user's sweep: exit %d, stderr %q", code, errOut)
 		}
+		// cancel and resume refuse it too, and say how to act anyway; nothing changes.
+		for _, cmd := range []string{"cancel", "resume"} {
+			_, errOut, code := runSpawn(t, e.env, e.args(cmd, other.SweepID)...)
+			if code != exitRuntime || !strings.Contains(errOut, "belongs to arn:aws:iam::000000000000:user/someone-else") || !strings.Contains(errOut, "--force") {
+				t.Errorf("%s of another identity's sweep: exit %d, stderr %q", cmd, code, errOut)
+			}
+		}
+		if got, _ := e.store.loadSweep(context.Background(), other.SweepID); got.CancelRequested || got.Status != statusRunning {
+			t.Errorf("a refused cancel changed the sweep: %+v", got)
+		}
+		if _, errOut, code := runSpawn(t, e.env, e.args("cancel", other.SweepID, "--force")...); code != 0 {
+			t.Errorf("cancel --force of another identity's sweep: exit %d, stderr %q", code, errOut)
+		}
 	})
 }
 

@@ -128,6 +128,9 @@ func TestEveryPolicyIsScopedToSpawnResources(t *testing.T) {
 	if js := n.instancePolicy(n.account).json(); !strings.Contains(js, `/sweeps/*/exit/*/${aws:userid}.json"`) {
 		t.Errorf("spawnd policy does not scope exit records to the instance's own user id: %s", js)
 	}
+	if js := n.instancePolicy(n.account).json(); !strings.Contains(js, `"ForAllValues:StringEquals":{"aws:TagKeys":["spawn:exit-code"]}`) {
+		t.Errorf("spawnd policy lets an instance set tags other than its exit code (spawn:managed=false would unmanage it): %s", js)
+	}
 	if !strings.Contains(js, `"s3:prefix":["sweeps/*"]`) {
 		t.Errorf("orchestrator policy lists more than the sweeps' objects: %s", js)
 	}
@@ -253,7 +256,7 @@ trusts only the orchestrator role's ARN, and the id ties the role to this orches
 		n.orchestratorPolicy())
 	section("spawnd-role: trust", "EC2 assumes the instance role (instance profile `spawnd-role`).", ec2TrustPolicy())
 	section("spawnd-role: inline policy `spawn`",
-		"An instance may tag and terminate only itself, and write only log objects and its own exit record (named by its `aws:userid`, `<role id>:<instance id>`).", n.instancePolicy(n.account))
+		"An instance may terminate only itself, tag itself only with its exit code, and write only its own log and exit record (named by its `aws:userid`, `<role id>:<instance id>`).", n.instancePolicy(n.account))
 	section("SpawnSweepCrossAccountRole: trust (compute account)",
 		"Only the orchestrator role, and only with the external id.", n.crossAccountTrustPolicy(orchARN))
 	section("SpawnSweepCrossAccountRole: inline policy `spawn` (compute account)",
