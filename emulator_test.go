@@ -271,8 +271,12 @@ func (s *syncBuffer) String() string {
 // region.
 func cliTestEnv() map[string]string {
 	return map[string]string{"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1",
-		"SPAWN_EC2_CONSISTENCY_WINDOW": testConsistencyWindow}
+		"SPAWN_EC2_CONSISTENCY_WINDOW": testConsistencyWindow, "SPAWN_EXIT_REPORT_WAIT": testExitReportWait}
 }
+
+// testExitReportWait shortens how long the engine waits for an ended instance's report
+// (AWS: a minute; the tests' tags appear within seconds).
+const testExitReportWait = "3s"
 
 // testConsistencyWindow shortens how long a cancel looks for a launch EC2 may not show
 // yet: the emulators show an instance at once.
