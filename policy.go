@@ -276,7 +276,7 @@ func (n policyNames) logARN() string {
 // exitRecordARN is every exit record an instance may write: only those named by its own
 // credentials (aws:userid is "<role id>:<instance id>" for an instance role).
 func (n policyNames) exitRecordARN() string {
-	return n.bucketARN() + "/sweeps/*/exit/*/${aws:userid}.json"
+	return n.bucketARN() + "/sweeps/*/exit/*/*/${aws:userid}.json"
 }
 
 // crossAccountTrustPolicy lets only the orchestrator role assume the compute account's

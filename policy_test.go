@@ -125,7 +125,7 @@ func TestEveryPolicyIsScopedToSpawnResources(t *testing.T) {
 	}
 	// An instance may write an exit record only under its own name, and the orchestrator
 	// may list only the sweeps' objects.
-	if js := n.instancePolicy(n.account).json(); !strings.Contains(js, `/sweeps/*/exit/*/${aws:userid}.json"`) {
+	if js := n.instancePolicy(n.account).json(); !strings.Contains(js, `/sweeps/*/exit/*/*/${aws:userid}.json"`) {
 		t.Errorf("spawnd policy does not scope exit records to the instance's own user id: %s", js)
 	}
 	if js := n.instancePolicy(n.account).json(); !strings.Contains(js, `"ForAllValues:StringEquals":{"aws:TagKeys":["spawn:exit-code"]}`) {
