@@ -235,7 +235,7 @@ func (n policyNames) orchestratorPolicy() policyDocument {
 }
 
 // instancePolicy is spawnd-role's: an instance may tag and terminate only itself and
-// write only log objects and its own exit record.
+// write only its own log, result and exit record objects.
 func (n policyNames) instancePolicy(account string) policyDocument {
 	return newPolicy(
 		policyStatement{
@@ -248,6 +248,11 @@ func (n policyNames) instancePolicy(account string) policyDocument {
 			Sid: "WriteOwnLogs", Effect: "Allow",
 			Action:   []string{"s3:PutObject"},
 			Resource: []string{n.logARN()},
+		},
+		policyStatement{
+			Sid: "WriteOwnResult", Effect: "Allow",
+			Action:   []string{"s3:PutObject"},
+			Resource: []string{n.resultARN()},
 		},
 		policyStatement{
 			Sid: "WriteOwnExitRecord", Effect: "Allow",
@@ -268,6 +273,12 @@ func (n policyNames) exitRecordARN() string {
 	return n.bucketARN() + "/sweeps/*/exit/*/${aws:userid}.json"
 }
 
+// resultARN is every result object an instance may write: only those named by its own
+// credentials, like exit records.
+func (n policyNames) resultARN() string {
+	return n.bucketARN() + "/sweeps/*/results/*/${aws:userid}.json"
+}
+
 // crossAccountTrustPolicy lets only the orchestrator role assume the compute account's
 // role, and only with the external id.
 func (n policyNames) crossAccountTrustPolicy(orchestratorRoleARN string) policyDocument {
@@ -285,7 +296,7 @@ func (n policyNames) crossAccountPolicy(computeAccount string) policyDocument {
 }
 
 // bucketPolicy refuses every request not made over TLS and, with compute accounts,
-// lets their instances write log objects.
+// lets their instances write their log, result and exit record objects.
 func (n policyNames) bucketPolicy() policyDocument {
 	st := []policyStatement{{
 		Sid: "RefuseNonTLS", Effect: "Deny", Principal: "*",
@@ -302,7 +313,7 @@ func (n policyNames) bucketPolicy() policyDocument {
 			Sid: "ComputeAccountInstanceLogs", Effect: "Allow",
 			Principal: map[string]any{"AWS": roles},
 			Action:    []string{"s3:PutObject"},
-			Resource:  []string{n.logARN(), n.exitRecordARN()},
+			Resource:  []string{n.logARN(), n.resultARN(), n.exitRecordARN()},
 		})
 	}
 	return newPolicy(st...)

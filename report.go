@@ -26,6 +26,13 @@ func exitReportPrefix(sweepID string, index int) string {
 	return fmt.Sprintf("sweeps/%s/exit/%d/", sweepID, index)
 }
 
+// resultPrefix is where the result objects (the metrics the command wrote to
+// SPAWN_RESULT_FILE) of one item's instances live, named like exit records by the
+// writer's aws:userid.
+func resultPrefix(sweepID string, index int) string {
+	return fmt.Sprintf("sweeps/%s/results/%d/", sweepID, index)
+}
+
 // exitReportKey is the record of the instance whose credentials have userID.
 func exitReportKey(sweepID string, index int, userID string) string {
 	return exitReportPrefix(sweepID, index) + userID + ".json"
