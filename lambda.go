@@ -146,6 +146,13 @@ func (d *engineDeps) newOrchestrator(owner string, forceDownload, detached bool)
 		}
 		return readExitReport(ctx, d.s3, bucket, sw.SweepID, e.Index, e.InstanceID)
 	}
+	o.results = func(ctx context.Context, sw *sweep, e *aliveInstance) (*itemResult, error) {
+		bucket := sw.S3Bucket
+		if bucket == "" {
+			bucket = d.params.bucket
+		}
+		return readResult(ctx, d.s3, bucket, sw.SweepID, e.Index, e.InstanceID)
+	}
 	if detached {
 		// Every Lambda invocation's clock is kept in step by AWS: one clock for waits.
 		o.clockName = lambdaClock

@@ -110,6 +110,8 @@ type orchestrator struct {
 	reportWait time.Duration
 	// exitReports reads an instance's exit record (nil: none are read).
 	exitReports func(ctx context.Context, sw *sweep, e *aliveInstance) (*exitReport, error)
+	// results reads the result an instance wrote (nil: none are read).
+	results func(ctx context.Context, sw *sweep, e *aliveInstance) (*itemResult, error)
 	// clockName names the clock this engine measures waits on (sinceMark.Clock).
 	clockName string
 	// runner: this engine runs the sweep's loop (not a cancel).
