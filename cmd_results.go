@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/peterbourgon/ff/v3/ffcli"
 )
@@ -75,4 +76,22 @@ func (src *sweepSource) results(ctx context.Context, id string) (*resultsDoc, er
 	}
 	v := buildStatus(ctx, s, recs, src.price, src.now())
 	return buildResults(v, ps.Items, ps.Objective, recs), nil
+}
+
+// objective is the sweep's objective, read from its params object only once an item
+// has reported metrics (the object is cached by checksum); nil when there is none or it
+// cannot be read: status shows the rest without it.
+func (src *sweepSource) objective(ctx context.Context, s *sweep, recs []instanceRecord) *objective {
+	if !slices.ContainsFunc(recs, func(r instanceRecord) bool { return len(r.Metrics) > 0 }) {
+		return nil
+	}
+	bucket := s.S3Bucket
+	if bucket == "" {
+		bucket = src.d.bucket
+	}
+	raw, err := newParamsStore(newS3Client(src.d.cfg), bucket, "").downloadParams(ctx, s.S3ParamsKey, s.ParamsChecksum, false)
+	if err != nil {
+		return nil
+	}
+	return objectiveOf(raw)
 }

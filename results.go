@@ -404,13 +404,27 @@ type bestResult struct {
 	Index  int     `json:"index"`
 	Metric string  `json:"metric"`
 	Value  float64 `json:"value"`
+
+	goal string
+}
+
+// line is the status view's: "best     item 7: val_loss 0.123 (min)".
+func (b *bestResult) line() string {
+	return fmt.Sprintf("best     item %d: %s %s (%s)", b.Index, b.Metric, strconv.FormatFloat(b.Value, 'g', 6, 64), b.goal)
+}
+
+// setBest notes the best item by obj among recs, if any reported its metric.
+func (v *statusView) setBest(obj *objective, recs []instanceRecord) {
+	if b, ok := findBest(obj, recs); ok {
+		v.best = &b
+	}
 }
 
 func findBest(obj *objective, recs []instanceRecord) (bestResult, bool) {
 	if obj == nil {
 		return bestResult{}, false
 	}
-	best := bestResult{Metric: obj.Metric}
+	best := bestResult{Metric: obj.Metric, goal: obj.Goal}
 	found := false
 	for _, r := range recs {
 		v, ok := r.Metrics[obj.Metric]

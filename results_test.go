@@ -335,3 +335,28 @@ func TestObjectiveOf(t *testing.T) {
 		}
 	}
 }
+
+// status shows the best item so far, in text and JSON, when the file has an objective.
+func TestStatusShowsBest(t *testing.T) {
+	s, recs := completedWithFailuresSweep()
+	recs[0].Metrics = map[string]float64{"val_loss": 0.5}
+	recs[2].Metrics = map[string]float64{"val_loss": 0.123}
+	v := buildStatus(context.Background(), s, recs, nil, statusNow)
+	v.setBest(&objective{Metric: "val_loss", Goal: "min"}, recs)
+	var b strings.Builder
+	if err := renderStatus(&b, v, textStyle{}); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), "\nbest     item 2: val_loss 0.123 (min)\n") {
+		t.Errorf("text view lacks the best line:\n%s", b.String())
+	}
+	js := jsonOf(t, v.doc())
+	if !strings.Contains(js, `"best":{"index":2,"metric":"val_loss","value":0.123}`) {
+		t.Errorf("JSON lacks best: %s", js)
+	}
+	v = buildStatus(context.Background(), s, recs, nil, statusNow)
+	v.setBest(nil, recs)
+	if strings.Contains(jsonOf(t, v.doc()), `"best"`) {
+		t.Error("best without an objective")
+	}
+}
