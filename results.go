@@ -73,7 +73,7 @@ func buildResults(v *statusView, items []item, obj *objective, recs []instanceRe
 			row.Params[p.Key] = p.Value
 		}
 		if si, ok := byIndex[it.Index]; ok {
-			row.InstanceType, row.Region, row.Cost = orElse(si.InstanceType, row.InstanceType), orElse(si.Region, row.Region), si.CostUSD
+			row.InstanceType, row.Region, row.Cost = orElse(si.InstanceType, row.InstanceType), orElse(si.Region, row.Region), roundUSD(si.CostUSD)
 			switch {
 			case si.Outcome != "":
 				row.Outcome = si.Outcome
