@@ -6,7 +6,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
+
+	"github.com/aws/smithy-go/middleware"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
@@ -87,10 +91,37 @@ func endpointOverridden(cfg aws.Config) bool {
 	return cfg.BaseEndpoint != nil || os.Getenv("AWS_ENDPOINT_URL") != "" || os.Getenv("AWS_ENDPOINT_URL_S3") != ""
 }
 
-func newS3Client(cfg aws.Config) *s3.Client {
+// newS3Client is an S3 client for spawn's bucket. With owner set, every request names
+// the account the bucket must belong to (x-amz-expected-bucket-owner): a bucket of the
+// same name in any other account — a wrong --region, a name someone else took — answers
+// 403 instead of receiving params, logs or results. Bucket names are global and S3 ARNs
+// carry no account, so IAM alone cannot prevent that.
+func newS3Client(cfg aws.Config, owner string) *s3.Client {
 	path := endpointOverridden(cfg)
-	return s3.NewFromConfig(cfg, func(o *s3.Options) { o.UsePathStyle = path })
+	return s3.NewFromConfig(cfg, func(o *s3.Options) {
+		o.UsePathStyle = path
+		if owner != "" {
+			o.APIOptions = append(o.APIOptions, expectBucketOwner(owner))
+		}
+	})
 }
+
+// expectBucketOwner sets the expected bucket owner on every request that takes one
+// (all but CreateBucket), unless the call set it itself.
+func expectBucketOwner(owner string) func(*middleware.Stack) error {
+	return func(stack *middleware.Stack) error {
+		return stack.Build.Add(middleware.BuildMiddlewareFunc("spawnExpectedBucketOwner",
+			func(ctx context.Context, in middleware.BuildInput, next middleware.BuildHandler) (middleware.BuildOutput, middleware.Metadata, error) {
+				req, ok := in.Request.(*smithyhttp.Request)
+				if ok && middleware.GetOperationName(ctx) != "CreateBucket" && req.Header.Get(expectedOwnerHeader) == "" {
+					req.Header.Set(expectedOwnerHeader, owner)
+				}
+				return next.HandleBuild(ctx, in)
+			}), middleware.After)
+	}
+}
+
+const expectedOwnerHeader = "X-Amz-Expected-Bucket-Owner"
 
 // isTerminal reports whether the stream (stdin, stdout or stderr) is a terminal:
 // colour, redraws and questions only there.
@@ -110,6 +141,19 @@ type deployment struct {
 	instancesTable string
 	bucket         string
 	function       string
+}
+
+// principalOf is the identity a sweep belongs to: for an assumed-role session its role
+// (every session of one role — each CI job's, each SSO login — is the same owner), else
+// the caller's ARN itself.
+func principalOf(arn string) string {
+	// arn:aws:sts::123456789012:assumed-role/RoleName/session-name
+	parts := strings.SplitN(arn, ":", 6)
+	if len(parts) != 6 || parts[2] != "sts" || !strings.HasPrefix(parts[5], "assumed-role/") {
+		return arn
+	}
+	role, _, _ := strings.Cut(strings.TrimPrefix(parts[5], "assumed-role/"), "/")
+	return "arn:" + parts[1] + ":iam::" + parts[4] + ":role/" + role
 }
 
 // apiErrorCode is the service's error code ("NoSuchEntity"), or "" for a non-API error.

@@ -131,17 +131,21 @@ func (o *orchestrator) terminateSweep(ctx context.Context, sw *sweep, inc *cance
 		}
 	}
 	for _, region := range sortedKeys(regions) {
-		if err := o.terminateRegion(ctx, sw, region, regions[region]); err != nil {
+		pending, err := o.terminateRegion(ctx, sw, region, regions[region])
+		if err != nil {
 			inc.regions[region] = err
 		}
+		inc.unresolved += pending
 	}
 }
 
 // terminateRegion terminates the recorded ids and the tagged instances of one region.
-func (o *orchestrator) terminateRegion(ctx context.Context, sw *sweep, region string, recorded []string) error {
+// A recorded instance EC2 does not know is gone if EC2 had shown it (it forgot it after
+// it ended); one it never showed may not be visible yet: it counts as pending.
+func (o *orchestrator) terminateRegion(ctx context.Context, sw *sweep, region string, recorded []string) (pending int, err error) {
 	api, err := o.ec2For(ctx, region)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	ids := map[string]bool{}
 	for _, id := range recorded {
@@ -156,15 +160,39 @@ func (o *orchestrator) terminateRegion(ctx context.Context, sw *sweep, region st
 		ids[id] = true
 	}
 	if list := sortedKeys(ids); len(list) > 0 {
-		if err := terminate(ctx, api, list); err != nil {
-			return fmt.Errorf("terminating the sweep's instances: %w", err)
+		notFound, err := terminateEach(ctx, api, list)
+		if err != nil {
+			return 0, fmt.Errorf("terminating the sweep's instances: %w", err)
 		}
-		o.noteTerminated(list)
+		gone := map[string]bool{}
+		for _, id := range notFound {
+			gone[id] = true
+			if !seenInstance(sw, id) {
+				pending++
+			}
+		}
+		var done []string
+		for _, id := range list {
+			if !gone[id] {
+				done = append(done, id)
+			}
+		}
+		o.noteTerminated(done)
 	}
 	if searchErr != nil {
-		return fmt.Errorf("finding the sweep's instances: %w", searchErr)
+		return pending, fmt.Errorf("finding the sweep's instances: %w", searchErr)
 	}
-	return nil
+	return pending, nil
+}
+
+// seenInstance: EC2 has shown the alive entry's instance id.
+func seenInstance(sw *sweep, id string) bool {
+	for _, e := range sw.Alive {
+		if e.InstanceID == id {
+			return e.Seen
+		}
+	}
+	return false
 }
 
 // noteTerminated remembers what this cancel terminated, for the CLI's report.

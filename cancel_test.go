@@ -178,11 +178,16 @@ func (f *regionEC2) TerminateInstances(_ context.Context, in *ec2.TerminateInsta
 	if f.refuse != nil {
 		return nil, f.refuse
 	}
+	// As EC2: one id it does not know (forgotten, or not visible yet) fails the call.
 	for _, id := range in.InstanceIds {
-		if inst, ok := f.insts[id]; ok {
-			inst.state = ec2types.InstanceStateNameShuttingDown
-			f.killed = append(f.killed, id)
+		if inst, ok := f.insts[id]; !ok || (f.clk != nil && f.clk.Now().Before(inst.visibleAt)) {
+			return nil, &smithy.GenericAPIError{Code: "InvalidInstanceID.NotFound", Message: "The instance ID '" + id + "' does not exist"}
 		}
+	}
+	for _, id := range in.InstanceIds {
+		inst := f.insts[id]
+		inst.state = ec2types.InstanceStateNameShuttingDown
+		f.killed = append(f.killed, id)
 	}
 	return &ec2.TerminateInstancesOutput{}, nil
 }
@@ -361,5 +366,22 @@ func TestHolderStopsCancellingARegionThatKeepsRefusing(t *testing.T) {
 	}
 	if got := unreachedOf(rec); got == nil || !strings.Contains(got.Error(), "could not reach ap-south-2") {
 		t.Errorf("what a cancel beside it would say: %v", got)
+	}
+}
+
+// TestCancelSkipsAnInstanceEC2Forgot: a recorded instance that ended over an hour ago
+// (EC2 forgot it: InvalidInstanceID.NotFound, which fails a whole TerminateInstances)
+// while no orchestrator ran does not stop the cancel: the others are terminated and the
+// sweep is CANCELLED, instead of "could not reach us-east-1" on every try.
+func TestCancelSkipsAnInstanceEC2Forgot(t *testing.T) {
+	east := &regionEC2{insts: map[string]*regionInstance{"i-live": runningInstance("tok-1")}}
+	at := time.Date(2026, 3, 1, 10, 0, 0, 0, time.UTC)
+	_, o, _ := cancelFixture(t, []aliveInstance{
+		{Index: 0, Attempt: 1, Region: "us-east-1", ClientToken: "tok-0", InstanceID: "i-forgotten", Seen: true, ReservedAt: at, LaunchedAt: at},
+		{Index: 1, Attempt: 1, Region: "us-east-1", ClientToken: "tok-1", InstanceID: "i-live", Seen: true, ReservedAt: at, LaunchedAt: at},
+	}, map[string]*regionEC2{"us-east-1": east})
+	sw, _, err := o.cancelRun(context.Background(), "sw-c")
+	if err != nil || sw.Status != statusCancelled || len(east.running()) != 0 {
+		t.Fatalf("cancel: %v, %+v, running %v", err, sw, east.running())
 	}
 }

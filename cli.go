@@ -385,7 +385,7 @@ func (r *rootConfig) openDeployment(ctx context.Context) (*deployment, error) {
 	d := &deployment{
 		cfg:            cfg,
 		accountID:      aws.ToString(id.Account),
-		userID:         aws.ToString(id.Arn),
+		userID:         principalOf(aws.ToString(id.Arn)),
 		region:         cfg.Region,
 		table:          r.table,
 		instancesTable: r.instancesTable,

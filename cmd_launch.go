@@ -37,6 +37,11 @@ type launchDoc struct {
 	Function      string `json:"function,omitempty"`
 	ParamsKey     string `json:"s3_params_key"`
 	Counts        counts `json:"counts"`
+	// The most the sweep can cost if every item runs to its TTL (table prices), said in
+	// words, and how many items have no TTL (--no-ttl: no bound).
+	CostBound      string  `json:"cost_bound,omitempty"`
+	CostBoundUSD   float64 `json:"cost_bound_usd"`
+	UnboundedItems int     `json:"unbounded_items"`
 }
 
 // startSweep uploads the params, creates the record and starts the orchestrator: the
@@ -45,6 +50,10 @@ func startSweep(ctx context.Context, r *rootConfig, req *launchRequest) error {
 	d, deps, err := r.cliEngine(ctx)
 	if err != nil {
 		return err
+	}
+	bound := launchBound(ctx, d.region, req.Items, req.TTL)
+	if err := r.confirm(bound, req.Yes); err != nil {
+		return err // before anything is created
 	}
 	now := r.clock.Now()
 	id := newSweepID(now)
@@ -88,7 +97,8 @@ func startSweep(ctx context.Context, r *rootConfig, req *launchRequest) error {
 		return explainStoreError(err, d, d.table, id)
 	}
 	doc := launchDoc{SweepID: id, SweepName: name, Status: sw.Status, TotalParams: sw.TotalParams,
-		MaxConcurrent: sw.MaxConcurrent, Detached: req.Detach, ParamsKey: key, Counts: sw.Counts}
+		MaxConcurrent: sw.MaxConcurrent, Detached: req.Detach, ParamsKey: key, Counts: sw.Counts,
+		CostBound: bound.String(), CostBoundUSD: bound.USD, UnboundedItems: bound.Endless}
 	if req.Detach {
 		doc.Function = d.function
 		if err := startFunction(ctx, deps, id); err != nil {
@@ -130,6 +140,7 @@ type launchRequest struct {
 	IdleTimeout   time.Duration
 	Detach        bool
 	Wait          bool
+	Yes           bool // launch above the confirmation threshold without asking
 }
 
 // durationFlag is a flag taking Go durations or days (2d), like the parameter file.
@@ -167,6 +178,8 @@ type launchFlags struct {
 	idleTimeout   durationFlag
 	wait          bool
 	dryRun        bool
+	noTTL         bool
+	yes           bool
 }
 
 const (
@@ -187,10 +200,12 @@ func newLaunchCmd(r *rootConfig) *ffcli.Command {
 	fs.BoolVar(&lf.noDetach, "no-detach", false, "run the sweep in this process (needs --ttl or --idle-timeout)")
 	fs.Var(&lf.ttl, "ttl", "default time to live of every instance without its own ttl (e.g. 2h, 1d)")
 	fs.Var(&lf.idleTimeout, "idle-timeout", "terminate an instance whose CPU stays under 5% this long")
+	fs.BoolVar(&lf.noTTL, "no-ttl", false, "let items with no ttl or idle_timeout run until their command ends (detached only)")
+	fs.BoolVar(&lf.yes, "yes", false, "launch even if the cost bound is over SPAWN_CONFIRM_ABOVE (default $100)")
 	fs.BoolVar(&lf.wait, "wait", false, "block until the sweep ends; exit 3 if it failed or had failed items")
 	fs.BoolVar(&lf.dryRun, "dry-run", false, "validate the file and print the plan; create nothing")
 	return r.command("launch",
-		"spawn launch --param-file F [--defaults FILE] [--max-concurrent N] [--launch-delay D] [--poll-interval D] [--name S] [--detach | --no-detach] [--ttl D] [--idle-timeout D] [--wait] [--dry-run]",
+		"spawn launch --param-file F [--defaults FILE] [--max-concurrent N] [--launch-delay D] [--poll-interval D] [--name S] [--detach | --no-detach] [--ttl D | --no-ttl] [--idle-timeout D] [--yes] [--wait] [--dry-run]",
 		"validate a parameter file and start a sweep",
 		[]string{"spawn launch --param-file sweep.json --ttl 2h", "spawn launch --param-file sweep.yaml --dry-run",
 			"spawn launch --param-file runs.csv --defaults defaults.yaml --dry-run"}, fs,
@@ -229,6 +244,9 @@ func (lf *launchFlags) request(r *rootConfig, fs *flag.FlagSet, args []string) (
 	if err != nil {
 		return nil, err
 	}
+	if err := lf.checkEnds(ps.Items, detach); err != nil {
+		return nil, err
+	}
 	return &launchRequest{
 		ParamFile:     lf.paramFile,
 		Raw:           ps.Canonical,
@@ -242,6 +260,7 @@ func (lf *launchFlags) request(r *rootConfig, fs *flag.FlagSet, args []string) (
 		IdleTimeout:   lf.idleTimeout.d,
 		Detach:        detach,
 		Wait:          lf.wait,
+		Yes:           lf.yes,
 	}, nil
 }
 
@@ -273,8 +292,10 @@ func (lf *launchFlags) check(fs *flag.FlagSet) (detach bool, err error) {
 		return false, usageErrorf("--ttl %s is not more than zero: give how long an instance may run, e.g. 2h", lf.ttl.d)
 	case lf.idleTimeout.set && lf.idleTimeout.d < time.Minute:
 		return false, usageErrorf("--idle-timeout %s is under 1m: give at least 1m, as CloudWatch alarms look at whole minutes", lf.idleTimeout.d)
-	case !detach && !lf.ttl.set && !lf.idleTimeout.set:
-		return false, usageErrorf("--no-detach needs --ttl or --idle-timeout: give one, so that the sweep's instances end even if this process dies")
+	case lf.noTTL && lf.ttl.set:
+		return false, usageErrorf("--ttl and --no-ttl contradict each other: give one")
+	case lf.noTTL && !detach:
+		return false, usageErrorf("--no-ttl is only for detached launches: with --no-detach a dead CLI would leave instances with no end: give --ttl or --idle-timeout")
 	}
 	return detach, nil
 }
@@ -370,6 +391,7 @@ type launchPlan struct {
 	// price source.
 	CostBoundUSD float64        `json:"cost_bound_usd"`
 	PriceSources map[string]int `json:"price_sources"`
+	costBound    costBound
 	// Items are every item as the instances will see it, in launch order.
 	Items []planItem `json:"items"`
 }
@@ -516,15 +538,8 @@ func (r *rootConfig) printPlan(ctx context.Context, req *launchRequest) error {
 		return err
 	}
 	pl := newLaunchPlan(req, cfg.Region)
-	priced := make([]item, len(req.Items))
-	for i, it := range req.Items {
-		if it.Region == "" {
-			it.Region = cfg.Region
-		}
-		priced[i] = it
-	}
-	usd, sources := newTablePricer(cfg.Region).dryRunCostBound(ctx, priced, req.TTL)
-	pl.CostBoundUSD, pl.PriceSources = math.Round(usd*100)/100, sources
+	bound := launchBound(ctx, cfg.Region, req.Items, req.TTL)
+	pl.CostBoundUSD, pl.PriceSources, pl.costBound = bound.USD, bound.Sources, bound
 	if r.jsonOutput() {
 		return r.printJSON(pl)
 	}
@@ -560,7 +575,7 @@ func writePlan(w io.Writer, pl *launchPlan) error {
 		fmt.Fprintf(&b, "instance-hours:  %s at most (%s with a TTL; %s without one, not counted)\n",
 			hours, plural(withTTL, "item"), plural(pl.ItemsWithoutTTL, "item"))
 	}
-	fmt.Fprintf(&b, "cost bound:      $%.2f at most (prices: %s)\n", pl.CostBoundUSD, priceSourceCounts(pl.PriceSources))
+	fmt.Fprintf(&b, "cost bound:      %s (prices: %s)\n", pl.costBound, priceSourceCounts(pl.PriceSources))
 	b.WriteString("\n")
 	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "REGION\tINSTANCE TYPE\tITEMS\tSPOT")

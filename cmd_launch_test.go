@@ -33,7 +33,10 @@ func TestLaunchRefusesBadFlags(t *testing.T) {
 		{[]string{"--param-file", good, "--ttl", "soon"}, `invalid value "soon" for flag -ttl: not a duration: use 90m, 2h30m or 2d`},
 		{[]string{"--param-file", good, "--ttl", "0s"}, "--ttl 0s is not more than zero"},
 		{[]string{"--param-file", good, "--idle-timeout", "30s"}, "--idle-timeout 30s is under 1m"},
-		{[]string{"--param-file", good, "--no-detach"}, "--no-detach needs --ttl or --idle-timeout: give one"},
+		{[]string{"--param-file", "testdata/params/good/max-tags.json", "--no-detach"}, "--no-detach needs --ttl or --idle-timeout: give one"},
+		{[]string{"--param-file", "testdata/params/good/max-tags.json"}, "item 0 (and 1 more) has no end: give each item a ttl or idle_timeout, pass --ttl D or --idle-timeout D, or pass --no-ttl"},
+		{[]string{"--param-file", good, "--no-ttl", "--ttl", "1h"}, "--ttl and --no-ttl contradict each other: give one"},
+		{[]string{"--param-file", good, "--no-ttl", "--no-detach"}, "--no-ttl is only for detached launches"},
 		{[]string{"--param-file", good, "--detach", "--no-detach", "--ttl", "1h"}, "--detach and --no-detach contradict each other"},
 		{[]string{"--param-file", good, "--name", " "}, "--name is empty"},
 		{[]string{"--param-file", good, "--name", strings.Repeat("n", 129)}, "--name is over 128 characters"},
@@ -53,7 +56,7 @@ func TestLaunchRefusesBadFlags(t *testing.T) {
 		}
 	}
 	// Without --ttl the same file is fine: the limit counts spawn:ttl only when there is one.
-	if _, errOut, code := runSpawn(t, nil, "launch", "--dry-run", "--param-file", "testdata/params/good/max-tags.json"); code != 0 {
+	if _, errOut, code := runSpawn(t, nil, "launch", "--dry-run", "--no-ttl", "--param-file", "testdata/params/good/max-tags.json"); code != 0 {
 		t.Errorf("max-tags.json without --ttl: exit %d, %s", code, errOut)
 	}
 }
@@ -67,7 +70,7 @@ func TestLaunchDryRunPlanGolden(t *testing.T) {
 	}{
 		{"grid", []string{"--max-concurrent", "3"}},
 		{"grid-no-detach", []string{"--no-detach", "--ttl", "90m", "--name", "lr-search"}},
-		{"max-tags", nil},
+		{"max-tags", []string{"--no-ttl"}},
 		{"mixed", []string{"--output", "text"}},
 	} {
 		file := strings.TrimSuffix(tt.name, "-no-detach")
@@ -148,7 +151,7 @@ func TestLaunchSaysDeployOnlyWhenSomethingIsMissing(t *testing.T) {
 	if code != exitRuntime || errOut != want {
 		t.Errorf("missing bucket: exit %d, stderr %q; want %q", code, errOut, want)
 	}
-	if _, err := newS3Client(e.a.cfg).CreateBucket(context.Background(), &s3.CreateBucketInput{Bucket: aws.String(e.bucket)}); err != nil {
+	if _, err := newS3Client(e.a.cfg, "").CreateBucket(context.Background(), &s3.CreateBucketInput{Bucket: aws.String(e.bucket)}); err != nil {
 		t.Fatal(err)
 	}
 	noTable := uniqueName("no-such-table")

@@ -67,7 +67,7 @@ func (src *sweepSource) results(ctx context.Context, id string) (*resultsDoc, er
 	if bucket == "" {
 		bucket = src.d.bucket
 	}
-	ps, err := loadSweepParams(ctx, newParamsStore(newS3Client(src.d.cfg), bucket, ""), s)
+	ps, err := loadSweepParams(ctx, newParamsStore(newS3Client(src.d.cfg, src.d.accountID), bucket, ""), s)
 	if err != nil {
 		if missingBucket(err) {
 			return nil, explainStoreError(err, src.d, src.d.table, id)
@@ -89,7 +89,7 @@ func (src *sweepSource) objective(ctx context.Context, s *sweep, recs []instance
 	if bucket == "" {
 		bucket = src.d.bucket
 	}
-	raw, err := newParamsStore(newS3Client(src.d.cfg), bucket, "").downloadParams(ctx, s.S3ParamsKey, s.ParamsChecksum, false)
+	raw, err := newParamsStore(newS3Client(src.d.cfg, src.d.accountID), bucket, "").downloadParams(ctx, s.S3ParamsKey, s.ParamsChecksum, false)
 	if err != nil {
 		return nil
 	}

@@ -17,7 +17,7 @@ import (
 func TestResultsCommandOnEmulator(t *testing.T) {
 	e := newStatusEnv(t)
 	ctx := context.Background()
-	s3c := newS3Client(e.a.cfg)
+	s3c := newS3Client(e.a.cfg, "")
 	if _, err := s3c.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(e.bucket)}); err != nil {
 		t.Fatalf("CreateBucket: %v", err)
 	}

@@ -48,10 +48,22 @@ func (src *sweepSource) load(ctx context.Context, id string) (*sweep, error) {
 	if err != nil {
 		return nil, explainStoreError(err, src.d, src.d.table, id)
 	}
-	if s.UserID != "" && s.UserID != src.d.userID {
-		return nil, explain(errOtherUser, "sweep %s belongs to %s; you are %s: use that identity's credentials, e.g. with --profile", id, s.UserID, src.d.userID)
+	if err := checkOwner(s, src.d, ""); err != nil {
+		return nil, err
 	}
 	return s, nil
+}
+
+// checkOwner refuses a sweep another identity launched; force names the flag that
+// overrides it ("" where none does).
+func checkOwner(s *sweep, d *deployment, force string) error {
+	if s.UserID == "" || principalOf(s.UserID) == d.userID {
+		return nil
+	}
+	if force == "" {
+		return explain(errOtherUser, "sweep %s belongs to %s; you are %s: use that identity's credentials, e.g. with --profile", s.SweepID, s.UserID, d.userID)
+	}
+	return explain(errOtherUser, "sweep %s belongs to %s; you are %s: use that identity's credentials (e.g. --profile), or pass %s", s.SweepID, s.UserID, d.userID, force)
 }
 
 // view reads the record and every instance item and computes the status as of now.
@@ -351,7 +363,7 @@ func newLogsCmd(r *rootConfig) *ffcli.Command {
 			if err != nil {
 				return err
 			}
-			return r.printLog(ctx, newS3Client(src.d.cfg), bucket, id, index, instanceID)
+			return r.printLog(ctx, newS3Client(src.d.cfg, src.d.accountID), bucket, id, index, instanceID)
 		})
 }
 

@@ -177,6 +177,19 @@ func TestStatusCommandOnEmulator(t *testing.T) {
 		if code != exitRuntime || !strings.Contains(errOut, "sweep "+other.SweepID+" belongs to arn:aws:iam::000000000000:user/someone-else; you are "+e.userID) {
 			t.Errorf("other user's sweep: exit %d, stderr %q", code, errOut)
 		}
+		// cancel and resume refuse it too, and say how to act anyway; nothing changes.
+		for _, cmd := range []string{"cancel", "resume"} {
+			_, errOut, code := runSpawn(t, e.env, e.args(cmd, other.SweepID)...)
+			if code != exitRuntime || !strings.Contains(errOut, "belongs to arn:aws:iam::000000000000:user/someone-else") || !strings.Contains(errOut, "--force") {
+				t.Errorf("%s of another identity's sweep: exit %d, stderr %q", cmd, code, errOut)
+			}
+		}
+		if got, _ := e.store.loadSweep(context.Background(), other.SweepID); got.CancelRequested || got.Status != statusRunning {
+			t.Errorf("a refused cancel changed the sweep: %+v", got)
+		}
+		if _, errOut, code := runSpawn(t, e.env, e.args("cancel", other.SweepID, "--force")...); code != 0 {
+			t.Errorf("cancel --force of another identity's sweep: exit %d, stderr %q", code, errOut)
+		}
 	})
 }
 
@@ -326,7 +339,7 @@ func TestListThousandSweepsNewestFirst(t *testing.T) {
 func TestLogsCommand(t *testing.T) {
 	e := newStatusEnv(t)
 	ctx := context.Background()
-	s3c := newS3Client(e.a.cfg)
+	s3c := newS3Client(e.a.cfg, "")
 	if _, err := s3c.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(e.bucket)}); err != nil {
 		t.Fatal(err)
 	}
@@ -593,7 +606,7 @@ func TestStatusOfARealSweep(t *testing.T) {
 	for k, v := range e.env {
 		t.Setenv(k, v)
 	}
-	if _, err := newS3Client(e.a.cfg).CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(e.bucket)}); err != nil {
+	if _, err := newS3Client(e.a.cfg, "").CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(e.bucket)}); err != nil {
 		t.Fatal(err)
 	}
 	api := ec2.NewFromConfig(e.a.cfg)

@@ -31,6 +31,9 @@ func (r *rootConfig) printLaunched(doc launchDoc) error {
 		return r.printJSON(doc)
 	}
 	fmt.Fprintf(r.stdout, "sweep %s launched: %d items, at most %d at a time\n", doc.SweepID, doc.TotalParams, doc.MaxConcurrent)
+	if doc.CostBound != "" {
+		fmt.Fprintf(r.stdout, "cost bound: %s\n", doc.CostBound)
+	}
 	fmt.Fprintf(r.stdout, "follow it with 'spawn status %s'\n", doc.SweepID)
 	return nil
 }
@@ -80,14 +83,23 @@ func (r *rootConfig) reportEnd(sw *sweep, doc *launchDoc) error {
 }
 
 // sweepEngine is what resume and cancel start from: the sweep id (argument or flag),
-// checked before any AWS call, and the engine wired to the deployment.
-func (r *rootConfig) sweepEngine(ctx context.Context, fs *flag.FlagSet, flagID *string, args []string) (string, *deployment, *engineDeps, error) {
+// checked before any AWS call, the engine wired to the deployment, and the sweep's
+// owner checked: the caller's own sweeps only, unless *force (read after the flags
+// that follow the id are parsed).
+func (r *rootConfig) sweepEngine(ctx context.Context, fs *flag.FlagSet, flagID *string, args []string, force *bool) (string, *deployment, *engineDeps, error) {
 	id, err := sweepIDArg(fs, flagID, args)
 	if err != nil {
 		return "", nil, nil, err
 	}
 	d, deps, err := r.cliEngine(ctx)
-	return id, d, deps, err
+	if err != nil || *force {
+		return id, d, deps, err
+	}
+	sw, err := deps.store.loadSweep(ctx, id)
+	if err != nil {
+		return id, d, deps, explainStoreError(err, d, d.table, id)
+	}
+	return id, d, deps, checkOwner(sw, d, "--force")
 }
 
 func newResumeCmd(r *rootConfig) *ffcli.Command {
@@ -97,11 +109,12 @@ func newResumeCmd(r *rootConfig) *ffcli.Command {
 	fs.Bool("detach", true, "run the orchestrator in Lambda")
 	noDetach := fs.Bool("no-detach", false, "run the orchestrator in this process until the sweep ends")
 	force := fs.Bool("force-download", false, "download the parameters again instead of using the local cache")
-	return r.command("resume", "spawn resume [--sweep-id ID | ID] [--retry-failed] [--detach | --no-detach] [--force-download]",
+	anyOwner := fs.Bool("force", false, "resume a sweep another identity launched")
+	return r.command("resume", "spawn resume [--sweep-id ID | ID] [--retry-failed] [--detach | --no-detach] [--force-download] [--force]",
 		"continue a sweep that is not COMPLETED or CANCELLED",
 		[]string{"spawn resume sw-20250101-120000-a1b2c3", "spawn resume sw-20250101-120000-a1b2c3 --retry-failed --no-detach"}, fs,
 		func(ctx context.Context, args []string) error {
-			sweepID, d, deps, err := r.sweepEngine(ctx, fs, id, args)
+			sweepID, d, deps, err := r.sweepEngine(ctx, fs, id, args, anyOwner)
 			if err != nil {
 				return err
 			}
@@ -151,11 +164,12 @@ type cancelDoc struct {
 func newCancelCmd(r *rootConfig) *ffcli.Command {
 	fs := r.newFlagSet("cancel")
 	id := fs.String("sweep-id", "", "the sweep to cancel")
-	return r.command("cancel", "spawn cancel [--sweep-id ID | ID]",
+	anyOwner := fs.Bool("force", false, "cancel a sweep another identity launched")
+	return r.command("cancel", "spawn cancel [--sweep-id ID | ID] [--force]",
 		"stop launching, terminate every instance of the sweep, status CANCELLED",
 		[]string{"spawn cancel sw-20250101-120000-a1b2c3"}, fs,
 		func(ctx context.Context, args []string) error {
-			sweepID, d, deps, err := r.sweepEngine(ctx, fs, id, args)
+			sweepID, d, deps, err := r.sweepEngine(ctx, fs, id, args, anyOwner)
 			if err != nil {
 				return err
 			}

@@ -220,7 +220,7 @@ func newDeployer(d *deployment, log zerolog.Logger, dryRun bool) *deployer {
 			partition: partitionOf(d.userID), account: d.accountID, region: d.region,
 			table: d.table, instancesTable: d.instancesTable, bucket: d.bucket, function: d.function,
 		},
-		s3:               newS3Client(d.cfg),
+		s3:               newS3Client(d.cfg, d.accountID),
 		ddb:              dynamodb.NewFromConfig(d.cfg),
 		iam:              iam.NewFromConfig(d.cfg),
 		lambda:           lambdaClient,

@@ -225,7 +225,7 @@ func TestDeployCreatesEveryResourceThenReportsUnchangedThenDestroys(t *testing.T
 		FunctionName: aws.String(n.function), Timeout: aws.Int32(30)}); err != nil {
 		t.Fatal(err)
 	}
-	s3c := newS3Client(a.cfg)
+	s3c := newS3Client(a.cfg, "")
 	if _, err := s3c.PutPublicAccessBlock(ctx, &s3.PutPublicAccessBlockInput{Bucket: aws.String(n.bucket),
 		PublicAccessBlockConfiguration: &s3types.PublicAccessBlockConfiguration{BlockPublicAcls: aws.Bool(false),
 			IgnorePublicAcls: aws.Bool(false), BlockPublicPolicy: aws.Bool(false), RestrictPublicBuckets: aws.Bool(false)}}); err != nil {
@@ -313,7 +313,7 @@ func checkGone(t *testing.T, doc resourcesDoc, want [][2]string, action string) 
 func verifyDeployed(t *testing.T, a *testAWS, n deployTestNames) {
 	t.Helper()
 	ctx := context.Background()
-	s3c := newS3Client(a.cfg)
+	s3c := newS3Client(a.cfg, "")
 	bucket := aws.String(n.bucket)
 	lc, err := s3c.GetBucketLifecycleConfiguration(ctx, &s3.GetBucketLifecycleConfigurationInput{Bucket: bucket})
 	// Only logs expire: params (and exit records, results) live as long as the sweep.
@@ -413,7 +413,7 @@ func verifyNothingLeft(t *testing.T, a *testAWS, n deployTestNames) {
 	t.Helper()
 	ctx := context.Background()
 	var errs []error
-	_, err := newS3Client(a.cfg).HeadBucket(ctx, &s3.HeadBucketInput{Bucket: aws.String(n.bucket)})
+	_, err := newS3Client(a.cfg, "").HeadBucket(ctx, &s3.HeadBucketInput{Bucket: aws.String(n.bucket)})
 	errs = append(errs, err)
 	for _, tbl := range []string{n.table, n.instancesTable} {
 		_, err := dynamodb.NewFromConfig(a.cfg).DescribeTable(ctx, &dynamodb.DescribeTableInput{TableName: aws.String(tbl)})
@@ -680,7 +680,7 @@ func TestBucketPolicyIsTLSOnlyOverHTTPS(t *testing.T) {
 	if err := d.ensureBucket(ctx); err != nil {
 		t.Fatal(err)
 	}
-	pol, err := newS3Client(a.cfg).GetBucketPolicy(ctx, &s3.GetBucketPolicyInput{Bucket: aws.String(dep.bucket)})
+	pol, err := newS3Client(a.cfg, "").GetBucketPolicy(ctx, &s3.GetBucketPolicyInput{Bucket: aws.String(dep.bucket)})
 	if err != nil {
 		t.Fatalf("bucket policy: %v", err)
 	}
@@ -694,7 +694,7 @@ func TestBucketPolicyIsTLSOnlyOverHTTPS(t *testing.T) {
 	if err := d.ensureBucket(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := newS3Client(a.cfg).GetBucketPolicy(ctx, &s3.GetBucketPolicyInput{Bucket: aws.String(dep.bucket)}); !isNotFound(err) {
+	if _, err := newS3Client(a.cfg, "").GetBucketPolicy(ctx, &s3.GetBucketPolicyInput{Bucket: aws.String(dep.bucket)}); !isNotFound(err) {
 		t.Errorf("the TLS-only policy stayed on a plain-http endpoint: %v", err)
 	}
 	if r := d.results[len(d.results)-1]; r.Action != actionUpdated || !strings.Contains(r.Reason, "plain http") {

@@ -104,7 +104,7 @@ func liveState(s ec2types.InstanceStateName) bool {
 func (e *e2eEnv) launch(t *testing.T, items, maxConc int) string {
 	t.Helper()
 	out, errOut, code := e.spawn(t, "launch", "--param-file", seedParamFile(t, sleepDefaults, items), "--max-concurrent", strconv.Itoa(maxConc),
-		"--poll-interval", "1s", "--output", "json")
+		"--poll-interval", "1s", "--no-ttl", "--output", "json")
 	var doc launchDoc
 	if code != 0 || json.Unmarshal([]byte(out), &doc) != nil || doc.SweepID == "" {
 		t.Fatalf("launch: exit %d, stdout %q, stderr %q", code, out, errOut)
@@ -415,7 +415,7 @@ func TestNoDetachPauseAndResume(t *testing.T) {
 		t.Errorf("counts %+v, want %d succeeded", sw.Counts, items)
 	}
 	// Detached, with no function deployed: one line saying what to do.
-	if _, stderr, code := runSpawn(t, nil, append([]string{"launch", "--param-file", path}, globals...)...); code != exitRuntime ||
+	if _, stderr, code := runSpawn(t, nil, append([]string{"launch", "--param-file", path, "--ttl", "1h"}, globals...)...); code != exitRuntime ||
 		!strings.Contains(stderr, "does not exist: run 'spawn deploy'") {
 		t.Errorf("launch without a function: exit %d, %q", code, stderr)
 	}

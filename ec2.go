@@ -228,6 +228,25 @@ func describeInstances(ctx context.Context, api ec2API, filters []ec2types.Filte
 	return out, nil
 }
 
+// terminateEach terminates ids, and names those EC2 does not know
+// (InvalidInstanceID.NotFound fails a whole call: the rest are then terminated one by
+// one): an instance it forgot about an hour after it ended, or one it does not show yet.
+func terminateEach(ctx context.Context, api ec2API, ids []string) (notFound []string, err error) {
+	err = terminate(ctx, api, ids)
+	if apiErrorCode(err) != "InvalidInstanceID.NotFound" {
+		return nil, err
+	}
+	for _, id := range ids {
+		switch err := terminate(ctx, api, []string{id}); {
+		case apiErrorCode(err) == "InvalidInstanceID.NotFound":
+			notFound = append(notFound, id)
+		case err != nil:
+			return notFound, err
+		}
+	}
+	return notFound, nil
+}
+
 func terminate(ctx context.Context, api ec2API, ids []string) error {
 	for start := 0; start < len(ids); start += 500 {
 		_, err := api.TerminateInstances(ctx, &ec2.TerminateInstancesInput{InstanceIds: ids[start:min(start+500, len(ids))]})

@@ -271,8 +271,12 @@ func (s *syncBuffer) String() string {
 // region.
 func cliTestEnv() map[string]string {
 	return map[string]string{"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1",
-		"SPAWN_EC2_CONSISTENCY_WINDOW": testConsistencyWindow}
+		"SPAWN_EC2_CONSISTENCY_WINDOW": testConsistencyWindow, "SPAWN_EXIT_REPORT_WAIT": testExitReportWait}
 }
+
+// testExitReportWait shortens how long the engine waits for an ended instance's report
+// (AWS: a minute; the tests' tags appear within seconds).
+const testExitReportWait = "3s"
 
 // testConsistencyWindow shortens how long a cancel looks for a launch EC2 may not show
 // yet: the emulators show an instance at once.
@@ -310,7 +314,7 @@ func newTestStore(t testing.TB) *dynamoStore {
 func createTestBucket(t testing.TB, a *testAWS, prefix string) string {
 	t.Helper()
 	bucket := uniqueName(prefix)
-	if _, err := newS3Client(a.cfg).CreateBucket(context.Background(), &s3.CreateBucketInput{Bucket: aws.String(bucket)}); err != nil {
+	if _, err := newS3Client(a.cfg, "").CreateBucket(context.Background(), &s3.CreateBucketInput{Bucket: aws.String(bucket)}); err != nil {
 		t.Fatalf("CreateBucket %s: %v", bucket, err)
 	}
 	return bucket

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/xml"
 	"testing"
 
 	"io"
@@ -23,29 +24,36 @@ import (
 
 // faultProxy sits between spawn and the emulator and breaks a chosen fraction of
 // requests the ways AWS and networks do: 500/503 answers, throttling, connection resets
-// before or after the request reached the service, and answers delayed past the SDK's
-// timeout. It also gives the emulator's EC2 what AWS has and kumo lacks: RunInstances is
-// idempotent by ClientToken (a retried launch returns the first answer), so a response
-// lost after the launch happened is recovered exactly as on AWS.
+// before or after the request reached the service, answers delayed past the SDK's
+// timeout, and RunInstances refused for quota or capacity. It also gives the emulator's
+// EC2 what AWS has and kumo lacks, on both of its sides (faultproxy_ec2_test.go):
+// RunInstances idempotent by ClientToken, instances and tags that appear late, terminated
+// instances that are forgotten, and a region that refuses every call for a while.
 type faultProxy struct {
 	srv *httptest.Server
-	// clean serves the same emulator with no faults but the same RunInstances
-	// idempotency, for callers that talk to AWS directly (the CLI) while sharing
-	// EC2's memory of client tokens with the faulty path.
+	// clean serves the same emulator with no random faults, for callers that talk to
+	// AWS directly (the CLI, the instances themselves). It is no kinder than AWS: it
+	// shares the EC2 model (client tokens, lags, forgetting, a refusing region) with the
+	// faulty side.
 	clean  *httptest.Server
 	target *url.URL
 	rate   float64 // fraction of requests that fail
 	delay  time.Duration
+	ec2    ec2Settings      // what EC2 does that kumo does not; set before the first request
+	now    func() time.Time // the model's time (a test may drive it)
+	kinds  []string         // the fault kinds to draw from; nil: every kind
 
 	mu       sync.Mutex
 	rng      *rand.Rand
-	byToken  map[string][]byte // RunInstances ClientToken → the answer EC2 gave
-	injected map[string]int    // fault kind → count
+	byToken  map[string]*tokenLaunch   // RunInstances ClientToken → what EC2 made of it
+	insts    map[string]*modelInstance // instance id → what EC2 shows of it, for instances launched here
+	tagQueue []lateWrite               // CreateTags calls EC2 has accepted and not yet shows
+	injected map[string]int            // fault or behaviour kind → count
 	requests int
 	// onRunInstances sees every RunInstances request and answer that created instances
 	// (first time per token), called with the proxy's lock held so that launches are
 	// seen one at a time: the harness counts instances alive from it.
-	onRunInstances func(req url.Values, body []byte)
+	onRunInstances func(l launchSeen)
 }
 
 func newFaultProxy(target string, rate float64, seed uint64) *faultProxy {
@@ -57,12 +65,14 @@ func newFaultProxy(target string, rate float64, seed uint64) *faultProxy {
 		target:   u,
 		rate:     rate,
 		delay:    3 * time.Second,
+		now:      time.Now,
 		rng:      rand.New(rand.NewPCG(seed, seed^0x5eed)),
-		byToken:  map[string][]byte{},
+		byToken:  map[string]*tokenLaunch{},
+		insts:    map[string]*modelInstance{},
 		injected: map[string]int{},
 	}
-	p.srv = httptest.NewServer(http.HandlerFunc(p.serve))
-	p.clean = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { p.handle(w, r, "") }))
+	p.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { p.handle(w, r, true) }))
+	p.clean = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { p.handle(w, r, false) }))
 	return p
 }
 
@@ -83,7 +93,11 @@ func (p *faultProxy) counts() (requests int, injected map[string]int) {
 	return p.requests, m
 }
 
-var credentialScope = regexp.MustCompile(`Credential=[^/]+/[^/]+/[^/]+/([^/]+)/`)
+// note counts one injected fault or modelled behaviour; p.mu must be held.
+func (p *faultProxy) note(kind string) { p.injected[kind]++ }
+
+// credentialScope reads the SigV4 scope: Credential=AK/date/region/service/aws4_request.
+var credentialScope = regexp.MustCompile(`Credential=[^/]+/[^/]+/([^/]+)/([^/]+)/`)
 
 // service is the SigV4 signing name of the request (ec2, dynamodb, s3, lambda, …).
 func service(r *http.Request) string {
@@ -91,48 +105,90 @@ func service(r *http.Request) string {
 	if m == nil {
 		return ""
 	}
+	return m[2]
+}
+
+// signingRegion is the region the request was signed for: the region it is sent to.
+func signingRegion(r *http.Request) string {
+	m := credentialScope.FindStringSubmatch(r.Header.Get("Authorization"))
+	if m == nil {
+		return ""
+	}
 	return m[1]
 }
 
-// pick decides this request's fate.
-func (p *faultProxy) pick() string {
+// proxyReq is one request as the proxy reads it.
+type proxyReq struct {
+	r      *http.Request
+	body   []byte
+	svc    string
+	region string
+	form   url.Values // EC2's query form
+	action string     // EC2's Action
+}
+
+var netFaults = []string{"500", "503", "throttle", "reset-before", "reset-after", "slow"}
+
+// pick decides this request's fate: "" (none), a network or service fault, or (for
+// RunInstances) a quota or capacity refusal.
+func (p *faultProxy) pick(action string) string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.requests++
 	if p.rng.Float64() >= p.rate {
 		return ""
 	}
-	kinds := []string{"500", "503", "throttle", "reset-before", "reset-after", "slow"}
+	kinds := netFaults
+	if action == "RunInstances" {
+		kinds = append(append([]string(nil), netFaults...), quotaCodes...)
+	}
+	if p.kinds != nil {
+		kinds = p.kinds
+	}
 	k := kinds[p.rng.IntN(len(kinds))]
-	p.injected[k]++
+	if quotaMessages[k] == "" {
+		p.injected[k]++ // a quota refusal is counted where it is given (runInstances)
+	}
 	return k
 }
 
-func (p *faultProxy) serve(w http.ResponseWriter, r *http.Request) { p.handle(w, r, p.pick()) }
-
-func (p *faultProxy) handle(w http.ResponseWriter, r *http.Request, fault string) {
+func (p *faultProxy) handle(w http.ResponseWriter, r *http.Request, faulty bool) {
 	body, _ := io.ReadAll(r.Body)
-	svc := service(r)
+	req := &proxyReq{r: r, body: body, svc: service(r), region: signingRegion(r)}
+	if req.svc == "ec2" {
+		req.form, _ = url.ParseQuery(string(body))
+		req.action = req.form.Get("Action")
+	}
+	p.flushTags()
+	if req.svc == "ec2" && p.refuses(req.region) {
+		writeAWSError(w, "ec2", 403, "UnauthorizedOperation", "You are not authorized to perform this operation. User: "+
+			"arn:aws:sts::000000000000:assumed-role/SpawnSweepOrchestratorRole/spawn is not authorized to perform: ec2:"+
+			req.action+" with an explicit deny in a service control policy")
+		return
+	}
+	fault := ""
+	if faulty {
+		fault = p.pick(req.action)
+	}
 	switch fault {
 	case "500":
-		writeAWSError(w, svc, 500, "InternalError", "injected internal error")
+		writeAWSError(w, req.svc, 500, "InternalError", "injected internal error")
 		return
 	case "503":
-		writeAWSError(w, svc, 503, "ServiceUnavailable", "injected unavailability")
+		writeAWSError(w, req.svc, 503, "ServiceUnavailable", "injected unavailability")
 		return
 	case "throttle":
 		code := "ThrottlingException"
-		if svc == "ec2" {
+		if req.svc == "ec2" {
 			code = "RequestLimitExceeded"
 		}
-		writeAWSError(w, svc, 400, code, "injected throttle: Rate exceeded")
+		writeAWSError(w, req.svc, 400, code, "injected throttle: Rate exceeded")
 		return
 	case "reset-before":
 		resetConn(w)
 		return
 	}
-
-	status, header, respBody, err := p.forward(r, svc, body)
+	status, header, respBody, err := p.answer(req, fault)
 	if err != nil {
 		resetConn(w)
 		return
@@ -148,48 +204,47 @@ func (p *faultProxy) handle(w http.ResponseWriter, r *http.Request, fault string
 			return
 		}
 	}
+	writeResponse(w, status, header, respBody)
+}
+
+// answer is what the service says: EC2 through the model, the rest as the emulator says.
+func (p *faultProxy) answer(req *proxyReq, fault string) (int, http.Header, []byte, error) {
+	if req.svc == "ec2" {
+		return p.ec2Answer(req, fault)
+	}
+	return p.forward(req)
+}
+
+func writeResponse(w http.ResponseWriter, status int, header http.Header, body []byte) {
 	for k, vs := range header {
+		if k == "Content-Length" { // the model may have rewritten the body
+			continue
+		}
 		for _, v := range vs {
 			w.Header().Add(k, v)
 		}
 	}
 	w.WriteHeader(status)
-	_, _ = w.Write(respBody)
+	_, _ = w.Write(body)
 }
 
-// forward sends the request to the emulator; EC2 RunInstances is made idempotent by
-// ClientToken, as AWS documents it.
-func (p *faultProxy) forward(r *http.Request, svc string, body []byte) (int, http.Header, []byte, error) {
-	token := ""
-	var form url.Values
-	if svc == "ec2" {
-		if f, err := url.ParseQuery(string(body)); err == nil && f.Get("Action") == "RunInstances" {
-			form, token = f, f.Get("ClientToken")
-		}
-	}
-	if token != "" {
-		p.mu.Lock()
-		defer p.mu.Unlock() // one RunInstances per token at a time
-		if prev, ok := p.byToken[token]; ok {
-			return 200, http.Header{"Content-Type": {"text/xml"}}, prev, nil
-		}
-		if err := r.Context().Err(); err != nil {
-			// The caller gave up while the request waited its turn here: it never
-			// reached EC2, and must not launch anything later.
-			return 0, nil, nil, err
-		}
-	}
-	// Once a request reaches the service it is carried out, even if the caller stops
-	// listening (as AWS does): a launch or a write may happen with no one told.
-	fctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), 30*time.Second)
+// forward sends the request to the emulator. Once a request reaches the service it is
+// carried out, even if the caller stops listening (as AWS does): a launch or a write may
+// happen with no one told.
+func (p *faultProxy) forward(req *proxyReq) (int, http.Header, []byte, error) {
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(req.r.Context()), 30*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(fctx, r.Method, p.target.String()+r.URL.RequestURI(), bytes.NewReader(body))
+	return p.send(fctx, req.r.Method, req.r.URL.RequestURI(), req.r.Header, req.r.Host, req.body)
+}
+
+func (p *faultProxy) send(ctx context.Context, method, uri string, header http.Header, host string, body []byte) (int, http.Header, []byte, error) {
+	out, err := http.NewRequestWithContext(ctx, method, p.target.String()+uri, bytes.NewReader(body))
 	if err != nil {
 		return 0, nil, nil, err
 	}
-	req.Header = r.Header.Clone()
-	req.Host = r.Host
-	resp, err := http.DefaultTransport.RoundTrip(req)
+	out.Header = header.Clone()
+	out.Host = host
+	resp, err := http.DefaultTransport.RoundTrip(out)
 	if err != nil {
 		return 0, nil, nil, err
 	}
@@ -197,12 +252,6 @@ func (p *faultProxy) forward(r *http.Request, svc string, body []byte) (int, htt
 	respBody, err := io.ReadAll(resp.Body)
 	if err != nil {
 		return 0, nil, nil, err
-	}
-	if token != "" && resp.StatusCode == 200 {
-		p.byToken[token] = respBody
-		if p.onRunInstances != nil {
-			p.onRunInstances(form, respBody)
-		}
 	}
 	return resp.StatusCode, resp.Header, respBody, nil
 }
@@ -222,14 +271,26 @@ func resetConn(w http.ResponseWriter) {
 	_ = conn.Close()
 }
 
+// ec2Error is an EC2 error answer (EC2 API reference, "Error codes": the XML shape of
+// the query protocol).
+func ec2Error(status int, code, msg string) (int, http.Header, []byte) {
+	return status, http.Header{"Content-Type": {"text/xml;charset=UTF-8"}}, []byte(`<?xml version="1.0" encoding="UTF-8"?>` +
+		`<Response><Errors><Error><Code>` + code + `</Code><Message>` + xmlEscape(msg) +
+		`</Message></Error></Errors><RequestID>injected</RequestID></Response>`)
+}
+
+func xmlEscape(s string) string {
+	var b strings.Builder
+	_ = xml.EscapeText(&b, []byte(s))
+	return b.String()
+}
+
 // writeAWSError answers in the error shape of the service's protocol.
 func writeAWSError(w http.ResponseWriter, svc string, status int, code, msg string) {
 	switch svc {
 	case "ec2":
-		w.Header().Set("Content-Type", "text/xml")
-		w.WriteHeader(status)
-		_, _ = io.WriteString(w, `<?xml version="1.0" encoding="UTF-8"?><Response><Errors><Error><Code>`+code+
-			`</Code><Message>`+msg+`</Message></Error></Errors><RequestID>injected</RequestID></Response>`)
+		st, h, b := ec2Error(status, code, msg)
+		writeResponse(w, st, h, b)
 	case "s3":
 		if strings.HasPrefix(code, "Throttling") {
 			code, status = "SlowDown", 503

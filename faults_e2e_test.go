@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,6 +19,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	lambdasvc "github.com/aws/aws-sdk-go-v2/service/lambda"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 )
 
 // TestFaultsEndToEnd runs many small sweeps of the real binary on kumo, each with its own
@@ -100,7 +102,29 @@ type faultPlan struct {
 	dups           []dupPlan
 	cancelAt       time.Duration // after launch; 0: no cancel
 	failRate       float64       // fraction of workloads that exit 1
+
+	// What EC2 and the hosts do (faultproxy_ec2_test.go).
+	forgetAfter         time.Duration // EC2 forgets a terminated instance this long after it ended
+	region2             string        // a second region some items name ("": none)
+	region2Items        []int
+	refuseAt, refuseFor time.Duration // region2 refuses every EC2 call in this window after launch
+	clockOffset         time.Duration // the CLI host's clock is off by this much
 }
+
+// The lags of EC2's eventual consistency in the fault runs: seconds, as on AWS, within
+// the consistency window the engine is given (testConsistencyWindow).
+var (
+	testVisibleLag = [2]time.Duration{time.Second, 3 * time.Second}
+	testTagLag     = [2]time.Duration{time.Second, 3 * time.Second}
+)
+
+// What the simulated instances do besides exiting 0 or 1: the fraction whose spawn:exit-code
+// tag write is lost (only the exit record in S3 tells), and the fraction that die with no
+// report at all.
+const (
+	tagLostRate  = 0.2
+	noReportRate = 0.1
+)
 
 type dupPlan struct {
 	at   time.Duration
@@ -117,29 +141,69 @@ func newFaultPlan(rng *rand.Rand) faultPlan {
 		rate:      0.05 + 0.15*rng.Float64(),
 		failRate:  0.2,
 	}
-	between := func(lo, hi time.Duration) time.Duration { return lo + time.Duration(rng.Int64N(int64(hi-lo))) }
 	// A killed holder's lease blocks the sweep until it expires (60 s): at most two.
 	switch k := rng.IntN(20); {
 	case k < 9:
 	case k < 17:
-		p.kills = []time.Duration{between(500*time.Millisecond, 10*time.Second)}
+		p.kills = []time.Duration{between(rng, 500*time.Millisecond, 10*time.Second)}
 	default:
-		first := between(500*time.Millisecond, 6*time.Second)
+		first := between(rng, 500*time.Millisecond, 6*time.Second)
 		// Apart enough that a replacement process polls before the next kill.
-		p.kills = []time.Duration{first, first + between(3*time.Second, 8*time.Second)}
+		p.kills = []time.Duration{first, first + between(rng, 3*time.Second, 8*time.Second)}
 	}
 	for range 1 + rng.IntN(3) {
-		p.dups = append(p.dups, dupPlan{at: between(300*time.Millisecond, 10*time.Second), sync: rng.IntN(2) == 0})
+		p.dups = append(p.dups, dupPlan{at: between(rng, 300*time.Millisecond, 10*time.Second), sync: rng.IntN(2) == 0})
 	}
 	if rng.IntN(10) < 3 {
-		p.cancelAt = between(500*time.Millisecond, 12*time.Second)
+		p.cancelAt = between(rng, 500*time.Millisecond, 12*time.Second)
 	}
+	p.planEC2(rng)
 	return p
 }
 
+// planEC2 draws what EC2 and the CLI host do in this run.
+func (p *faultPlan) planEC2(rng *rand.Rand) {
+	p.clockOffset = between(rng, -30*time.Minute, 30*time.Minute)
+	// AWS forgets a terminated instance after about an hour. Here it is seconds, less
+	// than the longest the engine can go without looking (a killed holder's 60 s lease):
+	// an instance may end and be forgotten before any engine saw it end, as on AWS when a
+	// sweep's orchestrator stopped for over an hour (a --no-detach run resumed later).
+	p.forgetAfter = between(rng, 15*time.Second, 30*time.Second)
+	if rng.IntN(10) >= 3 {
+		return
+	}
+	p.region2 = "eu-west-1"
+	for i := range p.items {
+		if rng.IntN(3) == 0 {
+			p.region2Items = append(p.region2Items, i)
+		}
+	}
+	if len(p.region2Items) == 0 {
+		p.region2Items = []int{rng.IntN(p.items)}
+	}
+	p.refuseAt = between(rng, time.Second, 8*time.Second)
+	// Longer than a cancel's own attempts at the region (about 5 s), so that a cancel
+	// early in the window gives up and names it.
+	p.refuseFor = between(rng, 8*time.Second, 20*time.Second)
+	if p.cancelAt > 0 && rng.IntN(2) == 0 {
+		p.cancelAt = p.refuseAt + between(rng, 300*time.Millisecond, 2*time.Second)
+	}
+	// The engine cannot look at the region's instances while it refuses.
+	p.forgetAfter = max(p.forgetAfter, p.refuseFor+10*time.Second)
+}
+
+func between(rng *rand.Rand, lo, hi time.Duration) time.Duration {
+	return lo + time.Duration(rng.Int64N(int64(hi-lo)))
+}
+
 func (p faultPlan) String() string {
-	return fmt.Sprintf("%d items, max_concurrent %d, poll %s, function timeout %ds, fault rate %.0f%%, kills at %v, duplicates %v, cancel at %v",
-		p.items, p.maxConc, p.poll, p.fnTimeout, 100*p.rate, p.kills, p.dups, p.cancelAt)
+	s := fmt.Sprintf("%d items, max_concurrent %d, poll %s, function timeout %ds, fault rate %.0f%%, kills at %v, duplicates %v, cancel at %v, "+
+		"EC2 forgets after %s, CLI clock off by %s",
+		p.items, p.maxConc, p.poll, p.fnTimeout, 100*p.rate, p.kills, p.dups, p.cancelAt, p.forgetAfter, p.clockOffset.Round(time.Second))
+	if p.region2 != "" {
+		s += fmt.Sprintf(", items %v in %s, which refuses EC2 calls from %s for %s", p.region2Items, p.region2, p.refuseAt, p.refuseFor)
+	}
+	return s
 }
 
 func (d dupPlan) String() string {
@@ -152,12 +216,26 @@ func (d dupPlan) String() string {
 // simInstance is one instance a run created, as the harness saw it.
 type simInstance struct {
 	id             string
+	region         string
 	index, attempt int
 	created        time.Time
-	endAt          time.Time // when the workload reports and terminates it
+	visibleAt      time.Time // when EC2 first shows it
+	endAt          time.Time // when the workload ends (after it booted: once EC2 shows it)
 	exitCode       int
-	ended          bool // the workload reported and terminated it
+	fate           string // "" (reports by record and tag), fateTagLost, fateNoReport
+	ended          bool   // the workload ended and the instance powered off
+	recorded       bool   // its exit record is in S3
+	tagged         bool   // its spawn:exit-code tag write was accepted
+	killed         bool   // it was terminated before its workload ended (no report)
 }
+
+const (
+	fateTagLost  = "tag lost"  // the exit record is written, the tag never is
+	fateNoReport = "no report" // the instance dies with no report at all
+)
+
+// reported: the instance left its exit code somewhere the engine may read it.
+func (in *simInstance) reported() bool { return in.recorded || in.tagged }
 
 // faultRun is one randomised run: its resources, its chaos, and what it observed.
 type faultRun struct {
@@ -166,27 +244,33 @@ type faultRun struct {
 	a     *testAWS
 	plan  faultPlan
 	proxy *faultProxy
-	ec2   *ec2.Client
+	ec2   *ec2.Client // kumo itself: what is really there
+	s3    *s3.Client  // kumo itself: the instances write their exit records straight to S3
 	lc    *lambdasvc.Client
 	store *dynamoStore
 
 	fn, table, itable, bucket string
 	procEnv                   []string
 
-	mu         sync.Mutex
-	rng        *rand.Rand // workload draws, after the plan
-	sweepID    string
-	insts      map[string]*simInstance
-	byPair     map[[2]int][]string
-	procs      []*fnProc
-	violations []string
-	terminal   string    // first terminal status the poller saw
-	cancelled  time.Time // when a cancel that answered CANCELLED returned
-	maxAlive   int
-	lastSweep  *sweep
+	mu          sync.Mutex
+	rng         *rand.Rand // workload draws, after the plan
+	sweepID     string
+	launchedAt  time.Time
+	insts       map[string]*simInstance
+	byPair      map[[2]int][]string
+	instanceEC2 map[string]*ec2.Client // region → the instances' own EC2 client (the proxy's clean side)
+	procs       []*fnProc
+	violations  []string
+	terminal    string    // first terminal status the poller saw
+	cancelled   time.Time // when a cancel that answered CANCELLED returned
+	cancelSaid  time.Time // when a cancel first returned having recorded the request (exit 0, or 1 naming what it could not reach)
+	maxAlive    int
+	lastSweep   *sweep
 
 	kills, asyncDups, syncDups, cancels int
 	syncRetried, cancelRepeats          int
+	cancelUnreached                     map[string]int  // region a cancel could not reach → exits 1 naming it
+	quotaWaits                          map[string]bool // "index code": the record showed the item waiting for it
 	cancelOutcome                       string
 	syncRunning                         sync.WaitGroup
 }
@@ -213,8 +297,9 @@ func newFaultRun(t *testing.T, a *testAWS, seed uint64) *faultRun {
 	rng := rand.New(rand.NewPCG(seed, seed^0xfa017))
 	r := &faultRun{
 		t: t, seed: seed, a: a, plan: newFaultPlan(rng), rng: rng,
-		ec2: ec2.NewFromConfig(a.cfg), lc: lambdasvc.NewFromConfig(a.cfg),
-		insts: map[string]*simInstance{}, byPair: map[[2]int][]string{},
+		ec2: ec2.NewFromConfig(a.cfg), s3: newS3Client(a.cfg, ""), lc: lambdasvc.NewFromConfig(a.cfg),
+		insts: map[string]*simInstance{}, byPair: map[[2]int][]string{}, instanceEC2: map[string]*ec2.Client{},
+		cancelUnreached: map[string]int{}, quotaWaits: map[string]bool{},
 	}
 	ctx := context.Background()
 	r.store = newTestStore(t)
@@ -226,15 +311,21 @@ func newFaultRun(t *testing.T, a *testAWS, seed uint64) *faultRun {
 	r.proxy = newFaultProxy(a.backend.endpoint, r.plan.rate, seed)
 	// The SDK gives up on an attempt after 1 s; the proxy delays "slow" answers past it.
 	r.proxy.delay = 1500 * time.Millisecond
+	r.proxy.ec2 = ec2Settings{visibleLag: testVisibleLag, tagLag: testTagLag, forgetAfter: r.plan.forgetAfter}
 	r.proxy.onRunInstances = r.onRunInstances
 	t.Cleanup(r.proxy.Close)
 
 	// The runtime API is kumo's own; every AWS call of the function crosses the proxy.
-	var err error
-	r.procEnv, err = functionEnv(a.backend.endpoint, r.proxy.URL(), r.fn, map[string]string{
+	// The function gets the settings the CLI gets (Lambda would, from its configuration).
+	env := map[string]string{
 		"SPAWN_AWS_TIMEOUT": "1s",
 		"SPAWN_TABLE":       r.table, "SPAWN_INSTANCES_TABLE": r.itable, "SPAWN_BUCKET": r.bucket,
-	})
+	}
+	for k, v := range cliTestEnv() {
+		env[k] = v
+	}
+	var err error
+	r.procEnv, err = functionEnv(a.backend.endpoint, r.proxy.URL(), r.fn, env)
 	if err != nil {
 		r.fatalf("%v", err)
 	}
@@ -322,20 +413,35 @@ func tail(s string, n int) string {
 	return "…" + s[len(s)-n:]
 }
 
-// cli runs the spawn CLI in this process with the run's deployment flags; endpoint is
-// kumo (direct) or the proxy's fault-free side.
+// offsetClock is a host clock that is off by d: the CLI's host in a fault run. Its
+// sleeps are real.
+type offsetClock struct{ d time.Duration }
+
+func (c offsetClock) Now() time.Time { return time.Now().Add(c.d) }
+
+func (c offsetClock) Sleep(ctx context.Context, d time.Duration) error {
+	return realClock{}.Sleep(ctx, d)
+}
+
+// cli runs the spawn CLI in this process with the run's deployment flags, on a host
+// whose clock is off by the plan's offset; endpoint is kumo (direct) or the proxy's
+// fault-free side.
 func (r *faultRun) cli(endpoint string, args ...string) (string, string, int) {
 	args = append(args, deploymentFlags(endpoint, r.table, r.itable, r.bucket, r.fn)...)
 	var out, errb syncBuffer
-	err := runCLI(context.Background(), args, strings.NewReader(""), &out, &errb)
+	root := newRootConfig(strings.NewReader(""), &out, &errb)
+	root.clock = offsetClock{r.plan.clockOffset}
+	err := root.run(context.Background(), args)
 	if err != nil && err.Error() != "" {
 		fmt.Fprintf(&errb, "spawn: %v\n", err)
 	}
 	return out.String(), errb.String(), exitCode(err)
 }
 
-// workloadStep ends the instances whose time has come, as the instance's own script
-// does: report the exit code by tag, then terminate (straight to kumo).
+// workloadStep ends the instances whose time has come, as the user-data script does:
+// write the exit record to S3 under the instance's aws:userid, tag spawn:exit-code
+// (through EC2 as it really is: the tag shows seconds late), and power off. Some
+// instances lose the tag write (only the record tells), some die with no report.
 func (r *faultRun) workloadStep(now time.Time) {
 	r.mu.Lock()
 	var due []*simInstance
@@ -345,68 +451,84 @@ func (r *faultRun) workloadStep(now time.Time) {
 		}
 	}
 	r.mu.Unlock()
-	ctx := context.Background()
 	for _, in := range due {
-		if _, err := r.ec2.CreateTags(ctx, &ec2.CreateTagsInput{Resources: []string{in.id},
-			Tags: []ec2types.Tag{{Key: aws.String(tagExitCode), Value: aws.String(strconv.Itoa(in.exitCode))}}}); err != nil {
-			continue
-		}
-		if _, err := r.ec2.TerminateInstances(ctx, &ec2.TerminateInstancesInput{InstanceIds: []string{in.id}}); err != nil {
-			continue
-		}
-		r.mu.Lock()
-		in.ended = true
-		r.mu.Unlock()
+		r.endWorkload(in)
 	}
 }
 
-// cancel runs `spawn cancel` against the proxy's fault-free side: the CLI talks to AWS
-// directly, but it shares EC2's memory of client tokens with the function's path (kumo
-// has none, and a cancel repeats a reserved launch to find its instance).
-func (r *faultRun) cancel() {
-	out, errOut, code := r.cli(r.proxy.CleanURL(), "cancel", "--sweep-id", r.sweepID, "--output", "json")
-	// The cancel is recorded but a new holder took the lease while the CLI waited for
-	// the old one to expire: do as the message says.
-	for range 3 {
-		if code == 0 || !strings.Contains(errOut, "has not stopped yet") {
-			break
+// faultRunRole is the role id in the aws:userid of the simulated instances.
+const faultRunRole = "AROAFAULTRUN"
+
+// endWorkload does what the instance's script does when its command has exited; a call
+// that fails is made again next step, as the script retries.
+func (r *faultRun) endWorkload(in *simInstance) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	r.mu.Lock()
+	snap := *in
+	r.mu.Unlock()
+	if !snap.recorded && !snap.killed {
+		// An instance already terminated (by a cancel, say) runs no script at all.
+		if alive, err := r.aliveOf([]string{in.id}); err != nil {
+			return
+		} else if len(alive) == 0 {
+			r.mu.Lock()
+			in.killed, in.ended = true, true
+			r.mu.Unlock()
+			return
+		}
+	}
+	if snap.fate != fateNoReport && !snap.recorded {
+		body := fmt.Sprintf(`{"exit_code": %d, "ran_seconds": %.1f}`, snap.exitCode, time.Since(snap.created).Seconds())
+		key := exitReportKey(r.sweepID, snap.index, faultRunRole+":"+snap.id)
+		if _, err := r.s3.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(r.bucket), Key: aws.String(key),
+			Body: strings.NewReader(body)}); err != nil {
+			return
 		}
 		r.mu.Lock()
-		r.cancelRepeats++
+		in.recorded = true
 		r.mu.Unlock()
-		out, errOut, code = r.cli(r.proxy.CleanURL(), "cancel", "--sweep-id", r.sweepID, "--output", "json")
 	}
-	var doc cancelDoc
-	if code != 0 || json.Unmarshal([]byte(out), &doc) != nil {
-		r.violate("spawn cancel: exit %d, stdout %q, stderr %q", code, out, errOut)
-		r.mu.Lock()
-		r.cancelOutcome = "error"
-		r.mu.Unlock()
+	if snap.fate == "" && !snap.tagged {
+		_, err := r.instanceClient(snap.region).CreateTags(ctx, &ec2.CreateTagsInput{Resources: []string{snap.id},
+			Tags: []ec2types.Tag{{Key: aws.String(tagExitCode), Value: aws.String(strconv.Itoa(snap.exitCode))}}})
+		switch {
+		case apiErrorCode(err) == "UnauthorizedOperation":
+			// The region refuses the instance's calls too: the script gives up on the tag
+			// (the record in S3 still tells).
+		case err != nil:
+			return
+		default:
+			r.mu.Lock()
+			in.tagged = true
+			r.mu.Unlock()
+		}
+	}
+	// Power off: the instance shuts itself down (shutdown behaviour terminate), which no
+	// region's API refuses; EC2 shows it terminated from now on.
+	if _, err := r.ec2.TerminateInstances(ctx, &ec2.TerminateInstancesInput{InstanceIds: []string{snap.id}}); err != nil {
 		return
 	}
+	r.proxy.noteTerminated([]string{snap.id}, r.proxy.now())
 	r.mu.Lock()
-	r.cancelOutcome = doc.Status
-	if doc.Already {
-		r.cancelOutcome += " already"
-	}
-	if doc.Status == statusCancelled {
-		r.cancelled = time.Now()
-	}
+	in.ended = true
 	r.mu.Unlock()
-	if doc.Status != statusCancelled && doc.Status != statusCompleted {
-		r.violate("spawn cancel answered status %s", doc.Status)
+}
+
+// instanceClient is the EC2 client of the instances in region: EC2 as it really is
+// (the proxy's clean side), signed for the instance's own region.
+func (r *faultRun) instanceClient(region string) *ec2.Client {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if c, ok := r.instanceEC2[region]; ok {
+		return c
 	}
-	if alive, err := r.aliveOf(r.createdIDs()); err != nil {
-		r.violate("checking instances after cancel: %v", err)
-	} else if len(alive) > 0 {
-		r.violate("instances alive after `spawn cancel` returned %s: %v", doc.Status, alive)
-	}
-	sw, err := r.store.loadSweep(context.Background(), r.sweepID)
-	if err != nil {
-		r.violate("reading the record after cancel: %v", err)
-	} else if sw.Status != doc.Status {
-		r.violate("cancel answered %s but the record says %s", doc.Status, sw.Status)
-	}
+	cfg := r.a.cfg.Copy()
+	cfg.Region = region
+	cfg.BaseEndpoint = aws.String(r.proxy.CleanURL())
+	c := ec2.NewFromConfig(cfg)
+	r.instanceEC2[region] = c
+	return c
 }
 
 func (r *faultRun) kill() {
@@ -462,6 +584,23 @@ func (r *faultRun) duplicate(sync bool) {
 
 // execute is the run: launch, chaos on schedule, then the checks.
 func (r *faultRun) execute() {
+	r.start()
+	stopPoll, pollDone := make(chan struct{}), make(chan struct{})
+	go r.poll(stopPoll, pollDone)
+	if cancelDone := r.chaos(); cancelDone != nil {
+		<-cancelDone
+	}
+	r.syncRunning.Wait()
+	close(stopPoll)
+	<-pollDone
+	r.finalChecks()
+	r.stopProcs()
+	r.report()
+}
+
+// start brings up the function and launches the sweep; the second region's refusal
+// window is timed from the launch.
+func (r *faultRun) start() {
 	// Two runtime processes: kumo hands synchronous invokes to whichever polls, so a
 	// duplicate can run beside the holder.
 	for range 2 {
@@ -472,34 +611,47 @@ func (r *faultRun) execute() {
 	if err := functionReady(r.lc, r.fn, 60*time.Second); err != nil {
 		r.fatalf("%v", err)
 	}
-	out, errOut, code := r.cli(r.a.backend.endpoint, "launch", "--param-file", seedParamFile(r.t, sleepDefaults, r.plan.items),
-		"--max-concurrent", strconv.Itoa(r.plan.maxConc), "--poll-interval", r.plan.poll.String(), "--output", "json")
+	out, errOut, code := r.cli(r.a.backend.endpoint, "launch", "--param-file", r.paramFile(),
+		"--max-concurrent", strconv.Itoa(r.plan.maxConc), "--poll-interval", r.plan.poll.String(), "--no-ttl", "--output", "json")
 	var doc launchDoc
 	if code != 0 || json.Unmarshal([]byte(out), &doc) != nil || doc.SweepID == "" {
 		r.fatalf("launch: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
 	r.mu.Lock()
 	r.sweepID = doc.SweepID
+	r.launchedAt = time.Now()
 	r.mu.Unlock()
-	launched := time.Now()
+	if r.plan.region2 != "" {
+		from := r.launchedAt.Add(r.plan.refuseAt)
+		r.proxy.refuseRegion(r.plan.region2, from, from.Add(r.plan.refuseFor))
+	}
+}
 
-	stopPoll, pollDone := make(chan struct{}), make(chan struct{})
-	go r.poll(stopPoll, pollDone)
+// paramFile is the run's sweep: items {"seed": i}, some of them in the second region.
+func (r *faultRun) paramFile() string {
+	items := make([]string, r.plan.items)
+	for i := range items {
+		items[i] = fmt.Sprintf(`"seed": %d`, i)
+		if slices.Contains(r.plan.region2Items, i) {
+			items[i] += fmt.Sprintf(`, "region": %q`, r.plan.region2)
+		}
+	}
+	return writeParamFile(r.t, paramJSON(sleepDefaults, items...))
+}
 
+// chaos runs the workloads and the plan's kills, duplicates and cancel until the sweep
+// has ended and stayed quiet, or the run's time is up. It returns the cancel's done
+// channel (nil: no cancel).
+func (r *faultRun) chaos() chan struct{} {
 	kills := append([]time.Duration(nil), r.plan.kills...)
 	dups := append([]dupPlan(nil), r.plan.dups...)
 	cancelAt := r.plan.cancelAt
 	var cancelDone chan struct{}
-	// A holder whose lease release fails (every retry faulted) blocks the sweep until
-	// its lease expires (60 s), as does a killed one.
-	limit := 140*time.Second + time.Duration(len(kills))*65*time.Second
-	if cancelAt > 0 {
-		limit += 65 * time.Second // a cancel waits out the lease of a killed holder
-	}
+	limit := r.timeLimit()
 	var quietUntil time.Time
 	for {
 		now := time.Now()
-		since := now.Sub(launched)
+		since := now.Sub(r.launchedAt)
 		r.mu.Lock()
 		terminal := r.terminal
 		r.mu.Unlock()
@@ -529,7 +681,7 @@ func (r *faultRun) execute() {
 			if quietUntil.IsZero() {
 				quietUntil = now.Add(time.Duration(r.plan.fnTimeout)*time.Second + time.Second)
 			} else if now.After(quietUntil) {
-				break
+				return cancelDone
 			}
 		}
 		if since > limit {
@@ -537,19 +689,21 @@ func (r *faultRun) execute() {
 			sw := r.lastSweep
 			r.mu.Unlock()
 			r.violate("the sweep did not end within %s: %s", limit, describeSweep(sw))
-			break
+			return cancelDone
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if cancelDone != nil {
-		<-cancelDone
+}
+
+// timeLimit is how long the run may take before it counts as stuck.
+func (r *faultRun) timeLimit() time.Duration {
+	// A holder whose lease release fails (every retry faulted) blocks the sweep until
+	// its lease expires (60 s), as does a killed one.
+	limit := 150*time.Second + time.Duration(len(r.plan.kills))*65*time.Second
+	if r.plan.cancelAt > 0 {
+		limit += 65 * time.Second // a cancel waits out the lease of a killed holder
 	}
-	r.syncRunning.Wait()
-	close(stopPoll)
-	<-pollDone
-	r.finalChecks()
-	r.stopProcs()
-	r.report()
+	return limit + r.plan.refuseFor
 }
 
 func isClosed(c chan struct{}) bool {
@@ -569,6 +723,12 @@ type faultTotals struct {
 	invocations, staleHandOns                        int
 	syncRetried, cancelRepeats                       int
 	injected                                         map[string]int
+	cancelUnreached                                  map[string]int
+	// What the hosts and instances did.
+	offsets, region2Runs, quotaWaits     int
+	minOffset, maxOffset                 time.Duration
+	recordOnly, regionLostTags, noReport int
+	killedBeforeReport, tagged           int
 }
 
 func (f *faultTotals) add(r *faultRun) {
@@ -579,12 +739,15 @@ func (f *faultTotals) add(r *faultRun) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if f.injected == nil {
-		f.injected = map[string]int{}
+		f.injected, f.cancelUnreached = map[string]int{}, map[string]int{}
 	}
 	f.runs++
 	f.requests += requests
 	for k, v := range injected {
 		f.injected[k] += v
+	}
+	for k, v := range r.cancelUnreached {
+		f.cancelUnreached[k] += v
 	}
 	f.kills += r.kills
 	f.asyncDups += r.asyncDups
@@ -600,21 +763,76 @@ func (f *faultTotals) add(r *faultRun) {
 	f.held += strings.Count(logs, "another orchestrator holds the lease")
 	f.invocations += strings.Count(logs, "invocation started")
 	f.staleHandOns += strings.Count(logs, "its lease outlives this invocation")
+	f.quotaWaits += len(r.quotaWaits)
+	f.addHosts(r)
 }
+
+// addHosts counts what the run's CLI host and instances did; both locks are held.
+func (f *faultTotals) addHosts(r *faultRun) {
+	if f.offsets == 0 || r.plan.clockOffset < f.minOffset {
+		f.minOffset = r.plan.clockOffset
+	}
+	if f.offsets == 0 || r.plan.clockOffset > f.maxOffset {
+		f.maxOffset = r.plan.clockOffset
+	}
+	f.offsets++
+	if r.plan.region2 != "" {
+		f.region2Runs++
+	}
+	for _, in := range r.insts {
+		switch {
+		case in.killed:
+			f.killedBeforeReport++
+		case in.tagged:
+			f.tagged++
+		case in.recorded && in.fate == fateTagLost:
+			f.recordOnly++
+		case in.recorded:
+			f.regionLostTags++
+		case in.fate == fateNoReport && in.ended:
+			f.noReport++
+		}
+	}
+}
+
+// modelKinds are what the proxy's EC2 model counts (faultproxy_ec2_test.go).
+var modelKinds = []string{"visibility-lag", "late-tag", "idempotent-mismatch", "idempotent-terminated", "forgotten", "refused-region"}
 
 func (f *faultTotals) report(t *testing.T, runs int, wall time.Duration) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	kinds := sortedKeys(f.injected)
-	var parts []string
+	var faults, model []string
 	sum := 0
-	for _, k := range kinds {
-		parts = append(parts, fmt.Sprintf("%s %d", k, f.injected[k]))
-		sum += f.injected[k]
+	for _, k := range modelKinds {
+		if _, ok := f.injected[k]; !ok {
+			model = append(model, k+" 0") // named even when it never happened
+		}
+	}
+	for _, k := range sortedKeys(f.injected) {
+		part := fmt.Sprintf("%s %d", k, f.injected[k])
+		if slices.Contains(netFaults, k) || strings.HasPrefix(k, "quota:") {
+			faults = append(faults, part)
+			sum += f.injected[k]
+		} else {
+			model = append(model, part)
+		}
+	}
+	slices.Sort(model)
+	var unreached []string
+	for _, k := range sortedKeys(f.cancelUnreached) {
+		unreached = append(unreached, fmt.Sprintf("%s %d", k, f.cancelUnreached[k]))
 	}
 	t.Logf("%d runs (%d finished) in %s: %d instances launched; %d AWS requests through the proxies, %d faults injected (%s); "+
+		"EC2 as AWS documents it: %s; %d items shown waiting for a quota or capacity refusal; %d runs with a refusing second region; "+
 		"%d process kills, %d duplicate events, %d duplicate sync invokes, %d cancels (%d ended CANCELLED); %d invocations, %d hand-offs, "+
-		"%d found the lease held, %d handed on at once behind a stale lease; %d failed sync duplicates re-sent as events, %d cancels repeated as told",
-		runs, f.runs, wall.Round(time.Second), f.launches, f.requests, sum, strings.Join(parts, ", "),
-		f.kills, f.asyncDups, f.syncDups, f.cancels, f.cancelledRuns, f.invocations, f.handoffs, f.held, f.staleHandOns, f.syncRetried, f.cancelRepeats)
+		"%d found the lease held, %d handed on at once behind a stale lease; %d failed sync duplicates re-sent as events, %d cancels repeated as told, "+
+		"cancels that exited 1 naming a region they could not reach: [%s]; "+
+		"CLI clock offsets drawn: %d, from %s to %s; instances: %d reported by record and tag, %d by exit record only (tag lost), "+
+		"%d by exit record only (tag refused by the region), %d died with no report, %d terminated before they reported",
+		runs, f.runs, wall.Round(time.Second), f.launches, f.requests, sum, strings.Join(faults, ", "),
+		strings.Join(model, ", "), f.quotaWaits, f.region2Runs,
+		f.kills, f.asyncDups, f.syncDups, f.cancels, f.cancelledRuns, f.invocations, f.handoffs, f.held, f.staleHandOns, f.syncRetried, f.cancelRepeats,
+		strings.Join(unreached, ", "),
+		f.offsets, f.minOffset.Round(time.Second), f.maxOffset.Round(time.Second), f.tagged, f.recordOnly,
+		f.regionLostTags, f.noReport, f.killedBeforeReport)
 }

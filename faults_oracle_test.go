@@ -2,9 +2,12 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"encoding/xml"
 	"fmt"
 	"net/url"
+	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -38,14 +41,15 @@ func requestTags(form url.Values) map[string]string {
 }
 
 // onRunInstances sees every instance the run creates, one launch at a time (the proxy
-// holds its lock): it checks the launch and counts what is alive at that moment.
-func (r *faultRun) onRunInstances(form url.Values, body []byte) {
+// holds its lock): it checks the launch, draws what its workload will do, and counts what
+// is alive at that moment.
+func (r *faultRun) onRunInstances(l launchSeen) {
 	var ans runInstancesAnswer
-	if err := xml.Unmarshal(body, &ans); err != nil || len(ans.Instances) == 0 {
-		r.violate("a RunInstances answer the harness cannot read: %v: %.300s", err, body)
+	if err := xml.Unmarshal(l.body, &ans); err != nil || len(ans.Instances) == 0 {
+		r.violate("a RunInstances answer the harness cannot read: %v: %.300s", err, l.body)
 		return
 	}
-	tags := requestTags(form)
+	tags := requestTags(l.form)
 	index, ierr := strconv.Atoi(tags[tagSweepIndex])
 	attempt, aerr := strconv.Atoi(tags[tagAttempt])
 	sweepID := tags[tagSweepID]
@@ -54,22 +58,11 @@ func (r *faultRun) onRunInstances(form url.Values, body []byte) {
 		r.violate("RunInstances without index and attempt tags: %v", tags)
 		return
 	}
-	if tok := form.Get("ClientToken"); tok != clientToken(sweepID, index, attempt) {
+	if tok := l.form.Get("ClientToken"); tok != clientToken(sweepID, index, attempt) {
 		r.violate("item %d attempt %d launched with client token %q, not the one derived from sweep, index and attempt", index, attempt, tok)
 	}
 	r.mu.Lock()
-	if r.sweepID != "" && sweepID != r.sweepID {
-		r.violate("RunInstances for sweep %q in the run of sweep %s", sweepID, r.sweepID)
-	}
-	if index < 0 || index >= r.plan.items || attempt != 1 {
-		r.violate("launched item %d attempt %d: the sweep has %d items and no spot interruptions (attempt 1 only)", index, attempt, r.plan.items)
-	}
-	if !r.cancelled.IsZero() {
-		r.violate("item %d launched after `spawn cancel` returned CANCELLED", index)
-	}
-	if r.terminal != "" {
-		r.violate("item %d launched after the sweep was %s", index, r.terminal)
-	}
+	r.checkLaunch(sweepID, index, attempt, l.region)
 	ids := make([]string, 0, len(r.insts)+1)
 	for id := range r.insts {
 		ids = append(ids, id)
@@ -80,12 +73,7 @@ func (r *faultRun) onRunInstances(form url.Values, body []byte) {
 		if len(r.byPair[pair]) > 1 {
 			r.violate("item %d attempt %d launched into %d instances: %v", index, attempt, len(r.byPair[pair]), r.byPair[pair])
 		}
-		exit := 0
-		if r.rng.Float64() < r.plan.failRate {
-			exit = 1
-		}
-		r.insts[in.ID] = &simInstance{id: in.ID, index: index, attempt: attempt, created: now, exitCode: exit,
-			endAt: now.Add(300*time.Millisecond + time.Duration(r.rng.Int64N(int64(1200*time.Millisecond))))}
+		r.insts[in.ID] = r.newSimInstance(in.ID, l.region, index, attempt, now, l.visible[in.ID])
 		ids = append(ids, in.ID)
 	}
 	r.mu.Unlock()
@@ -101,6 +89,54 @@ func (r *faultRun) onRunInstances(form url.Values, body []byte) {
 	if len(alive) > r.plan.maxConc {
 		r.violate("%d instances alive when item %d was launched, max_concurrent %d: %v", len(alive), index, r.plan.maxConc, alive)
 	}
+}
+
+// checkLaunch: a launch of this sweep, of an item it has, in the item's region, before
+// any cancel returned or the sweep ended. r.mu is held.
+func (r *faultRun) checkLaunch(sweepID string, index, attempt int, region string) {
+	if r.sweepID != "" && sweepID != r.sweepID {
+		r.violate("RunInstances for sweep %q in the run of sweep %s", sweepID, r.sweepID)
+	}
+	if index < 0 || index >= r.plan.items || attempt != 1 {
+		r.violate("launched item %d attempt %d: the sweep has %d items and no spot interruptions (attempt 1 only)", index, attempt, r.plan.items)
+	}
+	if want := r.regionOf(index); region != want {
+		r.violate("item %d launched in %s, not in its region %s", index, region, want)
+	}
+	if !r.cancelSaid.IsZero() {
+		r.violate("item %d launched after `spawn cancel` returned", index)
+	}
+	if r.terminal != "" {
+		r.violate("item %d launched after the sweep was %s", index, r.terminal)
+	}
+}
+
+func (r *faultRun) regionOf(index int) string {
+	if slices.Contains(r.plan.region2Items, index) {
+		return r.plan.region2
+	}
+	return "us-east-1"
+}
+
+// newSimInstance draws what the instance's workload does: when it ends (once it has
+// booted, which is after EC2 shows it), its exit code, and how it reports. r.mu is held.
+func (r *faultRun) newSimInstance(id, region string, index, attempt int, now, visible time.Time) *simInstance {
+	in := &simInstance{id: id, region: region, index: index, attempt: attempt, created: now, visibleAt: visible}
+	if r.rng.Float64() < r.plan.failRate {
+		in.exitCode = 1
+	}
+	switch f := r.rng.Float64(); {
+	case f < noReportRate:
+		in.fate = fateNoReport
+	case f < noReportRate+tagLostRate:
+		in.fate = fateTagLost
+	}
+	booted := now
+	if visible.After(booted) {
+		booted = visible
+	}
+	in.endAt = booted.Add(300*time.Millisecond + time.Duration(r.rng.Int64N(int64(1200*time.Millisecond))))
+	return in
 }
 
 // aliveOf asks kumo directly which of ids are pending or running.
@@ -137,6 +173,127 @@ func (r *faultRun) createdIDs() []string {
 	return ids
 }
 
+// cancel runs `spawn cancel` against the proxy's fault-free side: the CLI talks to AWS
+// directly, but it shares EC2's memory of client tokens with the function's path (kumo
+// has none, and a cancel repeats a reserved launch to find its instance). It does what
+// the CLI's messages say: run it again when the orchestrator has not stopped yet, or
+// when a region could not be reached (SPEC promise 3).
+func (r *faultRun) cancel() {
+	run := func() (string, string, int) {
+		return r.cli(r.proxy.CleanURL(), "cancel", "--sweep-id", r.sweepID, "--output", "json")
+	}
+	// Run again as told: a region it could not reach, for at most 40 s after the first
+	// such answer and after the refusing region's window.
+	var deadline time.Time
+	out, errOut, code := run()
+	for notStopped := 0; code != 0; {
+		unreached := cancelUnreached(errOut)
+		if len(unreached) > 0 {
+			r.cancelIncomplete(errOut, unreached)
+			if deadline.IsZero() {
+				deadline = time.Now().Add(40 * time.Second)
+				if end := r.launchedAt.Add(r.plan.refuseAt + r.plan.refuseFor + 40*time.Second); end.After(deadline) {
+					deadline = end
+				}
+			}
+		}
+		if strings.Contains(errOut, "has not stopped yet") && notStopped < 3 {
+			notStopped++
+			r.mu.Lock()
+			r.cancelRepeats++
+			r.mu.Unlock()
+		} else if len(unreached) > 0 && time.Now().Before(deadline) {
+			time.Sleep(time.Second)
+		} else {
+			break
+		}
+		out, errOut, code = run()
+	}
+	var doc cancelDoc
+	if code != 0 || json.Unmarshal([]byte(out), &doc) != nil {
+		r.violate("spawn cancel: exit %d, stdout %q, stderr (last line) %q", code, out, lastLine(errOut))
+		r.mu.Lock()
+		r.cancelOutcome = "error"
+		r.mu.Unlock()
+		return
+	}
+	r.cancelAnswered(doc)
+}
+
+func lastLine(s string) string {
+	s = strings.TrimSpace(s)
+	return s[strings.LastIndex(s, "\n")+1:]
+}
+
+var couldNotReach = regexp.MustCompile(`could not reach (\S+) \(`)
+
+// cancelUnreached are the regions a cancel's error (its last line) says it could not
+// reach.
+func cancelUnreached(errOut string) []string {
+	var regions []string
+	for _, m := range couldNotReach.FindAllStringSubmatch(lastLine(errOut), -1) {
+		regions = append(regions, m[1])
+	}
+	return regions
+}
+
+// cancelIncomplete checks a cancel that exited 1 naming the regions it could not reach:
+// it terminated everything elsewhere (unless it also says a launch is not yet found),
+// and from now on nothing new is launched.
+func (r *faultRun) cancelIncomplete(errOut string, unreached []string) {
+	r.mu.Lock()
+	for _, region := range unreached {
+		r.cancelUnreached[region]++
+	}
+	if r.cancelSaid.IsZero() {
+		r.cancelSaid = time.Now()
+	}
+	var elsewhere []string
+	for id, in := range r.insts {
+		if !slices.Contains(unreached, in.region) {
+			elsewhere = append(elsewhere, id)
+		}
+	}
+	r.mu.Unlock()
+	r.t.Logf("seed %d: spawn cancel exited 1, running it again as it says: %s", r.seed, lastLine(errOut))
+	if strings.Contains(errOut, "not yet found") {
+		return
+	}
+	if alive, err := r.aliveOf(elsewhere); err == nil && len(alive) > 0 {
+		r.violate("`spawn cancel` exited 1 naming only %v, but instances elsewhere are alive: %v (%s)", unreached, alive, lastLine(errOut))
+	}
+}
+
+// cancelAnswered checks a cancel that exited 0.
+func (r *faultRun) cancelAnswered(doc cancelDoc) {
+	r.mu.Lock()
+	r.cancelOutcome = doc.Status
+	if doc.Already {
+		r.cancelOutcome += " already"
+	}
+	if doc.Status == statusCancelled {
+		r.cancelled = time.Now()
+	}
+	if r.cancelSaid.IsZero() {
+		r.cancelSaid = time.Now()
+	}
+	r.mu.Unlock()
+	if doc.Status != statusCancelled && doc.Status != statusCompleted {
+		r.violate("spawn cancel answered status %s", doc.Status)
+	}
+	if alive, err := r.aliveOf(r.createdIDs()); err != nil {
+		r.violate("checking instances after cancel: %v", err)
+	} else if len(alive) > 0 {
+		r.violate("instances alive after `spawn cancel` returned %s: %v", doc.Status, alive)
+	}
+	sw, err := r.store.loadSweep(context.Background(), r.sweepID)
+	if err != nil {
+		r.violate("reading the record after cancel: %v", err)
+	} else if sw.Status != doc.Status {
+		r.violate("cancel answered %s but the record says %s", doc.Status, sw.Status)
+	}
+}
+
 // poll reads the record (consistent read) every 100 ms until stop: the version never
 // goes back, a terminal status never changes, and nothing outlives COMPLETED.
 func (r *faultRun) poll(stop <-chan struct{}, done chan<- struct{}) {
@@ -165,6 +322,7 @@ func (r *faultRun) poll(stop <-chan struct{}, done chan<- struct{}) {
 				r.violate("items with an outcome went back from %+v to %+v", last.Counts, sw.Counts)
 			}
 		}
+		r.noteWaits(sw)
 		if slotsUsed(sw) > sw.MaxConcurrent {
 			r.violate("the record holds %d entries in slots, max_concurrent %d", slotsUsed(sw), sw.MaxConcurrent)
 		}
@@ -186,6 +344,20 @@ func (r *faultRun) poll(stop <-chan struct{}, done chan<- struct{}) {
 		r.mu.Lock()
 		r.lastSweep = sw
 		r.mu.Unlock()
+	}
+}
+
+// noteWaits remembers the wait reasons the record shows for launches refused for a
+// quota or capacity (SPEC promise 5: retried with backoff, the reason shown).
+func (r *faultRun) noteWaits(sw *sweep) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, e := range sw.Alive {
+		for code := range quotaMessages {
+			if strings.Contains(e.WaitReason, code) {
+				r.quotaWaits[fmt.Sprintf("%d %s", e.Index, code)] = true
+			}
+		}
 	}
 }
 
@@ -214,7 +386,9 @@ func (r *faultRun) finalChecks() {
 		return
 	}
 	r.mu.Lock()
-	cancelled := !r.cancelled.IsZero()
+	// A cancel that answered CANCELLED, or one requested that the engine finished after
+	// the harness stopped repeating it (that cancel's exit is a violation of its own).
+	cancelled := !r.cancelled.IsZero() || (r.cancels > 0 && sw.CancelRequested && sw.Status == statusCancelled)
 	insts := map[string]simInstance{}
 	for id, in := range r.insts {
 		insts[id] = *in
@@ -235,16 +409,27 @@ func (r *faultRun) finalChecks() {
 	if finishedItems(c) != sw.TotalParams || c.Pending != 0 || c.Running != 0 || sw.TotalParams != r.plan.items {
 		r.violate("counts %+v do not account for the %d items", c, r.plan.items)
 	}
-	if c.Unknown != 0 || c.Expired != 0 {
-		r.violate("counts %+v: every workload reported an exit code before it ended, within its TTL", c)
+	if c.Expired != 0 {
+		r.violate("counts %+v: no workload ran into a TTL", c)
 	}
 	if !cancelled && c.Cancelled != 0 {
 		r.violate("counts %+v: cancelled items in a sweep that was not cancelled", c)
 	}
+	r.checkRecords(sw, recs, insts, cancelled)
+	if alive, err := r.aliveOf(r.createdIDs()); err != nil {
+		r.violate("checking instances at the end: %v", err)
+	} else if len(alive) > 0 {
+		r.violate("instances alive at the end: %v", alive)
+	}
+}
 
+// checkRecords: one instance item per item, each with the outcome its instance
+// reported, counts that agree with them, and no instance the engine lost track of.
+func (r *faultRun) checkRecords(sw *sweep, recs []instanceRecord, insts map[string]simInstance, cancelled bool) {
 	byOutcome := map[string]int{}
 	recorded := map[string]bool{}
 	seenIndex := map[int]bool{}
+	refused := 0
 	for _, rec := range recs {
 		byOutcome[rec.Outcome]++
 		if seenIndex[rec.Index] {
@@ -254,37 +439,23 @@ func (r *faultRun) finalChecks() {
 		if rec.InstanceID != "" {
 			recorded[rec.InstanceID] = true
 		}
-		in, ok := insts[rec.InstanceID]
-		switch {
-		case rec.InstanceID != "" && !ok:
-			r.violate("index %d is recorded with instance %s, which this run never created", rec.Index, rec.InstanceID)
-		case ok && in.index != rec.Index:
-			r.violate("index %d is recorded with instance %s, which was launched for index %d", rec.Index, rec.InstanceID, in.index)
+		var in *simInstance
+		if sim, ok := insts[rec.InstanceID]; ok {
+			in = &sim
 		}
-		switch rec.Outcome {
-		case outcomeSucceeded, outcomeFailed:
-			wantOutcome := outcomeSucceeded
-			if in.exitCode != 0 {
-				wantOutcome = outcomeFailed
-			}
-			if !ok || !in.ended || rec.Outcome != wantOutcome || rec.ExitCode == nil || *rec.ExitCode != in.exitCode {
-				r.violate("index %d (instance %s) recorded %s with exit code %v; the workload reported %d (reported: %v)",
-					rec.Index, rec.InstanceID, rec.Outcome, derefInt(rec.ExitCode), in.exitCode, in.ended)
-			}
-		case outcomeCancelled:
-			if !cancelled {
-				r.violate("index %d recorded cancelled in a sweep that was not cancelled", rec.Index)
-			}
-		default:
-			r.violate("index %d (instance %s) ended with outcome %q: %s", rec.Index, rec.InstanceID, rec.Outcome, rec.ErrorMessage)
+		if r.checkRecord(&rec, in, cancelled) {
+			refused++
 		}
 	}
-	if byOutcome[outcomeSucceeded] != c.Succeeded || byOutcome[outcomeFailed] != c.Failed {
+	c := sw.Counts
+	if byOutcome[outcomeSucceeded] != c.Succeeded || byOutcome[outcomeFailed] != c.Failed || byOutcome[outcomeUnknown] != c.Unknown {
 		r.violate("counts %+v disagree with the instance items %v", c, byOutcome)
 	}
 	if !cancelled {
-		if len(recs) != r.plan.items || sw.Launched != r.plan.items || len(insts) != r.plan.items {
-			r.violate("%d instance items, launched %d, %d instances created; want %d each", len(recs), sw.Launched, len(insts), r.plan.items)
+		// An item whose launch the refusing region turned down has no instance.
+		if n := r.plan.items - refused; len(recs) != r.plan.items || sw.Launched != n || len(insts) != n {
+			r.violate("%d instance items, launched %d, %d instances created; want %d items and %d launched (%d launches refused)",
+				len(recs), sw.Launched, len(insts), r.plan.items, n, refused)
 		}
 	} else if byOutcome[outcomeCancelled] > c.Cancelled {
 		r.violate("counts %+v disagree with the instance items %v", c, byOutcome)
@@ -292,14 +463,71 @@ func (r *faultRun) finalChecks() {
 	// Every instance the run created belongs to an item: none was lost track of.
 	for id, in := range insts {
 		if !recorded[id] {
-			r.violate("instance %s (item %d attempt %d) is in no instance item: the engine lost track of it", id, in.index, in.attempt)
+			r.violate("instance %s (item %d attempt %d) is in no instance item: the engine lost track of it (its workload %s; EC2 forgets %s after it ends)",
+				id, in.index, in.attempt, in.reportedHow(), r.plan.forgetAfter)
 		}
 	}
-	if alive, err := r.aliveOf(r.createdIDs()); err != nil {
-		r.violate("checking instances at the end: %v", err)
-	} else if len(alive) > 0 {
-		r.violate("instances alive at the end: %v", alive)
+}
+
+// checkRecord checks one item's outcome against what its instance did (in: nil when the
+// item has no instance of this run). It reports whether the item is one whose launch the
+// refusing region turned down.
+func (r *faultRun) checkRecord(rec *instanceRecord, in *simInstance, cancelled bool) bool {
+	switch {
+	case rec.InstanceID != "" && in == nil:
+		r.violate("index %d is recorded with instance %s, which this run never created", rec.Index, rec.InstanceID)
+		return false
+	case in != nil && in.index != rec.Index:
+		r.violate("index %d is recorded with instance %s, which was launched for index %d", rec.Index, rec.InstanceID, in.index)
 	}
+	switch rec.Outcome {
+	case outcomeSucceeded, outcomeFailed:
+		if in == nil {
+			if rec.Outcome == outcomeFailed && r.plan.region2 != "" && rec.Region == r.plan.region2 &&
+				strings.Contains(rec.ErrorMessage, "UnauthorizedOperation") {
+				return true // SPEC promise 5: a launch refused for bad input fails the item
+			}
+			r.violate("index %d recorded %s with no instance: %s", rec.Index, rec.Outcome, rec.ErrorMessage)
+			return false
+		}
+		wantOutcome := outcomeSucceeded
+		if in.exitCode != 0 {
+			wantOutcome = outcomeFailed
+		}
+		if !in.reported() || rec.Outcome != wantOutcome || rec.ExitCode == nil || *rec.ExitCode != in.exitCode {
+			r.violate("index %d (instance %s) recorded %s with exit code %v; its workload %s",
+				rec.Index, rec.InstanceID, rec.Outcome, derefInt(rec.ExitCode), in.reportedHow())
+		}
+	case outcomeUnknown:
+		switch {
+		case in == nil:
+			r.violate("index %d ended unknown with no instance recorded: %s", rec.Index, rec.ErrorMessage)
+		case in.reported():
+			r.violate("index %d (instance %s) ended unknown (%s), but its workload %s", rec.Index, rec.InstanceID, rec.ErrorMessage, in.reportedHow())
+		}
+	case outcomeCancelled:
+		if !cancelled {
+			r.violate("index %d recorded cancelled in a sweep that was not cancelled", rec.Index)
+		}
+	default:
+		r.violate("index %d (instance %s) ended with outcome %q: %s", rec.Index, rec.InstanceID, rec.Outcome, rec.ErrorMessage)
+	}
+	return false
+}
+
+// reportedHow says what the workload left for the engine to read.
+func (in *simInstance) reportedHow() string {
+	switch {
+	case in.killed:
+		return "was terminated before it reported"
+	case !in.reported():
+		return "died with no report"
+	case in.tagged:
+		return fmt.Sprintf("reported exit code %d by exit record and tag", in.exitCode)
+	case in.fate == fateTagLost:
+		return fmt.Sprintf("reported exit code %d by exit record only (its tag write was lost)", in.exitCode)
+	}
+	return fmt.Sprintf("reported exit code %d by exit record only (its region refused the tag)", in.exitCode)
 }
 
 func derefInt(p *int) any {

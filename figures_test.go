@@ -445,7 +445,7 @@ func BenchmarkColdStart(b *testing.B) {
 	table, itable := st.table, st.instancesTable
 	bucket := createTestBucket(b, a, "spawn-cold")
 	ctx := context.Background()
-	params := newParamsStore(newS3Client(a.cfg), bucket, b.TempDir())
+	params := newParamsStore(newS3Client(a.cfg, ""), bucket, b.TempDir())
 	raw := []byte(`{"defaults": {"ami": "ami-12345678", "instance_type": "t3.micro", "command": "sleep 600"}, "params": [{"seed": 1}]}`)
 	lc := lambdasvc.NewFromConfig(a.cfg)
 	var toInvocation, toLaunch []float64

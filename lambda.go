@@ -75,7 +75,7 @@ type engineDeps struct {
 }
 
 func newEngineDeps(cfg aws.Config, account, callerARN, table, instancesTable, bucket, function string, log zerolog.Logger) *engineDeps {
-	s3c := newS3Client(cfg)
+	s3c := newS3Client(cfg, account)
 	store := newDynamoStore(dynamodb.NewFromConfig(cfg), table, instancesTable)
 	return &engineDeps{
 		cfg:      cfg,

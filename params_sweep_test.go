@@ -336,7 +336,7 @@ func TestParamFileRefusals(t *testing.T) {
 // stdin has no name: JSON when it starts with "{", else YAML.
 func TestParamFileFromStdin(t *testing.T) {
 	for _, in := range []string{`{"params": [{"command": "x", "a": 1}]}`, "params:\n  - command: x\n    a: 1\n"} {
-		out, errOut, code := runSpawnStdin(t, in, "launch", "--dry-run", "--region", "us-east-1", "--param-file", "-", "--output", "json")
+		out, errOut, code := runSpawnStdin(t, in, "launch", "--dry-run", "--no-ttl", "--region", "us-east-1", "--param-file", "-", "--output", "json")
 		if code != 0 || !strings.Contains(out, `"total_params": 1`) || !strings.Contains(out, `"a": "1"`) {
 			t.Errorf("%q: exit %d, %s%s", in, code, out, errOut)
 		}

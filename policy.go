@@ -234,15 +234,26 @@ func (n policyNames) orchestratorPolicy() policyDocument {
 	return newPolicy(st...)
 }
 
-// instancePolicy is spawnd-role's: an instance may tag and terminate only itself and
-// write only its own log, result and exit record objects.
+// instancePolicy is spawnd-role's: an instance may terminate only itself, tag itself
+// only with its exit code, and write only its own log, result and exit record objects.
 func (n policyNames) instancePolicy(account string) policyDocument {
 	return newPolicy(
 		policyStatement{
-			Sid: "TagAndTerminateOnlyItself", Effect: "Allow",
-			Action:    []string{"ec2:CreateTags", "ec2:TerminateInstances"},
+			Sid: "TerminateOnlyItself", Effect: "Allow",
+			Action:    []string{"ec2:TerminateInstances"},
 			Resource:  []string{n.arn("ec2", "*", account, "instance/*")},
 			Condition: map[string]map[string]any{"StringEquals": {"aws:ARN": "${ec2:SourceInstanceARN}"}},
+		},
+		policyStatement{
+			// Only its exit code: a workload that could set any tag could set
+			// spawn:managed=false and make itself immune to the TTL backstop and cancel.
+			Sid: "TagOnlyItsExitCode", Effect: "Allow",
+			Action:   []string{"ec2:CreateTags"},
+			Resource: []string{n.arn("ec2", "*", account, "instance/*")},
+			Condition: map[string]map[string]any{
+				"StringEquals":              {"aws:ARN": "${ec2:SourceInstanceARN}"},
+				"ForAllValues:StringEquals": {"aws:TagKeys": []string{tagExitCode}},
+			},
 		},
 		policyStatement{
 			Sid: "WriteOwnLogs", Effect: "Allow",

@@ -135,6 +135,9 @@ func TestEveryPolicyIsScopedToSpawnResources(t *testing.T) {
 	if bjs := n.bucketPolicy().json(); !strings.Contains(bjs, `/sweeps/*/results/*/${aws:userid}.json"`) {
 		t.Errorf("bucket policy does not let compute-account instances write their results: %s", bjs)
 	}
+	if js := n.instancePolicy(n.account).json(); !strings.Contains(js, `"ForAllValues:StringEquals":{"aws:TagKeys":["spawn:exit-code"]}`) {
+		t.Errorf("spawnd policy lets an instance set tags other than its exit code (spawn:managed=false would unmanage it): %s", js)
+	}
 	if !strings.Contains(js, `"s3:prefix":["sweeps/*"]`) {
 		t.Errorf("orchestrator policy lists more than the sweeps' objects: %s", js)
 	}
@@ -260,7 +263,7 @@ trusts only the orchestrator role's ARN, and the id ties the role to this orches
 		n.orchestratorPolicy())
 	section("spawnd-role: trust", "EC2 assumes the instance role (instance profile `spawnd-role`).", ec2TrustPolicy())
 	section("spawnd-role: inline policy `spawn`",
-		"An instance may tag and terminate only itself, and write only its own log, result and exit record objects (named by its `aws:userid`, `<role id>:<instance id>`).", n.instancePolicy(n.account))
+		"An instance may terminate only itself, tag itself only with its exit code, and write only its own log, result and exit record objects (named by its `aws:userid`, `<role id>:<instance id>`).", n.instancePolicy(n.account))
 	section("SpawnSweepCrossAccountRole: trust (compute account)",
 		"Only the orchestrator role, and only with the external id.", n.crossAccountTrustPolicy(orchARN))
 	section("SpawnSweepCrossAccountRole: inline policy `spawn` (compute account)",

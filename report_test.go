@@ -259,7 +259,7 @@ func TestParseExitReport(t *testing.T) {
 func TestReadExitReportOnEmulator(t *testing.T) {
 	a := newTestAWS(t)
 	bucket := createTestBucket(t, a, "spawn-exit")
-	api := newS3Client(a.cfg)
+	api := newS3Client(a.cfg, "")
 	ctx := context.Background()
 	put := func(key, body string) {
 		if _, err := api.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(bucket), Key: aws.String(key), Body: strings.NewReader(body)}); err != nil {

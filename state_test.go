@@ -495,7 +495,7 @@ func TestItemSize(t *testing.T) {
 func newTestParamsStore(t *testing.T) (*paramsStore, *countingS3, *s3.Client) {
 	t.Helper()
 	a := newTestAWS(t)
-	client := newS3Client(a.cfg)
+	client := newS3Client(a.cfg, "")
 	bucket := createTestBucket(t, a, "params")
 	c := &countingS3{s3API: client}
 	return newParamsStore(c, bucket, t.TempDir()), c, client
