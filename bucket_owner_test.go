@@ -93,7 +93,7 @@ func TestEveryS3CallNamesTheBucketOwner(t *testing.T) {
 	if _, err := deps.params.downloadParams(ctx, key, sum, true); err != nil {
 		t.Fatalf("download: %v", err)
 	}
-	if _, err := readExitReport(ctx, deps.s3, bucket, "sw-own", 0, "i-0abc"); err != nil {
+	if _, err := readExitReport(ctx, deps.s3, bucket, "sw-own", 0, 1, "i-0abc"); err != nil {
 		t.Fatalf("exit report: %v", err)
 	}
 	reqs := proxy.requests()

@@ -480,7 +480,7 @@ func (r *faultRun) endWorkload(in *simInstance) {
 	}
 	if snap.fate != fateNoReport && !snap.recorded {
 		body := fmt.Sprintf(`{"exit_code": %d, "ran_seconds": %.1f}`, snap.exitCode, time.Since(snap.created).Seconds())
-		key := exitReportKey(r.sweepID, snap.index, faultRunRole+":"+snap.id)
+		key := exitReportKey(r.sweepID, snap.index, snap.attempt, faultRunRole+":"+snap.id)
 		if _, err := r.s3.PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(r.bucket), Key: aws.String(key),
 			Body: strings.NewReader(body)}); err != nil {
 			return

@@ -107,6 +107,14 @@ func (d *engineDeps) watchdog(ctx context.Context) (watchdogAnswer, error) {
 	return ans, nil
 }
 
+// bucketOf is the sweep's bucket: the one its record names, else the deployment's.
+func bucketOf(sw *sweep, deployed string) string {
+	if sw.S3Bucket != "" {
+		return sw.S3Bucket
+	}
+	return deployed
+}
+
 // newOrchestrator wires an engine to real clients. detached: re-invoke the function at
 // the deadline (Lambda); otherwise the caller runs with no deadline (the CLI).
 func (d *engineDeps) newOrchestrator(owner string, forceDownload, detached bool) *orchestrator {
@@ -140,18 +148,13 @@ func (d *engineDeps) newOrchestrator(owner string, forceDownload, detached bool)
 	o.consistencyWindow = envDuration("SPAWN_EC2_CONSISTENCY_WINDOW", ec2ConsistencyWindow)
 	o.reportWait = envDuration("SPAWN_EXIT_REPORT_WAIT", exitReportWait)
 	o.exitReports = func(ctx context.Context, sw *sweep, e *aliveInstance) (*exitReport, error) {
-		bucket := sw.S3Bucket
-		if bucket == "" {
-			bucket = d.params.bucket
-		}
-		return readExitReport(ctx, d.s3, bucket, sw.SweepID, e.Index, e.InstanceID)
+		return readExitReport(ctx, d.s3, bucketOf(sw, d.params.bucket), sw.SweepID, e.Index, e.Attempt, e.InstanceID)
+	}
+	o.exitReporter = func(ctx context.Context, sw *sweep, e *aliveInstance) (string, error) {
+		return exitReporter(ctx, d.s3, bucketOf(sw, d.params.bucket), sw.SweepID, e.Index, e.Attempt)
 	}
 	o.results = func(ctx context.Context, sw *sweep, e *aliveInstance) (*itemResult, error) {
-		bucket := sw.S3Bucket
-		if bucket == "" {
-			bucket = d.params.bucket
-		}
-		return readResult(ctx, d.s3, bucket, sw.SweepID, e.Index, e.InstanceID)
+		return readResult(ctx, d.s3, bucketOf(sw, d.params.bucket), sw.SweepID, e.Index, e.InstanceID)
 	}
 	if detached {
 		// Every Lambda invocation's clock is kept in step by AWS: one clock for waits.

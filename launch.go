@@ -223,7 +223,7 @@ func userDataScript(sw *sweep, it item, attempt int, ttl time.Duration) string {
 	fmt.Fprintf(&b, "spawn_command=%s\n", shellQuote(it.Command))
 	fmt.Fprintf(&b, "spawn_log_url=%s\n", shellQuote("s3://"+sw.S3Bucket+"/"+logPrefix(sw.SweepID, it.Index)))
 	fmt.Fprintf(&b, "spawn_result_url=%s\n", shellQuote("s3://"+sw.S3Bucket+"/"+resultPrefix(sw.SweepID, it.Index)))
-	fmt.Fprintf(&b, "spawn_exit_url=%s\n", shellQuote("s3://"+sw.S3Bucket+"/"+exitReportPrefix(sw.SweepID, it.Index)))
+	fmt.Fprintf(&b, "spawn_exit_url=%s\n", shellQuote("s3://"+sw.S3Bucket+"/"+exitReportPrefix(sw.SweepID, it.Index, attempt)))
 	if sw.Region != "" {
 		fmt.Fprintf(&b, "spawn_bucket_region=%s\n", shellQuote("--region="+sw.Region))
 	} else {

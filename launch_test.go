@@ -294,7 +294,7 @@ esac`)
 		"aws sts get-caller-identity --region eu-west-1 --query UserId --output text",
 		"aws s3 cp " + work + "/item.log s3://spawn-sweeps-123456789012-us-east-1/logs/sw-20250101-abcd/7/AROAEXAMPLE:i-0abc.log --region=us-east-1 --only-show-errors",
 		"aws s3 cp " + work + "/result.json s3://spawn-sweeps-123456789012-us-east-1/sweeps/sw-20250101-abcd/results/7/AROAEXAMPLE:i-0abc.json --region=us-east-1 --only-show-errors",
-		"aws s3 cp " + work + "/exit.json s3://spawn-sweeps-123456789012-us-east-1/sweeps/sw-20250101-abcd/exit/7/AROAEXAMPLE:i-0abc.json --region=us-east-1 --only-show-errors",
+		"aws s3 cp " + work + "/exit.json s3://spawn-sweeps-123456789012-us-east-1/sweeps/sw-20250101-abcd/exit/7/2/AROAEXAMPLE:i-0abc.json --region=us-east-1 --only-show-errors",
 		"aws ec2 create-tags --region eu-west-1 --resources i-0abc --tags Key=spawn:exit-code,Value=3",
 		"shutdown -h now",
 	}

@@ -108,8 +108,10 @@ type orchestrator struct {
 	consistencyWindow time.Duration
 	// reportWait is how long an ended instance's report may take to appear.
 	reportWait time.Duration
-	// exitReports reads an instance's exit record (nil: none are read).
-	exitReports func(ctx context.Context, sw *sweep, e *aliveInstance) (*exitReport, error)
+	// exitReports reads an instance's exit record (nil: none are read); exitReporter
+	// names the instance that left the one record of e's attempt ("" when none did).
+	exitReports  func(ctx context.Context, sw *sweep, e *aliveInstance) (*exitReport, error)
+	exitReporter func(ctx context.Context, sw *sweep, e *aliveInstance) (string, error)
 	// results reads the result an instance wrote (nil: none are read).
 	results func(ctx context.Context, sw *sweep, e *aliveInstance) (*itemResult, error)
 	// clockName names the clock this engine measures waits on (sinceMark.Clock).

@@ -281,7 +281,7 @@ func (n policyNames) logARN() string {
 // exitRecordARN is every exit record an instance may write: only those named by its own
 // credentials (aws:userid is "<role id>:<instance id>" for an instance role).
 func (n policyNames) exitRecordARN() string {
-	return n.bucketARN() + "/sweeps/*/exit/*/${aws:userid}.json"
+	return n.bucketARN() + "/sweeps/*/exit/*/*/${aws:userid}.json"
 }
 
 // resultARN is every result object an instance may write: only those named by its own

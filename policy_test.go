@@ -126,7 +126,7 @@ func TestEveryPolicyIsScopedToSpawnResources(t *testing.T) {
 	// An instance may write an exit record and a result only under its own name, and the
 	// orchestrator may list only the sweeps' objects.
 	ijs := n.instancePolicy(n.account).json()
-	if !strings.Contains(ijs, `/sweeps/*/exit/*/${aws:userid}.json"`) {
+	if !strings.Contains(ijs, `/sweeps/*/exit/*/*/${aws:userid}.json"`) {
 		t.Errorf("spawnd policy does not scope exit records to the instance's own user id: %s", ijs)
 	}
 	if !strings.Contains(ijs, `/sweeps/*/results/*/${aws:userid}.json"`) || strings.Contains(ijs, `/sweeps/*/results/*"`) {

@@ -22,12 +22,13 @@ import (
 // shows it seconds late and forgets it with the instance about an hour after it ends;
 // the exit record lasts as long as the sweep's objects. docs/design.md, promise 5.
 
-// exitReportPrefix is where the exit records of one item's instances live. The record's
-// name is the writer's aws:userid ("<role id>:<instance id>" for an instance role), so
-// the instance role may write only objects that name the instance itself, and the engine
-// believes a record only under the name of the instance it expects.
-func exitReportPrefix(sweepID string, index int) string {
-	return fmt.Sprintf("sweeps/%s/exit/%d/", sweepID, index)
+// exitReportPrefix is where the exit records of one launch attempt of an item live.
+// The record's name is the writer's aws:userid ("<role id>:<instance id>" for an
+// instance role), so the instance role may write only objects that name the instance
+// itself, and the engine believes a record only under the name of the instance it
+// expects (or, for an attempt whose instance id it never learned, the one record there).
+func exitReportPrefix(sweepID string, index, attempt int) string {
+	return fmt.Sprintf("sweeps/%s/exit/%d/%d/", sweepID, index, attempt)
 }
 
 // resultPrefix is where the result objects (the metrics the command wrote to
@@ -38,8 +39,8 @@ func resultPrefix(sweepID string, index int) string {
 }
 
 // exitReportKey is the record of the instance whose credentials have userID.
-func exitReportKey(sweepID string, index int, userID string) string {
-	return exitReportPrefix(sweepID, index) + userID + ".json"
+func exitReportKey(sweepID string, index, attempt int, userID string) string {
+	return exitReportPrefix(sweepID, index, attempt) + userID + ".json"
 }
 
 // exitReport is the record's body: {"exit_code": 0, "ran_seconds": 812.4}.
@@ -68,11 +69,11 @@ type s3Reports interface {
 
 // readExitReport finds the exit record instanceID wrote for item index, if any: nil
 // with no error when there is none (yet).
-func readExitReport(ctx context.Context, api s3Reports, bucket, sweepID string, index int, instanceID string) (*exitReport, error) {
+func readExitReport(ctx context.Context, api s3Reports, bucket, sweepID string, index, attempt int, instanceID string) (*exitReport, error) {
 	if instanceID == "" {
 		return nil, nil
 	}
-	key, err := findNamedObject(ctx, api, bucket, exitReportPrefix(sweepID, index), ".json", instanceID)
+	key, err := findNamedObject(ctx, api, bucket, exitReportPrefix(sweepID, index, attempt), ".json", instanceID)
 	if err != nil || key == "" {
 		return nil, err
 	}
@@ -113,6 +114,26 @@ func findNamedObject(ctx context.Context, api s3Lister, bucket, prefix, ext, ins
 		}
 	}
 	return "", nil
+}
+
+// exitReporter is the instance that left the one exit record of a launch attempt, or ""
+// (none, or more than one: nothing is believed then). A launch whose answer was lost and
+// whose instance EC2 forgot before anyone looked is known by it.
+func exitReporter(ctx context.Context, api s3Lister, bucket, sweepID string, index, attempt int) (string, error) {
+	prefix := exitReportPrefix(sweepID, index, attempt)
+	out, err := api.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: aws.String(bucket), Prefix: aws.String(prefix), MaxKeys: aws.Int32(2)})
+	if err != nil {
+		return "", fmt.Errorf("listing s3://%s/%s: %w", bucket, prefix, err)
+	}
+	if len(out.Contents) != 1 {
+		return "", nil
+	}
+	name := strings.TrimSuffix(strings.TrimPrefix(aws.ToString(out.Contents[0].Key), prefix), ".json")
+	_, id, ok := strings.Cut(name, ":")
+	if !ok || !strings.HasPrefix(id, "i-") || strings.ContainsAny(id, "/:") {
+		return "", nil
+	}
+	return id, nil
 }
 
 // logPrefix is where the logs of one item's instances live: under logs/, the one prefix

@@ -109,7 +109,7 @@ type memReports map[string]string
 
 func (m memReports) read(_ context.Context, sw *sweep, e *aliveInstance) (*exitReport, error) {
 	for k, body := range m {
-		if strings.HasPrefix(k, exitReportPrefix(sw.SweepID, e.Index)) && strings.HasSuffix(k, ":"+e.InstanceID+".json") {
+		if strings.HasPrefix(k, exitReportPrefix(sw.SweepID, e.Index, e.Attempt)) && strings.HasSuffix(k, ":"+e.InstanceID+".json") {
 			return parseExitReport([]byte(body)), nil
 		}
 	}
@@ -224,8 +224,8 @@ func TestExitRecordOutlivesEC2(t *testing.T) {
 			}
 			api.end("i-0001", 2, false)
 			api.insts["i-0001"].forgotten = tc.forget
-			reports[exitReportKey("sw-r", 0, "AROAEXAMPLE:i-0001")] = `{"exit_code":2,"ran_seconds":1800}`
-			reports[exitReportKey("sw-r", 0, "AROAEXAMPLE:i-0001x")] = `{"exit_code":0}` // another instance's name
+			reports[exitReportKey("sw-r", 0, 1, "AROAEXAMPLE:i-0001")] = `{"exit_code":2,"ran_seconds":1800}`
+			reports[exitReportKey("sw-r", 0, 1, "AROAEXAMPLE:i-0001x")] = `{"exit_code":0}` // another instance's name
 			sw := steps(t, st, o, clk, 1)
 			rec := instanceOutcome(t, st, 0)
 			if rec.Outcome != outcomeFailed || rec.ExitCode == nil || *rec.ExitCode != 2 || sw.Status != statusCompleted {
@@ -266,12 +266,13 @@ func TestReadExitReportOnEmulator(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	put(exitReportKey("sw-e", 3, "AROAEXAMPLE:i-0aaa"), `{"exit_code":0,"ran_seconds":12}`)
-	put(exitReportKey("sw-e", 3, "AROAEXAMPLE:i-0bbb"), `{"exit_code":5}`)
-	put(exitReportKey("sw-e", 30, "AROAEXAMPLE:i-0ccc"), `{"exit_code":7}`)
-	put(exitReportPrefix("sw-e", 3)+"nested/AROAEXAMPLE:i-0ddd.json", `{"exit_code":9}`)
-	for id, want := range map[string]int{"i-0aaa": 0, "i-0bbb": 5, "i-0ccc": -1, "i-0ddd": -1, "i-0zzz": -1} {
-		rep, err := readExitReport(ctx, api, bucket, "sw-e", 3, id)
+	put(exitReportKey("sw-e", 3, 1, "AROAEXAMPLE:i-0aaa"), `{"exit_code":0,"ran_seconds":12}`)
+	put(exitReportKey("sw-e", 3, 1, "AROAEXAMPLE:i-0bbb"), `{"exit_code":5}`)
+	put(exitReportKey("sw-e", 30, 1, "AROAEXAMPLE:i-0ccc"), `{"exit_code":7}`)
+	put(exitReportKey("sw-e", 3, 2, "AROAEXAMPLE:i-0eee"), `{"exit_code":8}`)
+	put(exitReportPrefix("sw-e", 3, 1)+"nested/AROAEXAMPLE:i-0ddd.json", `{"exit_code":9}`)
+	for id, want := range map[string]int{"i-0aaa": 0, "i-0bbb": 5, "i-0ccc": -1, "i-0ddd": -1, "i-0eee": -1, "i-0zzz": -1} {
+		rep, err := readExitReport(ctx, api, bucket, "sw-e", 3, 1, id)
 		if err != nil {
 			t.Fatalf("%s: %v", id, err)
 		}
@@ -281,6 +282,13 @@ func TestReadExitReportOnEmulator(t *testing.T) {
 		}
 		if got != want {
 			t.Errorf("item 3, instance %s: exit %d, want %d", id, got, want)
+		}
+	}
+	// The instance of an attempt whose id was never learned: named by the attempt's one
+	// record, and by none when there are two.
+	for attempt, want := range map[int]string{2: "i-0eee", 1: "", 5: ""} {
+		if got, err := exitReporter(ctx, api, bucket, "sw-e", 3, attempt); err != nil || got != want {
+			t.Errorf("attempt %d's reporter: %q, %v; want %q", attempt, got, err, want)
 		}
 	}
 }

@@ -756,6 +756,20 @@ func (o *orchestrator) launchedBefore(ctx context.Context, api ec2API, sw *sweep
 		o.backoff(e, now)
 		return false
 	}
+	// EC2 forgot it before anyone learned its id: the exit record of this attempt names
+	// it, and the next step reads its report there.
+	if o.exitReporter != nil {
+		id, err := o.exitReporter(ctx, sw, e)
+		if err != nil {
+			o.backoff(e, now)
+			return false
+		}
+		if id != "" {
+			o.adopt(sw, e, id, now)
+			e.Seen = true // shown once, forgotten since
+			return false
+		}
+	}
 	return o.endWithoutInstance(ctx, sw, e, outcomeUnknown,
 		"its instance ran and has terminated, and EC2 no longer shows its report", now)
 }

@@ -236,9 +236,11 @@ func (f *refusingEC2) RunInstances(ctx context.Context, in *ec2.RunInstancesInpu
 // TestReusedTokenOfATerminatedInstance: EC2 answers a client token whose instance has
 // terminated with IdempotentInstanceTerminated (since 2025). The item ran: while EC2
 // still shows the instance, it is adopted and gets the outcome it reported; once EC2
-// has forgotten it, the item ends unknown, never "failed: launch refused".
+// has forgotten it, the attempt's exit record names it and gives its outcome, and with
+// no record the item ends unknown — never "failed: launch refused".
 func TestReusedTokenOfATerminatedInstance(t *testing.T) {
-	for _, visible := range []bool{true, false} {
+	for _, tc := range []struct{ visible, recorded bool }{{true, false}, {false, false}, {false, true}} {
+		visible := tc.visible
 		st := newFakeStore()
 		sw := &sweep{SweepID: "sw-t", Status: statusRunning, MaxConcurrent: 1, TotalParams: 1, NextToLaunch: 1,
 			Region: "us-east-1", PollInterval: "10s",
@@ -257,12 +259,21 @@ func TestReusedTokenOfATerminatedInstance(t *testing.T) {
 		o := newTestOrchestrator(st, everyRegion(api), clk)
 		o.items = []item{{Index: 0, InstanceType: "t3.micro"}}
 		o.jitter = func() float64 { return 0 }
+		if tc.recorded {
+			// Its exit record names it: the item gets the outcome it reported.
+			reports := memReports{exitReportKey("sw-t", 0, 1, "AROAEXAMPLE:i-gone"): `{"exit_code": 3}`}
+			o.exitReports = reports.read
+			o.exitReporter = func(context.Context, *sweep, *aliveInstance) (string, error) { return "i-gone", nil }
+		}
 		if err := o.run(context.Background(), "sw-t", time.Time{}); err != nil {
 			t.Fatalf("visible=%v: run: %v", visible, err)
 		}
 		got, _ := st.loadSweep(context.Background(), "sw-t")
 		want := counts{Succeeded: 1}
-		if !visible {
+		switch {
+		case tc.recorded:
+			want = counts{Failed: 1}
+		case !visible:
 			want = counts{Unknown: 1}
 		}
 		if got.Status != statusCompleted || got.Counts != want {

@@ -130,7 +130,7 @@ func TestWatchdogRevivesADeadChainOnKumo(t *testing.T) {
 	revived := uniqueName("fn")
 	createTestFunction(t, e.a.cfg, revived, 6)
 	env := map[string]string{"SPAWN_TABLE": e.store.table, "SPAWN_INSTANCES_TABLE": e.store.instancesTable,
-		"SPAWN_BUCKET": bucketOf(t, e, id), "SPAWN_FUNCTION": revived}
+		"SPAWN_BUCKET": sweepBucket(t, e, id), "SPAWN_FUNCTION": revived}
 	e.procs = append(e.procs, startFunctionProcess(t, e.a.backend.endpoint, revived, env))
 	waitFunctionReady(t, e.a.cfg, revived)
 	stop := make(chan struct{})
@@ -176,7 +176,7 @@ func keys[V any](m map[string]V) map[string]bool {
 	return out
 }
 
-func bucketOf(t *testing.T, e *e2eEnv, id string) string {
+func sweepBucket(t *testing.T, e *e2eEnv, id string) string {
 	t.Helper()
 	sw, err := e.store.loadSweep(context.Background(), id)
 	if err != nil {
