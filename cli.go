@@ -143,7 +143,7 @@ func (r *rootConfig) registerGlobal(fs *flag.FlagSet) {
 	fs.StringVar(&r.region, "region", r.region, "AWS region (default: the profile's or AWS_REGION)")
 	fs.StringVar(&r.profile, "profile", r.profile, "AWS shared-config profile")
 	fs.StringVar(&r.endpointURL, "endpoint-url", r.endpointURL, "endpoint URL for every AWS service (an emulator)")
-	fs.StringVar(&r.output, "output", r.output, "output format: text or json")
+	fs.StringVar(&r.output, "output", r.output, "output format: text or json (results: also csv)")
 	fs.StringVar(&r.logLevel, "log-level", r.logLevel, "log level: debug, info, warn, error")
 	fs.StringVar(&r.table, "table", r.table, "DynamoDB table of sweep records")
 	fs.StringVar(&r.instancesTable, "instances-table", r.instancesTable, "DynamoDB table of per-instance items")
@@ -172,7 +172,7 @@ func (r *rootConfig) command(name, shortUsage, shortHelp string, examples []stri
 		UsageFunc:  r.usage,
 		FlagSet:    fs,
 		Exec: func(ctx context.Context, args []string) error {
-			if err := r.setup(); err != nil {
+			if err := r.setup(name); err != nil {
 				return err
 			}
 			return exec(ctx, args)
@@ -214,6 +214,7 @@ func (r *rootConfig) run(ctx context.Context, args []string) error {
 			newStatusCmd(r),
 			newListCmd(r),
 			newLogsCmd(r),
+			newResultsCmd(r),
 			newCancelCmd(r),
 			newResumeCmd(r),
 			newDestroyCmd(r),
@@ -314,12 +315,19 @@ func globalFlagNames() map[string]bool {
 	return names
 }
 
-// setup validates the global flags and builds the logger; it runs before every command.
-func (r *rootConfig) setup() error {
-	switch r.output {
-	case "text", "json":
+// csvCommands are the commands whose --output may also be csv.
+var csvCommands = map[string]bool{"results": true}
+
+// setup validates the global flags and builds the logger; it runs before every command
+// (name).
+func (r *rootConfig) setup(name string) error {
+	switch {
+	case r.output == "text" || r.output == "json":
+	case r.output == "csv" && csvCommands[name]:
+	case r.output == "csv":
+		return usageErrorf("--output csv is for 'spawn results' only: use text or json")
 	default:
-		return usageErrorf("--output %q is not supported: use text or json", r.output)
+		return usageErrorf("--output %q is not supported: use text or json (results: also csv)", r.output)
 	}
 	lvl, err := zerolog.ParseLevel(strings.ToLower(r.logLevel))
 	if err != nil || r.logLevel == "" {

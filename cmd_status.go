@@ -76,7 +76,9 @@ func (src *sweepSource) view(ctx context.Context, id string) (*statusView, error
 	if err != nil {
 		return nil, explainStoreError(err, src.d, src.d.instancesTable, id)
 	}
-	return buildStatus(ctx, s, recs, src.price, src.now()), nil
+	v := buildStatus(ctx, s, recs, src.price, src.now())
+	v.setBest(src.objective(ctx, s, recs), recs)
+	return v, nil
 }
 
 func newStatusCmd(r *rootConfig) *ffcli.Command {

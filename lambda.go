@@ -153,6 +153,9 @@ func (d *engineDeps) newOrchestrator(owner string, forceDownload, detached bool)
 	o.exitReporter = func(ctx context.Context, sw *sweep, e *aliveInstance) (string, error) {
 		return exitReporter(ctx, d.s3, bucketOf(sw, d.params.bucket), sw.SweepID, e.Index, e.Attempt)
 	}
+	o.results = func(ctx context.Context, sw *sweep, e *aliveInstance) (*itemResult, error) {
+		return readResult(ctx, d.s3, bucketOf(sw, d.params.bucket), sw.SweepID, e.Index, e.InstanceID)
+	}
 	if detached {
 		// Every Lambda invocation's clock is kept in step by AWS: one clock for waits.
 		o.clockName = lambdaClock

@@ -162,6 +162,10 @@ const userDataScriptBody = `
 spawn_dir=${SPAWN_DIR:-/var/lib/spawn}
 mkdir -p "$spawn_dir" && cd "$spawn_dir" || shutdown -h now
 log=$spawn_dir/item.log
+# The workload may write a JSON object of metrics here ({"loss": 0.12}); it is uploaded
+# as the item's result.
+export SPAWN_RESULT_FILE=$spawn_dir/result.json
+rm -f "$SPAWN_RESULT_FILE"
 bash -c "$spawn_command" >"$log" 2>&1 </dev/null
 rc=$?
 
@@ -171,12 +175,19 @@ instance_id=$(curl -sS -m 5 -H "X-aws-ec2-metadata-token: $token" "$imds/meta-da
 region=$(curl -sS -m 5 -H "X-aws-ec2-metadata-token: $token" "$imds/meta-data/placement/region")
 
 # Objects are named by this instance's credentials (role id:instance id), the only
-# names its role may write. The log first, then the exit record (it outlasts EC2's
-# memory of the instance, about an hour after it ends), then the exit-code tag.
+# names its role may write. The log first, then the result (when the command wrote one),
+# then the exit record (the engine reads it as "finished", so the result must be there
+# before; it outlasts EC2's memory of the instance, about an hour after it ends), then
+# the exit-code tag.
 user_id=$(aws sts get-caller-identity --region "$region" --query UserId --output text)
 for try in 1 2 3; do
   [ -n "$user_id" ] || break
   aws s3 cp "$log" "$spawn_log_url$user_id.log" $spawn_bucket_region --only-show-errors && break
+  sleep $((try * 5))
+done
+for try in 1 2 3; do
+  [ -n "$user_id" ] && [ -f "$SPAWN_RESULT_FILE" ] || break
+  aws s3 cp "$SPAWN_RESULT_FILE" "$spawn_result_url$user_id.json" $spawn_bucket_region --only-show-errors && break
   sleep $((try * 5))
 done
 printf '{"exit_code":%d,"ran_seconds":%s}\n' "$rc" "$(cut -d' ' -f1 /proc/uptime)" >"$spawn_dir/exit.json"
@@ -194,7 +205,7 @@ shutdown -h now
 
 // userDataScript is the instance's boot script: it.UserData verbatim when given, else a
 // bash script that arms the TTL, exports the item's environment, runs command, uploads
-// the log, tags the exit code and powers off (which terminates the instance).
+// the log and the result, tags the exit code and powers off (which terminates the instance).
 func userDataScript(sw *sweep, it item, attempt int, ttl time.Duration) string {
 	if it.UserData != "" {
 		return it.UserData
@@ -211,6 +222,7 @@ func userDataScript(sw *sweep, it item, attempt int, ttl time.Duration) string {
 	b.WriteString(envExports(sw, it, attempt))
 	fmt.Fprintf(&b, "spawn_command=%s\n", shellQuote(it.Command))
 	fmt.Fprintf(&b, "spawn_log_url=%s\n", shellQuote("s3://"+sw.S3Bucket+"/"+logPrefix(sw.SweepID, it.Index)))
+	fmt.Fprintf(&b, "spawn_result_url=%s\n", shellQuote("s3://"+sw.S3Bucket+"/"+resultPrefix(sw.SweepID, it.Index)))
 	fmt.Fprintf(&b, "spawn_exit_url=%s\n", shellQuote("s3://"+sw.S3Bucket+"/"+exitReportPrefix(sw.SweepID, it.Index, attempt)))
 	if sw.Region != "" {
 		fmt.Fprintf(&b, "spawn_bucket_region=%s\n", shellQuote("--region="+sw.Region))
@@ -224,7 +236,7 @@ func userDataScript(sw *sweep, it item, attempt int, ttl time.Duration) string {
 // userDataEstimate bounds the generated script's size from above: the ids, bucket and
 // names are not known while parsing, so they are counted at their longest.
 func userDataEstimate(it *item) int {
-	const fixed = 1280 + len(userDataScriptBody) // header, TTL line, ids, bucket, region, URLs
+	const fixed = 1536 + len(userDataScriptBody) // header, TTL line, ids, bucket, region, URLs
 	n := fixed + quotedLen(it.Command)
 	for _, p := range it.Params {
 		n += len("export ") + len(paramEnvPrefix) + len(p.Key) + 2 + quotedLen(p.Value)

@@ -244,7 +244,7 @@ func TestUserDataExportsResistInjection(t *testing.T) {
 // record their arguments: the order of its steps and what reaches AWS are checked.
 func TestUserDataScriptRuns(t *testing.T) {
 	sw, it := testSweepAndItem()
-	it.Command = `echo "lr=$PARAM_lr note=$PARAM_note index=$SPAWN_SWEEP_INDEX"; echo oops >&2; exit 3`
+	it.Command = `echo "lr=$PARAM_lr note=$PARAM_note index=$SPAWN_SWEEP_INDEX"; echo oops >&2; echo '{"loss": 0.25}' >"$SPAWN_RESULT_FILE"; exit 3`
 	it.Params[1].Value = "it's $HOME\n$(touch pwned)`touch pwned`'"
 	script := userDataScript(sw, it, 2, 30*time.Minute)
 
@@ -264,7 +264,7 @@ func TestUserDataScriptRuns(t *testing.T) {
 	stub("shutdown", "")
 	stub("systemd-run", "")
 	stub("curl", `case "$*" in *api/token*) echo TOKEN;; *instance-id*) echo i-0abc;; *region*) echo eu-west-1;; esac`)
-	// aws s3 cp keeps a copy of what it would upload (the log, then the exit record);
+	// aws s3 cp keeps a copy of what it would upload (the log, the result, then the exit record);
 	// sts answers the instance role's user id.
 	stub("aws", `case "$1 $2" in
 "s3 cp") cp "$3" `+shellQuote(dir)+`/"uploaded.$(basename "$3")";;
@@ -293,6 +293,7 @@ esac`)
 		"shutdown -h +30",
 		"aws sts get-caller-identity --region eu-west-1 --query UserId --output text",
 		"aws s3 cp " + work + "/item.log s3://spawn-sweeps-123456789012-us-east-1/logs/sw-20250101-abcd/7/AROAEXAMPLE:i-0abc.log --region=us-east-1 --only-show-errors",
+		"aws s3 cp " + work + "/result.json s3://spawn-sweeps-123456789012-us-east-1/sweeps/sw-20250101-abcd/results/7/AROAEXAMPLE:i-0abc.json --region=us-east-1 --only-show-errors",
 		"aws s3 cp " + work + "/exit.json s3://spawn-sweeps-123456789012-us-east-1/sweeps/sw-20250101-abcd/exit/7/2/AROAEXAMPLE:i-0abc.json --region=us-east-1 --only-show-errors",
 		"aws ec2 create-tags --region eu-west-1 --resources i-0abc --tags Key=spawn:exit-code,Value=3",
 		"shutdown -h now",
@@ -307,6 +308,10 @@ esac`)
 	}
 	if rep := parseExitReport(exit); rep.ExitCode == nil || *rep.ExitCode != 3 || rep.RanSeconds <= 0 {
 		t.Errorf("exit record %q, want exit code 3 and the uptime", exit)
+	}
+	// The result is what the command wrote, as written.
+	if res, err := os.ReadFile(filepath.Join(dir, "uploaded.result.json")); err != nil || string(res) != "{\"loss\": 0.25}\n" {
+		t.Errorf("uploaded result %q (%v)", res, err)
 	}
 	log, err := os.ReadFile(filepath.Join(dir, "uploaded.item.log"))
 	if err != nil {

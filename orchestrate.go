@@ -112,6 +112,8 @@ type orchestrator struct {
 	// names the instance that left the one record of e's attempt ("" when none did).
 	exitReports  func(ctx context.Context, sw *sweep, e *aliveInstance) (*exitReport, error)
 	exitReporter func(ctx context.Context, sw *sweep, e *aliveInstance) (string, error)
+	// results reads the result an instance wrote (nil: none are read).
+	results func(ctx context.Context, sw *sweep, e *aliveInstance) (*itemResult, error)
 	// clockName names the clock this engine measures waits on (sinceMark.Clock).
 	clockName string
 	// runner: this engine runs the sweep's loop (not a cancel).

@@ -235,7 +235,7 @@ func (n policyNames) orchestratorPolicy() policyDocument {
 }
 
 // instancePolicy is spawnd-role's: an instance may terminate only itself, tag itself
-// only with its exit code, and write only its own log and exit record.
+// only with its exit code, and write only its own log, result and exit record objects.
 func (n policyNames) instancePolicy(account string) policyDocument {
 	return newPolicy(
 		policyStatement{
@@ -261,6 +261,11 @@ func (n policyNames) instancePolicy(account string) policyDocument {
 			Resource: []string{n.logARN()},
 		},
 		policyStatement{
+			Sid: "WriteOwnResult", Effect: "Allow",
+			Action:   []string{"s3:PutObject"},
+			Resource: []string{n.resultARN()},
+		},
+		policyStatement{
 			Sid: "WriteOwnExitRecord", Effect: "Allow",
 			Action:   []string{"s3:PutObject"},
 			Resource: []string{n.exitRecordARN()},
@@ -277,6 +282,12 @@ func (n policyNames) logARN() string {
 // credentials (aws:userid is "<role id>:<instance id>" for an instance role).
 func (n policyNames) exitRecordARN() string {
 	return n.bucketARN() + "/sweeps/*/exit/*/*/${aws:userid}.json"
+}
+
+// resultARN is every result object an instance may write: only those named by its own
+// credentials, like exit records.
+func (n policyNames) resultARN() string {
+	return n.bucketARN() + "/sweeps/*/results/*/${aws:userid}.json"
 }
 
 // crossAccountTrustPolicy lets only the orchestrator role assume the compute account's
@@ -296,7 +307,7 @@ func (n policyNames) crossAccountPolicy(computeAccount string) policyDocument {
 }
 
 // bucketPolicy refuses every request not made over TLS and, with compute accounts,
-// lets their instances write log objects.
+// lets their instances write their log, result and exit record objects.
 func (n policyNames) bucketPolicy() policyDocument {
 	st := []policyStatement{{
 		Sid: "RefuseNonTLS", Effect: "Deny", Principal: "*",
@@ -313,7 +324,7 @@ func (n policyNames) bucketPolicy() policyDocument {
 			Sid: "ComputeAccountInstanceLogs", Effect: "Allow",
 			Principal: map[string]any{"AWS": roles},
 			Action:    []string{"s3:PutObject"},
-			Resource:  []string{n.logARN(), n.exitRecordARN()},
+			Resource:  []string{n.logARN(), n.resultARN(), n.exitRecordARN()},
 		})
 	}
 	return newPolicy(st...)

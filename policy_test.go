@@ -123,10 +123,17 @@ func TestEveryPolicyIsScopedToSpawnResources(t *testing.T) {
 			t.Errorf("orchestrator policy lacks %s", want)
 		}
 	}
-	// An instance may write an exit record only under its own name, and the orchestrator
-	// may list only the sweeps' objects.
-	if js := n.instancePolicy(n.account).json(); !strings.Contains(js, `/sweeps/*/exit/*/*/${aws:userid}.json"`) {
-		t.Errorf("spawnd policy does not scope exit records to the instance's own user id: %s", js)
+	// An instance may write an exit record and a result only under its own name, and the
+	// orchestrator may list only the sweeps' objects.
+	ijs := n.instancePolicy(n.account).json()
+	if !strings.Contains(ijs, `/sweeps/*/exit/*/*/${aws:userid}.json"`) {
+		t.Errorf("spawnd policy does not scope exit records to the instance's own user id: %s", ijs)
+	}
+	if !strings.Contains(ijs, `/sweeps/*/results/*/${aws:userid}.json"`) || strings.Contains(ijs, `/sweeps/*/results/*"`) {
+		t.Errorf("spawnd policy does not scope results to the instance's own user id: %s", ijs)
+	}
+	if bjs := n.bucketPolicy().json(); !strings.Contains(bjs, `/sweeps/*/results/*/${aws:userid}.json"`) {
+		t.Errorf("bucket policy does not let compute-account instances write their results: %s", bjs)
 	}
 	if js := n.instancePolicy(n.account).json(); !strings.Contains(js, `"ForAllValues:StringEquals":{"aws:TagKeys":["spawn:exit-code"]}`) {
 		t.Errorf("spawnd policy lets an instance set tags other than its exit code (spawn:managed=false would unmanage it): %s", js)
@@ -256,14 +263,14 @@ trusts only the orchestrator role's ARN, and the id ties the role to this orches
 		n.orchestratorPolicy())
 	section("spawnd-role: trust", "EC2 assumes the instance role (instance profile `spawnd-role`).", ec2TrustPolicy())
 	section("spawnd-role: inline policy `spawn`",
-		"An instance may terminate only itself, tag itself only with its exit code, and write only its own log and exit record (named by its `aws:userid`, `<role id>:<instance id>`).", n.instancePolicy(n.account))
+		"An instance may terminate only itself, tag itself only with its exit code, and write only its own log, result and exit record objects (named by its `aws:userid`, `<role id>:<instance id>`).", n.instancePolicy(n.account))
 	section("SpawnSweepCrossAccountRole: trust (compute account)",
 		"Only the orchestrator role, and only with the external id.", n.crossAccountTrustPolicy(orchARN))
 	section("SpawnSweepCrossAccountRole: inline policy `spawn` (compute account)",
 		"The EC2 calls the orchestrator makes there, passing that account's `spawnd-role`, and the idle-timeout alarms (an alarm lives in its instance's account).",
 		n.crossAccountPolicy("444455556666"))
 	section("Bucket policy",
-		"Refuses every request not made over TLS. With a compute account, its instances may write their log objects and their own exit records.",
+		"Refuses every request not made over TLS. With a compute account, its instances may write their own log, result and exit record objects.",
 		n.bucketPolicy())
 	return strings.TrimRight(b.String(), "\n") + "\n"
 }

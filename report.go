@@ -6,8 +6,12 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"sort"
+	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -25,6 +29,13 @@ import (
 // expects (or, for an attempt whose instance id it never learned, the one record there).
 func exitReportPrefix(sweepID string, index, attempt int) string {
 	return fmt.Sprintf("sweeps/%s/exit/%d/%d/", sweepID, index, attempt)
+}
+
+// resultPrefix is where the result objects (the metrics the command wrote to
+// SPAWN_RESULT_FILE) of one item's instances live, named like exit records by the
+// writer's aws:userid.
+func resultPrefix(sweepID string, index int) string {
+	return fmt.Sprintf("sweeps/%s/results/%d/", sweepID, index)
 }
 
 // exitReportKey is the record of the instance whose credentials have userID.
@@ -143,4 +154,117 @@ func parseExitReport(raw []byte) *exitReport {
 		r.RanSeconds = 0
 	}
 	return &r
+}
+
+// The result: a JSON object of metrics the command wrote to SPAWN_RESULT_FILE
+// ({"loss": 0.12, "acc": 0.97}). The engine keeps its numbers in the instance item, so
+// it is bounded well below DynamoDB's 400 KB item: at most maxResultMetrics names of at
+// most maxMetricNameBytes each.
+const (
+	maxResultBytes     = 64 << 10
+	maxResultMetrics   = 100
+	maxMetricNameBytes = 128
+	maxResultProblem   = 400 // bytes of ResultError
+)
+
+// itemResult is what the engine keeps of a result: its numbers, and why the rest (or
+// all of it) could not be used.
+type itemResult struct {
+	Metrics map[string]float64
+	Problem string
+}
+
+// readResult finds and reads the result instanceID wrote for item index: nil with no
+// error when there is none.
+func readResult(ctx context.Context, api s3Reports, bucket, sweepID string, index int, instanceID string) (*itemResult, error) {
+	if instanceID == "" {
+		return nil, nil
+	}
+	key, err := findNamedObject(ctx, api, bucket, resultPrefix(sweepID, index), ".json", instanceID)
+	if err != nil || key == "" {
+		return nil, err
+	}
+	out, err := api.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(bucket), Key: aws.String(key)})
+	if err != nil {
+		if apiErrorCode(err) == "NoSuchKey" {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("reading result %s: %w", key, err)
+	}
+	defer out.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(out.Body, maxResultBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading result %s: %w", key, err)
+	}
+	r := parseResult(raw)
+	return &r, nil
+}
+
+// parseResult keeps the finite numbers of a result object and says what it dropped: a
+// result that is too big or not a JSON object gives no metrics at all.
+func parseResult(raw []byte) itemResult {
+	if len(raw) > maxResultBytes {
+		return itemResult{Problem: fmt.Sprintf("the result is over %d KB: write a JSON object of a few metrics", maxResultBytes>>10)}
+	}
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &obj); err != nil || obj == nil {
+		return itemResult{Problem: `the result is not a JSON object: write one such as {"loss": 0.12}`}
+	}
+	names := make([]string, 0, len(obj))
+	for k := range obj {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	r := itemResult{Metrics: map[string]float64{}}
+	var bad, badNames, over []string
+	for _, k := range names {
+		var v *float64 // null leaves it nil
+		switch {
+		case !metricNameOK(k):
+			badNames = append(badNames, strconv.Quote(ellipsizeBytes(k, 40)))
+		case json.Unmarshal(obj[k], &v) != nil || v == nil || math.IsNaN(*v) || math.IsInf(*v, 0):
+			bad = append(bad, strconv.Quote(k))
+		case len(r.Metrics) >= maxResultMetrics:
+			over = append(over, k)
+		default:
+			r.Metrics[k] = *v
+		}
+	}
+	var problems []string
+	if len(bad) > 0 {
+		problems = append(problems, "dropped, not finite numbers: "+strings.Join(bad, ", "))
+	}
+	if len(badNames) > 0 {
+		problems = append(problems, fmt.Sprintf("dropped, not metric names of 1 to %d bytes without control characters: %s", maxMetricNameBytes, strings.Join(badNames, ", ")))
+	}
+	if len(over) > 0 {
+		problems = append(problems, fmt.Sprintf("dropped %d metrics past the first %d", len(over), maxResultMetrics))
+	}
+	if len(r.Metrics) == 0 {
+		r.Metrics = nil
+	}
+	if len(problems) > 0 {
+		r.Problem = ellipsizeBytes(strings.Join(problems, "; "), maxResultProblem)
+	}
+	return r
+}
+
+// metricNameOK: a name fits the instance item and prints on one line.
+func metricNameOK(k string) bool {
+	if k == "" || len(k) > maxMetricNameBytes || !utf8.ValidString(k) {
+		return false
+	}
+	return !strings.ContainsFunc(k, unicode.IsControl)
+}
+
+// ellipsizeBytes cuts s to at most n bytes (on a rune boundary), marking the cut with "…".
+func ellipsizeBytes(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	cut := n - len("…")
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
 }

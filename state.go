@@ -101,8 +101,8 @@ type aliveInstance struct {
 	Seen bool `dynamodbav:"seen,omitempty" json:"seen,omitempty"`
 	// Unseen marks when an engine first missed a launched instance EC2 has never shown
 	// (or a cancel first missed, by its token, a reservation that may have launched);
-	// Ended when it first saw the instance ended with no report yet (its slot is free
-	// from then on). Each is measured only on the clock that set it.
+	// Ended when it first saw the instance ended with no report (or no readable result)
+	// yet (its slot is free from then on). Each is measured only on the clock that set it.
 	Unseen *sinceMark `dynamodbav:"unseen,omitempty" json:"unseen,omitempty"`
 	Ended  *sinceMark `dynamodbav:"ended,omitempty" json:"ended,omitempty"`
 }
@@ -209,6 +209,10 @@ type instanceRecord struct {
 	PriceHourly  float64   `dynamodbav:"price_hourly,omitempty" json:"price_hourly,omitempty"`
 	PriceSource  string    `dynamodbav:"price_source,omitempty" json:"price_source,omitempty"`
 	CostUSD      float64   `dynamodbav:"cost_usd,omitempty" json:"cost_usd,omitempty"`
+	// Metrics are the numbers the instance's result object held, read when the item got
+	// its outcome; ResultError says why a result (or part of it) could not be used.
+	Metrics     map[string]float64 `dynamodbav:"metrics,omitempty" json:"metrics,omitempty"`
+	ResultError string             `dynamodbav:"result_error,omitempty" json:"result_error,omitempty"`
 }
 
 // sweepStore is the sweep record and the per-instance items. The DynamoDB implementation

@@ -52,6 +52,7 @@ type statusDoc struct {
 	PriceSources     map[string]int   `json:"price_sources"`      // instances priced from each source
 	Instances        []statusInstance `json:"instances"`
 	Orchestrator     orchestratorDoc  `json:"orchestrator"`
+	Best             *bestResult      `json:"best,omitempty"`
 }
 
 // orchestratorDoc is who drives the sweep and when it last stepped (the holder's clock).
@@ -105,6 +106,7 @@ type statusView struct {
 	sources   map[string]int
 	instances []statusInstance
 	regions   []string
+	best      *bestResult // by the objective, when the file has one and an item reported it
 }
 
 // buildStatus merges the record's alive slots with the instance items, prices every
@@ -265,7 +267,7 @@ func (v *statusView) doc() statusDoc {
 		inst = []statusInstance{}
 	}
 	orch := orchestratorDoc{Owner: v.s.LeaseOwner, LeaseExpiresAt: timeOrNil(v.s.LeaseExpiresAt), LastStepAt: timeOrNil(v.s.LastStepAt)}
-	return statusDoc{sweep: v.s, Counts: v.counts, EstimatedCostUSD: v.costUSD, PriceSources: v.sources, Instances: inst, Orchestrator: orch}
+	return statusDoc{sweep: v.s, Counts: v.counts, EstimatedCostUSD: v.costUSD, PriceSources: v.sources, Instances: inst, Orchestrator: orch, Best: v.best}
 }
 
 // textStyle decides colour; colour only on a terminal with NO_COLOR unset.
@@ -369,6 +371,9 @@ func renderStatus(w io.Writer, v *statusView, st textStyle) error {
 	line(v.progressLine())
 	line(ellipsize(v.counts.line(), screenWidth))
 	line(v.costLine())
+	if v.best != nil {
+		line(ellipsize(v.best.line(), screenWidth))
+	}
 	for _, l := range v.orchestratorLines() {
 		line(ellipsize(l, screenWidth))
 	}

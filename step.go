@@ -390,6 +390,9 @@ func (o *orchestrator) finish(ctx context.Context, sw *sweep, e *aliveInstance, 
 		}
 	}
 	rec.CostUSD = o.costOf(e, inst, rep, now)
+	if !requeue && !o.readResult(ctx, sw, e, rec, now) {
+		return false
+	}
 	if err := o.store.putInstance(ctx, rec); err != nil {
 		o.log.Warn().Err(err).Str("sweep_id", sw.SweepID).Int("index", e.Index).Msg("recording an outcome; retrying next step")
 		return false
@@ -403,6 +406,28 @@ func (o *orchestrator) finish(ctx context.Context, sw *sweep, e *aliveInstance, 
 	}
 	o.log.Info().Str("sweep_id", sw.SweepID).Int("index", e.Index).Int("attempt", e.Attempt).
 		Str("instance_id", e.InstanceID).Str("outcome", rec.Outcome).Msg("instance ended")
+	return true
+}
+
+// readResult puts the metrics the instance wrote into rec. A read that fails keeps the
+// item waiting (false: retry next step) until the instance has been ended for
+// reportWait; after that the outcome is recorded without metrics, saying why.
+func (o *orchestrator) readResult(ctx context.Context, sw *sweep, e *aliveInstance, rec *instanceRecord, now time.Time) bool {
+	if o.results == nil {
+		return true
+	}
+	res, err := o.results(ctx, sw, e)
+	if err != nil {
+		if o.waited(&e.Ended, now) < o.reportWait {
+			o.log.Warn().Err(err).Str("sweep_id", sw.SweepID).Int("index", e.Index).Msg("reading a result; retrying next step")
+			return false
+		}
+		rec.ResultError = ellipsizeBytes("the result could not be read: "+err.Error(), maxResultProblem)
+		return true
+	}
+	if res != nil {
+		rec.Metrics, rec.ResultError = res.Metrics, res.Problem
+	}
 	return true
 }
 
