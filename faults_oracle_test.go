@@ -442,6 +442,10 @@ func (r *faultRun) checkRecords(sw *sweep, recs []instanceRecord, insts map[stri
 		var in *simInstance
 		if sim, ok := insts[rec.InstanceID]; ok {
 			in = &sim
+		} else if sim, ok := forgottenUnreported(&rec, insts); ok {
+			// Its launch's answer was lost, and it ran, died with no report and was
+			// forgotten by EC2 before any engine learned its id: unknown, with no id.
+			in, recorded[sim.id] = &sim, true
 		}
 		if r.checkRecord(&rec, in, cancelled) {
 			refused++
@@ -467,6 +471,21 @@ func (r *faultRun) checkRecords(sw *sweep, recs []instanceRecord, insts map[stri
 				id, in.index, in.attempt, in.reportedHow(), r.plan.forgetAfter)
 		}
 	}
+}
+
+// forgottenUnreported is the instance of rec's attempt when rec is an unknown outcome
+// with no instance id because EC2 forgot the instance before the engine learned its id,
+// and that instance left no report.
+func forgottenUnreported(rec *instanceRecord, insts map[string]simInstance) (simInstance, bool) {
+	if rec.InstanceID != "" || rec.Outcome != outcomeUnknown || !strings.Contains(rec.ErrorMessage, "EC2 no longer shows its report") {
+		return simInstance{}, false
+	}
+	for _, in := range insts {
+		if in.index == rec.Index && in.attempt == rec.Attempt && !in.reported() {
+			return in, true
+		}
+	}
+	return simInstance{}, false
 }
 
 // checkRecord checks one item's outcome against what its instance did (in: nil when the

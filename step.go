@@ -770,8 +770,12 @@ func (o *orchestrator) launchedBefore(ctx context.Context, api ec2API, sw *sweep
 			return false
 		}
 	}
-	return o.endWithoutInstance(ctx, sw, e, outcomeUnknown,
-		"its instance ran and has terminated, and EC2 no longer shows its report", now)
+	if !o.endWithoutInstance(ctx, sw, e, outcomeUnknown,
+		"its instance ran and has terminated, and EC2 no longer shows its report", now) {
+		return false
+	}
+	sw.Launched++ // it did launch (EC2 says its instance terminated), under an id nobody learned
+	return true
 }
 
 func (o *orchestrator) backoff(e *aliveInstance, now time.Time) {
