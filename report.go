@@ -73,7 +73,17 @@ func readExitReport(ctx context.Context, api s3Reports, bucket, sweepID string, 
 	if instanceID == "" {
 		return nil, nil
 	}
-	key, err := findNamedObject(ctx, api, bucket, exitReportPrefix(sweepID, index, attempt), ".json", instanceID)
+	raw, err := readNamedObject(ctx, api, bucket, exitReportPrefix(sweepID, index, attempt), instanceID, maxExitReportBytes, "exit record")
+	if err != nil || raw == nil {
+		return nil, err
+	}
+	return parseExitReport(raw), nil
+}
+
+// readNamedObject reads (at most limit+1 bytes of) the object under prefix that
+// instanceID's credentials name: nil with no error when there is none (yet).
+func readNamedObject(ctx context.Context, api s3Reports, bucket, prefix, instanceID string, limit int, what string) ([]byte, error) {
+	key, err := findNamedObject(ctx, api, bucket, prefix, ".json", instanceID)
 	if err != nil || key == "" {
 		return nil, err
 	}
@@ -82,14 +92,14 @@ func readExitReport(ctx context.Context, api s3Reports, bucket, sweepID string, 
 		if apiErrorCode(err) == "NoSuchKey" {
 			return nil, nil
 		}
-		return nil, fmt.Errorf("reading exit record %s: %w", key, err)
+		return nil, fmt.Errorf("reading %s %s: %w", what, key, err)
 	}
 	defer out.Body.Close()
-	raw, err := io.ReadAll(io.LimitReader(out.Body, maxExitReportBytes+1))
+	raw, err := io.ReadAll(io.LimitReader(out.Body, int64(limit)+1))
 	if err != nil {
-		return nil, fmt.Errorf("reading exit record %s: %w", key, err)
+		return nil, fmt.Errorf("reading %s %s: %w", what, key, err)
 	}
-	return parseExitReport(raw), nil
+	return raw, nil
 }
 
 // s3Lister lists a bucket's objects.
@@ -180,21 +190,9 @@ func readResult(ctx context.Context, api s3Reports, bucket, sweepID string, inde
 	if instanceID == "" {
 		return nil, nil
 	}
-	key, err := findNamedObject(ctx, api, bucket, resultPrefix(sweepID, index), ".json", instanceID)
-	if err != nil || key == "" {
+	raw, err := readNamedObject(ctx, api, bucket, resultPrefix(sweepID, index), instanceID, maxResultBytes, "result")
+	if err != nil || raw == nil {
 		return nil, err
-	}
-	out, err := api.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(bucket), Key: aws.String(key)})
-	if err != nil {
-		if apiErrorCode(err) == "NoSuchKey" {
-			return nil, nil
-		}
-		return nil, fmt.Errorf("reading result %s: %w", key, err)
-	}
-	defer out.Body.Close()
-	raw, err := io.ReadAll(io.LimitReader(out.Body, maxResultBytes+1))
-	if err != nil {
-		return nil, fmt.Errorf("reading result %s: %w", key, err)
 	}
 	r := parseResult(raw)
 	return &r, nil
