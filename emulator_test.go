@@ -279,8 +279,9 @@ func cliTestEnv() map[string]string {
 const testExitReportWait = "3s"
 
 // testConsistencyWindow shortens how long a cancel looks for a launch EC2 may not show
-// yet: the emulators show an instance at once.
-const testConsistencyWindow = "3s"
+// yet (60 s on AWS). It must outlast the fault proxy's worst: a RunInstances held up to
+// 3 s before it reaches EC2, then an instance invisible up to 3 s more.
+const testConsistencyWindow = "8s"
 
 // deploymentFlags point the CLI at one deployment on endpoint.
 func deploymentFlags(endpoint, table, instancesTable, bucket, function string) []string {

@@ -673,17 +673,16 @@ func (o *orchestrator) launchOne(ctx context.Context, sw *sweep, e *aliveInstanc
 		if apiErrorCode(err) == "IdempotentInstanceTerminated" {
 			return o.launchedBefore(ctx, api, sw, e, now)
 		}
-		if e.LaunchTries > 0 {
-			// An earlier call with this token may have launched (its answer was lost): the
-			// refusal is final only once the token is known to have no instance.
-			inst, settled := o.settleRefusal(ctx, api, e, err, now)
-			if inst != nil {
-				o.recordLaunch(ctx, sw, e, aws.ToString(inst.InstanceId), now, log)
-				return false
-			}
-			if !settled {
-				return false
-			}
+		// An earlier call with this token may have launched (its answer was lost, or the
+		// SDK's own retry of this call met the refusal after a first attempt landed): the
+		// refusal is final only once the token is known to have no instance.
+		inst, settled := o.settleRefusal(ctx, api, e, err, now)
+		if inst != nil {
+			o.recordLaunch(ctx, sw, e, aws.ToString(inst.InstanceId), now, log)
+			return false
+		}
+		if !settled {
+			return false
 		}
 		return o.endWithoutInstance(ctx, sw, e, outcomeFailed, "launch refused: "+err.Error(), now)
 	}
