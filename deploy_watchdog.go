@@ -212,6 +212,14 @@ func sameJSON(a, b string) bool {
 // function).
 func (d *deployer) deleteWatchdog(ctx context.Context) error {
 	name, ruleARN := d.names.watchdogRule(), d.names.watchdogRuleARN()
+	// DeleteRule of a rule that is not there may succeed (moto does), so look first:
+	// destroy reports only what it deleted.
+	if _, err := d.events.DescribeRule(ctx, &eventbridge.DescribeRuleInput{Name: aws.String(name)}); isNotFound(err) {
+		d.notFound(kindSchedule, name, ruleARN)
+		return nil
+	} else if err != nil {
+		return fmt.Errorf("reading rule %s: %w", name, err)
+	}
 	_, err := d.events.RemoveTargets(ctx, &eventbridge.RemoveTargetsInput{Rule: aws.String(name), Ids: []string{watchdogTargetID}})
 	if err != nil && !isNotFound(err) {
 		return fmt.Errorf("removing the target of rule %s: %w", name, err)
