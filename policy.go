@@ -103,8 +103,8 @@ func ec2TrustPolicy() policyDocument {
 }
 
 // ec2Statements are the EC2 calls the orchestrator makes in account: launch tagged
-// instances, tag and terminate only spawn's, pass spawnd-role to them, read state and
-// spot prices, and keep the idle-timeout alarms. Shared by the orchestrator role (its
+// instances, terminate only spawn's, pass spawnd-role to them, read instances and
+// their tags, and keep the idle-timeout alarms. Shared by the orchestrator role (its
 // own account) and SpawnSweepCrossAccountRole (a compute account).
 func (n policyNames) ec2Statements(account string) []policyStatement {
 	ec2 := func(resource string) string { return n.arn("ec2", "*", account, resource) }
@@ -134,16 +134,19 @@ func (n policyNames) ec2Statements(account string) []policyStatement {
 			Condition: map[string]map[string]any{"StringEquals": {"ec2:CreateAction": "RunInstances"}},
 		},
 		{
-			Sid: "TagAndTerminateOnlySpawnInstances", Effect: "Allow",
-			Action:    []string{"ec2:CreateTags", "ec2:TerminateInstances"},
+			Sid: "TerminateOnlySpawnInstances", Effect: "Allow",
+			Action:    []string{"ec2:TerminateInstances"},
 			Resource:  []string{ec2("instance/*")},
 			Condition: map[string]map[string]any{"StringEquals": {"ec2:ResourceTag/spawn:managed": "true"}},
 		},
 		{
-			// EC2's Describe calls (spot price history included) have no resource-level
-			// permissions: IAM accepts only "*" for them.
-			Sid: "ReadEC2State", Effect: "Allow",
-			Action:   []string{"ec2:Describe*"},
+			// Only the Describe calls the engine makes (ec2API, and DescribeTags for an
+			// endpoint that leaves tags out; TestPoliciesAllowExactlyTheEC2CallsTheCodeMakes
+			// keeps the list in step with the code): ec2:Describe* would include
+			// DescribeInstanceAttribute, every instance's user data. They have no
+			// resource-level permissions: IAM accepts only "*" for them.
+			Sid: "ReadInstances", Effect: "Allow",
+			Action:   []string{"ec2:DescribeInstances", "ec2:DescribeTags"},
 			Resource: []string{"*"},
 		},
 		{
@@ -209,9 +212,10 @@ func (n policyNames) orchestratorPolicy() policyDocument {
 			Resource: []string{n.arn("ssm", "*", "", "parameter"+al2023ParameterPath+"*")},
 		},
 		policyStatement{
-			// The Price List API has no resource-level permissions.
+			// Neither the Price List API nor spot price history has resource-level
+			// permissions. Prices are read with the orchestrator's own credentials.
 			Sid: "Prices", Effect: "Allow",
-			Action:   []string{"pricing:GetProducts"},
+			Action:   []string{"pricing:GetProducts", "ec2:DescribeSpotPriceHistory"},
 			Resource: []string{"*"},
 		},
 		policyStatement{

@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -48,7 +51,8 @@ func reflectEqualJSON(a, b any) bool { return mustJSON(a) == mustJSON(b) }
 // noResourceLevelActions have no resource-level permissions in IAM: "*" is the only
 // Resource they take. Anything else must name spawn's resources.
 var noResourceLevelActions = map[string]bool{
-	"ec2:Describe*":                true,
+	"ec2:DescribeInstances":        true,
+	"ec2:DescribeTags":             true,
 	"ec2:DescribeSpotPriceHistory": true,
 	"pricing:GetProducts":          true,
 	"sts:GetCallerIdentity":        true,
@@ -144,6 +148,101 @@ func TestEveryPolicyIsScopedToSpawnResources(t *testing.T) {
 	trust := n.crossAccountTrustPolicy(orch).json()
 	if !strings.Contains(trust, `"sts:ExternalId":"spawn-111122223333"`) || !strings.Contains(trust, `"AWS":"`+orch+`"`) {
 		t.Errorf("cross-account trust: %s", trust)
+	}
+}
+
+// ec2CallsOfTheCode are the EC2 operations spawn's code calls, as IAM actions. Every
+// call needs its ec2.<Operation>Input, so the non-test sources name them all.
+func ec2CallsOfTheCode(t *testing.T) map[string]bool {
+	t.Helper()
+	files, err := filepath.Glob("*.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	input := regexp.MustCompile(`\bec2\.([A-Z][A-Za-z0-9]*)Input\b`)
+	calls := map[string]bool{}
+	for _, f := range files {
+		if strings.HasSuffix(f, "_test.go") {
+			continue
+		}
+		src, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range input.FindAllStringSubmatch(string(src), -1) {
+			calls["ec2:"+m[1]] = true
+		}
+	}
+	// The interfaces the engine and the pricer call EC2 through: the grep must see
+	// each of their methods, or it is not finding the calls.
+	for _, iface := range []reflect.Type{
+		reflect.TypeFor[ec2API](), reflect.TypeFor[tagDescriber](), reflect.TypeFor[spotPriceAPI](),
+	} {
+		for i := range iface.NumMethod() {
+			if name := "ec2:" + iface.Method(i).Name; !calls[name] {
+				t.Errorf("%s.%s is called but the source names no ec2.%sInput: the grep is broken", iface.Name(), iface.Method(i).Name, iface.Method(i).Name)
+			}
+		}
+	}
+	return calls
+}
+
+// ec2ActionsAllowed are the EC2 actions a policy allows. CreateTags allowed only as
+// part of RunInstances (ec2:CreateAction) is tagging at launch, RunInstances' own.
+func ec2ActionsAllowed(t *testing.T, what string, p policyDocument) map[string]bool {
+	t.Helper()
+	allowed := map[string]bool{}
+	for _, st := range p.Statement {
+		if st.Effect != "Allow" {
+			continue
+		}
+		for _, act := range st.Action {
+			if strings.Contains(act, "*") {
+				t.Errorf("%s: statement %q allows the wildcard action %s: name the actions the code calls", what, st.Sid, act)
+			}
+			if !strings.HasPrefix(act, "ec2:") {
+				continue
+			}
+			if act == "ec2:CreateTags" && reflectEqualJSON(st.Condition, map[string]map[string]any{"StringEquals": {"ec2:CreateAction": "RunInstances"}}) {
+				act = "ec2:RunInstances"
+			}
+			allowed[act] = true
+		}
+	}
+	return allowed
+}
+
+// TestPoliciesAllowExactlyTheEC2CallsTheCodeMakes: the orchestrator may make every EC2
+// call the code makes and nothing more (ec2:Describe* would include
+// DescribeInstanceAttribute, every instance's user data); in a compute account, the
+// engine's calls only (prices are read in the orchestrator's own account).
+func TestPoliciesAllowExactlyTheEC2CallsTheCodeMakes(t *testing.T) {
+	calls := ec2CallsOfTheCode(t)
+	n := examplePolicyNames()
+	engine := map[string]bool{}
+	for c := range calls {
+		if c != "ec2:DescribeSpotPriceHistory" {
+			engine[c] = true
+		}
+	}
+	for _, tc := range []struct {
+		what string
+		p    policyDocument
+		want map[string]bool
+	}{
+		{"orchestrator", n.orchestratorPolicy(), calls},
+		{"cross-account", n.crossAccountPolicy("444455556666"), engine},
+	} {
+		got := ec2ActionsAllowed(t, tc.what, decodePolicy(t, tc.p.json()))
+		if g, w := sortedKeys(got), sortedKeys(tc.want); !reflect.DeepEqual(g, w) {
+			t.Errorf("%s policy allows the EC2 actions %v; the code calls %v", tc.what, g, w)
+		}
+	}
+	// The check catches a broad grant.
+	broad := newPolicy(policyStatement{Effect: "Allow", Action: []string{"ec2:Describe*"}, Resource: []string{"*"}})
+	ft := &testing.T{}
+	if got := ec2ActionsAllowed(ft, "broad", broad); !ft.Failed() || reflect.DeepEqual(sortedKeys(got), sortedKeys(calls)) {
+		t.Error("ec2:Describe* was not refused")
 	}
 }
 
@@ -245,8 +344,10 @@ account 111122223333 (where the orchestrator runs), compute account 444455556666
 ` + "`--compute-profile`" + `), region us-east-1 and the default names; deploy fills in yours.
 
 Every statement names spawn's own resources, except the calls AWS authorizes only on ` + "`\"*\"`" + `
-(EC2's Describe calls, spot price history included, the Price List API and
-` + "`sts:GetCallerIdentity`" + `): they have no resource-level permissions.
+(the three EC2 Describe calls spawn makes, DescribeInstances, DescribeTags and
+DescribeSpotPriceHistory; the Price List API; ` + "`sts:GetCallerIdentity`" + `): they have no
+resource-level permissions. No policy allows ` + "`ec2:Describe*`" + `, which would include
+DescribeInstanceAttribute and with it every instance's user data.
 
 Cross-account: the orchestrator assumes ` + "`SpawnSweepCrossAccountRole`" + ` in the compute account with the
 external id ` + "`spawn-<orchestrator account id>`" + ` (here ` + "`" + crossAccountExternalID(n.account) + "`" + `). It is derived, not secret: the role
