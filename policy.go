@@ -188,15 +188,19 @@ func (n policyNames) orchestratorPolicy() policyDocument {
 		},
 		{
 			Sid: "SweepObjects", Effect: "Allow",
-			Action:   []string{"s3:GetObject", "s3:PutObject"},
-			Resource: []string{n.bucketARN() + "/sweeps/*"},
+			Action:    []string{"s3:GetObject", "s3:PutObject"},
+			Resource:  []string{n.bucketARN() + "/sweeps/*"},
+			Condition: n.bucketOwnerCondition(),
 		},
 		{
 			// Finding an instance's exit record lists one item's records.
 			Sid: "ListSweepObjects", Effect: "Allow",
-			Action:    []string{"s3:ListBucket"},
-			Resource:  []string{n.bucketARN()},
-			Condition: map[string]map[string]any{"StringLike": {"s3:prefix": []string{"sweeps/*"}}},
+			Action:   []string{"s3:ListBucket"},
+			Resource: []string{n.bucketARN()},
+			Condition: map[string]map[string]any{
+				"StringLike":   {"s3:prefix": []string{"sweeps/*"}},
+				"StringEquals": {"s3:ResourceAccount": n.account},
+			},
 		},
 		{
 			Sid: "ReinvokeItself", Effect: "Allow",
@@ -261,20 +265,36 @@ func (n policyNames) instancePolicy(account string) policyDocument {
 		},
 		policyStatement{
 			Sid: "WriteOwnLogs", Effect: "Allow",
-			Action:   []string{"s3:PutObject"},
-			Resource: []string{n.logARN()},
+			Action:    []string{"s3:PutObject"},
+			Resource:  []string{n.logARN()},
+			Condition: n.bucketOwnerCondition(),
 		},
 		policyStatement{
 			Sid: "WriteOwnResult", Effect: "Allow",
-			Action:   []string{"s3:PutObject"},
-			Resource: []string{n.resultARN()},
+			Action:    []string{"s3:PutObject"},
+			Resource:  []string{n.resultARN()},
+			Condition: n.bucketOwnerCondition(),
 		},
 		policyStatement{
 			Sid: "WriteOwnExitRecord", Effect: "Allow",
-			Action:   []string{"s3:PutObject"},
-			Resource: []string{n.exitRecordARN()},
+			Action:    []string{"s3:PutObject"},
+			Resource:  []string{n.exitRecordARN()},
+			Condition: n.bucketOwnerCondition(),
 		},
 	)
+}
+
+// bucketOwnerCondition allows an S3 statement only on a bucket of the orchestrator's
+// account. S3 ARNs carry no account, so a bucket of the same name in another account
+// (a wrong --region, a --bucket typo, a name squatted before deploy) would match the
+// Resource alone. s3:ResourceAccount is S3's documented condition key for the bucket
+// owner's account (Service Authorization Reference, "Condition keys for Amazon S3":
+// https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazons3.html;
+// the global form is aws:ResourceAccount,
+// https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_condition-keys.html#condition-keys-resourceaccount).
+// The bucket is always the orchestrator account's, also for compute-account instances.
+func (n policyNames) bucketOwnerCondition() map[string]map[string]any {
+	return map[string]map[string]any{"StringEquals": {"s3:ResourceAccount": n.account}}
 }
 
 // logARN is every log an instance may write: only those named by its own credentials.

@@ -246,6 +246,46 @@ func TestPoliciesAllowExactlyTheEC2CallsTheCodeMakes(t *testing.T) {
 	}
 }
 
+// TestRoleS3StatementsNameTheBucketOwner: every S3 grant of a role holds only on a bucket
+// of the orchestrator's account (s3:ResourceAccount), so a bucket of the same name in
+// another account is never written or read, whatever the name.
+func TestRoleS3StatementsNameTheBucketOwner(t *testing.T) {
+	n := examplePolicyNames()
+	check := func(t *testing.T, what string, p policyDocument) (s3Statements int) {
+		for _, st := range p.Statement {
+			hasS3 := false
+			for _, act := range st.Action {
+				hasS3 = hasS3 || strings.HasPrefix(act, "s3:")
+			}
+			if !hasS3 || st.Effect != "Allow" {
+				continue
+			}
+			s3Statements++
+			if got := st.Condition["StringEquals"]["s3:ResourceAccount"]; got != n.account {
+				t.Errorf("%s: S3 statement %q holds on a bucket of any account (s3:ResourceAccount %v, want %s)", what, st.Sid, got, n.account)
+			}
+		}
+		return s3Statements
+	}
+	for what, p := range map[string]policyDocument{
+		"orchestrator":             n.orchestratorPolicy(),
+		"spawnd":                   n.instancePolicy(n.account),
+		"spawnd (compute account)": n.instancePolicy("444455556666"),
+		"cross-account":            n.crossAccountPolicy("444455556666"),
+	} {
+		got := check(t, what, decodePolicy(t, p.json()))
+		if what != "cross-account" && got == 0 {
+			t.Errorf("%s: no S3 statement found: the check is not looking", what)
+		}
+	}
+	// The check catches a statement without the condition.
+	ft := &testing.T{}
+	check(ft, "bare", newPolicy(policyStatement{Effect: "Allow", Action: []string{"s3:PutObject"}, Resource: []string{"arn:aws:s3:::b/*"}}))
+	if !ft.Failed() {
+		t.Error("an S3 statement without s3:ResourceAccount was accepted")
+	}
+}
+
 func TestSamePolicyIgnoresEncodingAndLayout(t *testing.T) {
 	p := examplePolicyNames().orchestratorPolicy()
 	var pretty bytes.Buffer
@@ -347,7 +387,9 @@ Every statement names spawn's own resources, except the calls AWS authorizes onl
 (the three EC2 Describe calls spawn makes, DescribeInstances, DescribeTags and
 DescribeSpotPriceHistory; the Price List API; ` + "`sts:GetCallerIdentity`" + `): they have no
 resource-level permissions. No policy allows ` + "`ec2:Describe*`" + `, which would include
-DescribeInstanceAttribute and with it every instance's user data.
+DescribeInstanceAttribute and with it every instance's user data. S3 ARNs carry no account, so
+every S3 grant of a role also names the bucket owner's account (` + "`s3:ResourceAccount`" + `): a bucket of
+the same name in another account is never read or written.
 
 Cross-account: the orchestrator assumes ` + "`SpawnSweepCrossAccountRole`" + ` in the compute account with the
 external id ` + "`spawn-<orchestrator account id>`" + ` (here ` + "`" + crossAccountExternalID(n.account) + "`" + `). It is derived, not secret: the role
