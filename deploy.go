@@ -26,7 +26,7 @@ const (
 	orchestratorRoleName = "SpawnSweepOrchestratorRole"
 	crossAccountRoleName = "SpawnSweepCrossAccountRole"
 	instanceRoleName     = "spawnd-role" // also the instance profile's name
-	rolePolicyName       = "spawn"       // the one inline policy on each role
+	rolePolicyName       = "spawn"       // each role's inline policies are spawn-<region> (deploy_iam.go)
 	lifecycleRuleID      = "spawn-expire-after-30-days"
 	// logsPrefix is the only prefix the rule expires: params, results and exit records
 	// are kept for as long as the sweep (destroy removes them).
@@ -230,6 +230,9 @@ func (d *deployer) optionalStep(kind, name, arn string, err error) error {
 // deploy runs every step in dependency order: roles before the function that uses them
 // and before the bucket policy that names them, the function before its health check.
 func (d *deployer) deploy(ctx context.Context, pkg *bootstrapPackage) error {
+	if err := d.checkIAMIsSpawns(ctx); err != nil {
+		return err
+	}
 	if err := d.loadComputeAccounts(ctx); err != nil {
 		return err
 	}

@@ -373,7 +373,7 @@ func (n policyNames) roleStatement(account string, roles ...string) policyStatem
 	return policyStatement{
 		Sid: "Roles", Effect: "Allow",
 		Action: []string{
-			"iam:GetRole", "iam:CreateRole", "iam:DeleteRole", "iam:UpdateAssumeRolePolicy",
+			"iam:GetRole", "iam:CreateRole", "iam:TagRole", "iam:DeleteRole", "iam:UpdateAssumeRolePolicy",
 			"iam:GetRolePolicy", "iam:PutRolePolicy", "iam:DeleteRolePolicy", "iam:ListRolePolicies",
 			"iam:ListAttachedRolePolicies", "iam:DetachRolePolicy", "iam:ListInstanceProfilesForRole",
 		},
@@ -385,7 +385,7 @@ func (n policyNames) instanceProfileStatement(account string) policyStatement {
 	return policyStatement{
 		Sid: "InstanceProfile", Effect: "Allow",
 		Action: []string{
-			"iam:GetInstanceProfile", "iam:CreateInstanceProfile", "iam:DeleteInstanceProfile",
+			"iam:GetInstanceProfile", "iam:CreateInstanceProfile", "iam:TagInstanceProfile", "iam:DeleteInstanceProfile",
 			"iam:AddRoleToInstanceProfile", "iam:RemoveRoleFromInstanceProfile",
 		},
 		Resource: []string{"arn:" + n.partition + ":iam::" + account + ":instance-profile/" + instanceRoleName},

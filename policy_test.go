@@ -391,6 +391,13 @@ DescribeInstanceAttribute and with it every instance's user data. S3 ARNs carry 
 every S3 grant of a role also names the bucket owner's account (` + "`s3:ResourceAccount`" + `): a bucket of
 the same name in another account is never read or written.
 
+IAM is global, so the roles keep these names in every region, and each role carries one inline policy
+per deployed region, ` + "`spawn-<region>`" + ` (below, ` + "`spawn-us-east-1`" + `): deploying a second region adds its
+policy beside the first's, and destroying a region removes only its policy (a role goes with its last
+region). Deploy tags the roles and the instance profile it creates ` + "`spawn:managed=true`" + `; it refuses a
+role or profile of these names that lacks the tag, or that has a managed policy attached or an inline
+policy other than ` + "`spawn-<region>`" + `, and destroy removes only what carries the tag.
+
 Cross-account: the orchestrator assumes ` + "`SpawnSweepCrossAccountRole`" + ` in the compute account with the
 external id ` + "`spawn-<orchestrator account id>`" + ` (here ` + "`" + crossAccountExternalID(n.account) + "`" + `). It is derived, not secret: the role
 trusts only the orchestrator role's ARN, and the id ties the role to this orchestrator account.
@@ -401,15 +408,15 @@ trusts only the orchestrator role's ARN, and the id ties the role to this orches
 	section("Deploying user (compute account)",
 		"What the `--compute-profile` user needs in the compute account.", n.computeDeployerPolicy("444455556666"))
 	section("SpawnSweepOrchestratorRole: trust", "The Lambda service assumes the orchestrator role.", lambdaTrustPolicy())
-	section("SpawnSweepOrchestratorRole: inline policy `spawn`",
+	section("SpawnSweepOrchestratorRole: inline policy `spawn-us-east-1`",
 		"The orchestrator function's permissions. The `AssumeComputeAccountRole` statement appears only when a compute account was deployed.",
 		n.orchestratorPolicy())
 	section("spawnd-role: trust", "EC2 assumes the instance role (instance profile `spawnd-role`).", ec2TrustPolicy())
-	section("spawnd-role: inline policy `spawn`",
+	section("spawnd-role: inline policy `spawn-us-east-1`",
 		"An instance may terminate only itself, tag itself only with its exit code, and write only its own log, result and exit record objects (named by its `aws:userid`, `<role id>:<instance id>`).", n.instancePolicy(n.account))
 	section("SpawnSweepCrossAccountRole: trust (compute account)",
 		"Only the orchestrator role, and only with the external id.", n.crossAccountTrustPolicy(orchARN))
-	section("SpawnSweepCrossAccountRole: inline policy `spawn` (compute account)",
+	section("SpawnSweepCrossAccountRole: inline policy `spawn-us-east-1` (compute account)",
 		"The EC2 calls the orchestrator makes there, passing that account's `spawnd-role`, and the idle-timeout alarms (an alarm lives in its instance's account).",
 		n.crossAccountPolicy("444455556666"))
 	section("Bucket policy",
