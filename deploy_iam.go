@@ -140,10 +140,24 @@ func taggedAsSpawns(tags []iamtypes.Tag) bool {
 }
 
 // profileIsSpawns: the instance profile carries spawn's tag. kumo (v0.33.1) drops the
-// tags of CreateInstanceProfile, so on an endpoint override a profile with no tags at
-// all is taken as spawn's; against AWS the tag is required.
-func (d *deployer) profileIsSpawns(p *iamtypes.InstanceProfile) bool {
-	return taggedAsSpawns(p.Tags) || (d.emulated && len(p.Tags) == 0)
+// tags of CreateInstanceProfile, so on an endpoint override an untagged profile that
+// holds only spawnd-role, itself tagged as spawn's, is taken as spawn's too; against AWS
+// the tag is required.
+func (d *deployer) profileIsSpawns(ctx context.Context, api deployIAMAPI, p *iamtypes.InstanceProfile) (bool, error) {
+	if taggedAsSpawns(p.Tags) {
+		return true, nil
+	}
+	if !d.emulated || len(p.Tags) > 0 || len(p.Roles) != 1 || aws.ToString(p.Roles[0].RoleName) != instanceRoleName {
+		return false, nil
+	}
+	out, err := api.GetRole(ctx, &iam.GetRoleInput{RoleName: aws.String(instanceRoleName)})
+	if isNotFound(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("reading role %s: %w", instanceRoleName, err)
+	}
+	return taggedAsSpawns(out.Role.Tags), nil
 }
 
 // checkIAMIsSpawns refuses, before deploy changes anything, a role or instance profile
@@ -181,11 +195,15 @@ func (d *deployer) checkIAMIsSpawns(ctx context.Context) error {
 			continue
 		}
 		out, err := t.api.GetInstanceProfile(ctx, &iam.GetInstanceProfileInput{InstanceProfileName: aws.String(instanceRoleName)})
-		switch {
-		case isNotFound(err):
-		case err != nil:
+		if isNotFound(err) {
+			continue
+		}
+		if err != nil {
 			return fmt.Errorf("reading instance profile %s: %w", instanceRoleName, err)
-		case !d.profileIsSpawns(out.InstanceProfile):
+		}
+		if ours, err := d.profileIsSpawns(ctx, t.api, out.InstanceProfile); err != nil {
+			return err
+		} else if !ours {
 			return fmt.Errorf("instance profile %s exists but is not spawn's (it has no %s=true tag, so spawn did not create it), and spawn will not adopt it: "+
 				"if nothing else uses it, delete it (aws iam remove-role-from-instance-profile, then aws iam delete-instance-profile --instance-profile-name %s) and run deploy again",
 				instanceRoleName, tagManaged, instanceRoleName)
@@ -513,12 +531,18 @@ func (d *deployer) deleteInstanceRole(ctx context.Context, api deployIAMAPI, acc
 		return fmt.Errorf("reading role %s: %w", instanceRoleName, err)
 	}
 	prof, err := api.GetInstanceProfile(ctx, &iam.GetInstanceProfileInput{InstanceProfileName: name})
+	ours := false
+	if err == nil {
+		if ours, err = d.profileIsSpawns(ctx, api, prof.InstanceProfile); err != nil {
+			return err
+		}
+	}
 	switch {
 	case isNotFound(err):
 		d.notFound(kindInstanceProfile, instanceRoleName, arn)
 	case err != nil:
 		return fmt.Errorf("reading instance profile %s: %w", instanceRoleName, err)
-	case !d.profileIsSpawns(prof.InstanceProfile):
+	case !ours:
 		d.report(resourceResult{Kind: kindInstanceProfile, Name: instanceRoleName, ARN: aws.ToString(prof.InstanceProfile.Arn),
 			Action: actionSkipped, Reason: notSpawns})
 	default:
