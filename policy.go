@@ -451,6 +451,65 @@ func (n policyNames) deployerPolicy() policyDocument {
 	)
 }
 
+// launcherPolicy is what a user needs to launch, watch, cancel and resume sweeps on a
+// deployment someone else made, without the right to deploy or destroy (the README's
+// Security model): the sweep tables and objects, the logs, invoking the orchestrator,
+// and — because --no-detach runs the engine in the CLI and cancel terminates from it —
+// the engine's own EC2 calls, AMI lookups and prices.
+func (n policyNames) launcherPolicy() policyDocument {
+	sweepTable := n.tableARN(n.table)
+	owner := n.bucketOwnerCondition()
+	st := []policyStatement{
+		whoAmIStatement(),
+		{
+			Sid: "SweepTables", Effect: "Allow",
+			Action: []string{
+				"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem",
+				"dynamodb:ConditionCheckItem", "dynamodb:Query", "dynamodb:BatchGetItem", "dynamodb:BatchWriteItem",
+				"dynamodb:DescribeTable",
+			},
+			Resource: []string{sweepTable, sweepTable + "/index/" + gsiUserCreated, n.tableARN(n.instancesTable)},
+		},
+		{
+			Sid: "SweepObjects", Effect: "Allow",
+			Action:   []string{"s3:GetObject", "s3:PutObject"},
+			Resource: []string{n.bucketARN() + "/sweeps/*"}, Condition: owner,
+		},
+		{
+			Sid: "ReadLogs", Effect: "Allow",
+			Action:   []string{"s3:GetObject"},
+			Resource: []string{n.bucketARN() + "/" + logsPrefix + "*"}, Condition: owner,
+		},
+		{
+			Sid: "ListSweepObjectsAndLogs", Effect: "Allow",
+			Action:   []string{"s3:ListBucket"},
+			Resource: []string{n.bucketARN()},
+			Condition: map[string]map[string]any{
+				"StringLike":   {"s3:prefix": []string{"sweeps/*", logsPrefix + "*"}},
+				"StringEquals": {"s3:ResourceAccount": n.account},
+			},
+		},
+		{
+			Sid: "InvokeOrchestrator", Effect: "Allow",
+			Action:   []string{"lambda:InvokeFunction"},
+			Resource: []string{n.functionARN()},
+		},
+	}
+	st = append(st, n.ec2Statements(n.account)...)
+	return newPolicy(append(st,
+		policyStatement{
+			Sid: "AmazonLinuxAMIs", Effect: "Allow",
+			Action:   []string{"ssm:GetParameter", "ssm:GetParameters"},
+			Resource: []string{n.arn("ssm", "*", "", "parameter"+al2023ParameterPath+"*")},
+		},
+		policyStatement{
+			Sid: "Prices", Effect: "Allow",
+			Action:   []string{"pricing:GetProducts", "ec2:DescribeSpotPriceHistory"},
+			Resource: []string{"*"},
+		},
+	)...)
+}
+
 // computeDeployerPolicy is what the --compute-profile user needs in a compute account.
 func (n policyNames) computeDeployerPolicy(computeAccount string) policyDocument {
 	return newPolicy(

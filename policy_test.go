@@ -100,6 +100,7 @@ func TestEveryPolicyIsScopedToSpawnResources(t *testing.T) {
 		"cross-account trust":   n.crossAccountTrustPolicy(orch),
 		"bucket":                n.bucketPolicy(),
 		"deployer":              n.deployerPolicy(),
+		"launcher":              n.launcherPolicy(),
 		"compute deployer":      n.computeDeployerPolicy("444455556666"),
 		"lambda trust":          lambdaTrustPolicy(),
 		"ec2 trust":             ec2TrustPolicy(),
@@ -231,6 +232,7 @@ func TestPoliciesAllowExactlyTheEC2CallsTheCodeMakes(t *testing.T) {
 		want map[string]bool
 	}{
 		{"orchestrator", n.orchestratorPolicy(), calls},
+		{"launcher", n.launcherPolicy(), calls}, // --no-detach runs the engine in the CLI
 		{"cross-account", n.crossAccountPolicy("444455556666"), engine},
 	} {
 		got := ec2ActionsAllowed(t, tc.what, decodePolicy(t, tc.p.json()))
@@ -272,6 +274,7 @@ func TestRoleS3StatementsNameTheBucketOwner(t *testing.T) {
 		"spawnd":                   n.instancePolicy(n.account),
 		"spawnd (compute account)": n.instancePolicy("444455556666"),
 		"cross-account":            n.crossAccountPolicy("444455556666"),
+		"launcher":                 n.launcherPolicy(),
 	} {
 		got := check(t, what, decodePolicy(t, p.json()))
 		if what != "cross-account" && got == 0 {
@@ -356,6 +359,54 @@ func TestPermissionsDocMatchesThePolicies(t *testing.T) {
 	}
 }
 
+// TestSecurityModelMatchesThePolicies: every statement id, role and policy section the
+// README's Security model names is in the generated policies, and what it says no
+// policy grants, none does.
+func TestSecurityModelMatchesThePolicies(t *testing.T) {
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(readme)
+	b := strings.Index(doc, "\n## Security model\n")
+	if b < 0 {
+		t.Fatal("README.md has no \"## Security model\" section")
+	}
+	model := doc[b+1:]
+	model = model[:strings.Index(model, permissionsBegin)]
+	n := examplePolicyNames()
+	known := map[string]bool{orchestratorRoleName: true, crossAccountRoleName: true, instanceRoleName: true}
+	for _, p := range []policyDocument{n.orchestratorPolicy(), n.instancePolicy(n.account), n.launcherPolicy(), n.deployerPolicy(), n.crossAccountPolicy("444455556666")} {
+		for _, st := range p.Statement {
+			known[st.Sid] = true
+		}
+	}
+	sids := regexp.MustCompile("`([A-Z][a-z]+(?:[A-Z][a-z0-9]*)+)`")
+	for _, m := range sids.FindAllStringSubmatch(model, -1) {
+		if !known[m[1]] {
+			t.Errorf("the Security model names %s, which no generated policy has", m[1])
+		}
+	}
+	for _, section := range []string{"`Deploying user`", "`Launching user`"} {
+		if !strings.Contains(model, section) || !strings.Contains(permissionsDoc(), "## "+strings.Trim(section, "`")) {
+			t.Errorf("the Security model or the Permissions section lacks %s", section)
+		}
+	}
+	// What it says no spawn role or the launching user is allowed.
+	for name, p := range map[string]policyDocument{"orchestrator": n.orchestratorPolicy(), "spawnd": n.instancePolicy(n.account),
+		"launcher": n.launcherPolicy(), "cross-account": n.crossAccountPolicy("444455556666")} {
+		js := p.json()
+		for _, never := range []string{"ec2:Describe*", "ec2:DescribeInstanceAttribute", "secretsmanager:", "ssm:GetParameter\",\"ssm:GetParameters\"],\"Resource\":[\"*\"]"} {
+			if strings.Contains(js, never) {
+				t.Errorf("%s policy allows %s, which the Security model says it does not", name, never)
+			}
+		}
+	}
+	if js := n.instancePolicy(n.account).json(); strings.Contains(js, "s3:GetObject") || strings.Contains(js, "dynamodb:") {
+		t.Errorf("the Security model says an instance reads neither the bucket nor the tables: %s", js)
+	}
+}
+
 // permissionsDoc renders the README's Permissions section: the deploying user's permissions and every
 // policy deploy writes, for example account ids. A test keeps the file in step.
 func permissionsDoc() string {
@@ -407,6 +458,12 @@ trusts only the orchestrator role's ARN, and the id ties the role to this orches
 		"What the user running `spawn deploy` and `spawn destroy` needs.", n.deployerPolicy())
 	section("Deploying user (compute account)",
 		"What the `--compute-profile` user needs in the compute account.", n.computeDeployerPolicy("444455556666"))
+	section("Launching user (orchestrator account)",
+		"What a user needs to launch, watch, cancel and resume sweeps, and to read their logs and results, "+
+			"on a deployment someone else made, with no right to deploy or destroy. It includes the engine's own EC2 calls "+
+			"because `--no-detach` runs the engine in the CLI and `cancel` terminates from it; "+
+			"a user who only launches detached sweeps and never cancels can leave out the EC2, `iam:PassRole`, CloudWatch and SSM statements.",
+		n.launcherPolicy())
 	section("SpawnSweepOrchestratorRole: trust", "The Lambda service assumes the orchestrator role.", lambdaTrustPolicy())
 	section("SpawnSweepOrchestratorRole: inline policy `spawn-us-east-1`",
 		"The orchestrator function's permissions. The `AssumeComputeAccountRole` statement appears only when a compute account was deployed.",
