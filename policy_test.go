@@ -248,6 +248,32 @@ func TestPoliciesAllowExactlyTheEC2CallsTheCodeMakes(t *testing.T) {
 	}
 }
 
+// TestDeployerPoliciesAllowEveryIAMCallOfDeploy: each IAM call deploy and destroy make
+// (deployIAMAPI) is allowed to the deploying user in both accounts, with the tagging a
+// CreateRole or CreateInstanceProfile with tags also needs (iam:TagRole,
+// iam:TagInstanceProfile).
+func TestDeployerPoliciesAllowEveryIAMCallOfDeploy(t *testing.T) {
+	n := examplePolicyNames()
+	want := []string{"iam:TagRole", "iam:TagInstanceProfile"}
+	iface := reflect.TypeFor[deployIAMAPI]()
+	for i := range iface.NumMethod() {
+		want = append(want, "iam:"+iface.Method(i).Name)
+	}
+	for name, p := range map[string]policyDocument{"deployer": n.deployerPolicy(), "compute deployer": n.computeDeployerPolicy("444455556666")} {
+		allowed := map[string]bool{}
+		for _, st := range p.Statement {
+			for _, act := range st.Action {
+				allowed[act] = true
+			}
+		}
+		for _, w := range want {
+			if !allowed[w] {
+				t.Errorf("%s policy does not allow %s, which deploy or destroy calls", name, w)
+			}
+		}
+	}
+}
+
 // TestRoleS3StatementsNameTheBucketOwner: every S3 grant of a role holds only on a bucket
 // of the orchestrator's account (s3:ResourceAccount), so a bucket of the same name in
 // another account is never written or read, whatever the name.
