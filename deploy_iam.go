@@ -187,7 +187,7 @@ func (d *deployer) checkIAMIsSpawns(ctx context.Context) error {
 			if err != nil {
 				return fmt.Errorf("reading role %s: %w", name, err)
 			}
-			if _, err := checkRoleIsSpawns(ctx, t.api, out.Role); err != nil {
+			if err := d.checkRoleIsSpawns(ctx, t.api, out.Role); err != nil {
 				return err
 			}
 		}
@@ -212,39 +212,37 @@ func (d *deployer) checkIAMIsSpawns(ctx context.Context) error {
 	return nil
 }
 
-// checkRoleIsSpawns returns the regions' policies (spawn-<region>) of a role deploy
-// created, or an error saying what makes the role not spawn's and what to do.
-func checkRoleIsSpawns(ctx context.Context, api deployIAMAPI, role *iamtypes.Role) ([]string, error) {
+// checkRoleIsSpawns refuses a role deploy did not create or that carries a policy deploy
+// did not write (any but spawn-<region>), saying what is wrong and what to do.
+func (d *deployer) checkRoleIsSpawns(ctx context.Context, api deployIAMAPI, role *iamtypes.Role) error {
 	name := aws.ToString(role.RoleName)
 	if !taggedAsSpawns(role.Tags) {
-		return nil, fmt.Errorf("role %s exists but is not spawn's (it has no %s=true tag, so spawn did not create it), and spawn will not adopt it: "+
+		return fmt.Errorf("role %s exists but is not spawn's (it has no %s=true tag, so spawn did not create it), and spawn will not adopt it: "+
 			"if nothing else uses it, delete it (its policies and instance profile first) and run deploy again", name, tagManaged)
 	}
 	attached, err := attachedPolicies(ctx, api, name)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if len(attached) > 0 {
-		return nil, fmt.Errorf("role %s has managed policies that spawn did not attach (%s), which every sweep would run with: "+
+		return fmt.Errorf("role %s has managed policies that spawn did not attach (%s), which every sweep would run with: "+
 			"detach them (aws iam detach-role-policy --role-name %s --policy-arn <arn>) and run deploy again", name, strings.Join(attached, ", "), name)
 	}
 	inline, err := inlinePolicies(ctx, api, name)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	var ours, extra []string
+	var extra []string
 	for _, p := range inline {
-		if regionPolicy.MatchString(p) {
-			ours = append(ours, p)
-		} else {
+		if !regionPolicy.MatchString(p) && p != regionPolicyName(d.names.region) {
 			extra = append(extra, p)
 		}
 	}
 	if len(extra) > 0 {
-		return nil, fmt.Errorf("role %s has inline policies that spawn did not write (%s): "+
+		return fmt.Errorf("role %s has inline policies that spawn did not write (%s): "+
 			"delete them (aws iam delete-role-policy --role-name %s --policy-name <name>) and run deploy again", name, strings.Join(extra, ", "), name)
 	}
-	return ours, nil
+	return nil
 }
 
 // inlinePolicies lists every inline policy name of a role.
