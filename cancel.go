@@ -84,6 +84,7 @@ func (e *cancelIncomplete) Error() string {
 // as launched-and-invisible until the consistency window has passed on this machine's
 // clock since the cancel first missed it.
 func (o *orchestrator) resolveForCancel(ctx context.Context, sw *sweep, now time.Time, inc *cancelIncomplete) {
+	reported := sightings{}
 	for i := range sw.Alive {
 		e := &sw.Alive[i]
 		if e.InstanceID != "" || o.unsent[e.ClientToken] {
@@ -99,11 +100,32 @@ func (o *orchestrator) resolveForCancel(ctx context.Context, sw *sweep, now time
 			inc.regions[e.Region] = err
 		case inst != nil:
 			o.adopt(sw, e, aws.ToString(inst.InstanceId), now)
+		case o.reportedByExitRecord(ctx, sw, e, now):
+			reported[e.ClientToken] = nil // ran and ended: EC2 forgot it, its record names it
 		case o.launchRuledOut(e, now):
 		default:
 			inc.unresolved++
 		}
 	}
+	if len(reported) > 0 {
+		o.outcomes(ctx, sw, reported, now) // their outcome is in their exit record
+	}
+}
+
+// reportedByExitRecord adopts a reservation EC2 does not show whose attempt left an
+// exit record: its instance ran and ended, and EC2 forgot it (some time after it ends)
+// before any engine learned its id.
+func (o *orchestrator) reportedByExitRecord(ctx context.Context, sw *sweep, e *aliveInstance, now time.Time) bool {
+	if o.exitReporter == nil {
+		return false
+	}
+	id, err := o.exitReporter(ctx, sw, e)
+	if err != nil || id == "" {
+		return false
+	}
+	o.adopt(sw, e, id, now)
+	e.Seen = true // shown once, forgotten since
+	return true
 }
 
 // launchRuledOut reports whether a reservation not found by its token cannot have
