@@ -449,15 +449,25 @@ func sweepIDArg(fs *flag.FlagSet, flagID *string, args []string) (string, error)
 			return "", unexpectedArg(fs, fs.Arg(0), "one sweep id")
 		}
 	}
+	var id string
 	switch {
 	case pos != "" && *flagID != "":
 		return "", withHelp(fs.Name(), fmt.Errorf("the sweep id is given twice, as %s and --sweep-id %s: give it once", pos, *flagID))
 	case pos != "":
-		return pos, nil
+		id = pos
 	case *flagID != "":
-		return *flagID, nil
+		id = *flagID
+	default:
+		return "", withHelp(fs.Name(), errors.New("a sweep id is needed: give it as the argument or with --sweep-id, as 'spawn list' shows them"))
 	}
-	return "", withHelp(fs.Name(), errors.New("a sweep id is needed: give it as the argument or with --sweep-id, as 'spawn list' shows them"))
+	// The table also holds spawn's own items under keys with '#' (the running index, the
+	// lease items): an id naming one of those is no sweep's.
+	if strings.ContainsFunc(id, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.')
+	}) {
+		return "", withHelp(fs.Name(), fmt.Errorf("%q is not a sweep id: ids hold only letters, digits, '-', '_' and '.', as 'spawn list' shows them", id))
+	}
+	return id, nil
 }
 
 // unexpectedArg is the one wording for an argument a command does not take.

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -32,6 +33,7 @@ type fakeStore struct {
 	sim      *sim // nil: no scheduling, no faults
 	mu       sync.Mutex
 	sweeps   map[string]*sweep
+	leases   map[string]leaseBeat // the lease items, by sweep id
 	inst     map[string]map[int]instanceRecord
 	faults   float64 // probability of a transient error per call
 	check    func(old, new *sweep)
@@ -40,7 +42,46 @@ type fakeStore struct {
 }
 
 func newFakeStore() *fakeStore {
-	return &fakeStore{sweeps: map[string]*sweep{}, inst: map[string]map[int]instanceRecord{}}
+	return &fakeStore{sweeps: map[string]*sweep{}, leases: map[string]leaseBeat{}, inst: map[string]map[int]instanceRecord{}}
+}
+
+// stored is a record as DynamoDB keeps it: the lease's times are in the lease item.
+func stored(s *sweep) *sweep {
+	c := copySweep(s)
+	c.LeaseExpiresAt, c.LeaseRenewedAt, c.LastStepAt = time.Time{}, time.Time{}, time.Time{}
+	return c
+}
+
+// loaded is a stored record with its lease item applied, as dynamoStore.loadSweep reads it.
+func (f *fakeStore) loaded(s *sweep) *sweep {
+	c := copySweep(s)
+	if b, ok := f.leases[s.SweepID]; ok {
+		applyBeat(c, &b)
+	} else {
+		applyBeat(c, nil)
+	}
+	return c
+}
+
+func (f *fakeStore) beatLease(ctx context.Context, b leaseBeat) error {
+	if err := f.enter(ctx); err != nil {
+		return err
+	}
+	failBefore, failAfter := f.fault(), f.fault()
+	if failBefore {
+		return errTransient
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	id := strings.TrimSuffix(b.SweepID, leaseItemSuffix)
+	if cur, ok := f.leases[id]; ok && cur.Epoch > b.Epoch {
+		return errLeaseLost
+	}
+	f.leases[id] = b
+	if failAfter {
+		return errTransient
+	}
+	return nil
 }
 
 func copySweep(s *sweep) *sweep {
@@ -75,7 +116,10 @@ func (f *fakeStore) createSweep(ctx context.Context, s *sweep) error {
 		return errSweepExists
 	}
 	s.Version = 1
-	f.sweeps[s.SweepID] = copySweep(s)
+	f.sweeps[s.SweepID] = stored(s)
+	if s.LeaseOwner != "" {
+		f.leases[s.SweepID] = beatOf(s)
+	}
 	return nil
 }
 
@@ -92,7 +136,7 @@ func (f *fakeStore) loadSweep(ctx context.Context, id string) (*sweep, error) {
 	if !ok {
 		return nil, errSweepNotFound
 	}
-	return copySweep(s), nil
+	return f.loaded(s), nil
 }
 
 func (f *fakeStore) saveSweep(ctx context.Context, s *sweep) error {
@@ -112,7 +156,7 @@ func (f *fakeStore) saveSweep(ctx context.Context, s *sweep) error {
 	if cur.Version != s.Version {
 		return errStaleVersion
 	}
-	next := copySweep(s)
+	next := stored(s)
 	next.Version = cur.Version + 1
 	if f.check != nil {
 		f.check(cur, next)
@@ -337,6 +381,23 @@ func (f *tagsLaterEC2) DescribeTags(context.Context, *ec2.DescribeTagsInput, ...
 type meteredStore struct {
 	sweepStore
 	writes, bytes, wrus int
+	rrus                int // strongly consistent reads of the record and its lease item
+}
+
+func (m *meteredStore) loadSweep(ctx context.Context, id string) (*sweep, error) {
+	s, err := m.sweepStore.loadSweep(ctx, id)
+	if err == nil {
+		m.rrus += rru(fakeItemSize(s)) + rru(fakeItemSize(beatOf(s)))
+	}
+	return s, err
+}
+
+func (m *meteredStore) beatLease(ctx context.Context, b leaseBeat) error {
+	err := m.sweepStore.beatLease(ctx, b)
+	if err == nil {
+		m.count(&b)
+	}
+	return err
 }
 
 func (m *meteredStore) count(v any) {
@@ -362,7 +423,7 @@ func (m *meteredStore) putInstance(ctx context.Context, rec *instanceRecord) err
 	return err
 }
 
-func (m *meteredStore) reset() { m.writes, m.bytes, m.wrus = 0, 0, 0 }
+func (m *meteredStore) reset() { m.writes, m.bytes, m.wrus, m.rrus = 0, 0, 0, 0 }
 
 // countingEC2 wraps a real EC2 client and keeps what the invariants need: the instances
 // each RunInstances made, per client token, and which are still alive.

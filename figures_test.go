@@ -38,6 +38,7 @@ const (
 	lambdaUSDPerGBSecondArm64 = 0.0000133334
 	lambdaUSDPerRequest       = 0.20 / 1e6
 	dynamoUSDPerWRU           = 0.625 / 1e6 // on-demand writes since November 2024
+	dynamoUSDPerRRU           = 0.125 / 1e6 // on-demand reads since November 2024
 
 	// lambdaTimeout is the function's timeout (docs/design.md: 900 s); an invocation hands on
 	// safetyMargin before it.
@@ -49,6 +50,10 @@ const (
 
 // wru is what one write of size bytes costs in DynamoDB write request units (1 KB each).
 func wru(size int) int { return max(1, (size+1023)/1024) }
+
+// rru is what one strongly consistent read of size bytes costs in read request units
+// (4 KB each).
+func rru(size int) int { return max(1, (size+4095)/4096) }
 
 // simSweep is a sweep run by the real engine on the fake store and the simulated EC2
 // of the engine's tests: every instance runs for runFor and exits 0 (runFor 0: it runs
@@ -281,13 +286,16 @@ func BenchmarkSweepHourCost(b *testing.B) {
 			steps := float64(b.N)
 			stepsPerHour := time.Hour.Seconds() / defaultPollInterval.Seconds()
 			wruPerStep := float64(x.store.wrus) / steps
-			dynamoUSD := stepsPerHour * wruPerStep * dynamoUSDPerWRU
+			rruPerStep := float64(x.store.rrus) / steps
+			dynamoUSD := stepsPerHour * (wruPerStep*dynamoUSDPerWRU + rruPerStep*dynamoUSDPerRRU)
 			start := time.Unix(0, 0)
 			perInvocation := lambdaTimeout - safetyMargin(start, start.Add(lambdaTimeout))
 			invocations := time.Hour.Seconds() / perInvocation.Seconds()
 			b.ReportMetric(float64(x.store.writes)/steps, "writes/step")
 			b.ReportMetric(float64(x.store.bytes)/steps, "bytes/step")
 			b.ReportMetric(wruPerStep, "wru/step")
+			b.ReportMetric(rruPerStep, "rru/step")
+			b.ReportMetric(stepsPerHour*wruPerStep, "wru/sweep-hour")
 			b.ReportMetric(dynamoUSD, "dynamodb_usd/sweep-hour")
 			b.ReportMetric(invocations, "invocations/sweep-hour")
 			for _, mb := range []int{128, defaultMemoryMB, 512} {

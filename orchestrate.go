@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -124,7 +125,10 @@ type orchestrator struct {
 	drainCause error
 	// mayLaunch holds the tokens of reservations known not to exist yet: fresh ones,
 	// and older ones that a DescribeInstances by client token just did not find.
-	mayLaunch    map[string]bool
+	mayLaunch map[string]bool
+	// saved is each sweep's record as this orchestrator last wrote it (recordImage): a
+	// step that leaves it so only renews the lease item.
+	saved        map[string]string
 	sweepAccount string            // the account of the sweep being run (its EC2 may be elsewhere)
 	amis         map[string]string // default AMIs the items were resolved with (sweep.AMIs)
 	// terminated lists the instances a cancel terminated (for the CLI's report); killed
@@ -161,6 +165,9 @@ func (o *orchestrator) init() {
 	}
 	if o.launched == nil {
 		o.launched = map[string]launchedInstance{}
+	}
+	if o.saved == nil {
+		o.saved = map[string]string{}
 	}
 	if o.mayLaunch == nil {
 		o.mayLaunch = map[string]bool{}
@@ -595,7 +602,8 @@ func (o *orchestrator) save(ctx context.Context, sw *sweep) error {
 			sw.AMIs[k] = v // the items in memory were resolved with these
 		}
 	}
-	if sw.LeaseOwner == o.owner {
+	holder := sw.LeaseOwner == o.owner
+	if holder {
 		renewLease(sw, o.owner, now, leaseFor(sw, o.leaseTTL))
 		sw.LastStepAt = now
 		if o.runner {
@@ -603,7 +611,49 @@ func (o *orchestrator) save(ctx context.Context, sw *sweep) error {
 		}
 	}
 	fixCounts(sw)
-	return o.store.saveSweep(ctx, sw)
+	if o.saved == nil {
+		o.saved = map[string]string{}
+	}
+	if holder && o.saved[sw.SweepID] == recordImage(sw) {
+		return o.heartbeat(ctx, sw)
+	}
+	if err := o.store.saveSweep(ctx, sw); err != nil {
+		return err
+	}
+	if !holder {
+		return nil
+	}
+	o.saved[sw.SweepID] = recordImage(sw)
+	return o.store.beatLease(ctx, beatOf(sw))
+}
+
+// heartbeat is the save of a step that changed nothing in the record: the lease item
+// is renewed (one write unit), and the record read back tells whether anyone else wrote
+// it meanwhile (a cancel, a resume): errStaleVersion then, as a fenced write would have.
+func (o *orchestrator) heartbeat(ctx context.Context, sw *sweep) error {
+	if err := o.store.beatLease(ctx, beatOf(sw)); err != nil {
+		return err
+	}
+	cur, err := o.store.loadSweep(ctx, sw.SweepID)
+	if err != nil {
+		return err
+	}
+	if cur.Version != sw.Version {
+		return fmt.Errorf("sweep %s was written since version %d: %w", sw.SweepID, sw.Version, errStaleVersion)
+	}
+	return nil
+}
+
+// recordImage is the record as stored (with its version), to tell a step that changed
+// nothing; the lease's times are not part of it (they live in the lease item).
+func recordImage(sw *sweep) string {
+	c := *sw
+	c.LeaseExpiresAt, c.LeaseRenewedAt, c.LastStepAt = time.Time{}, time.Time{}, time.Time{}
+	b, err := json.Marshal(&c)
+	if err != nil {
+		return "" // never equal to a saved image: the record is written
+	}
+	return string(b)
 }
 
 // fixCounts derives running and pending from the record, so they can never drift.
@@ -620,10 +670,11 @@ func fixCounts(sw *sweep) {
 // finds the record changed and the lease already free).
 func (o *orchestrator) release(ctx context.Context, sw *sweep) error {
 	return o.retry(ctx, func() error {
-		owner, exp, ren := sw.LeaseOwner, sw.LeaseExpiresAt, sw.LeaseRenewedAt
+		held := *sw
 		err := releaseLease(ctx, o.store, sw, o.owner)
-		if err != nil && !errors.Is(err, errStaleVersion) && sw.LeaseOwner == "" && owner == o.owner {
-			sw.LeaseOwner, sw.LeaseExpiresAt, sw.LeaseRenewedAt = owner, exp, ren
+		if err != nil && !errors.Is(err, errStaleVersion) && sw.LeaseOwner == "" && held.LeaseOwner == o.owner {
+			sw.LeaseOwner, sw.LeaseEpoch = held.LeaseOwner, held.LeaseEpoch
+			sw.LeaseExpiresAt, sw.LeaseRenewedAt = held.LeaseExpiresAt, held.LeaseRenewedAt
 		}
 		return err
 	})
@@ -644,7 +695,7 @@ func (o *orchestrator) pause(ctx context.Context, sw *sweep) error {
 	defer cancel()
 	o.adoptLaunched(sw)
 	if sw.LeaseOwner == o.owner {
-		sw.LeaseOwner, sw.LeaseExpiresAt, sw.LeaseRenewedAt = "", time.Time{}, time.Time{}
+		clearLease(sw)
 		if err := o.save(cctx, sw); err != nil {
 			if fresh, lerr := o.reload(cctx, sw.SweepID); lerr == nil {
 				o.adoptLaunched(fresh)

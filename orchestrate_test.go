@@ -738,7 +738,7 @@ func TestAcquireWatchesTheLeaseOnItsOwnClock(t *testing.T) {
 					for holderNow := now.Add(-tc.offset); !next.After(holderNow); next = next.Add(poll) {
 						cur, _ := st.loadSweep(context.Background(), "sw-lease")
 						renewLease(cur, "holder", next, ttl)
-						if err := st.saveSweep(context.Background(), cur); err != nil {
+						if err := st.beatLease(context.Background(), beatOf(cur)); err != nil {
 							t.Fatal(err)
 						}
 					}

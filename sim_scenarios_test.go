@@ -587,7 +587,9 @@ func (p *propRun) cancelAttempted(err error) {
 		if _, named := inc.regions[inst.region]; named {
 			continue
 		}
-		if inc.unresolved > 0 && p.s.now.Before(inst.visibleAt) {
+		// A cancel beside a live holder reports the holder's last attempt, from the
+		// record: up to a poll interval old (two, with a hand-on between).
+		if inc.unresolved > 0 && p.s.now.Before(inst.visibleAt.Add(2*p.sc.poll)) {
 			continue
 		}
 		p.fail("cancel returned %q, but instance %s (index %d) in %s, a region it reached, is alive", inc.Error(), inst.id, inst.index, inst.region)

@@ -163,8 +163,9 @@ type sweep struct {
 	// Detached: the sweep is driven by the function (the watchdog continues it when its
 	// chain dies), not by a --no-detach process (which `spawn resume` continues).
 	Detached bool `dynamodbav:"detached" json:"detached"`
-	// LastStepAt is when an orchestrator last saved a step (its clock: a display).
-	LastStepAt time.Time `dynamodbav:"last_step_at,omitempty" json:"last_step_at,omitzero"`
+	// LastStepAt is when an orchestrator last made a step (its clock: a display). It
+	// lives in the lease item (lease.go), as do the lease's times.
+	LastStepAt time.Time `dynamodbav:"-" json:"last_step_at,omitzero"`
 
 	// CancelUnreached names the regions the last cancel attempt could not reach (region →
 	// what they answered), so a `spawn cancel` beside the holder can say so.
@@ -175,8 +176,9 @@ type sweep struct {
 	Version         int64           `dynamodbav:"version" json:"version"`
 	CancelRequested bool            `dynamodbav:"cancel_requested" json:"cancel_requested"`
 	LeaseOwner      string          `dynamodbav:"lease_owner,omitempty" json:"lease_owner,omitempty"`
-	LeaseExpiresAt  time.Time       `dynamodbav:"lease_expires_at,omitempty" json:"lease_expires_at,omitzero"`
-	LeaseRenewedAt  time.Time       `dynamodbav:"lease_renewed_at,omitempty" json:"lease_renewed_at,omitzero"`
+	LeaseEpoch      int64           `dynamodbav:"lease_epoch,omitempty" json:"lease_epoch,omitempty"`
+	LeaseExpiresAt  time.Time       `dynamodbav:"-" json:"lease_expires_at,omitzero"`
+	LeaseRenewedAt  time.Time       `dynamodbav:"-" json:"lease_renewed_at,omitzero"`
 	Counts          counts          `dynamodbav:"counts" json:"counts"`
 	Alive           []aliveInstance `dynamodbav:"alive" json:"alive"`
 	// RetryQueue holds indexes to launch again (spot interruption, resume --retry-failed)
@@ -225,6 +227,9 @@ type sweepStore interface {
 	// saveSweep writes s if the stored version still equals s.Version, then sets
 	// s.Version to the new version; errStaleVersion otherwise (reload and decide again).
 	saveSweep(ctx context.Context, s *sweep) error
+	// beatLease writes the sweep's lease item (lease.go) unless it holds a later epoch:
+	// errLeaseLost then (another orchestrator took the lease).
+	beatLease(ctx context.Context, b leaseBeat) error
 	// requestCancel sets cancel_requested and bumps the version (so every in-flight fenced
 	// write of an orchestrator fails and it reloads); it needs no version and always wins.
 	requestCancel(ctx context.Context, id string) (*sweep, error)
@@ -360,14 +365,28 @@ func (d *dynamoStore) createSweep(ctx context.Context, s *sweep) error {
 		ConditionExpression:      aws.String("attribute_not_exists(#id)"),
 		ExpressionAttributeNames: map[string]string{"#id": "sweep_id"},
 	})
-	if isConditionFailed(err) {
+	if isConditionFailed(err) && !d.createLanded(ctx, &rec) {
 		return fmt.Errorf("%w: %s: choose another sweep id", errSweepExists, s.SweepID)
 	}
-	if err != nil {
+	if err != nil && !isConditionFailed(err) {
 		return fmt.Errorf("creating sweep %s in table %s: %w", s.SweepID, d.table, err)
+	}
+	if rec.LeaseOwner != "" {
+		if err := d.beatLease(ctx, beatOf(&rec)); err != nil {
+			return err
+		}
 	}
 	*s = rec
 	return nil
+}
+
+// createLanded tells a create whose earlier attempt landed (its answer was lost and the
+// SDK's retry met the condition) from an id taken by another sweep: the stored record
+// is this one, untouched since.
+func (d *dynamoStore) createLanded(ctx context.Context, rec *sweep) bool {
+	cur, err := d.loadSweep(ctx, rec.SweepID)
+	return err == nil && cur.Version == 1 && cur.CreatedAt == rec.CreatedAt && cur.UpdatedAt == rec.UpdatedAt &&
+		cur.UserID == rec.UserID && cur.ParamsChecksum == rec.ParamsChecksum
 }
 
 func (d *dynamoStore) loadSweep(ctx context.Context, id string) (*sweep, error) {
@@ -386,6 +405,11 @@ func (d *dynamoStore) loadSweep(ctx context.Context, id string) (*sweep, error) 
 	if err := attributevalue.UnmarshalMap(out.Item, &s); err != nil {
 		return nil, fmt.Errorf("decoding sweep %s: %w", id, err)
 	}
+	b, err := d.loadBeat(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	applyBeat(&s, b)
 	return &s, nil
 }
 
@@ -599,101 +623,6 @@ func decodePageToken(tok string) (map[string]types.AttributeValue, error) {
 
 func numberAV(n int64) types.AttributeValue {
 	return &types.AttributeValueMemberN{Value: strconv.FormatInt(n, 10)}
-}
-
-// The lease: one orchestrator drives a sweep at a time. These are functions over
-// sweepStore so the engine and its fakes share one implementation.
-
-// defaultLeaseTTL is how long a lease lasts without renewal: a crashed holder's
-// successor waits at most this long.
-const defaultLeaseTTL = 60 * time.Second
-
-// leaseMark is one renewal of a lease: a holder that renews it makes a new mark.
-type leaseMark struct {
-	Owner     string
-	RenewedAt time.Time
-}
-
-// leaseHeldError: another holder's lease is on the record. Whether that holder is alive
-// is not decided here, where it would mean comparing this machine's clock with the
-// holder's: the caller watches the mark on its own clock (orchestrator.acquire).
-type leaseHeldError struct {
-	mark      leaseMark
-	expiresAt time.Time     // on the holder's clock
-	length    time.Duration // how long the holder's lease lasts from a renewal
-}
-
-func (e *leaseHeldError) Error() string {
-	return fmt.Sprintf("%v: %s, renewed %s", errLeaseHeld, e.mark.Owner, e.mark.RenewedAt.UTC().Format(time.RFC3339))
-}
-
-func (e *leaseHeldError) Is(target error) bool { return target == errLeaseHeld }
-
-// leaseAttempts bounds acquireLease's reload-and-retry on stale writes; each lost race
-// means someone else wrote, so a handful is plenty.
-const leaseAttempts = 5
-
-// acquireLease takes the sweep's lease for owner and returns the saved record: when the
-// lease is free, already owner's, or still exactly the renewal takeover names (one the
-// caller watched go unrenewed until it lapsed). Otherwise it gives *leaseHeldError.
-func acquireLease(ctx context.Context, st sweepStore, id, owner string, now time.Time, leaseTTL time.Duration, takeover *leaseMark) (*sweep, error) {
-	for range leaseAttempts {
-		s, err := st.loadSweep(ctx, id)
-		if err != nil {
-			return nil, err
-		}
-		mark := leaseMark{Owner: s.LeaseOwner, RenewedAt: s.LeaseRenewedAt}
-		if s.LeaseOwner != "" && s.LeaseOwner != owner && (takeover == nil || mark != *takeover) {
-			return nil, &leaseHeldError{mark: mark, expiresAt: s.LeaseExpiresAt, length: s.LeaseExpiresAt.Sub(s.LeaseRenewedAt)}
-		}
-		renewLease(s, owner, now, leaseFor(s, leaseTTL))
-		err = st.saveSweep(ctx, s)
-		if err == nil {
-			return s, nil
-		}
-		if !errors.Is(err, errStaleVersion) {
-			return nil, err
-		}
-	}
-	return nil, fmt.Errorf("taking the lease of sweep %s: lost %d races in a row: %w", id, leaseAttempts, errStaleVersion)
-}
-
-// renewLease extends owner's lease in memory; the caller's next fenced save persists it.
-func renewLease(s *sweep, owner string, now time.Time, leaseTTL time.Duration) {
-	if leaseTTL <= 0 {
-		leaseTTL = defaultLeaseTTL
-	}
-	s.LeaseOwner = owner
-	s.LeaseExpiresAt = now.Add(leaseTTL)
-	s.LeaseRenewedAt = now
-}
-
-// releaseLease clears owner's lease and saves s (with whatever else the caller changed).
-// If s is stale it reloads and clears the lease only if owner still holds it; the
-// caller's other changes are then lost, as any stale write's are. On return s is the
-// stored record.
-func releaseLease(ctx context.Context, st sweepStore, s *sweep, owner string) error {
-	for range leaseAttempts {
-		if s.LeaseOwner != owner {
-			return nil
-		}
-		s.LeaseOwner = ""
-		s.LeaseExpiresAt = time.Time{}
-		s.LeaseRenewedAt = time.Time{}
-		err := st.saveSweep(ctx, s)
-		if err == nil {
-			return nil
-		}
-		if !errors.Is(err, errStaleVersion) {
-			return err
-		}
-		fresh, err := st.loadSweep(ctx, s.SweepID)
-		if err != nil {
-			return err
-		}
-		*s = *fresh
-	}
-	return fmt.Errorf("releasing the lease of sweep %s: lost %d races in a row: %w", s.SweepID, leaseAttempts, errStaleVersion)
 }
 
 // Params: the parameter file lives in S3, checked by its SHA-256 and cached locally,
