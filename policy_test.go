@@ -257,6 +257,9 @@ trusts only the orchestrator role's ARN, and the id ties the role to this orches
 		"What the user running `spawn deploy` and `spawn destroy` needs.", n.deployerPolicy())
 	section("Deploying user (compute account)",
 		"What the `--compute-profile` user needs in the compute account.", n.computeDeployerPolicy("444455556666"))
+	section("Launching user or CI role (orchestrator account)",
+		"What a principal needs to launch sweeps into a deployed spawn and follow them (`launch --wait`, `status`, `results` of its own sweeps), and nothing that deploys: the policy of the CI role the GitHub Action uses. Without the Price List API and spot price history, `status` and `results` price an instance the engine did not price from spawn's embedded table.",
+		n.launcherPolicy())
 	section("SpawnSweepOrchestratorRole: trust", "The Lambda service assumes the orchestrator role.", lambdaTrustPolicy())
 	section("SpawnSweepOrchestratorRole: inline policy `spawn`",
 		"The orchestrator function's permissions. The `AssumeComputeAccountRole` statement appears only when a compute account was deployed.",
