@@ -274,11 +274,12 @@ func TestActionLaunch(t *testing.T) {
 	for _, tt := range []struct {
 		name        string
 		code        int
+		args        string
 		wantSummary string
 	}{
-		{"succeeded", 0, "### status of sw-20261206-101010-abc123\n\n### results of sw-20261206-101010-abc123\n"},
-		{"items failed", 3, "### status of sw-20261206-101010-abc123\n\n### results of sw-20261206-101010-abc123\n"},
-		{"bad file", 2, "### ❌ spawn launch failed (exit 2) before a sweep was created\n\n````text\nspawn: sweep.json line 3, column 9: expected ',': check the JSON\n````\n"},
+		{"succeeded", 0, "--name nightly  --idle-timeout 30m", "### status of sw-20261206-101010-abc123\n\n### results of sw-20261206-101010-abc123\n"},
+		{"items failed", 3, "--name nightly  --idle-timeout 30m", "### status of sw-20261206-101010-abc123\n\n### results of sw-20261206-101010-abc123\n"},
+		{"bad file", 2, "  ", "### ❌ spawn launch failed (exit 2) before a sweep was created\n\n````text\nspawn: sweep.json line 3, column 9: expected ',': check the JSON\n````\n"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			tmp := t.TempDir()
@@ -289,7 +290,7 @@ func TestActionLaunch(t *testing.T) {
 			}
 			env := map[string]string{
 				"SPAWN_BIN": bin, "SPAWN_PARAM_FILE": "sweeps/lr grid.json", "SPAWN_MAX_CONCURRENT": "2", "SPAWN_REGION_INPUT": "eu-west-1",
-				"SPAWN_TTL": "2h", "SPAWN_ARGS": "--name nightly  --idle-timeout 30m", "SPAWN_TOP": "5",
+				"SPAWN_TTL": "2h", "SPAWN_ARGS": tt.args, "SPAWN_TOP": "5",
 				"RUNNER_TEMP": tmp, "GITHUB_STEP_SUMMARY": filepath.Join(tmp, "summary"), "GITHUB_OUTPUT": filepath.Join(tmp, "output"),
 				"FAKE_SPAWN_CALLS": filepath.Join(tmp, "calls"), "FAKE_LAUNCH_CODE": string(rune('0' + tt.code)),
 			}
@@ -302,7 +303,7 @@ func TestActionLaunch(t *testing.T) {
 				t.Errorf("summary:\n%s\nwant:\n%s", summary, tt.wantSummary)
 			}
 			calls, _ := os.ReadFile(env["FAKE_SPAWN_CALLS"])
-			want := "launch --param-file sweeps/lr grid.json --ttl 2h --yes --wait --max-concurrent 2 --name nightly --idle-timeout 30m --output text region=eu-west-1\n"
+			want := "launch --param-file sweeps/lr grid.json --ttl 2h --yes --wait --max-concurrent 2 " + strings.Join(strings.Fields(tt.args+" --output text"), " ") + " region=eu-west-1\n"
 			id := ""
 			if tt.code != 2 {
 				id = "sw-20261206-101010-abc123"
