@@ -8,8 +8,14 @@ LDFLAGS   := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 # methods stops the linker from dropping unused SDK methods (63 MB → 18 MB binary).
 BUILDFLAGS := -tags lambda.norpc -trimpath
 TESTFLAGS ?=
+# GoReleaser builds the release archives (.goreleaser.yaml); v2.15.1 is the newest that
+# builds with this Go. It is installed on first use from the module proxy, under a name
+# that carries its version in GOPATH/bin, so every clone on the machine shares one build
+# (compiling it takes minutes).
+GORELEASER_VERSION := v2.15.1
+GORELEASER ?= $(shell $(GO) env GOPATH)/bin/goreleaser-$(GORELEASER_VERSION)
 
-.PHONY: all build test test-localstack test-race lint bench fuzz demo clean
+.PHONY: all build test test-localstack test-race lint bench fuzz demo clean release-snapshot release-binary release-check
 
 all: build
 
@@ -29,7 +35,7 @@ test-localstack:
 	SPAWN_TEST_BACKEND=localstack $(GO) test -count=1 -timeout 60m $(TESTFLAGS) ./...
 
 lint:
-	gofmt -l . | tee /dev/stderr | (! read)
+	gofmt -l . | tee /dev/stderr | (! read -r _)
 	$(GO) vet ./...
 
 bench:
@@ -49,5 +55,25 @@ fuzz:
 		$(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) . || exit 1; \
 	done
 
+# release-snapshot: the release archives of the current commit, without publishing:
+# dist/spawn_<version>_<os>_<arch>.tar.gz for linux and darwin, amd64 and arm64, and
+# dist/checksums.txt (SHA-256).
+release-snapshot: $(GORELEASER)
+	SPAWN_COMMIT=$(COMMIT) $(GORELEASER) release --snapshot --clean
+
+# release-binary: the snapshot build of one target only (GOOS/GOARCH, linux/amd64 unless
+# set), no archive: what CI runs, since a cold build of the four targets takes minutes each.
+release-binary: $(GORELEASER)
+	GOOS=$${GOOS:-linux} GOARCH=$${GOARCH:-amd64} SPAWN_COMMIT=$(COMMIT) $(GORELEASER) build --snapshot --clean --single-target
+
+release-check: $(GORELEASER)
+	$(GORELEASER) check
+
+$(GORELEASER):
+	rm -rf bin/.goreleaser
+	mkdir -p bin/.goreleaser $(dir $@)
+	GOBIN=$(CURDIR)/bin/.goreleaser $(GO) install github.com/goreleaser/goreleaser/v2@$(GORELEASER_VERSION)
+	mv bin/.goreleaser/goreleaser $@
+
 clean:
-	rm -rf bin
+	rm -rf bin dist

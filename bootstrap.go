@@ -35,7 +35,7 @@ func selfBootstrap(flagPath string) (string, error) {
 		return flagPath, nil
 	}
 	if runtime.GOOS != "linux" {
-		return "", fmt.Errorf("this spawn is a %s build and Lambda runs Linux: pass --bootstrap FILE with a Linux build of spawn (GOOS=linux GOARCH=arm64 go build -o spawn-linux-arm64)", runtime.GOOS)
+		return "", fmt.Errorf("this spawn is a %s build and Lambda runs Linux: pass --bootstrap FILE with a Linux build of spawn, such as the spawn in the same release's spawn_<version>_linux_arm64.tar.gz, or one built with GOOS=linux GOARCH=arm64 go build -o spawn-linux-arm64", runtime.GOOS)
 	}
 	exe, err := os.Executable()
 	if err != nil {

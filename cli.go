@@ -143,7 +143,7 @@ func (r *rootConfig) registerGlobal(fs *flag.FlagSet) {
 	fs.StringVar(&r.region, "region", r.region, "AWS region (default: the profile's or AWS_REGION)")
 	fs.StringVar(&r.profile, "profile", r.profile, "AWS shared-config profile")
 	fs.StringVar(&r.endpointURL, "endpoint-url", r.endpointURL, "endpoint URL for every AWS service (an emulator)")
-	fs.StringVar(&r.output, "output", r.output, "output format: text or json (results: also csv)")
+	fs.StringVar(&r.output, "output", r.output, "output format: text or json (results: also csv; status and results: also markdown)")
 	fs.StringVar(&r.logLevel, "log-level", r.logLevel, "log level: debug, info, warn, error")
 	fs.StringVar(&r.table, "table", r.table, "DynamoDB table of sweep records")
 	fs.StringVar(&r.instancesTable, "instances-table", r.instancesTable, "DynamoDB table of per-instance items")
@@ -172,6 +172,12 @@ func (r *rootConfig) command(name, shortUsage, shortHelp string, examples []stri
 		UsageFunc:  r.usage,
 		FlagSet:    fs,
 		Exec: func(ctx context.Context, args []string) error {
+			// The flag package stops at a positional sweep id; sweepIDArg parses the
+			// flags after it. Parse them here too, so setup checks --output and
+			// --log-level wherever they stand (sweepIDArg reports a parse error).
+			if len(args) > 1 {
+				_ = fs.Parse(args[1:])
+			}
 			if err := r.setup(name); err != nil {
 				return err
 			}
@@ -315,8 +321,11 @@ func globalFlagNames() map[string]bool {
 	return names
 }
 
-// csvCommands are the commands whose --output may also be csv.
-var csvCommands = map[string]bool{"results": true}
+// csvCommands are the commands whose --output may also be csv; markdownCommands, markdown.
+var (
+	csvCommands      = map[string]bool{"results": true}
+	markdownCommands = map[string]bool{"status": true, "results": true}
+)
 
 // setup validates the global flags and builds the logger; it runs before every command
 // (name).
@@ -324,10 +333,13 @@ func (r *rootConfig) setup(name string) error {
 	switch {
 	case r.output == "text" || r.output == "json":
 	case r.output == "csv" && csvCommands[name]:
+	case r.output == "markdown" && markdownCommands[name]:
 	case r.output == "csv":
 		return usageErrorf("--output csv is for 'spawn results' only: use text or json")
+	case r.output == "markdown":
+		return usageErrorf("--output markdown is for 'spawn status' and 'spawn results' only: use text or json")
 	default:
-		return usageErrorf("--output %q is not supported: use text or json (results: also csv)", r.output)
+		return usageErrorf("--output %q is not supported: use text or json (results: also csv; status and results: also markdown)", r.output)
 	}
 	lvl, err := zerolog.ParseLevel(strings.ToLower(r.logLevel))
 	if err != nil || r.logLevel == "" {

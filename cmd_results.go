@@ -18,7 +18,7 @@ func newResultsCmd(r *rootConfig) *ffcli.Command {
 	fs.StringVar(&sweepID, "sweep-id", "", "the sweep (or give it as the argument)")
 	fs.StringVar(&sortKey, "sort", "", "a metric or column to sort by, -KEY for descending (default: the objective, else index)")
 	fs.IntVar(&top, "top", 0, "show only the first N items after sorting (default: all)")
-	return r.command("results", "spawn results [--sweep-id ID | ID] [--sort KEY] [--top N] [--output text|json|csv]",
+	return r.command("results", "spawn results [--sweep-id ID | ID] [--sort KEY] [--top N] [--output text|json|csv|markdown]",
 		"one row per item: its params, outcome, cost and the metrics its instance reported",
 		[]string{"spawn results sw-20250101-120000-a1b2c3 --sort -acc --top 5", "spawn results sw-20250101-120000-a1b2c3 --output csv > results.csv"}, fs,
 		func(ctx context.Context, args []string) error {
@@ -47,6 +47,8 @@ func newResultsCmd(r *rootConfig) *ffcli.Command {
 				return r.printJSON(doc)
 			case "csv":
 				return writeResultsCSV(r.stdout, doc)
+			case "markdown":
+				return renderResultsMarkdown(r.stdout, doc)
 			}
 			return renderResults(r.stdout, doc)
 		})

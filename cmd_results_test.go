@@ -98,6 +98,17 @@ func TestResultsCommandOnEmulator(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "\nbest     item 2: loss 0.12 (min)\n") {
 		t.Errorf("status: exit %d, stderr %s, no best line:\n%s", code, errOut, out)
 	}
+	// The CI summary: both Markdown views through the command line, the flag after the id.
+	out, errOut, code = runSpawn(t, e.env, e.args("results", id, "--output", "markdown", "--top", "2")...)
+	if code != 0 {
+		t.Fatalf("results --output markdown: exit %d, stderr %s", code, errOut)
+	}
+	checkMarkdownGolden(t, "emulator-results.md", strings.ReplaceAll(out, id, "SWEEP"))
+	out, errOut, code = runSpawn(t, e.env, e.args("status", id, "--output", "markdown")...)
+	if code != 0 || !strings.HasPrefix(out, "### ❌ Sweep results: COMPLETED\n") || !strings.Contains(out, "\n- **best** item 2: loss 0.12 (min)\n") ||
+		!strings.Contains(out, "\n| 0 | 0 | 2 | 1 | 0 | 0 | 0 |\n") {
+		t.Errorf("status --output markdown: exit %d, stderr %s:\n%s", code, errOut, out)
+	}
 	_, errOut, code = runSpawn(t, e.env, e.args("results", id, "--sort", "-los")...)
 	if msg, help, ok := usageError(errOut); code != exitUsage || !ok || !strings.Contains(msg, "the metrics are acc, loss") || help != "run 'spawn results --help'" {
 		t.Errorf("unknown sort key: exit %d, stderr %q", code, errOut)

@@ -92,9 +92,10 @@ func newStatusCmd(r *rootConfig) *ffcli.Command {
 	fs.BoolVar(&watch, "watch", false, "refresh the view every --interval until the sweep ends")
 	fs.BoolVar(&wait, "wait", false, "block until the sweep ends; exit 3 if it ended FAILED, CANCELLED or with failed items")
 	fs.DurationVar(&interval, "interval", 5*time.Second, "how often --watch and --wait read the sweep")
-	return r.command("status", "spawn status [--sweep-id ID | ID] [--watch] [--wait] [--interval D]",
+	return r.command("status", "spawn status [--sweep-id ID | ID] [--watch] [--wait] [--interval D] [--output text|json|markdown]",
 		"show a sweep: progress, item counts, instances and estimated cost",
-		[]string{"spawn status sw-20250101-120000-a1b2c3 --watch", "spawn status --sweep-id sw-20250101-120000-a1b2c3 --wait --output json"}, fs,
+		[]string{"spawn status sw-20250101-120000-a1b2c3 --watch", "spawn status --sweep-id sw-20250101-120000-a1b2c3 --wait --output json",
+			"spawn status sw-20250101-120000-a1b2c3 --output markdown >> \"$GITHUB_STEP_SUMMARY\""}, fs,
 		func(ctx context.Context, args []string) error {
 			id, err := sweepIDArg(fs, &sweepID, args)
 			if err != nil {
@@ -103,8 +104,8 @@ func newStatusCmd(r *rootConfig) *ffcli.Command {
 			if interval <= 0 {
 				return usageErrorf("--interval %v must be positive, e.g. 5s", interval)
 			}
-			if watch && r.jsonOutput() {
-				return usageErrorf("--watch draws a live text view: use --wait with --output json for the final document")
+			if watch && r.output != "text" {
+				return usageErrorf("--watch draws a live text view: use --wait with --output %s for the final document", r.output)
 			}
 			src, err := r.openSweepSource(ctx)
 			if err != nil {
@@ -131,11 +132,15 @@ func (r *rootConfig) runStatus(ctx context.Context, src *sweepSource, id string,
 		return err
 	}
 	if !(watch && tty) {
-		if r.jsonOutput() {
-			if err := r.printJSON(v.doc()); err != nil {
-				return err
-			}
-		} else if err := renderStatus(r.stdout, v, style); err != nil {
+		switch r.output {
+		case "json":
+			err = r.printJSON(v.doc())
+		case "markdown":
+			err = renderStatusMarkdown(r.stdout, v)
+		default:
+			err = renderStatus(r.stdout, v, style)
+		}
+		if err != nil {
 			return err
 		}
 	}

@@ -512,6 +512,41 @@ func (n policyNames) launcherPolicy() policyDocument {
 	)...)
 }
 
+// ciLauncherPolicy is what a principal needs to launch sweeps into a deployed spawn and
+// follow them (launch --wait, status, results), and nothing that deploys: a CI role's
+// policy. Read from what those commands call: the caller's identity; the sweep record
+// (created with PutItem after an UpdateItem of the running index the watchdog reads,
+// read with GetItem while waiting); the instance items (Query); the params object
+// (written once by launch, read back by results and status); invoking the orchestrator.
+// Prices are left out: without the Price List API and spot history, status and results
+// price an instance the engine did not price from the embedded table.
+func (n policyNames) ciLauncherPolicy() policyDocument {
+	return newPolicy(
+		whoAmIStatement(),
+		policyStatement{
+			Sid: "SweepRecords", Effect: "Allow",
+			Action:   []string{"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"},
+			Resource: []string{n.tableARN(n.table)},
+		},
+		policyStatement{
+			Sid: "InstanceItems", Effect: "Allow",
+			Action:   []string{"dynamodb:Query"},
+			Resource: []string{n.tableARN(n.instancesTable)},
+		},
+		policyStatement{
+			Sid: "SweepParams", Effect: "Allow",
+			Action:    []string{"s3:PutObject", "s3:GetObject"},
+			Resource:  []string{n.bucketARN() + "/" + paramsKey("*")},
+			Condition: n.bucketOwnerCondition(),
+		},
+		policyStatement{
+			Sid: "StartOrchestrator", Effect: "Allow",
+			Action:   []string{"lambda:InvokeFunction"},
+			Resource: []string{n.functionARN()},
+		},
+	)
+}
+
 // computeDeployerPolicy is what the --compute-profile user needs in a compute account.
 func (n policyNames) computeDeployerPolicy(computeAccount string) policyDocument {
 	return newPolicy(

@@ -402,7 +402,7 @@ func TestSecurityModelMatchesThePolicies(t *testing.T) {
 	model = model[:strings.Index(model, permissionsBegin)]
 	n := examplePolicyNames()
 	known := map[string]bool{orchestratorRoleName: true, crossAccountRoleName: true, instanceRoleName: true}
-	for _, p := range []policyDocument{n.orchestratorPolicy(), n.instancePolicy(n.account), n.launcherPolicy(), n.deployerPolicy(), n.crossAccountPolicy("444455556666")} {
+	for _, p := range []policyDocument{n.orchestratorPolicy(), n.instancePolicy(n.account), n.launcherPolicy(), n.ciLauncherPolicy(), n.deployerPolicy(), n.crossAccountPolicy("444455556666")} {
 		for _, st := range p.Statement {
 			known[st.Sid] = true
 		}
@@ -490,6 +490,9 @@ trusts only the orchestrator role's ARN, and the id ties the role to this orches
 			"because `--no-detach` runs the engine in the CLI and `cancel` terminates from it; "+
 			"a user who only launches detached sweeps and never cancels can leave out the EC2, `iam:PassRole`, CloudWatch and SSM statements.",
 		n.launcherPolicy())
+	section("CI role (orchestrator account)",
+		"What a principal needs to launch sweeps into a deployed spawn and follow them (`launch --wait`, `status`, `results` of its own sweeps), and nothing that deploys: the policy of the CI role the GitHub Action uses. Without the Price List API and spot price history, `status` and `results` price an instance the engine did not price from spawn's embedded table.",
+		n.ciLauncherPolicy())
 	section("SpawnSweepOrchestratorRole: trust", "The Lambda service assumes the orchestrator role.", lambdaTrustPolicy())
 	section("SpawnSweepOrchestratorRole: inline policy `spawn-us-east-1`",
 		"The orchestrator function's permissions. The `AssumeComputeAccountRole` statement appears only when a compute account was deployed.",

@@ -293,42 +293,21 @@ const maxTextMetrics = 3
 func renderResults(w io.Writer, doc *resultsDoc) error {
 	var b strings.Builder
 	b.WriteString(ellipsize(doc.heading(), screenWidth) + "\n")
-	// Each optional column: its header and the row's value.
-	optional := []struct {
-		head string
-		val  func(r *resultRow) string
-	}{
-		{"REGION", func(r *resultRow) string { return r.Region }},
-		{"TYPE", func(r *resultRow) string { return r.InstanceType }},
-		{"SPOT", func(r *resultRow) string { return map[bool]string{true: "spot", false: "on-demand"}[r.Spot] }},
-	}
-	var cols []int
-	var same []string
-	for i, c := range optional {
-		vals := map[string]bool{}
-		for ri := range doc.Results {
-			vals[c.val(&doc.Results[ri])] = true
-		}
-		if len(vals) == 1 {
-			same = append(same, c.val(&doc.Results[0]))
-		} else {
-			cols = append(cols, i)
-		}
-	}
+	cols, same := doc.varyingColumns()
 	if len(same) > 0 {
 		b.WriteString(ellipsize("every item: "+strings.Join(same, ", "), screenWidth) + "\n")
 	}
-	metrics := doc.textMetrics()
+	metrics := doc.textMetrics(maxTextMetrics)
 	head := []string{"INDEX", "OUTCOME"}
-	for _, i := range cols {
-		head = append(head, optional[i].head)
+	for _, c := range cols {
+		head = append(head, strings.ToUpper(c.head))
 	}
 	rows := [][]string{append(append(append(head, "COST $"), metrics...), "PARAMS")}
 	for ri := range doc.Results {
 		r := &doc.Results[ri]
 		row := []string{strconv.Itoa(r.Index), r.Outcome}
-		for _, i := range cols {
-			row = append(row, optional[i].val(r))
+		for _, c := range cols {
+			row = append(row, c.val(r))
 		}
 		row = append(row, fmt.Sprintf("%.4f", r.Cost))
 		for _, m := range metrics {
@@ -348,9 +327,45 @@ func renderResults(w io.Writer, doc *resultsDoc) error {
 	return err
 }
 
+// optionalColumn is a column the text and Markdown views show only when items differ
+// in it: its header and the row's value.
+type optionalColumn struct {
+	head string
+	val  func(r *resultRow) string
+}
+
+var optionalColumns = []optionalColumn{
+	{"region", func(r *resultRow) string { return r.Region }},
+	{"type", func(r *resultRow) string { return r.InstanceType }},
+	{"spot", func(r *resultRow) string { return map[bool]string{true: "spot", false: "on-demand"}[r.Spot] }},
+}
+
+// varyingColumns splits optionalColumns into those whose value differs between rows
+// (they get a column) and the one value of each other (the heading names it).
+func (doc *resultsDoc) varyingColumns() (cols []optionalColumn, same []string) {
+	for _, c := range optionalColumns {
+		vals := map[string]bool{}
+		for ri := range doc.Results {
+			vals[c.val(&doc.Results[ri])] = true
+		}
+		if len(vals) == 1 {
+			same = append(same, c.val(&doc.Results[0]))
+		} else {
+			cols = append(cols, c)
+		}
+	}
+	return cols, same
+}
+
 // heading is the text view's first line: the sweep, its status, how many items and
 // in which order.
 func (doc *resultsDoc) heading() string {
+	return fmt.Sprintf("%s  %s  %s", doc.SweepID, doc.status, doc.order())
+}
+
+// order says how many items are shown and in which order: "top 5 of 6 items, by
+// val_loss, lowest first".
+func (doc *resultsDoc) order() string {
 	order := "by index"
 	if rs := doc.sortKey; rs.key != "index" || rs.desc {
 		dir := "lowest first"
@@ -363,15 +378,15 @@ func (doc *resultsDoc) heading() string {
 	if len(doc.Results) < doc.total {
 		shown = fmt.Sprintf("top %d of %d items", len(doc.Results), doc.total)
 	}
-	return fmt.Sprintf("%s  %s  %s, %s", doc.SweepID, doc.status, shown, order)
+	return shown + ", " + order
 }
 
-// textMetrics are the metric columns of the text view: the sort metric, the objective,
-// then the others by name, as many as fit.
-func (doc *resultsDoc) textMetrics() []string {
+// textMetrics are the metric columns of a view: the sort metric, the objective, then
+// the others by name, at most n.
+func (doc *resultsDoc) textMetrics(n int) []string {
 	var out []string
 	add := func(m string) {
-		if len(out) < maxTextMetrics && !slices.Contains(out, m) {
+		if len(out) < n && !slices.Contains(out, m) {
 			out = append(out, m)
 		}
 	}
