@@ -138,14 +138,7 @@ func (v *statusView) markdownInstances(b *strings.Builder) {
 	for _, si := range v.instances {
 		switch {
 		case si.alive:
-			age := "-"
-			if !si.launchedAt.IsZero() {
-				age = fmtAge(v.now.Sub(si.launchedAt))
-			}
-			price := fmt.Sprintf("%.4f", si.PriceHourly)
-			if si.Spot {
-				price += " spot"
-			}
+			age, price := si.ageAndPrice(v.now)
 			alive = append(alive, []string{strconv.Itoa(si.Index), mdCode(si.InstanceID), mdText(si.Region), mdText(si.InstanceType), mdText(si.State), age, price})
 		case si.Outcome == outcomeFailed || si.Outcome == outcomeExpired || si.Outcome == outcomeUnknown:
 			ran := "-"
@@ -209,20 +202,7 @@ func renderResultsMarkdown(w io.Writer, doc *resultsDoc) error {
 	head = append(head, "params")
 	rows := make([][]string, 0, len(doc.Results))
 	for ri := range doc.Results {
-		r := &doc.Results[ri]
-		row := []string{strconv.Itoa(r.Index), r.Outcome}
-		for _, c := range cols {
-			row = append(row, mdText(c.val(r)))
-		}
-		row = append(row, fmt.Sprintf("%.4f", r.Cost))
-		for _, m := range metrics {
-			row = append(row, fmtMetric(r.Metrics, m))
-		}
-		var ps []string
-		for _, p := range r.params {
-			ps = append(ps, p.Key+"="+oneLine(p.Value))
-		}
-		rows = append(rows, append(row, orDash(mdText(strings.Join(ps, " ")))))
+		rows = append(rows, tableRow(&doc.Results[ri], cols, metrics, mdText))
 	}
 	mdTable(&b, head, right, rows)
 	if n := len(doc.metricNames()) - len(metrics); n > 0 {

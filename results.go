@@ -304,20 +304,7 @@ func renderResults(w io.Writer, doc *resultsDoc) error {
 	}
 	rows := [][]string{append(append(append(head, "COST $"), metrics...), "PARAMS")}
 	for ri := range doc.Results {
-		r := &doc.Results[ri]
-		row := []string{strconv.Itoa(r.Index), r.Outcome}
-		for _, c := range cols {
-			row = append(row, c.val(r))
-		}
-		row = append(row, fmt.Sprintf("%.4f", r.Cost))
-		for _, m := range metrics {
-			row = append(row, fmtMetric(r.Metrics, m))
-		}
-		var ps []string
-		for _, p := range r.params {
-			ps = append(ps, p.Key+"="+oneLine(p.Value))
-		}
-		rows = append(rows, append(row, orDash(strings.Join(ps, " "))))
+		rows = append(rows, tableRow(&doc.Results[ri], cols, metrics, func(s string) string { return s }))
 	}
 	writeTable(&b, rows, nil)
 	if n := len(doc.metricNames()) - len(metrics); n > 0 {
@@ -325,6 +312,24 @@ func renderResults(w io.Writer, doc *resultsDoc) error {
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// tableRow is one item's row of the text and Markdown tables: index, outcome, the
+// varying columns, cost, the metrics shown and its params, with esc applied to the text.
+func tableRow(r *resultRow, cols []optionalColumn, metrics []string, esc func(string) string) []string {
+	row := []string{strconv.Itoa(r.Index), r.Outcome}
+	for _, c := range cols {
+		row = append(row, esc(c.val(r)))
+	}
+	row = append(row, fmt.Sprintf("%.4f", r.Cost))
+	for _, m := range metrics {
+		row = append(row, fmtMetric(r.Metrics, m))
+	}
+	var ps []string
+	for _, p := range r.params {
+		ps = append(ps, p.Key+"="+oneLine(p.Value))
+	}
+	return append(row, orDash(esc(strings.Join(ps, " "))))
 }
 
 // optionalColumn is a column the text and Markdown views show only when items differ

@@ -43,6 +43,19 @@ type statusInstance struct {
 	terminatedAt time.Time
 }
 
+// ageAndPrice are an alive instance's AGE and $/HOUR cells.
+func (si *statusInstance) ageAndPrice(now time.Time) (age, price string) {
+	age = "-"
+	if !si.launchedAt.IsZero() {
+		age = fmtAge(now.Sub(si.launchedAt))
+	}
+	price = fmt.Sprintf("%.4f", si.PriceHourly)
+	if si.Spot {
+		price += " spot"
+	}
+	return age, price
+}
+
 // statusDoc is `spawn status --output json`: the record's fields under their attribute
 // names, with counts and cost as of now and every instance the sweep ever launched.
 type statusDoc struct {
@@ -402,14 +415,7 @@ func renderStatus(w io.Writer, v *statusView, st textStyle) error {
 		multiRegion := len(v.regions) > 1
 		rows := [][]string{withRegion(multiRegion, []string{"INDEX", "INSTANCE", "REGION", "TYPE", "STATE", "AGE", "$/HOUR"})}
 		for _, si := range alive[:min(len(alive), maxTableRows)] {
-			age := "-"
-			if !si.launchedAt.IsZero() {
-				age = fmtAge(v.now.Sub(si.launchedAt))
-			}
-			price := fmt.Sprintf("%.4f", si.PriceHourly)
-			if si.Spot {
-				price += " spot"
-			}
+			age, price := si.ageAndPrice(v.now)
 			rows = append(rows, withRegion(multiRegion, []string{fmt.Sprint(si.Index), orDash(si.InstanceID), si.Region, si.InstanceType, si.State, age, price}))
 		}
 		writeTable(&b, rows, nil)
