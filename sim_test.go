@@ -189,7 +189,7 @@ func (s *sim) runAll(maxSwitches int) bool {
 // fate is what happens to one (index, attempt): the errors its RunInstances calls get,
 // then how the instance it makes ends.
 type fate struct {
-	errs    []string // per call: capacity, throttle, timeout-launched, timeout, bad
+	errs    []string // per call: capacity, throttle, timeout-launched, timeout, bad, refuse:<code>
 	visible time.Duration
 	runFor  time.Duration
 	end     string // exit0, exit1, noreport, hang, hang-hard, spot
@@ -343,7 +343,10 @@ type fakeRegionEC2 struct {
 	region string
 }
 
+// tokenKey is the (index, attempt) of a test token: sweep-index-attempt, and /c<k> for
+// a fallback candidate's.
 func tokenKey(token string) (index, attempt int) {
+	token, _, _ = strings.Cut(token, "/")
 	parts := strings.Split(token, "-")
 	index, _ = strconv.Atoi(parts[len(parts)-2])
 	attempt, _ = strconv.Atoi(parts[len(parts)-1])
@@ -395,6 +398,10 @@ func (r fakeRegionEC2) RunInstances(ctx context.Context, in *ec2.RunInstancesInp
 		return nil, fmt.Errorf("simulated timeout: %w", context.DeadlineExceeded)
 	case "bad":
 		return nil, &smithy.GenericAPIError{Code: "InvalidParameterValue", Message: "bad instance type"}
+	}
+	if code, ok := strings.CutPrefix(kind, "refuse:"); ok {
+		f.noteRefusal(token, code)
+		return nil, &smithy.GenericAPIError{Code: code, Message: "simulated refusal: " + code}
 	}
 	idx, att := tokenKey(token)
 	f.nextID++
