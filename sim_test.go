@@ -374,7 +374,7 @@ func (r fakeRegionEC2) RunInstances(ctx context.Context, in *ec2.RunInstancesInp
 		}
 		return &ec2.RunInstancesOutput{Instances: []ec2types.Instance{f.describe(f.byToken[token][0])}}, nil
 	}
-	if err := f.refusal(r.region, token); err != nil {
+	if err := f.refusal(r.region, string(in.InstanceType), token); err != nil {
 		return nil, err
 	}
 	fa := f.fates[token]
@@ -422,6 +422,9 @@ func (r fakeRegionEC2) RunInstances(ctx context.Context, in *ec2.RunInstancesInp
 		f.byID[inst.id] = inst
 	}
 	f.launchesByKey[fmt.Sprintf("%d/%d", idx, att)]++
+	if strings.Contains(token, "/c") && f.seen != nil {
+		f.seen.Fallbacks++
+	}
 	if kind == "timeout-launched" {
 		inst.ambiguous = true
 		return nil, fmt.Errorf("simulated timeout after the launch: %w", context.DeadlineExceeded)
