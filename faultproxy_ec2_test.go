@@ -174,7 +174,8 @@ func (p *faultProxy) runInstances(req *proxyReq, fault string) (int, http.Header
 	}
 	if code := p.ec2.refuseTypes[req.form.Get("InstanceType")]; code != "" {
 		p.note("type-refused:" + code)
-		fault = code
+		st, h, b := ec2Error(400, code, quotaMessages[code])
+		return st, h, b, nil
 	}
 	if msg := quotaMessages[fault]; msg != "" {
 		p.note("quota:" + fault)
