@@ -296,3 +296,23 @@ func TestCostBoundUsesDearestCandidate(t *testing.T) {
 		t.Errorf("bound %v for t3.micro, %v with m5.large as fallback, want %v", one, both, dear)
 	}
 }
+
+// results show the market a "prefer" item ran in (it may have fallen back to on-demand),
+// and the item's own market for the others.
+func TestResultsShowMarketRunIn(t *testing.T) {
+	sw := &sweep{SweepID: "sw", Region: "us-east-1", TotalParams: 2, Status: statusRunning}
+	prefer := item{Index: 0, InstanceType: "c5.large", Spot: true, Fallback: &fallback{SpotPrefer: true}}
+	spot := item{Index: 1, InstanceType: "c5.large", Spot: true}
+	recs := []instanceRecord{
+		{SweepID: "sw", Index: 0, InstanceID: "i-1", Region: "us-east-1", InstanceType: "c5.large", Spot: false, Attempt: 1, Outcome: outcomeSucceeded},
+		{SweepID: "sw", Index: 1, InstanceID: "i-2", Region: "us-east-1", InstanceType: "c5.large", Attempt: 1, Outcome: outcomeSucceeded},
+	}
+	v := buildStatus(context.Background(), sw, recs, nil, time.Now())
+	doc := buildResults(v, []item{prefer, spot}, nil, recs)
+	if doc.Results[0].Spot || !doc.Results[1].Spot {
+		t.Errorf("spot columns %v and %v, want false (fell back) and true (the item's own)", doc.Results[0].Spot, doc.Results[1].Spot)
+	}
+	if v.instances[0].Market != "on-demand" {
+		t.Errorf("status market %q", v.instances[0].Market)
+	}
+}
