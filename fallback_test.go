@@ -4,9 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ec2"
 )
 
 // fallbackRig is one sweep driven step by step on a simulated clock, against the
@@ -315,4 +319,56 @@ func TestResultsShowMarketRunIn(t *testing.T) {
 	if v.instances[0].Market != "on-demand" {
 		t.Errorf("status market %q", v.instances[0].Market)
 	}
+}
+
+// An earlier candidate's instance that EC2 shows only after its consistency window (so
+// the item moved on and runs a second instance: the one case the settling cannot see) is
+// found by a cancel through the token the reservation records, and terminated.
+func TestFallbackCancelFindsEarlierCandidatesLateInstance(t *testing.T) {
+	it := item{Index: 0, InstanceType: "c5.large", Fallback: &fallback{InstanceTypes: []string{"c5.large", "m5.large"}}}
+	fates := map[string]*fate{
+		"sw-0-1":    {errs: []string{"timeout-launched", "refuse:InsufficientInstanceCapacity"}, end: "hang-hard", visible: 5 * time.Minute},
+		"sw-0-1/c1": {end: "hang-hard"},
+	}
+	r := newFallbackRig(t, []item{it}, fates, false)
+	r.fe.noChecks = true // two instances of one item is what this test sets up
+	o := r.orch()
+	r.steps(o, 80, func() bool { return r.sw.Alive[0].Candidate == 1 && r.sw.Alive[0].InstanceID != "" })
+	r.s.now = r.s.now.Add(5 * time.Minute) // the first candidate's instance is visible now
+	if _, err := r.store.requestCancel(context.Background(), "sw"); err != nil {
+		t.Fatal(err)
+	}
+	o = r.orch()
+	var asked []string
+	o.ec2For = func(ctx context.Context, region string) (ec2API, error) {
+		api, err := r.fe.client(ctx, region)
+		return tokenLookups{api, &asked}, err
+	}
+	r.steps(o, 40, func() bool { return r.sw.Status == statusCancelled })
+	if !slices.Contains(asked, "sw-0-1") {
+		t.Errorf("the cancel looked up tokens %v, not the first candidate's", asked)
+	}
+	if len(r.fe.insts) != 2 {
+		t.Fatalf("%d instances; the test wants the late one and the fallback's", len(r.fe.insts))
+	}
+	for _, inst := range r.fe.insts {
+		if r.fe.alive(inst) {
+			t.Errorf("instance %s (token %s) alive after the cancel", inst.id, inst.token)
+		}
+	}
+}
+
+// tokenLookups notes the client tokens DescribeInstances is asked about.
+type tokenLookups struct {
+	ec2API
+	asked *[]string
+}
+
+func (l tokenLookups) DescribeInstances(ctx context.Context, in *ec2.DescribeInstancesInput, opts ...func(*ec2.Options)) (*ec2.DescribeInstancesOutput, error) {
+	for _, f := range in.Filters {
+		if aws.ToString(f.Name) == "client-token" {
+			*l.asked = append(*l.asked, f.Values...)
+		}
+	}
+	return l.ec2API.DescribeInstances(ctx, in, opts...)
 }
