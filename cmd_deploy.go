@@ -120,7 +120,7 @@ func (r *rootConfig) confirmDestroy(n policyNames) error {
 	if !isTerminal(r.stdin) {
 		return usageErrorf("destroy deletes the function, roles, tables and bucket %s with every sweep's data, and stdin is not a terminal to ask: pass --yes to confirm", n.bucket)
 	}
-	fmt.Fprintf(r.stderr, "This deletes function %s, roles %s and %s, tables %s and %s, and bucket %s with all its objects.\nType yes to continue: ",
+	fmt.Fprintf(r.stderr, "This deletes function %s, this region's policies on roles %s and %s (the roles too, if no other region uses them), tables %s and %s, and bucket %s with all its objects.\nType yes to continue: ",
 		n.function, orchestratorRoleName, instanceRoleName, n.table, n.instancesTable, n.bucket)
 	line, _ := bufio.NewReader(r.stdin).ReadString('\n')
 	if strings.TrimSpace(strings.ToLower(line)) != "yes" {

@@ -78,18 +78,51 @@ func testBootstrap(t testing.TB) string {
 	return exe
 }
 
-// clearSpawnRoles removes the fixed-name roles a previous test may have left.
+// clearSpawnRoles removes the fixed-name roles and instance profile a previous test may
+// have left, spawn's or not (a test may have made a foreign one).
 func clearSpawnRoles(t testing.TB, a *testAWS) {
 	t.Helper()
-	d := &deployer{log: zerolog.Nop(), iam: iam.NewFromConfig(a.cfg), names: policyNames{partition: "aws", account: "000000000000"}}
 	ctx := context.Background()
-	for _, role := range []string{orchestratorRoleName, crossAccountRoleName} {
-		if err := d.deleteRole(ctx, d.iam, "000000000000", role); err != nil {
+	ic := iam.NewFromConfig(a.cfg)
+	prof, err := ic.GetInstanceProfile(ctx, &iam.GetInstanceProfileInput{InstanceProfileName: aws.String(instanceRoleName)})
+	if err == nil {
+		for _, r := range prof.InstanceProfile.Roles {
+			if _, err := ic.RemoveRoleFromInstanceProfile(ctx, &iam.RemoveRoleFromInstanceProfileInput{
+				InstanceProfileName: aws.String(instanceRoleName), RoleName: r.RoleName}); err != nil {
+				t.Fatalf("clearing instance profile %s: %v", instanceRoleName, err)
+			}
+		}
+		if _, err := ic.DeleteInstanceProfile(ctx, &iam.DeleteInstanceProfileInput{InstanceProfileName: aws.String(instanceRoleName)}); err != nil {
+			t.Fatalf("clearing instance profile %s: %v", instanceRoleName, err)
+		}
+	} else if !isNotFound(err) {
+		t.Fatalf("clearing instance profile %s: %v", instanceRoleName, err)
+	}
+	for _, role := range []string{orchestratorRoleName, crossAccountRoleName, instanceRoleName} {
+		if _, err := ic.GetRole(ctx, &iam.GetRoleInput{RoleName: aws.String(role)}); isNotFound(err) {
+			continue
+		}
+		inline, err := inlinePolicies(ctx, ic, role)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range inline {
+			if _, err := ic.DeleteRolePolicy(ctx, &iam.DeleteRolePolicyInput{RoleName: aws.String(role), PolicyName: aws.String(p)}); err != nil {
+				t.Fatalf("clearing role %s: %v", role, err)
+			}
+		}
+		attached, err := attachedPolicies(ctx, ic, role)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range attached {
+			if _, err := ic.DetachRolePolicy(ctx, &iam.DetachRolePolicyInput{RoleName: aws.String(role), PolicyArn: aws.String(p)}); err != nil {
+				t.Fatalf("clearing role %s: %v", role, err)
+			}
+		}
+		if _, err := ic.DeleteRole(ctx, &iam.DeleteRoleInput{RoleName: aws.String(role)}); err != nil && !isNotFound(err) {
 			t.Fatalf("clearing role %s: %v", role, err)
 		}
-	}
-	if err := d.deleteInstanceRole(ctx, d.iam, "000000000000"); err != nil {
-		t.Fatalf("clearing %s: %v", instanceRoleName, err)
 	}
 }
 
@@ -370,7 +403,7 @@ func verifyDeployed(t *testing.T, a *testAWS, n deployTestNames) {
 		if len(trust.Statement) != 1 || !reflectEqualJSON(trust.Statement[0].Principal, map[string]any{"Service": role.service}) {
 			t.Errorf("role %s trust policy: %+v", role.name, trust)
 		}
-		pol, err := ic.GetRolePolicy(ctx, &iam.GetRolePolicyInput{RoleName: aws.String(role.name), PolicyName: aws.String(rolePolicyName)})
+		pol, err := ic.GetRolePolicy(ctx, &iam.GetRolePolicyInput{RoleName: aws.String(role.name), PolicyName: aws.String(regionPolicyName("us-east-1"))})
 		if err != nil {
 			t.Fatalf("role %s policy: %v", role.name, err)
 		}
@@ -585,7 +618,7 @@ func TestDeployComputeProfileCreatesTheCrossAccountRole(t *testing.T) {
 		!strings.HasPrefix(fmt.Sprint(trust.Statement[0].Condition["StringEquals"]["sts:ExternalId"]), "spawn-") {
 		t.Errorf("cross-account trust policy: %s", mustJSON(trust))
 	}
-	pol, err := ic.GetRolePolicy(ctx, &iam.GetRolePolicyInput{RoleName: aws.String(crossAccountRoleName), PolicyName: aws.String(rolePolicyName)})
+	pol, err := ic.GetRolePolicy(ctx, &iam.GetRolePolicyInput{RoleName: aws.String(crossAccountRoleName), PolicyName: aws.String(regionPolicyName("us-east-1"))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -598,7 +631,7 @@ func TestDeployComputeProfileCreatesTheCrossAccountRole(t *testing.T) {
 			}
 		}
 	}
-	op, err := ic.GetRolePolicy(ctx, &iam.GetRolePolicyInput{RoleName: aws.String(orchestratorRoleName), PolicyName: aws.String(rolePolicyName)})
+	op, err := ic.GetRolePolicy(ctx, &iam.GetRolePolicyInput{RoleName: aws.String(orchestratorRoleName), PolicyName: aws.String(regionPolicyName("us-east-1"))})
 	if err != nil {
 		t.Fatal(err)
 	}

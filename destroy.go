@@ -11,7 +11,6 @@ import (
 	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
 
 	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
-	"github.com/aws/aws-sdk-go-v2/service/iam"
 	"github.com/aws/aws-sdk-go-v2/service/lambda"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 )
@@ -112,69 +111,6 @@ func (d *deployer) deleteFunction(ctx context.Context) error {
 		d.report(resourceResult{Kind: kindFunction, Name: name, ARN: d.names.functionARN(), Action: actionDeleted})
 	}
 	return nil
-}
-
-// deleteRole removes the role's inline and attached policies, then the role.
-func (d *deployer) deleteRole(ctx context.Context, api deployIAMAPI, account, name string) error {
-	arn := d.names.roleARN(account, name)
-	out, err := api.GetRole(ctx, &iam.GetRoleInput{RoleName: aws.String(name)})
-	if isNotFound(err) {
-		d.notFound(kindRole, name, arn)
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("reading role %s: %w", name, err)
-	}
-	arn = aws.ToString(out.Role.Arn)
-	pols, err := api.ListRolePolicies(ctx, &iam.ListRolePoliciesInput{RoleName: aws.String(name)})
-	if err != nil {
-		return fmt.Errorf("listing role %s's policies: %w", name, err)
-	}
-	for _, p := range pols.PolicyNames {
-		if _, err := api.DeleteRolePolicy(ctx, &iam.DeleteRolePolicyInput{RoleName: aws.String(name), PolicyName: aws.String(p)}); err != nil && !isNotFound(err) {
-			return fmt.Errorf("deleting role %s's policy %s: %w", name, p, err)
-		}
-	}
-	att, err := api.ListAttachedRolePolicies(ctx, &iam.ListAttachedRolePoliciesInput{RoleName: aws.String(name)})
-	if err != nil {
-		return fmt.Errorf("listing role %s's attached policies: %w", name, err)
-	}
-	for _, p := range att.AttachedPolicies {
-		if _, err := api.DetachRolePolicy(ctx, &iam.DetachRolePolicyInput{RoleName: aws.String(name), PolicyArn: p.PolicyArn}); err != nil && !isNotFound(err) {
-			return fmt.Errorf("detaching policy %s from role %s: %w", aws.ToString(p.PolicyArn), name, err)
-		}
-	}
-	if _, err := api.DeleteRole(ctx, &iam.DeleteRoleInput{RoleName: aws.String(name)}); err != nil && !isNotFound(err) {
-		return fmt.Errorf("deleting role %s: %w", name, err)
-	}
-	d.report(resourceResult{Kind: kindRole, Name: name, ARN: arn, Action: actionDeleted})
-	return nil
-}
-
-// deleteInstanceRole removes spawnd-role's instance profile, then the role.
-func (d *deployer) deleteInstanceRole(ctx context.Context, api deployIAMAPI, account string) error {
-	name := aws.String(instanceRoleName)
-	arn := "arn:" + d.names.partition + ":iam::" + account + ":instance-profile/" + instanceRoleName
-	out, err := api.GetInstanceProfile(ctx, &iam.GetInstanceProfileInput{InstanceProfileName: name})
-	switch {
-	case isNotFound(err):
-		d.notFound(kindInstanceProfile, instanceRoleName, arn)
-	case err != nil:
-		return fmt.Errorf("reading instance profile %s: %w", instanceRoleName, err)
-	default:
-		arn = aws.ToString(out.InstanceProfile.Arn)
-		for _, r := range out.InstanceProfile.Roles {
-			if _, err := api.RemoveRoleFromInstanceProfile(ctx, &iam.RemoveRoleFromInstanceProfileInput{
-				InstanceProfileName: name, RoleName: r.RoleName}); err != nil && !isNotFound(err) {
-				return fmt.Errorf("removing role %s from instance profile %s: %w", aws.ToString(r.RoleName), instanceRoleName, err)
-			}
-		}
-		if _, err := api.DeleteInstanceProfile(ctx, &iam.DeleteInstanceProfileInput{InstanceProfileName: name}); err != nil && !isNotFound(err) {
-			return fmt.Errorf("deleting instance profile %s: %w", instanceRoleName, err)
-		}
-		d.report(resourceResult{Kind: kindInstanceProfile, Name: instanceRoleName, ARN: arn, Action: actionDeleted})
-	}
-	return d.deleteRole(ctx, api, account, instanceRoleName)
 }
 
 func (d *deployer) deleteTable(ctx context.Context, name string) error {

@@ -103,8 +103,8 @@ func ec2TrustPolicy() policyDocument {
 }
 
 // ec2Statements are the EC2 calls the orchestrator makes in account: launch tagged
-// instances, tag and terminate only spawn's, pass spawnd-role to them, read state and
-// spot prices, and keep the idle-timeout alarms. Shared by the orchestrator role (its
+// instances, terminate only spawn's, pass spawnd-role to them, read instances and
+// their tags, and keep the idle-timeout alarms. Shared by the orchestrator role (its
 // own account) and SpawnSweepCrossAccountRole (a compute account).
 func (n policyNames) ec2Statements(account string) []policyStatement {
 	ec2 := func(resource string) string { return n.arn("ec2", "*", account, resource) }
@@ -134,16 +134,19 @@ func (n policyNames) ec2Statements(account string) []policyStatement {
 			Condition: map[string]map[string]any{"StringEquals": {"ec2:CreateAction": "RunInstances"}},
 		},
 		{
-			Sid: "TagAndTerminateOnlySpawnInstances", Effect: "Allow",
-			Action:    []string{"ec2:CreateTags", "ec2:TerminateInstances"},
+			Sid: "TerminateOnlySpawnInstances", Effect: "Allow",
+			Action:    []string{"ec2:TerminateInstances"},
 			Resource:  []string{ec2("instance/*")},
 			Condition: map[string]map[string]any{"StringEquals": {"ec2:ResourceTag/spawn:managed": "true"}},
 		},
 		{
-			// EC2's Describe calls (spot price history included) have no resource-level
-			// permissions: IAM accepts only "*" for them.
-			Sid: "ReadEC2State", Effect: "Allow",
-			Action:   []string{"ec2:Describe*"},
+			// Only the Describe calls the engine makes (ec2API, and DescribeTags for an
+			// endpoint that leaves tags out; TestPoliciesAllowExactlyTheEC2CallsTheCodeMakes
+			// keeps the list in step with the code): ec2:Describe* would include
+			// DescribeInstanceAttribute, every instance's user data. They have no
+			// resource-level permissions: IAM accepts only "*" for them.
+			Sid: "ReadInstances", Effect: "Allow",
+			Action:   []string{"ec2:DescribeInstances", "ec2:DescribeTags"},
 			Resource: []string{"*"},
 		},
 		{
@@ -185,15 +188,19 @@ func (n policyNames) orchestratorPolicy() policyDocument {
 		},
 		{
 			Sid: "SweepObjects", Effect: "Allow",
-			Action:   []string{"s3:GetObject", "s3:PutObject"},
-			Resource: []string{n.bucketARN() + "/sweeps/*"},
+			Action:    []string{"s3:GetObject", "s3:PutObject"},
+			Resource:  []string{n.bucketARN() + "/sweeps/*"},
+			Condition: n.bucketOwnerCondition(),
 		},
 		{
 			// Finding an instance's exit record lists one item's records.
 			Sid: "ListSweepObjects", Effect: "Allow",
-			Action:    []string{"s3:ListBucket"},
-			Resource:  []string{n.bucketARN()},
-			Condition: map[string]map[string]any{"StringLike": {"s3:prefix": []string{"sweeps/*"}}},
+			Action:   []string{"s3:ListBucket"},
+			Resource: []string{n.bucketARN()},
+			Condition: map[string]map[string]any{
+				"StringLike":   {"s3:prefix": []string{"sweeps/*"}},
+				"StringEquals": {"s3:ResourceAccount": n.account},
+			},
 		},
 		{
 			Sid: "ReinvokeItself", Effect: "Allow",
@@ -209,9 +216,10 @@ func (n policyNames) orchestratorPolicy() policyDocument {
 			Resource: []string{n.arn("ssm", "*", "", "parameter"+al2023ParameterPath+"*")},
 		},
 		policyStatement{
-			// The Price List API has no resource-level permissions.
+			// Neither the Price List API nor spot price history has resource-level
+			// permissions. Prices are read with the orchestrator's own credentials.
 			Sid: "Prices", Effect: "Allow",
-			Action:   []string{"pricing:GetProducts"},
+			Action:   []string{"pricing:GetProducts", "ec2:DescribeSpotPriceHistory"},
 			Resource: []string{"*"},
 		},
 		policyStatement{
@@ -257,20 +265,36 @@ func (n policyNames) instancePolicy(account string) policyDocument {
 		},
 		policyStatement{
 			Sid: "WriteOwnLogs", Effect: "Allow",
-			Action:   []string{"s3:PutObject"},
-			Resource: []string{n.logARN()},
+			Action:    []string{"s3:PutObject"},
+			Resource:  []string{n.logARN()},
+			Condition: n.bucketOwnerCondition(),
 		},
 		policyStatement{
 			Sid: "WriteOwnResult", Effect: "Allow",
-			Action:   []string{"s3:PutObject"},
-			Resource: []string{n.resultARN()},
+			Action:    []string{"s3:PutObject"},
+			Resource:  []string{n.resultARN()},
+			Condition: n.bucketOwnerCondition(),
 		},
 		policyStatement{
 			Sid: "WriteOwnExitRecord", Effect: "Allow",
-			Action:   []string{"s3:PutObject"},
-			Resource: []string{n.exitRecordARN()},
+			Action:    []string{"s3:PutObject"},
+			Resource:  []string{n.exitRecordARN()},
+			Condition: n.bucketOwnerCondition(),
 		},
 	)
+}
+
+// bucketOwnerCondition allows an S3 statement only on a bucket of the orchestrator's
+// account. S3 ARNs carry no account, so a bucket of the same name in another account
+// (a wrong --region, a --bucket typo, a name squatted before deploy) would match the
+// Resource alone. s3:ResourceAccount is S3's documented condition key for the bucket
+// owner's account (Service Authorization Reference, "Condition keys for Amazon S3":
+// https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazons3.html;
+// the global form is aws:ResourceAccount,
+// https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_condition-keys.html#condition-keys-resourceaccount).
+// The bucket is always the orchestrator account's, also for compute-account instances.
+func (n policyNames) bucketOwnerCondition() map[string]map[string]any {
+	return map[string]map[string]any{"StringEquals": {"s3:ResourceAccount": n.account}}
 }
 
 // logARN is every log an instance may write: only those named by its own credentials.
@@ -349,7 +373,7 @@ func (n policyNames) roleStatement(account string, roles ...string) policyStatem
 	return policyStatement{
 		Sid: "Roles", Effect: "Allow",
 		Action: []string{
-			"iam:GetRole", "iam:CreateRole", "iam:DeleteRole", "iam:UpdateAssumeRolePolicy",
+			"iam:GetRole", "iam:CreateRole", "iam:TagRole", "iam:DeleteRole", "iam:UpdateAssumeRolePolicy",
 			"iam:GetRolePolicy", "iam:PutRolePolicy", "iam:DeleteRolePolicy", "iam:ListRolePolicies",
 			"iam:ListAttachedRolePolicies", "iam:DetachRolePolicy", "iam:ListInstanceProfilesForRole",
 		},
@@ -361,7 +385,7 @@ func (n policyNames) instanceProfileStatement(account string) policyStatement {
 	return policyStatement{
 		Sid: "InstanceProfile", Effect: "Allow",
 		Action: []string{
-			"iam:GetInstanceProfile", "iam:CreateInstanceProfile", "iam:DeleteInstanceProfile",
+			"iam:GetInstanceProfile", "iam:CreateInstanceProfile", "iam:TagInstanceProfile", "iam:DeleteInstanceProfile",
 			"iam:AddRoleToInstanceProfile", "iam:RemoveRoleFromInstanceProfile",
 		},
 		Resource: []string{"arn:" + n.partition + ":iam::" + account + ":instance-profile/" + instanceRoleName},
@@ -425,6 +449,65 @@ func (n policyNames) deployerPolicy() policyDocument {
 			Resource: []string{n.watchdogRuleARN()},
 		},
 	)
+}
+
+// launcherPolicy is what a user needs to launch, watch, cancel and resume sweeps on a
+// deployment someone else made, without the right to deploy or destroy (the README's
+// Security model): the sweep tables and objects, the logs, invoking the orchestrator,
+// and — because --no-detach runs the engine in the CLI and cancel terminates from it —
+// the engine's own EC2 calls, AMI lookups and prices.
+func (n policyNames) launcherPolicy() policyDocument {
+	sweepTable := n.tableARN(n.table)
+	owner := n.bucketOwnerCondition()
+	st := []policyStatement{
+		whoAmIStatement(),
+		{
+			Sid: "SweepTables", Effect: "Allow",
+			Action: []string{
+				"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem",
+				"dynamodb:ConditionCheckItem", "dynamodb:Query", "dynamodb:BatchGetItem", "dynamodb:BatchWriteItem",
+				"dynamodb:DescribeTable",
+			},
+			Resource: []string{sweepTable, sweepTable + "/index/" + gsiUserCreated, n.tableARN(n.instancesTable)},
+		},
+		{
+			Sid: "SweepObjects", Effect: "Allow",
+			Action:   []string{"s3:GetObject", "s3:PutObject"},
+			Resource: []string{n.bucketARN() + "/sweeps/*"}, Condition: owner,
+		},
+		{
+			Sid: "ReadLogs", Effect: "Allow",
+			Action:   []string{"s3:GetObject"},
+			Resource: []string{n.bucketARN() + "/" + logsPrefix + "*"}, Condition: owner,
+		},
+		{
+			Sid: "ListSweepObjectsAndLogs", Effect: "Allow",
+			Action:   []string{"s3:ListBucket"},
+			Resource: []string{n.bucketARN()},
+			Condition: map[string]map[string]any{
+				"StringLike":   {"s3:prefix": []string{"sweeps/*", logsPrefix + "*"}},
+				"StringEquals": {"s3:ResourceAccount": n.account},
+			},
+		},
+		{
+			Sid: "InvokeOrchestrator", Effect: "Allow",
+			Action:   []string{"lambda:InvokeFunction"},
+			Resource: []string{n.functionARN()},
+		},
+	}
+	st = append(st, n.ec2Statements(n.account)...)
+	return newPolicy(append(st,
+		policyStatement{
+			Sid: "AmazonLinuxAMIs", Effect: "Allow",
+			Action:   []string{"ssm:GetParameter", "ssm:GetParameters"},
+			Resource: []string{n.arn("ssm", "*", "", "parameter"+al2023ParameterPath+"*")},
+		},
+		policyStatement{
+			Sid: "Prices", Effect: "Allow",
+			Action:   []string{"pricing:GetProducts", "ec2:DescribeSpotPriceHistory"},
+			Resource: []string{"*"},
+		},
+	)...)
 }
 
 // computeDeployerPolicy is what the --compute-profile user needs in a compute account.

@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"path/filepath"
+	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -48,7 +51,8 @@ func reflectEqualJSON(a, b any) bool { return mustJSON(a) == mustJSON(b) }
 // noResourceLevelActions have no resource-level permissions in IAM: "*" is the only
 // Resource they take. Anything else must name spawn's resources.
 var noResourceLevelActions = map[string]bool{
-	"ec2:Describe*":                true,
+	"ec2:DescribeInstances":        true,
+	"ec2:DescribeTags":             true,
 	"ec2:DescribeSpotPriceHistory": true,
 	"pricing:GetProducts":          true,
 	"sts:GetCallerIdentity":        true,
@@ -96,6 +100,7 @@ func TestEveryPolicyIsScopedToSpawnResources(t *testing.T) {
 		"cross-account trust":   n.crossAccountTrustPolicy(orch),
 		"bucket":                n.bucketPolicy(),
 		"deployer":              n.deployerPolicy(),
+		"launcher":              n.launcherPolicy(),
 		"compute deployer":      n.computeDeployerPolicy("444455556666"),
 		"lambda trust":          lambdaTrustPolicy(),
 		"ec2 trust":             ec2TrustPolicy(),
@@ -144,6 +149,169 @@ func TestEveryPolicyIsScopedToSpawnResources(t *testing.T) {
 	trust := n.crossAccountTrustPolicy(orch).json()
 	if !strings.Contains(trust, `"sts:ExternalId":"spawn-111122223333"`) || !strings.Contains(trust, `"AWS":"`+orch+`"`) {
 		t.Errorf("cross-account trust: %s", trust)
+	}
+}
+
+// ec2CallsOfTheCode are the EC2 operations spawn's code calls, as IAM actions. Every
+// call needs its ec2.<Operation>Input, so the non-test sources name them all.
+func ec2CallsOfTheCode(t *testing.T) map[string]bool {
+	t.Helper()
+	files, err := filepath.Glob("*.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	input := regexp.MustCompile(`\bec2\.([A-Z][A-Za-z0-9]*)Input\b`)
+	calls := map[string]bool{}
+	for _, f := range files {
+		if strings.HasSuffix(f, "_test.go") {
+			continue
+		}
+		src, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range input.FindAllStringSubmatch(string(src), -1) {
+			calls["ec2:"+m[1]] = true
+		}
+	}
+	// The interfaces the engine and the pricer call EC2 through: the grep must see
+	// each of their methods, or it is not finding the calls.
+	for _, iface := range []reflect.Type{
+		reflect.TypeFor[ec2API](), reflect.TypeFor[tagDescriber](), reflect.TypeFor[spotPriceAPI](),
+	} {
+		for i := range iface.NumMethod() {
+			if name := "ec2:" + iface.Method(i).Name; !calls[name] {
+				t.Errorf("%s.%s is called but the source names no ec2.%sInput: the grep is broken", iface.Name(), iface.Method(i).Name, iface.Method(i).Name)
+			}
+		}
+	}
+	return calls
+}
+
+// ec2ActionsAllowed are the EC2 actions a policy allows. CreateTags allowed only as
+// part of RunInstances (ec2:CreateAction) is tagging at launch, RunInstances' own.
+func ec2ActionsAllowed(t *testing.T, what string, p policyDocument) map[string]bool {
+	t.Helper()
+	allowed := map[string]bool{}
+	for _, st := range p.Statement {
+		if st.Effect != "Allow" {
+			continue
+		}
+		for _, act := range st.Action {
+			if strings.Contains(act, "*") {
+				t.Errorf("%s: statement %q allows the wildcard action %s: name the actions the code calls", what, st.Sid, act)
+			}
+			if !strings.HasPrefix(act, "ec2:") {
+				continue
+			}
+			if act == "ec2:CreateTags" && reflectEqualJSON(st.Condition, map[string]map[string]any{"StringEquals": {"ec2:CreateAction": "RunInstances"}}) {
+				act = "ec2:RunInstances"
+			}
+			allowed[act] = true
+		}
+	}
+	return allowed
+}
+
+// TestPoliciesAllowExactlyTheEC2CallsTheCodeMakes: the orchestrator may make every EC2
+// call the code makes and nothing more (ec2:Describe* would include
+// DescribeInstanceAttribute, every instance's user data); in a compute account, the
+// engine's calls only (prices are read in the orchestrator's own account).
+func TestPoliciesAllowExactlyTheEC2CallsTheCodeMakes(t *testing.T) {
+	calls := ec2CallsOfTheCode(t)
+	n := examplePolicyNames()
+	engine := map[string]bool{}
+	for c := range calls {
+		if c != "ec2:DescribeSpotPriceHistory" {
+			engine[c] = true
+		}
+	}
+	for _, tc := range []struct {
+		what string
+		p    policyDocument
+		want map[string]bool
+	}{
+		{"orchestrator", n.orchestratorPolicy(), calls},
+		{"launcher", n.launcherPolicy(), calls}, // --no-detach runs the engine in the CLI
+		{"cross-account", n.crossAccountPolicy("444455556666"), engine},
+	} {
+		got := ec2ActionsAllowed(t, tc.what, decodePolicy(t, tc.p.json()))
+		if g, w := sortedKeys(got), sortedKeys(tc.want); !reflect.DeepEqual(g, w) {
+			t.Errorf("%s policy allows the EC2 actions %v; the code calls %v", tc.what, g, w)
+		}
+	}
+	// The check catches a broad grant.
+	broad := newPolicy(policyStatement{Effect: "Allow", Action: []string{"ec2:Describe*"}, Resource: []string{"*"}})
+	ft := &testing.T{}
+	if got := ec2ActionsAllowed(ft, "broad", broad); !ft.Failed() || reflect.DeepEqual(sortedKeys(got), sortedKeys(calls)) {
+		t.Error("ec2:Describe* was not refused")
+	}
+}
+
+// TestDeployerPoliciesAllowEveryIAMCallOfDeploy: each IAM call deploy and destroy make
+// (deployIAMAPI) is allowed to the deploying user in both accounts, with the tagging a
+// CreateRole or CreateInstanceProfile with tags also needs (iam:TagRole,
+// iam:TagInstanceProfile).
+func TestDeployerPoliciesAllowEveryIAMCallOfDeploy(t *testing.T) {
+	n := examplePolicyNames()
+	want := []string{"iam:TagRole", "iam:TagInstanceProfile"}
+	iface := reflect.TypeFor[deployIAMAPI]()
+	for i := range iface.NumMethod() {
+		want = append(want, "iam:"+iface.Method(i).Name)
+	}
+	for name, p := range map[string]policyDocument{"deployer": n.deployerPolicy(), "compute deployer": n.computeDeployerPolicy("444455556666")} {
+		allowed := map[string]bool{}
+		for _, st := range p.Statement {
+			for _, act := range st.Action {
+				allowed[act] = true
+			}
+		}
+		for _, w := range want {
+			if !allowed[w] {
+				t.Errorf("%s policy does not allow %s, which deploy or destroy calls", name, w)
+			}
+		}
+	}
+}
+
+// TestRoleS3StatementsNameTheBucketOwner: every S3 grant of a role holds only on a bucket
+// of the orchestrator's account (s3:ResourceAccount), so a bucket of the same name in
+// another account is never written or read, whatever the name.
+func TestRoleS3StatementsNameTheBucketOwner(t *testing.T) {
+	n := examplePolicyNames()
+	check := func(t *testing.T, what string, p policyDocument) (s3Statements int) {
+		for _, st := range p.Statement {
+			hasS3 := false
+			for _, act := range st.Action {
+				hasS3 = hasS3 || strings.HasPrefix(act, "s3:")
+			}
+			if !hasS3 || st.Effect != "Allow" {
+				continue
+			}
+			s3Statements++
+			if got := st.Condition["StringEquals"]["s3:ResourceAccount"]; got != n.account {
+				t.Errorf("%s: S3 statement %q holds on a bucket of any account (s3:ResourceAccount %v, want %s)", what, st.Sid, got, n.account)
+			}
+		}
+		return s3Statements
+	}
+	for what, p := range map[string]policyDocument{
+		"orchestrator":             n.orchestratorPolicy(),
+		"spawnd":                   n.instancePolicy(n.account),
+		"spawnd (compute account)": n.instancePolicy("444455556666"),
+		"cross-account":            n.crossAccountPolicy("444455556666"),
+		"launcher":                 n.launcherPolicy(),
+	} {
+		got := check(t, what, decodePolicy(t, p.json()))
+		if what != "cross-account" && got == 0 {
+			t.Errorf("%s: no S3 statement found: the check is not looking", what)
+		}
+	}
+	// The check catches a statement without the condition.
+	ft := &testing.T{}
+	check(ft, "bare", newPolicy(policyStatement{Effect: "Allow", Action: []string{"s3:PutObject"}, Resource: []string{"arn:aws:s3:::b/*"}}))
+	if !ft.Failed() {
+		t.Error("an S3 statement without s3:ResourceAccount was accepted")
 	}
 }
 
@@ -217,6 +385,54 @@ func TestPermissionsDocMatchesThePolicies(t *testing.T) {
 	}
 }
 
+// TestSecurityModelMatchesThePolicies: every statement id, role and policy section the
+// README's Security model names is in the generated policies, and what it says no
+// policy grants, none does.
+func TestSecurityModelMatchesThePolicies(t *testing.T) {
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(readme)
+	b := strings.Index(doc, "\n## Security model\n")
+	if b < 0 {
+		t.Fatal("README.md has no \"## Security model\" section")
+	}
+	model := doc[b+1:]
+	model = model[:strings.Index(model, permissionsBegin)]
+	n := examplePolicyNames()
+	known := map[string]bool{orchestratorRoleName: true, crossAccountRoleName: true, instanceRoleName: true}
+	for _, p := range []policyDocument{n.orchestratorPolicy(), n.instancePolicy(n.account), n.launcherPolicy(), n.deployerPolicy(), n.crossAccountPolicy("444455556666")} {
+		for _, st := range p.Statement {
+			known[st.Sid] = true
+		}
+	}
+	sids := regexp.MustCompile("`([A-Z][a-z]+(?:[A-Z][a-z0-9]*)+)`")
+	for _, m := range sids.FindAllStringSubmatch(model, -1) {
+		if !known[m[1]] {
+			t.Errorf("the Security model names %s, which no generated policy has", m[1])
+		}
+	}
+	for _, section := range []string{"`Deploying user`", "`Launching user`"} {
+		if !strings.Contains(model, section) || !strings.Contains(permissionsDoc(), "## "+strings.Trim(section, "`")) {
+			t.Errorf("the Security model or the Permissions section lacks %s", section)
+		}
+	}
+	// What it says no spawn role or the launching user is allowed.
+	for name, p := range map[string]policyDocument{"orchestrator": n.orchestratorPolicy(), "spawnd": n.instancePolicy(n.account),
+		"launcher": n.launcherPolicy(), "cross-account": n.crossAccountPolicy("444455556666")} {
+		js := p.json()
+		for _, never := range []string{"ec2:Describe*", "ec2:DescribeInstanceAttribute", "secretsmanager:", "ssm:GetParameter\",\"ssm:GetParameters\"],\"Resource\":[\"*\"]"} {
+			if strings.Contains(js, never) {
+				t.Errorf("%s policy allows %s, which the Security model says it does not", name, never)
+			}
+		}
+	}
+	if js := n.instancePolicy(n.account).json(); strings.Contains(js, "s3:GetObject") || strings.Contains(js, "dynamodb:") {
+		t.Errorf("the Security model says an instance reads neither the bucket nor the tables: %s", js)
+	}
+}
+
 // permissionsDoc renders the README's Permissions section: the deploying user's permissions and every
 // policy deploy writes, for example account ids. A test keeps the file in step.
 func permissionsDoc() string {
@@ -245,8 +461,19 @@ account 111122223333 (where the orchestrator runs), compute account 444455556666
 ` + "`--compute-profile`" + `), region us-east-1 and the default names; deploy fills in yours.
 
 Every statement names spawn's own resources, except the calls AWS authorizes only on ` + "`\"*\"`" + `
-(EC2's Describe calls, spot price history included, the Price List API and
-` + "`sts:GetCallerIdentity`" + `): they have no resource-level permissions.
+(the three EC2 Describe calls spawn makes, DescribeInstances, DescribeTags and
+DescribeSpotPriceHistory; the Price List API; ` + "`sts:GetCallerIdentity`" + `): they have no
+resource-level permissions. No policy allows ` + "`ec2:Describe*`" + `, which would include
+DescribeInstanceAttribute and with it every instance's user data. S3 ARNs carry no account, so
+every S3 grant of a role also names the bucket owner's account (` + "`s3:ResourceAccount`" + `): a bucket of
+the same name in another account is never read or written.
+
+IAM is global, so the roles keep these names in every region, and each role carries one inline policy
+per deployed region, ` + "`spawn-<region>`" + ` (below, ` + "`spawn-us-east-1`" + `): deploying a second region adds its
+policy beside the first's, and destroying a region removes only its policy (a role goes with its last
+region). Deploy tags the roles and the instance profile it creates ` + "`spawn:managed=true`" + `; it refuses a
+role or profile of these names that lacks the tag, or that has a managed policy attached or an inline
+policy other than ` + "`spawn-<region>`" + `, and destroy removes only what carries the tag.
 
 Cross-account: the orchestrator assumes ` + "`SpawnSweepCrossAccountRole`" + ` in the compute account with the
 external id ` + "`spawn-<orchestrator account id>`" + ` (here ` + "`" + crossAccountExternalID(n.account) + "`" + `). It is derived, not secret: the role
@@ -257,16 +484,22 @@ trusts only the orchestrator role's ARN, and the id ties the role to this orches
 		"What the user running `spawn deploy` and `spawn destroy` needs.", n.deployerPolicy())
 	section("Deploying user (compute account)",
 		"What the `--compute-profile` user needs in the compute account.", n.computeDeployerPolicy("444455556666"))
+	section("Launching user (orchestrator account)",
+		"What a user needs to launch, watch, cancel and resume sweeps, and to read their logs and results, "+
+			"on a deployment someone else made, with no right to deploy or destroy. It includes the engine's own EC2 calls "+
+			"because `--no-detach` runs the engine in the CLI and `cancel` terminates from it; "+
+			"a user who only launches detached sweeps and never cancels can leave out the EC2, `iam:PassRole`, CloudWatch and SSM statements.",
+		n.launcherPolicy())
 	section("SpawnSweepOrchestratorRole: trust", "The Lambda service assumes the orchestrator role.", lambdaTrustPolicy())
-	section("SpawnSweepOrchestratorRole: inline policy `spawn`",
+	section("SpawnSweepOrchestratorRole: inline policy `spawn-us-east-1`",
 		"The orchestrator function's permissions. The `AssumeComputeAccountRole` statement appears only when a compute account was deployed.",
 		n.orchestratorPolicy())
 	section("spawnd-role: trust", "EC2 assumes the instance role (instance profile `spawnd-role`).", ec2TrustPolicy())
-	section("spawnd-role: inline policy `spawn`",
+	section("spawnd-role: inline policy `spawn-us-east-1`",
 		"An instance may terminate only itself, tag itself only with its exit code, and write only its own log, result and exit record objects (named by its `aws:userid`, `<role id>:<instance id>`).", n.instancePolicy(n.account))
 	section("SpawnSweepCrossAccountRole: trust (compute account)",
 		"Only the orchestrator role, and only with the external id.", n.crossAccountTrustPolicy(orchARN))
-	section("SpawnSweepCrossAccountRole: inline policy `spawn` (compute account)",
+	section("SpawnSweepCrossAccountRole: inline policy `spawn-us-east-1` (compute account)",
 		"The EC2 calls the orchestrator makes there, passing that account's `spawnd-role`, and the idle-timeout alarms (an alarm lives in its instance's account).",
 		n.crossAccountPolicy("444455556666"))
 	section("Bucket policy",
