@@ -184,6 +184,20 @@ func (o *orchestrator) terminateRegion(ctx context.Context, sw *sweep, region st
 			ids[id] = true
 		}
 	}
+	// A recorded id is terminated only if it is this sweep's (ownedBy) or EC2 does not
+	// show it yet (then the call only tells it is not found).
+	if len(ids) > 0 {
+		found, err := describeByIDs(ctx, api, sortedKeys(ids))
+		if err != nil {
+			return 0, fmt.Errorf("describing the sweep's instances: %w", err)
+		}
+		for id, inst := range found {
+			if !ownedBy(&inst, sw.SweepID) {
+				delete(ids, id)
+				o.log.Warn().Str("sweep_id", sw.SweepID).Str("instance_id", id).Msg("recorded instance is not this sweep's (its tags): not terminated")
+			}
+		}
+	}
 	// A refused tag search still lets the recorded instances be terminated; the region
 	// is then reported as not reached.
 	tagged, searchErr := findSweepInstances(ctx, api, sw.SweepID)

@@ -193,11 +193,7 @@ func findSweepInstances(ctx context.Context, api ec2API, sweepID string) ([]stri
 	}
 	var ids []string
 	for _, inst := range insts {
-		tags := map[string]string{}
-		for _, t := range inst.Tags {
-			tags[aws.ToString(t.Key)] = aws.ToString(t.Value)
-		}
-		if tags[tagSweepID] != sweepID || tags[tagManaged] != "true" {
+		if !ownedBy(&inst, sweepID) {
 			continue
 		}
 		switch inst.State.Name {
@@ -207,6 +203,24 @@ func findSweepInstances(ctx context.Context, api ec2API, sweepID string) ([]stri
 		ids = append(ids, aws.ToString(inst.InstanceId))
 	}
 	return ids, nil
+}
+
+// ownedBy: the instance carries the tags every launch of the sweep gives it
+// (spawn:managed=true and spawn:sweep-id, from RunInstances' TagSpecifications, so they
+// come with the instance). The engine terminates, alarms and reads outcomes only of
+// instances it verified so: an id in the record (which anyone who may write the table
+// can write) or an exit record never makes it act on another instance.
+func ownedBy(inst *ec2types.Instance, sweepID string) bool {
+	var managed, ours bool
+	for _, t := range inst.Tags {
+		switch aws.ToString(t.Key) {
+		case tagManaged:
+			managed = aws.ToString(t.Value) == "true"
+		case tagSweepID:
+			ours = aws.ToString(t.Value) == sweepID
+		}
+	}
+	return managed && ours
 }
 
 func describeInstances(ctx context.Context, api ec2API, filters []ec2types.Filter) ([]ec2types.Instance, error) {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/xml"
 	"errors"
 	"fmt"
 	"io"
@@ -161,6 +162,36 @@ func uniqueName(prefix string) string {
 	return strings.ToLower(prefix) + "-" + hex.EncodeToString(b)
 }
 
+// instanceTagSet is the <tagSet> of the instance tags a RunInstances form names in its
+// TagSpecifications: EC2 applies them with the instance, kumo drops them.
+func instanceTagSet(form url.Values) string {
+	var b strings.Builder
+	for n := 1; ; n++ {
+		spec := fmt.Sprintf("TagSpecification.%d.", n)
+		rt := form.Get(spec + "ResourceType")
+		if rt == "" {
+			break
+		}
+		if rt != "instance" {
+			continue
+		}
+		for m := 1; ; m++ {
+			key := form.Get(fmt.Sprintf("%sTag.%d.Key", spec, m))
+			if key == "" {
+				break
+			}
+			var k, v bytes.Buffer
+			_ = xml.EscapeText(&k, []byte(key))
+			_ = xml.EscapeText(&v, []byte(form.Get(fmt.Sprintf("%sTag.%d.Value", spec, m))))
+			fmt.Fprintf(&b, "<item><key>%s</key><value>%s</value></item>", k.String(), v.String())
+		}
+	}
+	if b.Len() == 0 {
+		return ""
+	}
+	return "<tagSet>" + b.String() + "</tagSet>"
+}
+
 // serializeEC2 puts a proxy in front of kumo that lets one EC2 request through at a time.
 // kumo v0.33.1's EC2 store has a data race of its own (DescribeInstances reads instances
 // outside the lock that TerminateInstances writes under), which the race detector reports
@@ -172,7 +203,7 @@ func uniqueName(prefix string) string {
 // not a second instance. A launch whose answer the engine lost (a step cancelled at its
 // deadline on a loaded machine) is retried with its token, as on EC2. And since kumo
 // keeps no client token, DescribeInstances answers get each launched instance's token
-// back, so a lookup by token finds what EC2 would find.
+// back, so a lookup by token finds what EC2 would find, and the tags its launch gave it.
 func serializeEC2(target string) string {
 	u, err := url.Parse(target)
 	if err != nil {
@@ -183,6 +214,7 @@ func serializeEC2(target string) string {
 	var mu sync.Mutex
 	launches := map[string]*httptest.ResponseRecorder{} // ClientToken → the first answer
 	tokens := map[string]string{}                       // instance id → its ClientToken
+	launchTags := map[string]string{}                   // instance id → its <tagSet> from TagSpecifications
 	instanceID := regexp.MustCompile(`<instanceId>(i-[^<]+)</instanceId>`)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if service(r) != "ec2" {
@@ -205,8 +237,10 @@ func serializeEC2(target string) string {
 				rp.ServeHTTP(rec, r)
 				if rec.Code == http.StatusOK {
 					launches[token] = rec
+					tags := instanceTagSet(form)
 					for _, m := range instanceID.FindAllSubmatch(rec.Body.Bytes(), -1) {
 						tokens[string(m[1])] = token
+						launchTags[string(m[1])] = tags
 					}
 				}
 			}
@@ -217,7 +251,7 @@ func serializeEC2(target string) string {
 				return instanceID.ReplaceAllFunc(rec.Body.Bytes(), func(m []byte) []byte {
 					id := string(instanceID.FindSubmatch(m)[1])
 					if tok, ok := tokens[id]; ok {
-						return append(append([]byte{}, m...), "<clientToken>"+tok+"</clientToken>"...)
+						return append(append([]byte{}, m...), "<clientToken>"+tok+"</clientToken>"+launchTags[id]...)
 					}
 					return m
 				})

@@ -273,7 +273,7 @@ func testLaunchInput(sw *sweep, it item, attempt int) *ec2.RunInstancesInput {
 		MaxCount:     aws.Int32(1),
 		TagSpecifications: []ec2types.TagSpecification{{
 			ResourceType: ec2types.ResourceTypeInstance,
-			Tags:         []ec2types.Tag{{Key: aws.String("spawn:sweep-id"), Value: aws.String(sw.SweepID)}},
+			Tags:         []ec2types.Tag{{Key: aws.String("spawn:sweep-id"), Value: aws.String(sw.SweepID)}, {Key: aws.String(tagManaged), Value: aws.String("true")}},
 		}},
 	}
 	if it.Spot {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -35,6 +36,7 @@ type lifeInstance struct {
 	code        int
 	forgotten   bool // EC2 no longer shows it
 	invisibleTo time.Time
+	launchTags  []ec2types.Tag // from RunInstances' TagSpecifications
 }
 
 func newLifeEC2(clk clock) *lifeEC2 {
@@ -49,6 +51,9 @@ func (f *lifeEC2) RunInstances(_ context.Context, in *ec2.RunInstancesInput, _ .
 		id = fmt.Sprintf("i-%04d", f.launches)
 		f.byToken[token] = id
 		f.insts[id] = &lifeInstance{id: id, token: token, launchedAt: f.clk.Now()}
+		for _, spec := range in.TagSpecifications {
+			f.insts[id].launchTags = append(f.insts[id].launchTags, spec.Tags...)
+		}
 	}
 	return &ec2.RunInstancesOutput{Instances: []ec2types.Instance{f.describe(f.insts[id])}}, nil
 }
@@ -60,8 +65,9 @@ func (f *lifeEC2) describe(li *lifeInstance) ec2types.Instance {
 		inst.State.Name = ec2types.InstanceStateNameTerminated
 		inst.StateTransitionReason = aws.String("User initiated (" + li.endedAt.UTC().Format("2006-01-02 15:04:05 MST") + ")")
 	}
+	inst.Tags = slices.Clone(li.launchTags)
 	if li.tagged {
-		inst.Tags = []ec2types.Tag{{Key: aws.String(tagExitCode), Value: aws.String(fmt.Sprint(li.code))}}
+		inst.Tags = append(inst.Tags, ec2types.Tag{Key: aws.String(tagExitCode), Value: aws.String(fmt.Sprint(li.code))})
 	}
 	return inst
 }

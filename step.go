@@ -98,6 +98,7 @@ func (o *orchestrator) refresh(ctx context.Context, sw *sweep, now time.Time) si
 		byRegion[e.Region] = append(byRegion[e.Region], i)
 	}
 	seen := sightings{}
+	foreign := map[string]*ec2types.Instance{}
 	for _, region := range sortedKeys(byRegion) {
 		idxs := byRegion[region]
 		log := o.log.With().Str("sweep_id", sw.SweepID).Str("region", region).Logger()
@@ -127,13 +128,43 @@ func (o *orchestrator) refresh(ctx context.Context, sw *sweep, now time.Time) si
 			if e.InstanceID == "" {
 				continue
 			}
+			inst, ok := found[e.InstanceID]
+			if ok && !ownedBy(&inst, sw.SweepID) {
+				foreign[e.ClientToken] = &inst
+				continue // never acted on: not in the sightings
+			}
 			seen[e.ClientToken] = nil
-			if inst, ok := found[e.InstanceID]; ok {
+			if ok {
 				seen[e.ClientToken] = &inst
 			}
 		}
 	}
+	o.disown(ctx, sw, foreign, now)
 	return seen
+}
+
+// disown ends the entries whose instance is not this sweep's (its tags say otherwise:
+// a hand-written record, a report naming another instance): the item ends unknown,
+// and the instance is left as it is. An entry whose end could not be written stays,
+// still never acted on, and is looked at again next step.
+func (o *orchestrator) disown(ctx context.Context, sw *sweep, foreign map[string]*ec2types.Instance, now time.Time) {
+	gone := map[string]bool{}
+	for i := range sw.Alive {
+		e := &sw.Alive[i]
+		if foreign[e.ClientToken] == nil {
+			continue
+		}
+		why := fmt.Sprintf("instance %s does not carry this sweep's tags (%s=true, %s=%s): spawn leaves it alone",
+			e.InstanceID, tagManaged, tagSweepID, sw.SweepID)
+		id := e.InstanceID
+		e.InstanceID = "" // the item's record must not name an instance that is not its own
+		if o.endWithoutInstance(ctx, sw, e, outcomeUnknown, why, now) {
+			gone[e.ClientToken] = true
+			continue
+		}
+		e.InstanceID = id
+	}
+	dropByToken(sw, gone)
 }
 
 // resolveReservation looks a reservation up by its client token, once its backoff has
