@@ -617,8 +617,10 @@ func (p *paramParser) setKnown(it *item, f field, at where) (known bool, err err
 		it.TTL, err = p.duration(f, at)
 	case "idle_timeout":
 		it.IdleTimeout, err = p.duration(f, at)
-		if err == nil && it.IdleTimeout < time.Minute {
-			err = p.errAt(f.off, at, "%s is too short: CloudWatch alarms need at least 1m", it.IdleTimeout)
+		if err == nil {
+			if _, _, shapeErr := idleAlarmShape(it.IdleTimeout); shapeErr != nil {
+				err = p.errAt(f.off, at, "%v", shapeErr)
+			}
 		}
 	case "command":
 		it.Command, err = p.nonEmpty(f, at, "a shell command line")
