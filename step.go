@@ -661,8 +661,10 @@ func (o *orchestrator) launchOne(ctx context.Context, sw *sweep, e *aliveInstanc
 	}
 	if err != nil {
 		reason := launchWaitReason(err)
-		if strings.HasPrefix(reason, iamWaitReason) && e.LaunchTries >= iamWaitTries {
-			reason = "" // not propagation: the profile does not exist
+		if limit := propagationLimit(err); limit > 0 && o.waited(&e.Unseen, now) >= limit {
+			// Waited on one clock since this reservation's first such refusal: it is not
+			// propagation (the profile does not exist, the role may not do this).
+			reason = ""
 		}
 		if ctx.Err() != nil || reason != "" {
 			o.backoff(e, now)
@@ -684,8 +686,9 @@ func (o *orchestrator) launchOne(ctx context.Context, sw *sweep, e *aliveInstanc
 		if !settled {
 			return false
 		}
-		return o.endWithoutInstance(ctx, sw, e, outcomeFailed, "launch refused: "+err.Error(), now)
+		return o.endWithoutInstance(ctx, sw, e, outcomeFailed, "launch refused: "+err.Error()+refusalHint(err), now)
 	}
+	e.Unseen = nil // a propagation wait's mark; the instance's own visibility starts now
 	o.recordLaunch(ctx, sw, e, aws.ToString(out.Instances[0].InstanceId), now, log)
 	return false
 }
@@ -820,6 +823,10 @@ func launchWaitReason(err error) string {
 	case ok:
 	case iamNotVisibleYet(ae):
 		reason = iamWaitReason
+	case code == codeSLRNotPermitted:
+		reason = slrWaitReason
+	case code == "UnauthorizedOperation":
+		reason = authWaitReason
 	case strings.HasPrefix(code, "Insufficient") && strings.HasSuffix(code, "Capacity"):
 		reason = "no capacity"
 	case strings.HasPrefix(code, "Throttl"):
@@ -839,15 +846,68 @@ func launchWaitReason(err error) string {
 	return reason + " (" + code + ")"
 }
 
-// iamWaitReason: an instance profile EC2 does not know yet. IAM is eventually
-// consistent: a profile used right after `spawn deploy` created it is refused for up to
-// tens of seconds (EC2 User Guide, "IAM roles for Amazon EC2"; IAM User Guide,
-// "Troubleshooting IAM roles"). After iamWaitTries refusals it is taken for a name that
-// does not exist, and the item fails.
+// Refusals that IAM's eventual consistency explains for a while, and then do not. IAM
+// propagates a change to every region's data plane after it answers ("Troubleshooting
+// IAM: Changes that I make are not always immediately visible",
+// https://docs.aws.amazon.com/IAM/latest/UserGuide/troubleshoot_general.html#troubleshoot_general_eventual-consistency):
+//   - iamWaitReason: an instance profile EC2 does not know yet; a profile used right
+//     after `spawn deploy` created it is refused for up to tens of seconds (EC2 User
+//     Guide, "IAM roles for Amazon EC2").
+//   - slrWaitReason: EC2 may not create the Spot service-linked role
+//     (AuthFailure.ServiceLinkedRoleCreationNotPermitted; EC2 User Guide, "Service-linked
+//     role for Spot Instances",
+//     https://docs.aws.amazon.com/AWSEC2/latest/UserGuide/service-linked-roles-spot-instance-requests.html):
+//     deploy creates the role (or grants creating it) moments before.
+//   - authWaitReason: UnauthorizedOperation right after deploy updated the role's policy.
+//     It is also what a launch the policy never allows gets (passing a profile other
+//     than spawnd-role), so it waits only briefly.
+//
+// Each is measured from the reservation's first such refusal, on one clock (its Unseen
+// mark: the reservation is missed by its token meanwhile); past its limit the item fails
+// with refusalHint's advice.
 const (
-	iamWaitReason = "instance profile not visible to EC2 yet"
-	iamWaitTries  = 10
+	iamWaitReason        = "instance profile not visible to EC2 yet"
+	slrWaitReason        = "spot service-linked role not usable yet"
+	authWaitReason       = "EC2 refuses the orchestrator's permissions, perhaps not propagated yet"
+	propagationLimitIAM  = 5 * time.Minute
+	propagationLimitAuth = 2 * time.Minute
+	codeSLRNotPermitted  = "AuthFailure.ServiceLinkedRoleCreationNotPermitted"
 )
+
+// propagationLimit is how long a refusal may be taken for IAM propagation, or 0 when it
+// is not that kind of refusal.
+func propagationLimit(err error) time.Duration {
+	var ae smithy.APIError
+	switch {
+	case !errors.As(err, &ae):
+		return 0
+	case iamNotVisibleYet(ae), ae.ErrorCode() == codeSLRNotPermitted:
+		return propagationLimitIAM
+	case ae.ErrorCode() == "UnauthorizedOperation":
+		return propagationLimitAuth
+	}
+	return 0
+}
+
+// refusalHint is what to do about a launch refusal that failed its item, when spawn knows.
+func refusalHint(err error) string {
+	var ae smithy.APIError
+	if !errors.As(err, &ae) {
+		return ""
+	}
+	switch {
+	case ae.ErrorCode() == codeSLRNotPermitted:
+		return " — EC2 needs the service-linked role AWSServiceRoleForEC2Spot for spot launches and may not create it: run " +
+			"'aws iam create-service-linked-role --aws-service-name spot.amazonaws.com' in the sweep's account (or spawn deploy again), then spawn resume --retry-failed"
+	case iamNotVisibleYet(ae):
+		return " — EC2 did not know the instance profile for " + shortDuration(propagationLimitIAM) +
+			": check iam_instance_profile, or run spawn deploy to create spawnd-role, then spawn resume --retry-failed"
+	case ae.ErrorCode() == "UnauthorizedOperation":
+		return " — the orchestrator's role may not launch this item: only spawnd-role may be passed as iam_instance_profile; " +
+			"decode the message with 'aws sts decode-authorization-message' to see which permission is missing"
+	}
+	return ""
+}
 
 func iamNotVisibleYet(ae smithy.APIError) bool {
 	return ae.ErrorCode() == "InvalidParameterValue" && strings.Contains(strings.ToLower(ae.ErrorMessage()), "iam instance profile")
