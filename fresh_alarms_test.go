@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/pricing"
 )
 
 // An idle-timeout alarm is one CloudWatch evaluates on EC2's basic monitoring: 5-minute
@@ -61,6 +62,24 @@ func TestParamFileRefusesIdleTimeoutsNoAlarmExpresses(t *testing.T) {
 			t.Errorf("idle_timeout %s: %v", idle, err)
 		case want != "" && (err == nil || !strings.Contains(err.Error(), want)):
 			t.Errorf("idle_timeout %s: error %v, want %q", idle, err, want)
+		}
+	}
+}
+
+// The Price List API is asked in the caller's partition, and not at all where it has none.
+func TestPricerFollowsThePartition(t *testing.T) {
+	for arn, want := range map[string]string{
+		"arn:aws:sts::111122223333:assumed-role/r/s":        "us-east-1",
+		"arn:aws-cn:sts::111122223333:assumed-role/r/s":     "cn-northwest-1",
+		"arn:aws-us-gov:sts::111122223333:assumed-role/r/s": "",
+	} {
+		p := newPricer(aws.Config{Region: "us-west-2"}, arn)
+		got := ""
+		if c, ok := p.pricing.(*pricing.Client); ok {
+			got = c.Options().Region
+		}
+		if got != want {
+			t.Errorf("%s: Pricing API in %q, want %q", arn, got, want)
 		}
 	}
 }
