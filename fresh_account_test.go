@@ -110,3 +110,40 @@ func TestUnauthorizedOperationWaitsBriefly(t *testing.T) {
 		t.Fatalf("a lasting refusal: counts %+v, ended at step %d", got.Counts, ended)
 	}
 }
+
+// The resolve:ssm: names the parser accepts are exactly those the orchestrator's policy
+// lets it read: AWS's public parameters and the account's own under /spawn/.
+func TestResolveSSMNamesMatchThePolicy(t *testing.T) {
+	n := examplePolicyNames()
+	for name, ok := range map[string]bool{
+		"/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-x86_64":              true,
+		"/aws/service/canonical/ubuntu/server/24.04/stable/current/amd64/hvm/ebs-gp3/ami-id": true,
+		"/spawn/my-ami":     true,
+		"/my/ami":           false,
+		"/aws/servicex/ami": false,
+		"/Spawn/ami":        false,
+	} {
+		_, err := parseParamFile("p.json", []byte(`{"params": [{"command": "x", "ttl": "1h", "ami": "resolve:ssm:`+name+`"}]}`))
+		if (err == nil) != ok {
+			t.Errorf("resolve:ssm:%s: accepted %v, want %v (%v)", name, err == nil, ok, err)
+		}
+		if err != nil && !strings.Contains(err.Error(), "/spawn/") {
+			t.Errorf("resolve:ssm:%s: the error does not say which names are allowed: %v", name, err)
+		}
+		allowed := false
+		for _, st := range n.orchestratorPolicy().Statement {
+			if !slicesContain(st.Action, "ssm:GetParameters") {
+				continue
+			}
+			for _, res := range st.Resource {
+				_, pattern, _ := strings.Cut(res, ":parameter")
+				if strings.HasSuffix(pattern, "*") && strings.HasPrefix(name, strings.TrimSuffix(pattern, "*")) {
+					allowed = true
+				}
+			}
+		}
+		if allowed != ok {
+			t.Errorf("resolve:ssm:%s: the policy allows reading it: %v, the parser accepts it: %v", name, allowed, ok)
+		}
+	}
+}

@@ -588,6 +588,8 @@ func (p *paramParser) setKnown(it *item, f field, at where) (known bool, err err
 	case "ami":
 		if it.AMI, err = p.str(f, at); err == nil && !validAMI(it.AMI) {
 			err = p.errAt(f.off, at, "%q is not an AMI id: use ami-0123456789abcdef0 or resolve:ssm:<parameter>, or remove the key for Amazon Linux 2023", it.AMI)
+		} else if err == nil && !readableAMIParameter(it.AMI) {
+			err = p.errAt(f.off, at, "%q names a parameter the orchestrator may not read: resolve:ssm: takes AWS's public parameters (%s…) or your own under %s", it.AMI, publicAMIParameters, ownAMIParameters)
 		}
 	case "key_name":
 		it.KeyName, err = p.nonEmpty(f, at, "the EC2 key pair name")
