@@ -290,8 +290,8 @@ func (lf *launchFlags) check(fs *flag.FlagSet) (detach bool, err error) {
 		return false, usageErrorf("--poll-interval %s is over %s: give at most %s (an ended instance frees its slot only at the next poll)", lf.pollInterval.d, maxPollInterval, maxPollInterval)
 	case lf.ttl.set && lf.ttl.d <= 0:
 		return false, usageErrorf("--ttl %s is not more than zero: give how long an instance may run, e.g. 2h", lf.ttl.d)
-	case lf.idleTimeout.set && lf.idleTimeout.d < time.Minute:
-		return false, usageErrorf("--idle-timeout %s is under 1m: give at least 1m, as CloudWatch alarms look at whole minutes", lf.idleTimeout.d)
+	case lf.idleTimeout.set && idleShapeErr(lf.idleTimeout.d) != nil:
+		return false, usageErrorf("--idle-timeout %v", idleShapeErr(lf.idleTimeout.d))
 	case lf.noTTL && lf.ttl.set:
 		return false, usageErrorf("--ttl and --no-ttl contradict each other: give one")
 	case lf.noTTL && !detach:

@@ -37,7 +37,7 @@ func (r *rootConfig) openSweepSource(ctx context.Context) (*sweepSource, error) 
 	return &sweepSource{
 		d:     d,
 		store: newDynamoStore(dynamodb.NewFromConfig(d.cfg), d.table, d.instancesTable),
-		price: newPricer(d.cfg),
+		price: newPricer(d.cfg, d.userID),
 		now:   r.clock.Now,
 	}, nil
 }

@@ -83,13 +83,30 @@ type pricer struct {
 	pricingDown bool
 }
 
-// newPricer asks the Pricing API (us-east-1) and each region's spot price history with cfg.
-func newPricer(cfg aws.Config) *pricer {
+// pricingRegionOf is where the Price List Query API of a partition is served (its
+// endpoints: https://docs.aws.amazon.com/awsaccountbilling/latest/aboutv2/using-price-list-query-api.html,
+// and for China https://docs.amazonaws.cn/en_us/awsaccountbilling/latest/aboutv2/using-the-aws-price-list-bulk-api.html),
+// or "" where it has none (aws-us-gov and the isolated partitions: the table only).
+func pricingRegionOf(partition string) string {
+	switch partition {
+	case "", "aws":
+		return pricingRegion
+	case "aws-cn":
+		return "cn-northwest-1"
+	}
+	return ""
+}
+
+// newPricer asks the Pricing API of the caller's partition (from its STS ARN) and each
+// region's spot price history with cfg.
+func newPricer(cfg aws.Config, callerARN string) *pricer {
 	p := newTablePricer(cfg.Region)
-	p.pricing = pricing.NewFromConfig(cfg, func(o *pricing.Options) {
-		o.Region = pricingRegion
-		o.RetryMaxAttempts = 1
-	})
+	if region := pricingRegionOf(partitionOf(callerARN)); region != "" {
+		p.pricing = pricing.NewFromConfig(cfg, func(o *pricing.Options) {
+			o.Region = region
+			o.RetryMaxAttempts = 1
+		})
+	}
 	p.spot = func(region string) spotPriceAPI {
 		return ec2.NewFromConfig(cfg, func(o *ec2.Options) {
 			o.Region = region

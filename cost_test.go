@@ -175,7 +175,7 @@ func TestDryRunCostBound(t *testing.T) {
 // API nor DescribeSpotPriceHistory, so both fall back; moto serves spot history.
 func TestPriceForOnEmulator(t *testing.T) {
 	a := newTestAWS(t)
-	p := newPricer(a.cfg)
+	p := newPricer(a.cfg, "arn:aws:iam::000000000000:user/test")
 	ctx := context.Background()
 	usd, src := p.priceFor(ctx, "us-east-1", "m5.large", false)
 	if src != priceSourceTable && src != priceSourceAPI {

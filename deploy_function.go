@@ -6,11 +6,13 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/service/lambda"
 	lambdatypes "github.com/aws/aws-sdk-go-v2/service/lambda/types"
 )
@@ -29,39 +31,73 @@ func (d *deployer) functionEnv() map[string]string {
 func (d *deployer) ensureFunction(ctx context.Context, pkg *bootstrapPackage, roleARN string) (string, error) {
 	name := d.names.function
 	out, err := d.lambda.GetFunction(ctx, &lambda.GetFunctionInput{FunctionName: aws.String(name)})
+	created := false
 	switch {
 	case isNotFound(err):
 		arn := d.names.functionARN()
-		if !d.dryRun {
-			if arn, err = d.createFunction(ctx, pkg, roleARN); err != nil {
+		if d.dryRun {
+			d.report(resourceResult{Kind: kindFunction, Name: name, ARN: arn, Action: actionCreated})
+			return arn, nil
+		}
+		arn, err = d.createFunction(ctx, pkg, roleARN)
+		if !errors.Is(err, errFunctionExists) {
+			if err != nil {
 				return "", err
 			}
+			d.report(resourceResult{Kind: kindFunction, Name: name, ARN: arn, Action: actionCreated})
+			return arn, nil
 		}
-		d.report(resourceResult{Kind: kindFunction, Name: name, ARN: arn, Action: actionCreated})
-		return arn, nil
+		// An earlier attempt of this create landed (its answer was lost): it is ours, and
+		// is brought up to date like an existing one.
+		created = true
+		if err := d.waitFunction(ctx, name, true); err != nil {
+			return "", err
+		}
+		if out, err = d.lambda.GetFunction(ctx, &lambda.GetFunctionInput{FunctionName: aws.String(name)}); err != nil {
+			return "", fmt.Errorf("reading function %s: %w", name, err)
+		}
 	case err != nil:
 		return "", fmt.Errorf("reading function %s: %w", name, err)
 	}
-	cfg := out.Configuration
-	arn := aws.ToString(cfg.FunctionArn)
+	arn := aws.ToString(out.Configuration.FunctionArn)
+	action, err := d.updateFunction(ctx, out.Configuration, pkg, roleARN)
+	if err != nil {
+		return "", err
+	}
+	if created {
+		action = actionCreated
+	}
+	d.report(resourceResult{Kind: kindFunction, Name: name, ARN: arn, Action: action})
+	return arn, nil
+}
+
+// errFunctionExists: CreateFunction found the function already there.
+var errFunctionExists = errors.New("function exists")
+
+// updateFunction brings an existing function's code and configuration to what deploy
+// wants, and says whether anything changed.
+func (d *deployer) updateFunction(ctx context.Context, cfg *lambdatypes.FunctionConfiguration, pkg *bootstrapPackage, roleARN string) (string, error) {
+	name := d.names.function
 	codeChanged := aws.ToString(cfg.CodeSha256) != pkg.sha256 ||
 		len(cfg.Architectures) != 1 || cfg.Architectures[0] != pkg.arch
 	update, configChanged := d.functionUpdate(cfg, roleARN)
-	action := actionUnchanged
-	if codeChanged || configChanged {
-		action = actionUpdated
+	if !codeChanged && !configChanged {
+		return actionUnchanged, nil
 	}
-	if !d.dryRun && codeChanged {
+	if d.dryRun {
+		return actionUpdated, nil
+	}
+	if codeChanged {
 		if err := d.waitFunction(ctx, name, false); err != nil {
 			return "", err
 		}
 		if _, err := d.lambda.UpdateFunctionCode(ctx, &lambda.UpdateFunctionCodeInput{
 			FunctionName: aws.String(name), ZipFile: pkg.zip, Architectures: []lambdatypes.Architecture{pkg.arch},
-		}); err != nil {
+		}, uploadOptions(pkg)); err != nil {
 			return "", fmt.Errorf("updating function %s's code: %w", name, err)
 		}
 	}
-	if !d.dryRun && configChanged {
+	if configChanged {
 		// Lambda refuses a configuration update while the code update is in progress.
 		if err := d.waitFunction(ctx, name, false); err != nil {
 			return "", err
@@ -74,13 +110,28 @@ func (d *deployer) ensureFunction(ctx context.Context, pkg *bootstrapPackage, ro
 			return "", fmt.Errorf("updating function %s's configuration: %w", name, err)
 		}
 	}
-	if !d.dryRun && action == actionUpdated {
-		if err := d.waitFunction(ctx, name, false); err != nil {
-			return "", err
-		}
+	if err := d.waitFunction(ctx, name, false); err != nil {
+		return "", err
 	}
-	d.report(resourceResult{Kind: kindFunction, Name: name, ARN: arn, Action: action})
-	return arn, nil
+	return actionUpdated, nil
+}
+
+// uploadRate is the slowest uplink a code upload is given time for: 16 KiB/s, about
+// 128 kbit/s.
+const uploadRate = 16 << 10
+
+// uploadOptions give a call that sends the code (~6 MB in one request) an attempt
+// timeout that fits the zip at uploadRate on top of the usual one: the per-attempt
+// timeout bounds an answer that never comes, not a slow upload.
+func uploadOptions(pkg *bootstrapPackage) func(*lambda.Options) {
+	base, err := awsTimeout()
+	if err != nil {
+		base = defaultAWSTimeout
+	}
+	timeout := base + time.Duration(len(pkg.zip)/uploadRate+1)*time.Second
+	return func(o *lambda.Options) {
+		o.HTTPClient = awshttp.NewBuildableClient().WithTimeout(timeout)
+	}
 }
 
 // createFunction creates the function, retrying while the just-created role is not yet
@@ -106,9 +157,12 @@ func (d *deployer) createFunction(ctx context.Context, pkg *bootstrapPackage, ro
 	var cout *lambda.CreateFunctionOutput
 	err := d.retryPropagation(ctx, "creating function "+name, isRoleNotAssumable, func() error {
 		var err error
-		cout, err = d.lambda.CreateFunction(ctx, in)
+		cout, err = d.lambda.CreateFunction(ctx, in, uploadOptions(pkg))
 		return err
 	})
+	if apiErrorCode(err) == "ResourceConflictException" {
+		return "", errFunctionExists
+	}
 	if err != nil {
 		return "", fmt.Errorf("creating function %s: %w", name, err)
 	}

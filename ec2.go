@@ -33,6 +33,91 @@ func alarmName(sweepID string, index int) string {
 	return fmt.Sprintf("spawn-%s-%d", sweepID, index)
 }
 
+// The shape of an idle-timeout alarm, as CloudWatch and EC2 allow it. With basic
+// monitoring (what spawn's launches use: detailed monitoring costs per instance) EC2
+// publishes CPUUtilization every 5 minutes (EC2 User Guide, "Manage detailed monitoring
+// for your EC2 instances"), so a shorter period would leave the alarm in
+// INSUFFICIENT_DATA. PutMetricAlarm refuses Period × EvaluationPeriods over 86,400 s for
+// periods under an hour, and over 604,800 s for any period (CloudWatch API reference,
+// PutMetricAlarm, Period): an idle timeout past a day is counted in hours, and one past
+// 7 days cannot be expressed at all.
+const (
+	idleBasicPeriod  = 300  // s: EC2's basic-monitoring interval
+	idleHourPeriod   = 3600 // s: the shortest period whose window may pass a day
+	idleShortWindow  = 86400
+	idleLongWindow   = 604800
+	minIdleTimeout   = idleBasicPeriod * time.Second
+	maxIdleTimeout   = idleLongWindow * time.Second
+	idleDayTimeout   = idleShortWindow * time.Second
+	idleMissingData  = "notBreaching"
+	idleAlarmPartDef = "aws"
+)
+
+// idleAlarmShape is the period and the number of periods of the alarm for idle, rounded
+// up to whole periods, or why no alarm can express it (the parser refuses it then).
+func idleAlarmShape(idle time.Duration) (period, periods int32, err error) {
+	switch {
+	case idle < minIdleTimeout:
+		return 0, 0, fmt.Errorf("%s is under %s: EC2 publishes the CPU use an idle alarm watches every 5 minutes (basic monitoring); give at least 5m", shortDuration(idle), shortDuration(minIdleTimeout))
+	case idle > maxIdleTimeout:
+		return 0, 0, fmt.Errorf("%s is over 7d, the longest window a CloudWatch alarm evaluates (Period × EvaluationPeriods ≤ 604,800 s): give at most 7d, or a ttl", shortDuration(idle))
+	case idle <= idleDayTimeout:
+		period = idleBasicPeriod
+	default:
+		period = idleHourPeriod
+	}
+	step := time.Duration(period) * time.Second
+	return period, int32((idle + step - 1) / step), nil
+}
+
+func idleShapeErr(idle time.Duration) error {
+	_, _, err := idleAlarmShape(idle)
+	return err
+}
+
+// partitionedAlarms is a CloudWatch client that knows its partition (from STS), for the
+// alarm action's ARN.
+type partitionedAlarms struct {
+	alarmAPI
+	partition string
+}
+
+func (p partitionedAlarms) awsPartition() string { return p.partition }
+
+// alarmPartition is the partition of the account api acts in: "aws" for a client that
+// does not say (the tests' fakes).
+func alarmPartition(api alarmAPI) string {
+	if p, ok := api.(interface{ awsPartition() string }); ok && p.awsPartition() != "" {
+		return p.awsPartition()
+	}
+	return idleAlarmPartDef
+}
+
+// idleAlarmInput is the alarm that terminates instanceID once its CPU stayed under
+// idleThreshold for idle. Missing data counts as not idle: an instance that is booting,
+// or whose metrics come late, is never terminated for the gap.
+func idleAlarmInput(name, instanceID, region, partition string, idle time.Duration) (*cloudwatch.PutMetricAlarmInput, error) {
+	period, periods, err := idleAlarmShape(idle)
+	if err != nil {
+		return nil, err
+	}
+	return &cloudwatch.PutMetricAlarmInput{
+		AlarmName:          aws.String(name),
+		AlarmDescription:   aws.String(fmt.Sprintf("spawn: terminate %s after %s below %.0f%% CPU", instanceID, idle, idleThreshold)),
+		Namespace:          aws.String("AWS/EC2"),
+		MetricName:         aws.String("CPUUtilization"),
+		Dimensions:         []cwtypes.Dimension{{Name: aws.String("InstanceId"), Value: aws.String(instanceID)}},
+		Statistic:          cwtypes.StatisticAverage,
+		Period:             aws.Int32(period),
+		EvaluationPeriods:  aws.Int32(periods),
+		DatapointsToAlarm:  aws.Int32(periods),
+		Threshold:          aws.Float64(idleThreshold),
+		ComparisonOperator: cwtypes.ComparisonOperatorLessThanThreshold,
+		TreatMissingData:   aws.String(idleMissingData),
+		AlarmActions:       []string{"arn:" + partition + ":automate:" + region + ":ec2:terminate"},
+	}, nil
+}
+
 // ensureAlarm creates the idle-timeout alarm of a running instance once; a failure is
 // retried next step.
 func (o *orchestrator) ensureAlarm(ctx context.Context, sw *sweep, e *aliveInstance) {
@@ -44,23 +129,16 @@ func (o *orchestrator) ensureAlarm(ctx context.Context, sw *sweep, e *aliveInsta
 	if err != nil {
 		return
 	}
-	period := int32(60)
-	periods := int32(max((idle+time.Minute-1)/time.Minute, 1))
-	_, err = api.PutMetricAlarm(ctx, &cloudwatch.PutMetricAlarmInput{
-		AlarmName:          aws.String(alarmName(sw.SweepID, e.Index)),
-		AlarmDescription:   aws.String(fmt.Sprintf("spawn: terminate %s after %s below %.0f%% CPU", e.InstanceID, idle, idleThreshold)),
-		Namespace:          aws.String("AWS/EC2"),
-		MetricName:         aws.String("CPUUtilization"),
-		Dimensions:         []cwtypes.Dimension{{Name: aws.String("InstanceId"), Value: aws.String(e.InstanceID)}},
-		Statistic:          cwtypes.StatisticAverage,
-		Period:             aws.Int32(period),
-		EvaluationPeriods:  aws.Int32(periods),
-		Threshold:          aws.Float64(idleThreshold),
-		ComparisonOperator: cwtypes.ComparisonOperatorLessThanThreshold,
-		AlarmActions:       []string{fmt.Sprintf("arn:aws:automate:%s:ec2:terminate", e.Region)},
-	})
+	log := o.log.With().Str("sweep_id", sw.SweepID).Int("index", e.Index).Logger()
+	in, err := idleAlarmInput(alarmName(sw.SweepID, e.Index), e.InstanceID, e.Region, alarmPartition(api), idle)
 	if err != nil {
-		o.log.Warn().Err(err).Str("sweep_id", sw.SweepID).Int("index", e.Index).Msg("creating the idle alarm; retrying next step")
+		// The parser refuses such a timeout; a sweep launched before it did gets no
+		// alarm rather than a call CloudWatch would refuse every step.
+		log.Debug().Err(err).Msg("no idle alarm can express this idle timeout")
+		return
+	}
+	if _, err = api.PutMetricAlarm(ctx, in); err != nil {
+		log.Warn().Err(err).Msg("creating the idle alarm; retrying next step")
 		return
 	}
 	e.IdleAlarm = true
@@ -317,7 +395,9 @@ func (c *awsClients) ec2For(account, region string) ec2API {
 }
 
 func (c *awsClients) alarmsFor(account, region string) alarmAPI {
-	return cachedClient(c, c.cw, account, region, func(cfg aws.Config) alarmAPI { return cloudwatch.NewFromConfig(cfg) })
+	return cachedClient(c, c.cw, account, region, func(cfg aws.Config) alarmAPI {
+		return partitionedAlarms{alarmAPI: cloudwatch.NewFromConfig(cfg), partition: c.partition}
+	})
 }
 
 // cachedClient returns the client of (account, region) from cache, making it once.

@@ -87,7 +87,7 @@ func newEngineDeps(cfg aws.Config, account, callerARN, table, instancesTable, bu
 		clients:  newAWSClients(cfg, account, partitionOf(callerARN)),
 		lambda:   lambdasvc.NewFromConfig(cfg),
 		function: function,
-		pricer:   newPricer(cfg),
+		pricer:   newPricer(cfg, callerARN),
 		log:      log,
 	}
 }

@@ -603,6 +603,8 @@ func (p *paramParser) setOneRegionKey(it *item, f field, at where) (err error) {
 	case "ami":
 		if it.AMI, err = p.str(f, at); err == nil && !validAMI(it.AMI) {
 			err = p.errAt(f.off, at, "%q is not an AMI id: use ami-0123456789abcdef0 or resolve:ssm:<parameter>, or remove the key for Amazon Linux 2023", it.AMI)
+		} else if err == nil && !readableAMIParameter(it.AMI) {
+			err = p.errAt(f.off, at, "%q names a parameter the orchestrator may not read: resolve:ssm: takes AWS's public parameters (%s…) or your own under %s", it.AMI, publicAMIParameters, ownAMIParameters)
 		}
 	case "subnet_id":
 		if it.SubnetID, err = p.str(f, at); err == nil && !hasIDPrefix(it.SubnetID, "subnet-") {
@@ -629,8 +631,10 @@ func (p *paramParser) setOther(it *item, f field, at where) (known bool, err err
 		it.TTL, err = p.duration(f, at)
 	case "idle_timeout":
 		it.IdleTimeout, err = p.duration(f, at)
-		if err == nil && it.IdleTimeout < time.Minute {
-			err = p.errAt(f.off, at, "%s is too short: CloudWatch alarms need at least 1m", it.IdleTimeout)
+		if err == nil {
+			if _, _, shapeErr := idleAlarmShape(it.IdleTimeout); shapeErr != nil {
+				err = p.errAt(f.off, at, "%v", shapeErr)
+			}
 		}
 	case "command":
 		it.Command, err = p.nonEmpty(f, at, "a shell command line")

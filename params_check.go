@@ -142,6 +142,13 @@ func validAMI(s string) bool {
 	return hasIDPrefix(s, "ami-")
 }
 
+// readableAMIParameter: an AMI that is no SSM parameter, or one the orchestrator's policy
+// lets it (and EC2 on its behalf) read (policy.go, amiParameterARNs).
+func readableAMIParameter(s string) bool {
+	name, ok := strings.CutPrefix(s, "resolve:ssm:")
+	return !ok || strings.HasPrefix(name, publicAMIParameters) || strings.HasPrefix(name, ownAMIParameters)
+}
+
 // hasIDPrefix checks an EC2 id such as sg-0abc: the prefix, then 8 or 17 hex digits.
 func hasIDPrefix(s, prefix string) bool {
 	h, ok := strings.CutPrefix(s, prefix)

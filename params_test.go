@@ -102,7 +102,7 @@ func TestParseParamFileDuplicateKeyInBigObject(t *testing.T) {
 
 func TestParseParamFileValues(t *testing.T) {
 	data := "\xef\xbb\xbf" + `{"params": [{"command": "x", "s": "a\"b\u00e9", "n": -1.5e3, "b": false, "t": true,
-		"security_group_ids": ["sg-0123456789abcdef0", "sg-01234567"], "ami": "resolve:ssm:/my/ami",
+		"security_group_ids": ["sg-0123456789abcdef0", "sg-01234567"], "ami": "resolve:ssm:/spawn/my/ami",
 		"idle_timeout": "1d2h", "iam_instance_profile": "arn:aws:iam::123456789012:instance-profile/p"}]}`
 	items, err := parseParamFile("v.json", []byte(data))
 	if err != nil {
@@ -113,7 +113,7 @@ func TestParseParamFileValues(t *testing.T) {
 	if !slices.Equal(it.Params, want) {
 		t.Errorf("params: got %v, want %v", it.Params, want)
 	}
-	if it.IdleTimeout != 26*time.Hour || len(it.SecurityGroupIDs) != 2 || it.AMI != "resolve:ssm:/my/ami" {
+	if it.IdleTimeout != 26*time.Hour || len(it.SecurityGroupIDs) != 2 || it.AMI != "resolve:ssm:/spawn/my/ami" {
 		t.Errorf("got idle %v, groups %v, ami %q", it.IdleTimeout, it.SecurityGroupIDs, it.AMI)
 	}
 }

@@ -88,6 +88,51 @@ func (n policyNames) roleARN(account, name string) string {
 	return "arn:" + n.partition + ":iam::" + account + ":role/" + name
 }
 
+// The SSM parameters `ami: resolve:ssm:<name>` may name, and the only ones the
+// orchestrator may read: AWS's public parameters (Amazon Linux, and Ubuntu, Debian,
+// Windows and the rest under /aws/service/; public parameters carry no account in their
+// ARN) and the account's own under /spawn/.
+const (
+	publicAMIParameters = "/aws/service/"
+	ownAMIParameters    = "/spawn/"
+)
+
+func (n policyNames) amiParameterARNs(account string) []string {
+	return []string{
+		n.arn("ssm", "*", "", "parameter"+publicAMIParameters+"*"),
+		n.arn("ssm", "*", account, "parameter"+ownAMIParameters+"*"),
+	}
+}
+
+// spotService is the service whose service-linked role Spot launches need.
+const (
+	spotService  = "spot.amazonaws.com"
+	spotRoleName = "AWSServiceRoleForEC2Spot"
+)
+
+func (n policyNames) spotRoleARN(account string) string {
+	return "arn:" + n.partition + ":iam::" + account + ":role/aws-service-role/" + spotService + "/" + spotRoleName
+}
+
+// spotRoleStatements let deploy read and create the Spot service-linked role in account
+// (iam:AWSServiceName is the documented condition key of CreateServiceLinkedRole; GetRole
+// has no such key, so it is a statement of its own).
+func (n policyNames) spotRoleStatements(account string) []policyStatement {
+	return []policyStatement{
+		{
+			Sid: "ReadSpotServiceLinkedRole", Effect: "Allow",
+			Action:   []string{"iam:GetRole"},
+			Resource: []string{n.spotRoleARN(account)},
+		},
+		{
+			Sid: "CreateSpotServiceLinkedRole", Effect: "Allow",
+			Action:    []string{"iam:CreateServiceLinkedRole"},
+			Resource:  []string{n.spotRoleARN(account)},
+			Condition: map[string]map[string]any{"StringLike": {"iam:AWSServiceName": spotService}},
+		},
+	}
+}
+
 func lambdaTrustPolicy() policyDocument {
 	return newPolicy(policyStatement{
 		Effect: "Allow", Principal: map[string]any{"Service": "lambda.amazonaws.com"},
@@ -163,6 +208,21 @@ func (n policyNames) ec2Statements(account string) []policyStatement {
 			Resource: []string{n.arn("cloudwatch", "*", account, "alarm:spawn-*")},
 		},
 		{
+			// EC2 needs the Spot service-linked role for the account's first spot launch and
+			// creates it then if the caller may (EC2 User Guide, "Service-linked role for Spot
+			// Instances"); deploy creates it too, this covers a deploy that could not.
+			Sid: "SpotServiceLinkedRole", Effect: "Allow",
+			Action:    []string{"iam:CreateServiceLinkedRole"},
+			Resource:  []string{n.spotRoleARN(account)},
+			Condition: map[string]map[string]any{"StringLike": {"iam:AWSServiceName": spotService}},
+		},
+		{
+			// resolve:ssm: AMIs: EC2 reads the parameter with the launcher's permissions.
+			Sid: "AMIParameters", Effect: "Allow",
+			Action:   []string{"ssm:GetParameter", "ssm:GetParameters"},
+			Resource: n.amiParameterARNs(account),
+		},
+		{
 			// An alarm's EC2 action runs as this service-linked role, created on first use.
 			Sid: "AlarmActionsRole", Effect: "Allow",
 			Action:    []string{"iam:CreateServiceLinkedRole"},
@@ -210,11 +270,6 @@ func (n policyNames) orchestratorPolicy() policyDocument {
 	}
 	st = append(st, n.ec2Statements(n.account)...)
 	st = append(st,
-		policyStatement{
-			Sid: "AmazonLinuxAMIs", Effect: "Allow",
-			Action:   []string{"ssm:GetParameter", "ssm:GetParameters"},
-			Resource: []string{n.arn("ssm", "*", "", "parameter"+al2023ParameterPath+"*")},
-		},
 		policyStatement{
 			// Neither the Price List API nor spot price history has resource-level
 			// permissions. Prices are read with the orchestrator's own credentials.
@@ -398,7 +453,7 @@ func (n policyNames) instanceProfileStatement(account string) policyStatement {
 // account (the README's Permissions section).
 func (n policyNames) deployerPolicy() policyDocument {
 	sweepTable := n.tableARN(n.table)
-	return newPolicy(
+	p := newPolicy(
 		whoAmIStatement(),
 		policyStatement{
 			Sid: "Bucket", Effect: "Allow",
@@ -451,6 +506,8 @@ func (n policyNames) deployerPolicy() policyDocument {
 			Resource: []string{n.watchdogRuleARN()},
 		},
 	)
+	p.Statement = append(p.Statement, n.spotRoleStatements(n.account)...)
+	return p
 }
 
 // launcherPolicy is what a user needs to launch, watch, cancel and resume sweeps on a
@@ -500,11 +557,6 @@ func (n policyNames) launcherPolicy() policyDocument {
 	st = append(st, n.ec2Statements(n.account)...)
 	return newPolicy(append(st,
 		policyStatement{
-			Sid: "AmazonLinuxAMIs", Effect: "Allow",
-			Action:   []string{"ssm:GetParameter", "ssm:GetParameters"},
-			Resource: []string{n.arn("ssm", "*", "", "parameter"+al2023ParameterPath+"*")},
-		},
-		policyStatement{
 			Sid: "Prices", Effect: "Allow",
 			Action:   []string{"pricing:GetProducts", "ec2:DescribeSpotPriceHistory"},
 			Resource: []string{"*"},
@@ -549,11 +601,13 @@ func (n policyNames) ciLauncherPolicy() policyDocument {
 
 // computeDeployerPolicy is what the --compute-profile user needs in a compute account.
 func (n policyNames) computeDeployerPolicy(computeAccount string) policyDocument {
-	return newPolicy(
+	p := newPolicy(
 		whoAmIStatement(),
 		n.roleStatement(computeAccount, crossAccountRoleName, instanceRoleName),
 		n.instanceProfileStatement(computeAccount),
 	)
+	p.Statement = append(p.Statement, n.spotRoleStatements(computeAccount)...)
+	return p
 }
 
 // samePolicy compares two policy documents by meaning: whitespace, key order, a

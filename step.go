@@ -4,14 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
-	"github.com/aws/smithy-go"
 	"github.com/rs/zerolog"
 )
 
@@ -696,8 +694,10 @@ func (o *orchestrator) launchOne(ctx context.Context, sw *sweep, e *aliveInstanc
 	}
 	if err != nil {
 		reason := launchWaitReason(err)
-		if strings.HasPrefix(reason, iamWaitReason) && e.LaunchTries >= iamWaitTries {
-			reason = "" // not propagation: the profile does not exist
+		if limit := propagationLimit(err); limit > 0 && o.waited(&e.Unseen, now) >= limit {
+			// Waited on one clock since this reservation's first such refusal: it is not
+			// propagation (the profile does not exist, the role may not do this).
+			reason = ""
 		}
 		if ctx.Err() == nil && o.refusedForFallback(sw, e, err, now, log) {
 			return false
@@ -722,8 +722,9 @@ func (o *orchestrator) launchOne(ctx context.Context, sw *sweep, e *aliveInstanc
 		if !settled {
 			return false
 		}
-		return o.endWithoutInstance(ctx, sw, e, outcomeFailed, "launch refused: "+err.Error(), now)
+		return o.endWithoutInstance(ctx, sw, e, outcomeFailed, "launch refused: "+err.Error()+refusalHint(err), now)
 	}
+	e.Unseen = nil // a propagation wait's mark; the instance's own visibility starts now
 	o.recordLaunch(ctx, sw, e, aws.ToString(out.Instances[0].InstanceId), now, log)
 	return false
 }
@@ -822,75 +823,3 @@ func (o *orchestrator) backoff(e *aliveInstance, now time.Time) {
 	d = d/2 + time.Duration(o.jitter()*float64(d/2))
 	e.NotBefore = now.Add(d)
 }
-
-// waitReasons are the EC2 refusals that clear with time, and how status names them:
-// capacity, account quotas (a new account's vCPU quota cannot hold many instances) and
-// the spot market. A launch refused with one of them waits, under the same client token;
-// it never fails the item. Source: the EC2 API reference, "Error codes".
-var waitReasons = map[string]string{
-	"VcpuLimitExceeded":                 "vCPU quota",
-	"InstanceLimitExceeded":             "instance quota",
-	"MaxSpotInstanceCountExceeded":      "spot instance quota",
-	"InsufficientFreeAddressesInSubnet": "no free addresses in the subnet",
-	"SpotMaxPriceTooLow":                "spot price above spot_max_price",
-	"UnfulfillableCapacity":             "no capacity",
-	"RequestLimitExceeded":              "throttled",
-	"Unavailable":                       "EC2 unavailable",
-	"ServiceUnavailable":                "EC2 unavailable",
-	"InternalError":                     "EC2 internal error",
-	"InternalFailure":                   "EC2 internal error",
-	"RequestTimeout":                    "EC2 timed out",
-	"RequestExpired":                    "request expired",
-	"IncorrectState":                    "EC2 busy",
-	"PendingVerification":               "account pending verification",
-}
-
-// launchWaitReason says why a launch waits ("vCPU quota (VcpuLimitExceeded)"), or ""
-// when the refusal is for bad input and the item fails.
-func launchWaitReason(err error) string {
-	var ae smithy.APIError
-	if !errors.As(err, &ae) {
-		return "no answer from EC2" // network errors and timeouts
-	}
-	code := ae.ErrorCode()
-	reason, ok := waitReasons[code]
-	switch {
-	case ok:
-	case iamNotVisibleYet(ae):
-		reason = iamWaitReason
-	case strings.HasPrefix(code, "Insufficient") && strings.HasSuffix(code, "Capacity"):
-		reason = "no capacity"
-	case strings.HasPrefix(code, "Throttl"):
-		reason = "throttled"
-	default:
-		var re interface{ HTTPStatusCode() int }
-		var ne net.Error
-		switch {
-		case errors.As(err, &re) && re.HTTPStatusCode() >= 500:
-			reason = "EC2 error"
-		case errors.As(err, &ne):
-			reason = "no answer from EC2"
-		default:
-			return ""
-		}
-	}
-	return reason + " (" + code + ")"
-}
-
-// iamWaitReason: an instance profile EC2 does not know yet. IAM is eventually
-// consistent: a profile used right after `spawn deploy` created it is refused for up to
-// tens of seconds (EC2 User Guide, "IAM roles for Amazon EC2"; IAM User Guide,
-// "Troubleshooting IAM roles"). After iamWaitTries refusals it is taken for a name that
-// does not exist, and the item fails.
-const (
-	iamWaitReason = "instance profile not visible to EC2 yet"
-	iamWaitTries  = 10
-)
-
-func iamNotVisibleYet(ae smithy.APIError) bool {
-	return ae.ErrorCode() == "InvalidParameterValue" && strings.Contains(strings.ToLower(ae.ErrorMessage()), "iam instance profile")
-}
-
-// retryableLaunchError: a refusal that clears with time. The same ClientToken is used
-// again, so a call that did launch is never doubled.
-func retryableLaunchError(err error) bool { return launchWaitReason(err) != "" }

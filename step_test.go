@@ -430,7 +430,7 @@ func TestDeadlineFromAnotherHostsClock(t *testing.T) {
 // TestInstanceProfileNotVisibleYetWaits: right after `spawn deploy` EC2 may not know the
 // instance profile IAM just created (InvalidParameterValue … Invalid IAM Instance
 // Profile name, for up to tens of seconds): the launch waits with that reason and the
-// item runs once EC2 sees it. A name EC2 never knows fails the item after iamWaitTries.
+// item runs once EC2 sees it. A name EC2 never knows fails the item after propagationLimitIAM.
 func TestInstanceProfileNotVisibleYetWaits(t *testing.T) {
 	const msg = "Value (spawnd-role) for parameter iamInstanceProfile.name is invalid. Invalid IAM Instance Profile name"
 	for _, refusals := range []int{3, 1000} {
