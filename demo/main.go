@@ -54,6 +54,7 @@ type demo struct {
 	bootstrap string
 	params    string
 	endpoint  string
+	cfg       aws.Config // the emulator's endpoint and credentials
 	env       []string
 	out       io.Writer
 }
@@ -79,91 +80,32 @@ func run(ctx context.Context, args []string) error {
 	start := time.Now()
 	srv := kumo.NewServer()
 	defer srv.Close()
-	d := &demo{spawn: *spawnBin, bootstrap: *bootstrap, params: *params, endpoint: srv.URL, out: os.Stdout}
-	d.env = append(cleanEnv(),
-		"AWS_ACCESS_KEY_ID=test", "AWS_SECRET_ACCESS_KEY=test", "AWS_REGION=us-east-1",
-		"SPAWN_ENDPOINT_URL="+srv.URL, "NO_COLOR=",
-	)
-	cfg := aws.Config{
-		Region:       "us-east-1",
-		Credentials:  credentials.NewStaticCredentialsProvider("test", "test", ""),
-		BaseEndpoint: aws.String(srv.URL),
-	}
+	d := newDemo(*spawnBin, *bootstrap, *params, srv.URL)
 	d.say("AWS emulator (kumo) listening on %s — no AWS account is used", srv.URL)
 
-	// 1. deploy, with the function's process started as soon as the function exists
-	//    (deploy ends with a health-check invoke that the process must answer).
-	fn := "spawn-sweep-orchestrator"
-	var fnProc *exec.Cmd
-	defer func() {
-		if fnProc != nil && fnProc.Process != nil {
-			_ = fnProc.Process.Kill()
-			_ = fnProc.Wait()
-		}
-	}()
-	deployDone := make(chan error, 1)
-	go func() { deployDone <- d.spawnCmd(ctx, "deploy", "--bootstrap", d.bootstrap) }()
-	d.say("spawn deploy")
-	lc := lambda.NewFromConfig(cfg)
-	for fnProc == nil {
-		select {
-		case err := <-deployDone:
-			return fmt.Errorf("spawn deploy: %w", err)
-		case <-time.After(100 * time.Millisecond):
-		}
-		if _, err := lc.GetFunction(ctx, &lambda.GetFunctionInput{FunctionName: aws.String(fn)}); err == nil {
-			p, err := d.startFunction(fn)
-			if err != nil {
-				return err
-			}
-			fnProc = p
-		}
-	}
-	if err := <-deployDone; err != nil {
-		return fmt.Errorf("spawn deploy: %w", err)
-	}
-
-	// AWS publishes the latest Amazon Linux 2023 AMI ids as public SSM parameters; the
-	// emulator starts empty, so the demo publishes them as AWS would.
-	sc := ssm.NewFromConfig(cfg)
-	for _, arch := range []string{"x86_64", "arm64"} {
-		if _, err := sc.PutParameter(ctx, &ssm.PutParameterInput{
-			Name:  aws.String("/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-" + arch),
-			Value: aws.String("ami-0demo" + strings.ReplaceAll(arch, "_", "")), Type: ssmtypes.ParameterTypeString,
-		}); err != nil {
-			return fmt.Errorf("publishing the AMI parameter: %w", err)
-		}
-	}
-
-	// 2. the plan: the grid expanded into items. A real instance gets its item's params
-	//    in its user data; kumo keeps no user data, so the simulator reads them here.
-	d.say("spawn launch --dry-run --param-file %s", d.params)
-	if err := d.spawnCmd(ctx, "launch", "--dry-run", "--param-file", d.params); err != nil {
-		return fmt.Errorf("spawn launch --dry-run: %w", err)
-	}
-	planDoc, err := d.spawnOut(ctx, "launch", "--dry-run", "--param-file", d.params, "--output", "json")
+	// 1. deploy, and what AWS itself would provide.
+	fnProc, err := d.deploy(ctx)
+	defer stopProcess(fnProc)
 	if err != nil {
-		return fmt.Errorf("spawn launch --dry-run --output json: %w", err)
+		return err
 	}
-	var plan demoPlan
-	if err := json.Unmarshal([]byte(planDoc), &plan); err != nil {
-		return fmt.Errorf("reading the dry run's plan: %w", err)
+	if err := d.publishAMIs(ctx); err != nil {
+		return err
 	}
 
-	// 3. launch.
-	d.say("spawn launch --param-file %s --max-concurrent 3 --poll-interval 2s", d.params)
-	id, err := d.spawnOut(ctx, "launch", "--param-file", d.params, "--name", "demo", "--max-concurrent", "3", "--poll-interval", "2s", "--output", "json")
+	// 2. the plan, then the launch.
+	plan, err := d.plan(ctx)
 	if err != nil {
-		return fmt.Errorf("spawn launch: %w", err)
+		return err
 	}
-	sweepID := jsonField(id, "sweep_id")
-	if sweepID == "" {
-		return fmt.Errorf("spawn launch printed no sweep id: %s", id)
+	sweepID, err := d.launch(ctx)
+	if err != nil {
+		return err
 	}
 
-	// 4. the workload: on real EC2 each instance runs its command, uploads its result and
+	// 3. the workload: on real EC2 each instance runs its command, uploads its result and
 	//    exit record, tags its exit code and powers off; here a simulator plays every instance.
-	sim, err := newSimulator(ctx, cfg, sweepID, plan, *failEvery)
+	sim, err := newSimulator(ctx, d.cfg, sweepID, plan, *failEvery)
 	if err != nil {
 		return err
 	}
@@ -173,64 +115,179 @@ func run(ctx context.Context, args []string) error {
 	go func() { defer wg.Done(); sim.run(simCtx) }()
 	defer func() { stopSim(); wg.Wait() }()
 
-	// 5. watch until the sweep ends. --wait makes the exit code the sweep's: 3 when an item
-	//    failed (as --fail-every makes some), 0 when every item succeeded.
-	d.say("spawn status --watch --wait %s", sweepID)
-	watchCode := exitCodeOf(d.spawnCmd(ctx, "status", "--watch", "--wait", "--interval", "1s", sweepID))
-	final, err := d.spawnOut(ctx, "status", "--output", "json", sweepID)
+	// 4. watch until the sweep ends, then rank its items.
+	end, err := d.watch(ctx, sweepID)
 	if err != nil {
-		return fmt.Errorf("spawn status: %w", err)
+		return err
 	}
-	var end struct {
-		Status string `json:"status"`
-		Counts struct {
-			Succeeded, Failed, Expired, Unknown, Cancelled int
-		} `json:"counts"`
+	if end.bad() > 0 {
+		fmt.Fprintf(d.out, "(spawn status --wait exited %d: %d items failed, as --fail-every %d made them)\n", end.waitCode, end.bad(), *failEvery)
 	}
-	if err := json.Unmarshal([]byte(final), &end); err != nil {
-		return fmt.Errorf("reading spawn status's document: %w", err)
-	}
-	bad := end.Counts.Failed + end.Counts.Expired + end.Counts.Unknown
-	if bad > 0 {
-		fmt.Fprintf(d.out, "(spawn status --wait exited %d: %d items failed, as --fail-every %d made them)\n", watchCode, bad, *failEvery)
-	}
+	resultsErr := d.rank(ctx, sweepID, plan)
 
-	// 6. the items ranked by the metrics their instances reported.
-	resultsArgs := []string{"results", sweepID}
-	if o := plan.Objective; o != nil {
-		key := o.Metric
-		if o.Goal == "max" {
-			key = "-" + key
-		}
-		resultsArgs = append(resultsArgs, "--sort", key)
-	}
-	resultsArgs = append(resultsArgs, "--top", "5")
-	d.say("spawn %s", strings.Join(resultsArgs, " "))
-	resultsErr := d.spawnCmd(ctx, resultsArgs...)
-
-	// 7. clean up.
+	// 5. clean up.
 	d.say("spawn destroy --yes")
 	if err := d.spawnCmd(ctx, "destroy", "--yes"); err != nil {
 		return fmt.Errorf("spawn destroy: %w", err)
 	}
 	d.say("demo finished in %s", time.Since(start).Round(time.Second))
 	fmt.Fprint(d.out, realAccountNotes)
-	switch wantCode := 0; {
-	case end.Status != "COMPLETED":
-		return fmt.Errorf("the sweep ended %s, not COMPLETED (the function's log above says why)", end.Status)
-	case bad != sim.failed():
-		return fmt.Errorf("%d items failed, expired or ended unknown; the simulator failed %d", bad, sim.failed())
-	case resultsErr != nil:
+	if resultsErr != nil {
 		return fmt.Errorf("spawn results: %w", resultsErr)
-	default:
-		if bad > 0 {
-			wantCode = 3
+	}
+	return end.check(sim.failed())
+}
+
+// newDemo runs spawn and the SDK against the emulator at endpoint, with its test
+// credentials only.
+func newDemo(spawn, bootstrap, params, endpoint string) *demo {
+	d := &demo{spawn: spawn, bootstrap: bootstrap, params: params, endpoint: endpoint, out: os.Stdout}
+	d.env = append(cleanEnv(),
+		"AWS_ACCESS_KEY_ID=test", "AWS_SECRET_ACCESS_KEY=test", "AWS_REGION=us-east-1",
+		"SPAWN_ENDPOINT_URL="+endpoint, "NO_COLOR=",
+	)
+	d.cfg = aws.Config{
+		Region:       "us-east-1",
+		Credentials:  credentials.NewStaticCredentialsProvider("test", "test", ""),
+		BaseEndpoint: aws.String(endpoint),
+	}
+	return d
+}
+
+// deploy runs spawn deploy, starting the function's process as soon as the function
+// exists (deploy ends with a health-check invoke that the process must answer).
+func (d *demo) deploy(ctx context.Context) (*exec.Cmd, error) {
+	const fn = "spawn-sweep-orchestrator"
+	deployDone := make(chan error, 1)
+	go func() { deployDone <- d.spawnCmd(ctx, "deploy", "--bootstrap", d.bootstrap) }()
+	d.say("spawn deploy")
+	lc := lambda.NewFromConfig(d.cfg)
+	var fnProc *exec.Cmd
+	for fnProc == nil {
+		select {
+		case err := <-deployDone:
+			return nil, fmt.Errorf("spawn deploy: %w", err)
+		case <-time.After(100 * time.Millisecond):
 		}
-		if watchCode != wantCode {
-			return fmt.Errorf("spawn status --wait exited %d, not %d, with %d items failed", watchCode, wantCode, bad)
+		if _, err := lc.GetFunction(ctx, &lambda.GetFunctionInput{FunctionName: aws.String(fn)}); err == nil {
+			p, err := d.startFunction(fn)
+			if err != nil {
+				return nil, err
+			}
+			fnProc = p
+		}
+	}
+	if err := <-deployDone; err != nil {
+		return fnProc, fmt.Errorf("spawn deploy: %w", err)
+	}
+	return fnProc, nil
+}
+
+// publishAMIs: AWS publishes the latest Amazon Linux 2023 AMI ids as public SSM
+// parameters; the emulator starts empty, so the demo publishes them as AWS would.
+func (d *demo) publishAMIs(ctx context.Context) error {
+	sc := ssm.NewFromConfig(d.cfg)
+	for _, arch := range []string{"x86_64", "arm64"} {
+		if _, err := sc.PutParameter(ctx, &ssm.PutParameterInput{
+			Name:  aws.String("/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-" + arch),
+			Value: aws.String("ami-0demo" + strings.ReplaceAll(arch, "_", "")), Type: ssmtypes.ParameterTypeString,
+		}); err != nil {
+			return fmt.Errorf("publishing the AMI parameter: %w", err)
 		}
 	}
 	return nil
+}
+
+// plan shows the dry run (the grid expanded into items) and reads its JSON. A real
+// instance gets its item's params in its user data; kumo keeps no user data, so the
+// simulator takes them from here.
+func (d *demo) plan(ctx context.Context) (demoPlan, error) {
+	var plan demoPlan
+	d.say("spawn launch --dry-run --param-file %s", d.params)
+	if err := d.spawnCmd(ctx, "launch", "--dry-run", "--param-file", d.params); err != nil {
+		return plan, fmt.Errorf("spawn launch --dry-run: %w", err)
+	}
+	doc, err := d.spawnOut(ctx, "launch", "--dry-run", "--param-file", d.params, "--output", "json")
+	if err != nil {
+		return plan, fmt.Errorf("spawn launch --dry-run --output json: %w", err)
+	}
+	if err := json.Unmarshal([]byte(doc), &plan); err != nil {
+		return plan, fmt.Errorf("reading the dry run's plan: %w", err)
+	}
+	return plan, nil
+}
+
+// launch starts the sweep and returns its id.
+func (d *demo) launch(ctx context.Context) (string, error) {
+	d.say("spawn launch --param-file %s --max-concurrent 3 --poll-interval 2s", d.params)
+	out, err := d.spawnOut(ctx, "launch", "--param-file", d.params, "--name", "demo", "--max-concurrent", "3", "--poll-interval", "2s", "--output", "json")
+	if err != nil {
+		return "", fmt.Errorf("spawn launch: %w", err)
+	}
+	id := jsonField(out, "sweep_id")
+	if id == "" {
+		return "", fmt.Errorf("spawn launch printed no sweep id: %s", out)
+	}
+	return id, nil
+}
+
+// sweepEnd is how the sweep ended, by spawn status.
+type sweepEnd struct {
+	Status string `json:"status"`
+	Counts struct {
+		Succeeded, Failed, Expired, Unknown, Cancelled int
+	} `json:"counts"`
+	waitCode int // status --wait's exit code
+}
+
+func (e *sweepEnd) bad() int { return e.Counts.Failed + e.Counts.Expired + e.Counts.Unknown }
+
+// check holds the end to what the simulator did: COMPLETED, the items it failed failed,
+// and status --wait's exit code 3 exactly when some did (README, Exit codes).
+func (e *sweepEnd) check(simFailed int) error {
+	want := 0
+	if e.bad() > 0 {
+		want = 3
+	}
+	switch {
+	case e.Status != "COMPLETED":
+		return fmt.Errorf("the sweep ended %s, not COMPLETED (the function's log above says why)", e.Status)
+	case e.bad() != simFailed:
+		return fmt.Errorf("%d items failed, expired or ended unknown; the simulator failed %d", e.bad(), simFailed)
+	case e.waitCode != want:
+		return fmt.Errorf("spawn status --wait exited %d, not %d, with %d items failed", e.waitCode, want, e.bad())
+	}
+	return nil
+}
+
+// watch shows status --watch --wait until the sweep ends, then reads how it ended.
+func (d *demo) watch(ctx context.Context, sweepID string) (*sweepEnd, error) {
+	d.say("spawn status --watch --wait %s", sweepID)
+	code := exitCodeOf(d.spawnCmd(ctx, "status", "--watch", "--wait", "--interval", "1s", sweepID))
+	doc, err := d.spawnOut(ctx, "status", "--output", "json", sweepID)
+	if err != nil {
+		return nil, fmt.Errorf("spawn status: %w", err)
+	}
+	end := &sweepEnd{waitCode: code}
+	if err := json.Unmarshal([]byte(doc), end); err != nil {
+		return nil, fmt.Errorf("reading spawn status's document: %w", err)
+	}
+	return end, nil
+}
+
+// rank shows the best five items by the sweep's objective (by index without one).
+func (d *demo) rank(ctx context.Context, sweepID string, plan demoPlan) error {
+	args := []string{"results", sweepID}
+	if o := plan.Objective; o != nil {
+		key := o.Metric
+		if o.Goal == "max" {
+			key = "-" + key
+		}
+		args = append(args, "--sort", key)
+	}
+	args = append(args, "--top", "5")
+	d.say("spawn %s", strings.Join(args, " "))
+	return d.spawnCmd(ctx, args...)
 }
 
 const realAccountNotes = `
@@ -519,6 +576,14 @@ func metrics(params map[string]string) map[string]float64 {
 }
 
 func round3(x float64) float64 { return math.Round(x*1000) / 1000 }
+
+// stopProcess ends a process the demo started, if it did.
+func stopProcess(cmd *exec.Cmd) {
+	if cmd != nil && cmd.Process != nil {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	}
+}
 
 // cleanEnv drops the caller's AWS settings so the demo can never reach a real account.
 func cleanEnv() []string {
