@@ -11,6 +11,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
@@ -415,6 +416,15 @@ func (r *rootConfig) cliEngine(ctx context.Context) (*deployment, *engineDeps, e
 	d, err := r.openDeployment(ctx)
 	if err != nil {
 		return nil, nil, err
+	}
+	// The table first: nothing is uploaded to a bucket of a deployment that is not there,
+	// and the bucket is the one deploy recorded unless --bucket names another.
+	dep, err := readDeployment(ctx, dynamodb.NewFromConfig(d.cfg), d.table)
+	if err != nil {
+		return nil, nil, explainStoreError(err, d, d.table, "")
+	}
+	if dep != nil && r.bucket == "" && dep.Bucket != "" {
+		d.bucket = dep.Bucket
 	}
 	return d, newEngineDeps(d.cfg, d.accountID, d.userID, d.table, d.instancesTable, d.bucket, d.function, r.log), nil
 }

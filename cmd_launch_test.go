@@ -160,4 +160,33 @@ func TestLaunchSaysDeployOnlyWhenSomethingIsMissing(t *testing.T) {
 	if code != exitRuntime || !strings.Contains(errOut, "(table "+noTable+" does not exist): run 'spawn deploy'") {
 		t.Errorf("missing table: exit %d, stderr %q", code, errOut)
 	}
+	// The table is checked before anything is uploaded.
+	objs, err := newS3Client(e.a.cfg, "").ListObjectsV2(context.Background(), &s3.ListObjectsV2Input{Bucket: aws.String(e.bucket)})
+	if err != nil || len(objs.Contents) != 0 {
+		t.Errorf("a launch without a table left %v in the bucket (%v)", objs, err)
+	}
+}
+
+// Without --bucket, the CLI uses the bucket deploy recorded in the table, not the name it
+// would derive (a bucket of that name may be another account's).
+func TestLaunchUsesTheBucketDeployRecorded(t *testing.T) {
+	e := newStatusEnv(t)
+	ctx := context.Background()
+	if _, err := newS3Client(e.a.cfg, "").CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(e.bucket)}); err != nil {
+		t.Fatal(err)
+	}
+	item, err := marshalItem(&deploymentItem{SweepID: deploymentItemID, Bucket: e.bucket, Function: "fn", Account: "000000000000", Region: "us-east-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.db.PutItem(ctx, &dynamodb.PutItemInput{TableName: aws.String(e.table), Item: item}); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"launch", "--param-file", "testdata/params/good/grid.json", "--ttl", "10m", "--yes",
+		"--endpoint-url", e.a.backend.endpoint, "--table", e.table, "--instances-table", e.instTable, "--function", uniqueName("no-fn")}
+	_, errOut, _ := runSpawn(t, e.env, args...) // no function is deployed: the launch fails after the upload
+	objs, err := newS3Client(e.a.cfg, "").ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: aws.String(e.bucket)})
+	if err != nil || len(objs.Contents) != 1 || !strings.HasSuffix(aws.ToString(objs.Contents[0].Key), "/params.json") {
+		t.Fatalf("the params did not land in the recorded bucket %s: %+v, %v (stderr %q)", e.bucket, objs, err, errOut)
+	}
 }

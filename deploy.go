@@ -100,6 +100,7 @@ type deployDynamoAPI interface {
 	UpdateContinuousBackups(context.Context, *dynamodb.UpdateContinuousBackupsInput, ...func(*dynamodb.Options)) (*dynamodb.UpdateContinuousBackupsOutput, error)
 	DeleteTable(context.Context, *dynamodb.DeleteTableInput, ...func(*dynamodb.Options)) (*dynamodb.DeleteTableOutput, error)
 	Scan(context.Context, *dynamodb.ScanInput, ...func(*dynamodb.Options)) (*dynamodb.ScanOutput, error)
+	PutItem(context.Context, *dynamodb.PutItemInput, ...func(*dynamodb.Options)) (*dynamodb.PutItemOutput, error)
 }
 
 type deployLambdaAPI interface {
@@ -274,6 +275,9 @@ func (d *deployer) deploy(ctx context.Context, pkg *bootstrapPackage) error {
 	if err := d.ensureBucket(ctx); err != nil {
 		return err
 	}
+	if err := d.recordDeployment(ctx); err != nil {
+		return err
+	}
 	if err := d.waitProfileAccepted(ctx); err != nil {
 		return err
 	}
@@ -291,6 +295,24 @@ func (d *deployer) deploy(ctx context.Context, pkg *bootstrapPackage) error {
 		return err
 	}
 	return d.healthCheck(ctx, fnARN, pkg)
+}
+
+// recordDeployment writes the deployment item into the sweep table: the CLI takes the
+// bucket's name from it rather than deriving one (a bucket of that name may be another
+// account's).
+func (d *deployer) recordDeployment(ctx context.Context) error {
+	if d.dryRun {
+		return nil
+	}
+	item, err := marshalItem(&deploymentItem{SweepID: deploymentItemID, Bucket: d.names.bucket, Function: d.names.function,
+		Account: d.names.account, Region: d.names.region})
+	if err != nil {
+		return err
+	}
+	if _, err := d.ddb.PutItem(ctx, &dynamodb.PutItemInput{TableName: aws.String(d.names.table), Item: item}); err != nil {
+		return fmt.Errorf("recording the deployment in table %s: %w", d.names.table, err)
+	}
+	return nil
 }
 
 // ensureTable creates the table or checks that the existing one is spawn's (same keys)

@@ -473,7 +473,7 @@ func (n policyNames) deployerPolicy() policyDocument {
 		policyStatement{
 			Sid: "Tables", Effect: "Allow",
 			Action: []string{
-				"dynamodb:DescribeTable", "dynamodb:CreateTable", "dynamodb:UpdateTable", "dynamodb:DeleteTable",
+				"dynamodb:DescribeTable", "dynamodb:CreateTable", "dynamodb:UpdateTable", "dynamodb:DeleteTable", "dynamodb:PutItem",
 				"dynamodb:DescribeContinuousBackups", "dynamodb:UpdateContinuousBackups", "dynamodb:Scan",
 			},
 			Resource: []string{sweepTable, n.tableARN(n.instancesTable)},

@@ -320,6 +320,37 @@ type dynamoAPI interface {
 	Query(ctx context.Context, in *dynamodb.QueryInput, optFns ...func(*dynamodb.Options)) (*dynamodb.QueryOutput, error)
 }
 
+// deploymentItemID keys the deployment item in the sweep table: what deploy made there,
+// so a launch uploads to the bucket deploy created, never to one whose name it derived
+// (that name may be another account's bucket). Like the running index, its key is no
+// sweep id's and it has no user_id, so `list` never sees it.
+const deploymentItemID = "#deployment"
+
+type deploymentItem struct {
+	SweepID  string `dynamodbav:"sweep_id"`
+	Bucket   string `dynamodbav:"bucket"`
+	Function string `dynamodbav:"function"`
+	Account  string `dynamodbav:"account"`
+	Region   string `dynamodbav:"region"`
+}
+
+// readDeployment reads the deployment item of table; nil when deploy wrote none (a
+// deployment older than the item). A missing table is the caller's to explain.
+func readDeployment(ctx context.Context, db dynamoAPI, table string) (*deploymentItem, error) {
+	out, err := db.GetItem(ctx, &dynamodb.GetItemInput{
+		TableName: aws.String(table),
+		Key:       map[string]types.AttributeValue{"sweep_id": &types.AttributeValueMemberS{Value: deploymentItemID}},
+	})
+	if err != nil || len(out.Item) == 0 {
+		return nil, err
+	}
+	var it deploymentItem
+	if err := attributevalue.UnmarshalMap(out.Item, &it); err != nil {
+		return nil, fmt.Errorf("decoding the deployment item of table %s: %w", table, err)
+	}
+	return &it, nil
+}
+
 // dynamoStore is the sweepStore on DynamoDB: the record in table, one item per instance
 // in instancesTable. Every record write is conditional on the version it read.
 type dynamoStore struct {
