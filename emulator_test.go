@@ -121,7 +121,10 @@ func (e *backendUnavailable) Error() string { return e.reason }
 
 // keepsEC2Tags reports whether the backend's EC2 keeps tags and honours filters
 // (moto and LocalStack do; kumo ignores them).
-func (a *testAWS) keepsEC2Tags() bool { return a.backend.name != "kumo" }
+// keepsEC2Tags: DescribeInstances shows an instance's tags (kumo drops them; serializeEC2,
+// in front of it, gives them back as EC2 shows them). Tag filters are another matter: kumo
+// ignores them, and the engine checks every tag it filters on itself.
+func (a *testAWS) keepsEC2Tags() bool { return true }
 
 func (a *testAWS) requireEC2Tags(t testing.TB) {
 	t.Helper()
@@ -162,34 +165,53 @@ func uniqueName(prefix string) string {
 	return strings.ToLower(prefix) + "-" + hex.EncodeToString(b)
 }
 
-// instanceTagSet is the <tagSet> of the instance tags a RunInstances form names in its
-// TagSpecifications: EC2 applies them with the instance, kumo drops them.
-func instanceTagSet(form url.Values) string {
-	var b strings.Builder
-	for n := 1; ; n++ {
-		spec := fmt.Sprintf("TagSpecification.%d.", n)
-		rt := form.Get(spec + "ResourceType")
-		if rt == "" {
-			break
-		}
-		if rt != "instance" {
-			continue
-		}
-		for m := 1; ; m++ {
-			key := form.Get(fmt.Sprintf("%sTag.%d.Key", spec, m))
-			if key == "" {
-				break
+// ec2Tags keeps, per instance, the tags EC2 would show in DescribeInstances: those its
+// launch's TagSpecifications named and those CreateTags added since (kumo drops the
+// first and shows neither there).
+type ec2Tags map[string][][2]string
+
+// add records the form's tags for id: TagSpecification.N (of resource type instance)
+// when prefix is "TagSpecification", Tag.N (CreateTags) when it is "".
+func (t ec2Tags) add(id string, form url.Values, spec bool) {
+	set := func(k, v string) {
+		for i, kv := range t[id] {
+			if kv[0] == k {
+				t[id][i][1] = v
+				return
 			}
-			var k, v bytes.Buffer
-			_ = xml.EscapeText(&k, []byte(key))
-			_ = xml.EscapeText(&v, []byte(form.Get(fmt.Sprintf("%sTag.%d.Value", spec, m))))
-			fmt.Fprintf(&b, "<item><key>%s</key><value>%s</value></item>", k.String(), v.String())
+		}
+		t[id] = append(t[id], [2]string{k, v})
+	}
+	tags := func(prefix string) {
+		for m := 1; form.Get(fmt.Sprintf("%sTag.%d.Key", prefix, m)) != ""; m++ {
+			set(form.Get(fmt.Sprintf("%sTag.%d.Key", prefix, m)), form.Get(fmt.Sprintf("%sTag.%d.Value", prefix, m)))
 		}
 	}
-	if b.Len() == 0 {
+	if !spec {
+		tags("")
+		return
+	}
+	for n := 1; form.Get(fmt.Sprintf("TagSpecification.%d.ResourceType", n)) != ""; n++ {
+		if form.Get(fmt.Sprintf("TagSpecification.%d.ResourceType", n)) == "instance" {
+			tags(fmt.Sprintf("TagSpecification.%d.", n))
+		}
+	}
+}
+
+// xml is id's <tagSet>, or "" when it has none.
+func (t ec2Tags) xml(id string) string {
+	if len(t[id]) == 0 {
 		return ""
 	}
-	return "<tagSet>" + b.String() + "</tagSet>"
+	var b strings.Builder
+	b.WriteString("<tagSet>")
+	for _, kv := range t[id] {
+		var k, v bytes.Buffer
+		_ = xml.EscapeText(&k, []byte(kv[0]))
+		_ = xml.EscapeText(&v, []byte(kv[1]))
+		fmt.Fprintf(&b, "<item><key>%s</key><value>%s</value></item>", k.String(), v.String())
+	}
+	return b.String() + "</tagSet>"
 }
 
 // serializeEC2 puts a proxy in front of kumo that lets one EC2 request through at a time.
@@ -214,7 +236,7 @@ func serializeEC2(target string) string {
 	var mu sync.Mutex
 	launches := map[string]*httptest.ResponseRecorder{} // ClientToken → the first answer
 	tokens := map[string]string{}                       // instance id → its ClientToken
-	launchTags := map[string]string{}                   // instance id → its <tagSet> from TagSpecifications
+	tags := ec2Tags{}
 	instanceID := regexp.MustCompile(`<instanceId>(i-[^<]+)</instanceId>`)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if service(r) != "ec2" {
@@ -237,10 +259,9 @@ func serializeEC2(target string) string {
 				rp.ServeHTTP(rec, r)
 				if rec.Code == http.StatusOK {
 					launches[token] = rec
-					tags := instanceTagSet(form)
 					for _, m := range instanceID.FindAllSubmatch(rec.Body.Bytes(), -1) {
 						tokens[string(m[1])] = token
-						launchTags[string(m[1])] = tags
+						tags.add(string(m[1]), form, true)
 					}
 				}
 			}
@@ -251,10 +272,18 @@ func serializeEC2(target string) string {
 				return instanceID.ReplaceAllFunc(rec.Body.Bytes(), func(m []byte) []byte {
 					id := string(instanceID.FindSubmatch(m)[1])
 					if tok, ok := tokens[id]; ok {
-						return append(append([]byte{}, m...), "<clientToken>"+tok+"</clientToken>"+launchTags[id]...)
+						return append(append([]byte{}, m...), "<clientToken>"+tok+"</clientToken>"+tags.xml(id)...)
 					}
 					return m
 				})
+			}
+		case form.Get("Action") == "CreateTags":
+			rec = httptest.NewRecorder()
+			rp.ServeHTTP(rec, r)
+			if rec.Code == http.StatusOK {
+				for n := 1; form.Get(fmt.Sprintf("ResourceId.%d", n)) != ""; n++ {
+					tags.add(form.Get(fmt.Sprintf("ResourceId.%d", n)), form, false)
+				}
 			}
 		default:
 			rp.ServeHTTP(w, r)

@@ -42,6 +42,9 @@ type faultProxy struct {
 	ec2    ec2Settings      // what EC2 does that kumo does not; set before the first request
 	now    func() time.Time // the model's time (a test may drive it)
 	kinds  []string         // the fault kinds to draw from; nil: every kind
+	// refuseRuns: the next this many RunInstances get kinds[0], whatever the draw (a
+	// test that must meet a refusal).
+	refuseRuns int
 
 	mu       sync.Mutex
 	rng      *rand.Rand
@@ -135,6 +138,10 @@ func (p *faultProxy) pick(action string) string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.requests++
+	if action == "RunInstances" && p.refuseRuns > 0 && len(p.kinds) > 0 {
+		p.refuseRuns--
+		return p.kinds[0]
+	}
 	if p.rng.Float64() >= p.rate {
 		return ""
 	}

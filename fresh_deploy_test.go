@@ -197,7 +197,7 @@ func TestSweepRightAfterDeployOnAFreshAccount(t *testing.T) {
 		}
 	}
 	quota := newFaultProxy(a.backend.endpoint, 0.5, 7)
-	quota.kinds = []string{"VcpuLimitExceeded"}
+	quota.kinds, quota.refuseRuns = []string{"VcpuLimitExceeded"}, 2 // the first two launches meet the quota for sure
 	defer quota.Close()
 	f := newFreshAccount(quota.URL())
 	defer f.Close()

@@ -283,27 +283,20 @@ func (p *paramParser) securityGroups(f field, at where) ([]string, error) {
 	var ids []string
 	// The walk is over the value itself: a grid or random value need not sit at f.off
 	// of the data, but its elements are at f.off plus their offset in it.
-	w := &walker{b: f.val, i: 1}
-	for {
-		w.skipWS()
-		if w.b[w.i] == ']' {
-			break
-		}
-		if w.b[w.i] == ',' {
-			w.i++
-			w.skipWS()
-		}
-		off := f.off + w.i
-		v := w.value()
-		el := at.inner(len(ids))
+	err := elements(f.val, func(rel int, v []byte) error {
+		off, el := f.off+rel, at.inner(len(ids))
 		if v[0] != '"' {
-			return nil, p.errAt(off, el, "expected a string like \"sg-0123456789abcdef0\", found %s", p.kindOf(v))
+			return p.errAt(off, el, "expected a string like \"sg-0123456789abcdef0\", found %s", p.kindOf(v))
 		}
 		s, ok := p.unquote(v)
 		if !ok || !hasIDPrefix(s, "sg-") {
-			return nil, p.errAt(off, el, "%q is not a security group id: use sg-0123456789abcdef0", s)
+			return p.errAt(off, el, "%q is not a security group id: use sg-0123456789abcdef0", s)
 		}
 		ids = append(ids, s)
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	if len(ids) == 0 {
 		return nil, p.errAt(f.off, at, "the list is empty: give at least one sg-… id or remove the key for the VPC's default group")

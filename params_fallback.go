@@ -107,33 +107,26 @@ func (it *item) setList(dst *[]string, list []string) {
 // stringList reads a non-empty list of distinct strings, each checked by check.
 func (p *paramParser) stringList(f field, at where, what string, check func(s string, off int, el where) error) ([]string, error) {
 	var list []string
-	w := &walker{b: f.val, i: 1}
-	for {
-		w.skipWS()
-		if w.b[w.i] == ']' {
-			break
-		}
-		if w.b[w.i] == ',' {
-			w.i++
-			w.skipWS()
-		}
-		off := f.off + w.i
-		v := w.value()
-		el := at.inner(len(list))
+	err := elements(f.val, func(rel int, v []byte) error {
+		off, el := f.off+rel, at.inner(len(list))
 		if v[0] != '"' {
-			return nil, p.errAt(off, el, "expected a string, found %s: list the %s in order of preference", p.kindOf(v), what)
+			return p.errAt(off, el, "expected a string, found %s: list the %s in order of preference", p.kindOf(v), what)
 		}
 		s, ok := p.unquote(v)
 		if !ok {
-			return nil, p.errAt(off, el, "the value is not valid UTF-8: save the file as UTF-8")
+			return p.errAt(off, el, "the value is not valid UTF-8: save the file as UTF-8")
 		}
 		if err := check(s, off, el); err != nil {
-			return nil, err
+			return err
 		}
 		if slices.Contains(list, s) {
-			return nil, p.errAt(off, el, "%q is listed twice: keep one", s)
+			return p.errAt(off, el, "%q is listed twice: keep one", s)
 		}
 		list = append(list, s)
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	if len(list) == 0 {
 		return nil, p.errAt(f.off, at, "the list is empty: give the %s in order of preference, or remove the key", what)

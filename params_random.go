@@ -192,18 +192,7 @@ func (p *paramParser) randomDim(e field) (randomDim, error) {
 func (p *paramParser) bounds(g field) (lo, hi []byte, err error) {
 	var el [][]byte
 	if g.val[0] == '[' {
-		w := &walker{b: g.val, i: 1}
-		for {
-			w.skipWS()
-			if w.b[w.i] == ']' {
-				break
-			}
-			if w.b[w.i] == ',' {
-				w.i++
-				w.skipWS()
-			}
-			el = append(el, w.value())
-		}
+		_ = elements(g.val, func(_ int, v []byte) error { el = append(el, v); return nil })
 	}
 	if len(el) != 2 || kindOf(el[0]) != "a number" || kindOf(el[1]) != "a number" {
 		return nil, nil, p.errAt(g.off, g.at, "expected [low, high], two numbers, found %s", p.valueText(g.val))
@@ -262,27 +251,17 @@ func (p *paramParser) choices(g field, key string) ([]field, error) {
 		return nil, p.errAt(g.off, g.at, "expected %s of values to pick from, found %s", p.listWord(), p.kindOf(g.val))
 	}
 	var out []field
-	w := &walker{b: g.val, i: 1}
-	for {
-		w.skipWS()
-		if w.b[w.i] == ']' {
-			break
-		}
-		if w.b[w.i] == ',' {
-			w.i++
-			w.skipWS()
-		}
-		off := g.off + w.i
-		v := w.value()
-		f := field{key: key, val: v, off: off, koff: g.koff, at: g.at.inner(len(out))}
+	err := elements(g.val, func(rel int, v []byte) error {
+		f := field{key: key, val: v, off: g.off + rel, koff: g.koff, at: g.at.inner(len(out))}
 		var it item
 		var ps []param
 		err := p.apply(&it, &ps, f)
 		p.drop = p.drop[:0]
-		if err != nil {
-			return nil, err
-		}
 		out = append(out, f)
+		return err
+	})
+	if err != nil {
+		return nil, err
 	}
 	if len(out) == 0 {
 		return nil, p.errAt(g.off, g.at, "the list is empty: give at least one value to pick from")

@@ -156,19 +156,28 @@ func kindOf(v []byte) string {
 
 // countElems counts the elements of a JSON array (valid, as every walk here).
 func countElems(arr []byte) int {
-	w := &walker{b: arr, i: 1}
 	n := 0
+	_ = elements(arr, func(int, []byte) error { n++; return nil })
+	return n
+}
+
+// elements calls fn with each element of a JSON array (valid, as every walk here) and
+// its offset in arr, in order, and stops at fn's first error.
+func elements(arr []byte, fn func(off int, v []byte) error) error {
+	w := &walker{b: arr, i: 1}
 	for {
 		w.skipWS()
 		if w.b[w.i] == ']' {
-			return n
+			return nil
 		}
 		if w.b[w.i] == ',' {
 			w.i++
 			w.skipWS()
 		}
-		w.value()
-		n++
+		off := w.i
+		if err := fn(off, w.value()); err != nil {
+			return err
+		}
 	}
 }
 

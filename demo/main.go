@@ -80,8 +80,13 @@ func run(ctx context.Context, args []string) error {
 	start := time.Now()
 	srv := kumo.NewServer()
 	defer srv.Close()
-	d := newDemo(*spawnBin, *bootstrap, *params, srv.URL)
-	d.say("AWS emulator (kumo) listening on %s — no AWS account is used", srv.URL)
+	front, err := ec2Front(srv.URL) // the instance tags EC2 shows and kumo drops
+	if err != nil {
+		return err
+	}
+	defer front.Close()
+	d := newDemo(*spawnBin, *bootstrap, *params, front.URL)
+	d.say("AWS emulator (kumo) listening on %s — no AWS account is used", front.URL)
 
 	// 1. deploy, and what AWS itself would provide.
 	fnProc, err := d.deploy(ctx)
@@ -298,8 +303,8 @@ Where a real AWS account differs from this demo:
     (<role id>:<instance id>), tag spawn:exit-code and power off; here a simulator does
     the uploads with the demo's credentials, makes the metrics up from the params (a
     formula whose acc is highest near lr 0.02 and batch 48: nothing trains) and finds
-    each instance's item in the engine's instance table, as the emulator keeps no tags
-    or user data; on AWS the ranking is whatever your command measured;
+    each instance's item in the engine's instance table, as the emulator keeps no user
+    data; on AWS the ranking is whatever your command measured;
   - the orchestrator runs in AWS Lambda and re-invokes itself before its 15-minute limit;
     here the same binary serves the emulator's Lambda runtime API;
   - 'spawn deploy' needs the IAM permissions listed in the README; costs are real
