@@ -219,14 +219,18 @@ func (r *rootConfig) watchStatus(ctx context.Context, src *sweepSource, id strin
 		if err != nil {
 			return nil, err
 		}
+		var v *statusView
 		if terminalStatus(s.Status) {
-			// The last screen reads the items once more.
-			items.bad = -1
+			// The last screen reads every item once more, and names the best one.
+			if v, err = src.view(ctx, id); err != nil {
+				return nil, err
+			}
+		} else {
+			if err := items.refresh(ctx, src, s); err != nil {
+				return nil, err
+			}
+			v = buildStatus(ctx, s, items.recs, src.price, src.now())
 		}
-		if err := items.refresh(ctx, src, s); err != nil {
-			return nil, err
-		}
-		v := buildStatus(ctx, s, items.recs, src.price, src.now())
 		if tty {
 			var frame strings.Builder
 			frame.WriteString(redrawScreen)
