@@ -48,7 +48,7 @@ func TestPoliciesUseOnlyDocumentedConditionKeys(t *testing.T) {
 	docs := map[string]policyDocument{
 		"orchestrator": n.orchestratorPolicy(), "instance": n.instancePolicy(n.account), "cross-account": n.crossAccountPolicy("444455556666"),
 		"cross-account trust": n.crossAccountTrustPolicy("arn:aws:iam::111122223333:role/" + orchestratorRoleName),
-		"lambda trust": lambdaTrustPolicy(), "ec2 trust": ec2TrustPolicy(), "bucket": n.bucketPolicy(),
+		"lambda trust":        lambdaTrustPolicy(), "ec2 trust": ec2TrustPolicy(), "bucket": n.bucketPolicy(),
 		"deployer": n.deployerPolicy(), "compute deployer": n.computeDeployerPolicy("444455556666"),
 		"launcher": n.launcherPolicy(), "ci launcher": n.ciLauncherPolicy(),
 	}
