@@ -122,13 +122,13 @@ func refusalHint(err error) string {
 	}
 	switch {
 	case ae.ErrorCode() == codeSLRNotPermitted:
-		return " — EC2 needs the service-linked role AWSServiceRoleForEC2Spot for spot launches and may not create it: run " +
+		return "; EC2 needs the service-linked role AWSServiceRoleForEC2Spot for spot launches and may not create it: run " +
 			"'aws iam create-service-linked-role --aws-service-name spot.amazonaws.com' in the sweep's account (or spawn deploy again), then spawn resume --retry-failed"
 	case iamNotVisibleYet(ae):
-		return " — EC2 did not know the instance profile for " + shortDuration(propagationLimitIAM) +
+		return "; EC2 did not know the instance profile for " + shortDuration(propagationLimitIAM) +
 			": check iam_instance_profile, or run spawn deploy to create spawnd-role, then spawn resume --retry-failed"
 	case ae.ErrorCode() == "UnauthorizedOperation":
-		return " — the orchestrator's role may not launch this item: only spawnd-role may be passed as iam_instance_profile; " +
+		return "; the orchestrator's role may not launch this item: only spawnd-role may be passed as iam_instance_profile; " +
 			"decode the message with 'aws sts decode-authorization-message' to see which permission is missing"
 	}
 	return ""

@@ -301,22 +301,25 @@ func (n policyNames) orchestratorPolicy() policyDocument {
 // only with its exit code, and write only its own log, result and exit record objects.
 func (n policyNames) instancePolicy(account string) policyDocument {
 	return newPolicy(
-		// "Itself" is the resource ${ec2:SourceInstanceARN}: the ARN of the instance the
-		// role's credentials were delivered to (EC2's condition key, usable as a policy
-		// variable in Resource; IAM User Guide, "IAM policy elements: Variables and tags").
-		// No aws:ARN condition: it is not among IAM's documented global condition keys.
+		// "Itself": the instance the role's credentials were delivered to, compared as
+		// aws:ARN = ${ec2:SourceInstanceARN} (EC2's documented key, as a policy variable).
+		// aws:ARN is not in IAM's list of global condition keys but is the form AWS's own
+		// answers give for "an instance may act only on itself"; a Resource of the variable
+		// alone is refused as not an ARN (moto refuses it too: "Partition").
 		policyStatement{
 			Sid: "TerminateOnlyItself", Effect: "Allow",
-			Action:   []string{"ec2:TerminateInstances"},
-			Resource: []string{"${ec2:SourceInstanceARN}"},
+			Action:    []string{"ec2:TerminateInstances"},
+			Resource:  []string{n.arn("ec2", "*", account, "instance/*")},
+			Condition: map[string]map[string]any{"StringEquals": {"aws:ARN": "${ec2:SourceInstanceARN}"}},
 		},
 		policyStatement{
 			// Only its exit code: a workload that could set any tag could set
 			// spawn:managed=false and make itself immune to the TTL backstop and cancel.
 			Sid: "TagOnlyItsExitCode", Effect: "Allow",
 			Action:   []string{"ec2:CreateTags"},
-			Resource: []string{"${ec2:SourceInstanceARN}"},
+			Resource: []string{n.arn("ec2", "*", account, "instance/*")},
 			Condition: map[string]map[string]any{
+				"StringEquals":              {"aws:ARN": "${ec2:SourceInstanceARN}"},
 				"ForAllValues:StringEquals": {"aws:TagKeys": []string{tagExitCode}},
 			},
 		},

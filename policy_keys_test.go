@@ -23,6 +23,10 @@ var documentedConditionKeys = map[string]string{
 	// Service Authorization Reference, Amazon EC2:
 	// https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonec2.html
 	"ec2:ResourceTag/": "ec2", "ec2:CreateAction": "ec2", "ec2:SourceInstanceARN": "ec2",
+	// Not in IAM's list of global keys, and the one exception here: the form AWS's own
+	// answers give for an instance acting only on itself (aws:ARN = ${ec2:SourceInstanceARN});
+	// a Resource of the variable alone is refused as not an ARN. See instancePolicy.
+	"aws:ARN": "undocumented, see instancePolicy",
 	// Service Authorization Reference, AWS STS:
 	// https://docs.aws.amazon.com/service-authorization/latest/reference/list_awssecuritytokenservice.html
 	"sts:ExternalId": "sts",
