@@ -31,6 +31,9 @@ func (r *rootConfig) printLaunched(doc launchDoc) error {
 		return r.printJSON(doc)
 	}
 	fmt.Fprintf(r.stdout, "sweep %s launched: %d items, at most %d at a time\n", doc.SweepID, doc.TotalParams, doc.MaxConcurrent)
+	if doc.cross {
+		fmt.Fprintf(r.stdout, "instances run in account %s (--compute-profile %s), through %s\n", doc.AWSAccountID, doc.ComputeProfile, crossAccountRoleName)
+	}
 	if doc.CostBound != "" {
 		fmt.Fprintf(r.stdout, "cost bound: %s\n", doc.CostBound)
 	}

@@ -1,0 +1,93 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/sts"
+)
+
+// `launch --compute-profile P` runs a sweep's instances in P's account: the record's
+// aws_account_id is P's account, and the orchestrator reaches it through that account's
+// SpawnSweepCrossAccountRole (ec2.go, awsClients). The role trusts only the orchestrator
+// role, so the CLI itself cannot run such a sweep (--no-detach is refused), and the
+// account must be one deploy set up: that is checked before anything is created.
+
+// profileAccount loads profile's configuration in region and asks STS whose account its
+// credentials are. flag names the flag that gave the profile, for the error.
+func (r *rootConfig) profileAccount(ctx context.Context, flag, profile, region string) (aws.Config, string, error) {
+	cfg, err := loadAWSConfig(ctx, profile, region, r.endpointURL, r.log)
+	if err != nil {
+		if cause := errors.Unwrap(err); cause != nil {
+			err = cause
+		}
+		return aws.Config{}, "", usageErrorf("%s %s cannot be loaded (%v): check that profile in ~/.aws/config", flag, profile, err)
+	}
+	id, err := sts.NewFromConfig(cfg).GetCallerIdentity(ctx, &sts.GetCallerIdentityInput{})
+	if err != nil {
+		return aws.Config{}, "", fmt.Errorf("no usable AWS credentials for %s %s (%w): check that profile in ~/.aws/config, or log in with 'aws sso login --profile %s'", flag, profile, shortErr(err), profile)
+	}
+	return cfg, aws.ToString(id.Account), nil
+}
+
+// shortErr keeps an SDK error's operation, code and message (shortError) as an error.
+func shortErr(err error) error { return fmt.Errorf("%s", shortError(err)) }
+
+// sweepAccount is the account a launch's instances run in: the caller's, or with
+// --compute-profile, that profile's once checkComputeAccount allows it.
+func (r *rootConfig) sweepAccount(ctx context.Context, profile string, d *deployment) (string, error) {
+	if profile == "" {
+		return d.accountID, nil
+	}
+	_, account, err := r.profileAccount(ctx, "--compute-profile", profile, d.region)
+	if err != nil {
+		return "", err
+	}
+	return account, checkComputeAccount(profile, account, d)
+}
+
+// openLaunch opens the deployment and the engine, and resolves the account the
+// instances run in: the compute account is checked before anything is uploaded or
+// recorded.
+func (r *rootConfig) openLaunch(ctx context.Context, req *launchRequest) (*deployment, *engineDeps, string, error) {
+	d, deps, err := r.cliEngine(ctx)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	account, err := r.sweepAccount(ctx, req.ComputeProfile, d)
+	if err != nil {
+		return nil, nil, "", err
+	}
+	return d, deps, account, nil
+}
+
+// orchestratorAccount is the account the orchestrator runs in: the one deploy recorded,
+// else the caller's.
+func (d *deployment) orchestratorAccount() string {
+	if d.recorded != nil && d.recorded.Account != "" {
+		return d.recorded.Account
+	}
+	return d.accountID
+}
+
+// checkComputeAccount refuses a compute account the orchestrator cannot reach: one that
+// is not its own and that no deploy recorded (no SpawnSweepCrossAccountRole there for it
+// to assume, or no grant in its policy to assume it).
+func checkComputeAccount(profile, account string, d *deployment) error {
+	if account == d.orchestratorAccount() {
+		return nil
+	}
+	if d.recorded != nil && slices.Contains(d.recorded.ComputeAccounts, account) {
+		return nil
+	}
+	return fmt.Errorf("--compute-profile %s is account %s, which the deployment in %s (account %s) has not set up for sweeps: run 'spawn deploy --compute-profile %s' (it creates %s there), then launch again",
+		profile, account, d.region, d.orchestratorAccount(), profile, crossAccountRoleName)
+}
+
+// crossAccount says whether a sweep in account runs through the cross-account role.
+func (d *deployment) crossAccount(account string) bool {
+	return account != "" && account != d.orchestratorAccount()
+}
