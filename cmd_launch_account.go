@@ -91,3 +91,18 @@ func checkComputeAccount(profile, account string, d *deployment) error {
 func (d *deployment) crossAccount(account string) bool {
 	return account != "" && account != d.orchestratorAccount()
 }
+
+// refuseCrossAccountHere refuses to run sweep id in this process (resume --no-detach)
+// when its instances are in another account: only the orchestrator function may assume
+// that account's role, so the run would fail at its first EC2 call. Nothing is changed.
+func refuseCrossAccountHere(ctx context.Context, deps *engineDeps, d *deployment, id string) error {
+	sw, err := deps.store.loadSweep(ctx, id)
+	if err != nil {
+		return explainStoreError(err, d, d.table, id)
+	}
+	if !d.crossAccount(sw.AWSAccountID) {
+		return nil
+	}
+	return usageErrorf("sweep %s runs its instances in account %s through %s, which trusts only the orchestrator function, not this process: resume it without --no-detach",
+		id, sw.AWSAccountID, crossAccountRoleName)
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
@@ -113,4 +114,25 @@ func listSweepIDs(t *testing.T, e *statusEnv) []string {
 		}
 	}
 	return ids
+}
+
+// resume --no-detach of a sweep whose instances are in another account is refused
+// before the record changes: this process could not assume that account's role.
+func TestResumeNoDetachRefusesACrossAccountSweep(t *testing.T) {
+	e := newStatusEnv(t)
+	sw := e.putSweep(t, 2, time.Now())
+	e.advance(t, sw.SweepID, func(s *sweep) { s.AWSAccountID = "444455556666" }) // not the backend's account
+	before, err := e.store.loadSweep(context.Background(), sw.SweepID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, errOut, code := runSpawn(t, e.env, e.args("resume", sw.SweepID, "--no-detach", "--retry-failed")...)
+	want := "spawn: sweep " + sw.SweepID + " runs its instances in account 444455556666 through " + crossAccountRoleName +
+		", which trusts only the orchestrator function, not this process: resume it without --no-detach\n"
+	if code != exitUsage || errOut != want {
+		t.Errorf("exit %d, stderr %q; want 2 and %q", code, errOut, want)
+	}
+	if after, err := e.store.loadSweep(context.Background(), sw.SweepID); err != nil || after.Version != before.Version {
+		t.Errorf("a refused resume changed the record: version %d → %+v (%v)", before.Version, after, err)
+	}
 }

@@ -121,6 +121,11 @@ func newResumeCmd(r *rootConfig) *ffcli.Command {
 			if err != nil {
 				return err
 			}
+			if *noDetach {
+				if err := refuseCrossAccountHere(ctx, deps, d, sweepID); err != nil {
+					return err
+				}
+			}
 			sw, queued, err := prepareResume(ctx, deps.store, sweepID, *retryFailed)
 			if errors.Is(err, errNothingToResume) {
 				return withExitCode(exitUsage, err)
