@@ -89,7 +89,7 @@ func checkComputeAccount(profile, account string, d *deployment) error {
 
 // crossAccount says whether a sweep in account runs through the cross-account role.
 func (d *deployment) crossAccount(account string) bool {
-	return account != "" && account != d.orchestratorAccount()
+	return account != "" && d.orchestratorAccount() != "" && account != d.orchestratorAccount()
 }
 
 // refuseCrossAccountHere refuses to run sweep id in this process (resume --no-detach)

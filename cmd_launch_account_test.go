@@ -136,3 +136,23 @@ func TestResumeNoDetachRefusesACrossAccountSweep(t *testing.T) {
 		t.Errorf("a refused resume changed the record: version %d → %+v (%v)", before.Version, after, err)
 	}
 }
+
+// status names the account of a sweep whose instances are in another account, and only
+// of such a sweep.
+func TestStatusNamesTheComputeAccount(t *testing.T) {
+	e := newStatusEnv(t)
+	own := e.putSweep(t, 2, time.Now())
+	e.advance(t, own.SweepID, func(s *sweep) { s.AWSAccountID = strings.Split(e.userID, ":")[4] }) // the caller's
+	other := e.putSweep(t, 2, time.Now())
+	e.advance(t, other.SweepID, func(s *sweep) { s.AWSAccountID = "444455556666" })
+	want := "account  444455556666 (instances reached through " + crossAccountRoleName + ")\n"
+	for _, tt := range []struct {
+		id   string
+		show bool
+	}{{own.SweepID, false}, {other.SweepID, true}} {
+		out, errOut, code := runSpawn(t, e.env, e.args("status", tt.id)...)
+		if code != 0 || strings.Contains(out, want) != tt.show || strings.Contains(out, "account  ") && !tt.show {
+			t.Errorf("status %s: exit %d, stderr %q, stdout:\n%s\nwant the account line: %v", tt.id, code, errOut, out, tt.show)
+		}
+	}
+}
