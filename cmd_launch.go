@@ -396,7 +396,10 @@ type launchPlan struct {
 	IdleTimeout   string      `json:"idle_timeout,omitempty"`
 	Detach        bool        `json:"detach"`
 	Region        string      `json:"region"`
-	Groups        []planGroup `json:"groups"`
+	// ComputeProfile is --compute-profile: its account runs the instances (a dry run makes
+	// no AWS call, so the launch resolves and checks it).
+	ComputeProfile string      `json:"compute_profile,omitempty"`
+	Groups         []planGroup `json:"groups"`
 	// InstanceHoursAtTTL is Σ TTL over the items that have one: the most the sweep can run.
 	InstanceHoursAtTTL float64 `json:"instance_hours_at_ttl"`
 	ItemsWithoutTTL    int     `json:"items_without_ttl"`
@@ -481,17 +484,18 @@ type planGroup struct {
 
 func newLaunchPlan(req *launchRequest, region string) *launchPlan {
 	pl := &launchPlan{
-		DryRun:        true,
-		SweepName:     req.Name,
-		ParamFile:     req.ParamFile,
-		TotalParams:   len(req.Items),
-		MaxConcurrent: req.MaxConcurrent,
-		LaunchDelay:   shortDuration(req.LaunchDelay),
-		PollInterval:  shortDuration(req.PollInterval),
-		Detach:        req.Detach,
-		Region:        region,
-		Groups:        []planGroup{},
-		Items:         make([]planItem, 0, len(req.Items)),
+		DryRun:         true,
+		SweepName:      req.Name,
+		ParamFile:      req.ParamFile,
+		TotalParams:    len(req.Items),
+		MaxConcurrent:  req.MaxConcurrent,
+		LaunchDelay:    shortDuration(req.LaunchDelay),
+		PollInterval:   shortDuration(req.PollInterval),
+		Detach:         req.Detach,
+		Region:         region,
+		ComputeProfile: req.ComputeProfile,
+		Groups:         []planGroup{},
+		Items:          make([]planItem, 0, len(req.Items)),
 	}
 	if ps := req.Params; ps != nil {
 		pl.Sources = planSources{Params: ps.FromParams, Grid: ps.FromGrid, Random: ps.FromRandom}
@@ -594,6 +598,9 @@ func writePlan(w io.Writer, pl *launchPlan) error {
 		mode = "in this process (--no-detach)"
 	}
 	fmt.Fprintf(&b, "runs:            %s\n", mode)
+	if pl.ComputeProfile != "" {
+		fmt.Fprintf(&b, "account:         profile %s's (checked at launch; reached through %s)\n", pl.ComputeProfile, crossAccountRoleName)
+	}
 	hours := strconv.FormatFloat(pl.InstanceHoursAtTTL, 'f', -1, 64)
 	switch withTTL := pl.TotalParams - pl.ItemsWithoutTTL; {
 	case pl.ItemsWithoutTTL == 0:

@@ -156,3 +156,17 @@ func TestStatusNamesTheComputeAccount(t *testing.T) {
 		}
 	}
 }
+
+// The dry run names the compute profile whose account would run the instances, and
+// calls no AWS (the launch checks the account).
+func TestLaunchDryRunNamesTheComputeProfile(t *testing.T) {
+	args := []string{"launch", "--dry-run", "--param-file", "testdata/params/good/grid.json", "--ttl", "1h", "--compute-profile", "lab"}
+	out, errOut, code := runSpawn(t, nil, args...)
+	if code != 0 || !strings.Contains(out, "account:         profile lab's (checked at launch; reached through "+crossAccountRoleName+")\n") {
+		t.Errorf("exit %d, stderr %q, stdout:\n%s", code, errOut, out)
+	}
+	out, _, code = runSpawn(t, nil, append(args, "--output", "json")...)
+	if code != 0 || !strings.Contains(out, `"compute_profile": "lab"`) {
+		t.Errorf("--output json: exit %d, stdout:\n%s", code, out)
+	}
+}
