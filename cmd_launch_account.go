@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
@@ -105,4 +106,33 @@ func refuseCrossAccountHere(ctx context.Context, deps *engineDeps, d *deployment
 	}
 	return usageErrorf("sweep %s runs its instances in account %s through %s, which trusts only the orchestrator function, not this process: resume it without --no-detach",
 		id, sw.AWSAccountID, crossAccountRoleName)
+}
+
+// crossCancelWait bounds how long `spawn cancel` waits for the orchestrator function to
+// end a sweep in another account.
+const crossCancelWait = 5 * time.Minute
+
+// cancelThroughFunction cancels a sweep whose instances are in another account. Only the
+// orchestrator function may assume that account's role, so the CLI records the cancel,
+// starts the function (a running holder sees the cancel at its next step, a new one at
+// its first) and waits for the sweep to end. It reports whether it had already ended.
+func (r *rootConfig) cancelThroughFunction(ctx context.Context, deps *engineDeps, id string) (*sweep, bool, error) {
+	sw, err := deps.store.requestCancel(ctx, id)
+	if err != nil {
+		return nil, false, err
+	}
+	if terminalStatus(sw.Status) {
+		return sw, true, nil
+	}
+	if err := startFunction(ctx, deps, id); err != nil {
+		return nil, false, err
+	}
+	wctx, stop := context.WithTimeout(ctx, crossCancelWait)
+	defer stop()
+	final, err := waitSweep(wctx, deps.store, id, 2*time.Second, r.clock)
+	if err != nil && ctx.Err() == nil {
+		return nil, false, fmt.Errorf("sweep %s runs in account %s: its cancel is recorded and the orchestrator function %s was started, but the sweep did not end within %s: follow it with 'spawn status %s --wait', and run 'spawn cancel %s' again if it does not end",
+			id, sw.AWSAccountID, deps.function, crossCancelWait, id, id)
+	}
+	return final, false, err
 }

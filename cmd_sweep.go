@@ -183,7 +183,13 @@ func newCancelCmd(r *rootConfig) *ffcli.Command {
 			}
 			o := deps.newOrchestrator(newOwnerID("cancel"), false, false)
 			o.clock = r.clock
-			sw, already, err := o.cancelRun(ctx, sweepID)
+			var sw *sweep
+			var already bool
+			if cur, lerr := deps.store.loadSweep(ctx, sweepID); lerr == nil && d.crossAccount(cur.AWSAccountID) {
+				sw, already, err = r.cancelThroughFunction(ctx, deps, sweepID)
+			} else {
+				sw, already, err = o.cancelRun(ctx, sweepID)
+			}
 			if err != nil {
 				return explainStoreError(err, d, d.table, sweepID)
 			}

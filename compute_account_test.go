@@ -10,6 +10,7 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -174,5 +175,41 @@ func TestLaunchComputeProfileRunsInTheSecondAccount(t *testing.T) {
 	own, err := findSweepInstances(ctx, ec2.NewFromConfig(a.cfg), doc.SweepID)
 	if err != nil || len(own) != 0 {
 		t.Errorf("the deployment's account %s holds instances %v of the sweep (%v), want none", mainAccount, own, err)
+	}
+
+	// spawn cancel cannot assume the role: it records the cancel, starts the function and
+	// waits; the orchestrator (run here, as the function would) ends the instances there.
+	type result struct {
+		out, errOut string
+		code        int
+	}
+	cancelled := make(chan result, 1)
+	go func() {
+		out, errOut, code := runSpawn(t, env, "cancel", doc.SweepID, "--profile", "main", "--endpoint-url", a.backend.endpoint,
+			"--table", table, "--instances-table", instTable, "--function", fn)
+		cancelled <- result{out, errOut, code}
+	}()
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		if sw, err := store.loadSweep(ctx, doc.SweepID); err == nil && sw.CancelRequested {
+			break
+		}
+	}
+	fnCtx, fnStop := context.WithTimeout(ctx, 60*time.Second)
+	defer fnStop()
+	if err := deps.newOrchestrator("test-function", false, false).run(fnCtx, doc.SweepID, time.Time{}); err != nil {
+		t.Errorf("the orchestrator cancelling: %v", err)
+	}
+	res := <-cancelled
+	if res.code != 0 || !strings.Contains(res.out, "cancelled: its orchestrator stopped and terminated its instances") {
+		t.Errorf("cancel: exit %d, stdout %q, stderr %q", res.code, res.out, res.errOut)
+	}
+	insts, err := describeByIDs(ctx, computeEC2, ids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for id, inst := range insts {
+		if liveState(inst.State.Name) {
+			t.Errorf("instance %s in the compute account is still %s after the cancel", id, inst.State.Name)
+		}
 	}
 }
