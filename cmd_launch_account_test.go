@@ -170,3 +170,22 @@ func TestLaunchDryRunNamesTheComputeProfile(t *testing.T) {
 		t.Errorf("--output json: exit %d, stdout:\n%s", code, out)
 	}
 }
+
+// The launch's text output names the compute account of a sweep in another account.
+func TestLaunchedSaysTheComputeAccount(t *testing.T) {
+	var out strings.Builder
+	r := newRootConfig(strings.NewReader(""), &out, &out)
+	doc := launchDoc{SweepID: "sw-1", TotalParams: 2, MaxConcurrent: 1, AWSAccountID: "444455556666", ComputeProfile: "lab", cross: true}
+	if err := r.printLaunched(doc); err != nil {
+		t.Fatal(err)
+	}
+	want := "instances run in account 444455556666 (--compute-profile lab), through " + crossAccountRoleName + "\n"
+	if !strings.Contains(out.String(), want) {
+		t.Errorf("printed:\n%s\nwant the line %q", out.String(), want)
+	}
+	out.Reset()
+	doc.cross = false // the profile's account is the orchestrator's: no role, no line
+	if err := r.printLaunched(doc); err != nil || strings.Contains(out.String(), "instances run in account") {
+		t.Errorf("same account printed:\n%s (%v)", out.String(), err)
+	}
+}
