@@ -141,6 +141,9 @@ type deployment struct {
 	instancesTable string
 	bucket         string
 	function       string
+	// recorded is the deployment item deploy wrote in the sweep table (cliEngine reads
+	// it); nil when there is none.
+	recorded *deploymentItem
 }
 
 // principalOf is the identity a sweep belongs to: for an assumed-role session its role

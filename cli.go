@@ -426,6 +426,7 @@ func (r *rootConfig) cliEngine(ctx context.Context) (*deployment, *engineDeps, e
 	if dep != nil && r.bucket == "" && dep.Bucket != "" {
 		d.bucket = dep.Bucket
 	}
+	d.recorded = dep
 	return d, newEngineDeps(d.cfg, d.accountID, d.userID, d.table, d.instancesTable, d.bucket, d.function, r.log), nil
 }
 

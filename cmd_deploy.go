@@ -7,9 +7,7 @@ import (
 	"io"
 	"strings"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/iam"
-	"github.com/aws/aws-sdk-go-v2/service/sts"
 	"github.com/peterbourgon/ff/v3/ffcli"
 )
 
@@ -102,15 +100,11 @@ func (r *rootConfig) openDeployer(ctx context.Context, computeProfile string, dr
 	}
 	d := newDeployer(dep, r.log, dryRun)
 	if computeProfile != "" {
-		cfg, err := loadAWSConfig(ctx, computeProfile, dep.region, r.endpointURL, r.log)
+		cfg, account, err := r.profileAccount(ctx, "--compute-profile", computeProfile, dep.region)
 		if err != nil {
 			return nil, err
 		}
-		id, err := sts.NewFromConfig(cfg).GetCallerIdentity(ctx, &sts.GetCallerIdentityInput{})
-		if err != nil {
-			return nil, fmt.Errorf("no usable AWS credentials for --compute-profile %s (%w): check that profile in ~/.aws/config", computeProfile, err)
-		}
-		d.compute = &computeTarget{account: aws.ToString(id.Account), iam: iam.NewFromConfig(cfg)}
+		d.compute = &computeTarget{account: account, iam: iam.NewFromConfig(cfg)}
 	}
 	return d, nil
 }

@@ -35,8 +35,13 @@ type launchDoc struct {
 	MaxConcurrent int    `json:"max_concurrent"`
 	Detached      bool   `json:"detached"`
 	Function      string `json:"function,omitempty"`
-	ParamsKey     string `json:"s3_params_key"`
-	Counts        counts `json:"counts"`
+	// AWSAccountID is the account the instances run in (--compute-profile: that
+	// profile's); ComputeProfile the profile that named it.
+	AWSAccountID   string `json:"aws_account_id"`
+	ComputeProfile string `json:"compute_profile,omitempty"`
+	cross          bool   // the account is not the orchestrator's: reached through its role
+	ParamsKey      string `json:"s3_params_key"`
+	Counts         counts `json:"counts"`
 	// The most the sweep can cost if every item runs to its TTL (table prices), said in
 	// words, and how many items have no TTL (--no-ttl: no bound).
 	CostBound      string  `json:"cost_bound,omitempty"`
@@ -47,7 +52,7 @@ type launchDoc struct {
 // startSweep uploads the params, creates the record and starts the orchestrator: the
 // function (detached) or the same engine in this process.
 func startSweep(ctx context.Context, r *rootConfig, req *launchRequest) error {
-	d, deps, err := r.cliEngine(ctx)
+	d, deps, account, err := r.openLaunch(ctx, req)
 	if err != nil {
 		return err
 	}
@@ -82,7 +87,7 @@ func startSweep(ctx context.Context, r *rootConfig, req *launchRequest) error {
 		PollInterval:   poll.String(),
 		TotalParams:    len(req.Items),
 		Region:         d.region,
-		AWSAccountID:   d.accountID,
+		AWSAccountID:   account,
 		Status:         statusInitializing,
 		Detached:       req.Detach,
 	}
@@ -98,7 +103,8 @@ func startSweep(ctx context.Context, r *rootConfig, req *launchRequest) error {
 	}
 	doc := launchDoc{SweepID: id, SweepName: name, Status: sw.Status, TotalParams: sw.TotalParams,
 		MaxConcurrent: sw.MaxConcurrent, Detached: req.Detach, ParamsKey: key, Counts: sw.Counts,
-		CostBound: bound.String(), CostBoundUSD: bound.USD, UnboundedItems: bound.Endless}
+		CostBound: bound.String(), CostBoundUSD: bound.USD, UnboundedItems: bound.Endless,
+		AWSAccountID: account, ComputeProfile: req.ComputeProfile, cross: d.crossAccount(account)}
 	if req.Detach {
 		doc.Function = d.function
 		if err := startFunction(ctx, deps, id); err != nil {
@@ -141,6 +147,8 @@ type launchRequest struct {
 	Detach        bool
 	Wait          bool
 	Yes           bool // launch above the confirmation threshold without asking
+	// ComputeProfile is --compute-profile: the instances run in its account.
+	ComputeProfile string
 }
 
 // durationFlag is a flag taking Go durations or days (2d), like the parameter file.
@@ -180,6 +188,8 @@ type launchFlags struct {
 	dryRun        bool
 	noTTL         bool
 	yes           bool
+	// computeProfile: the profile whose account runs the instances.
+	computeProfile string
 }
 
 const (
@@ -204,8 +214,9 @@ func newLaunchCmd(r *rootConfig) *ffcli.Command {
 	fs.BoolVar(&lf.yes, "yes", false, "launch even if the cost bound is over SPAWN_CONFIRM_ABOVE (default $100)")
 	fs.BoolVar(&lf.wait, "wait", false, "block until the sweep ends; exit 3 if it failed or had failed items")
 	fs.BoolVar(&lf.dryRun, "dry-run", false, "validate the file and print the plan; create nothing")
+	fs.StringVar(&lf.computeProfile, "compute-profile", "", "run the instances in this profile's account, one 'spawn deploy --compute-profile' set up; detached only")
 	return r.command("launch",
-		"spawn launch --param-file F [--defaults FILE] [--max-concurrent N] [--launch-delay D] [--poll-interval D] [--name S] [--detach | --no-detach] [--ttl D | --no-ttl] [--idle-timeout D] [--yes] [--wait] [--dry-run]",
+		"spawn launch --param-file F [--defaults FILE] [--max-concurrent N] [--launch-delay D] [--poll-interval D] [--name S] [--detach | --no-detach] [--ttl D | --no-ttl] [--idle-timeout D] [--compute-profile P] [--yes] [--wait] [--dry-run]",
 		"validate a parameter file and start a sweep",
 		[]string{"spawn launch --param-file sweep.json --ttl 2h", "spawn launch --param-file sweep.yaml --dry-run",
 			"spawn launch --param-file runs.csv --defaults defaults.yaml --dry-run"}, fs,
@@ -248,19 +259,20 @@ func (lf *launchFlags) request(r *rootConfig, fs *flag.FlagSet, args []string) (
 		return nil, err
 	}
 	return &launchRequest{
-		ParamFile:     lf.paramFile,
-		Raw:           ps.Canonical,
-		Items:         ps.Items,
-		Params:        ps,
-		Name:          name,
-		MaxConcurrent: lf.maxConcurrent,
-		LaunchDelay:   lf.launchDelay.d,
-		PollInterval:  lf.pollInterval.d,
-		TTL:           lf.ttl.d,
-		IdleTimeout:   lf.idleTimeout.d,
-		Detach:        detach,
-		Wait:          lf.wait,
-		Yes:           lf.yes,
+		ParamFile:      lf.paramFile,
+		Raw:            ps.Canonical,
+		Items:          ps.Items,
+		Params:         ps,
+		Name:           name,
+		MaxConcurrent:  lf.maxConcurrent,
+		LaunchDelay:    lf.launchDelay.d,
+		PollInterval:   lf.pollInterval.d,
+		TTL:            lf.ttl.d,
+		IdleTimeout:    lf.idleTimeout.d,
+		Detach:         detach,
+		Wait:           lf.wait,
+		Yes:            lf.yes,
+		ComputeProfile: lf.computeProfile,
 	}, nil
 }
 
@@ -294,6 +306,8 @@ func (lf *launchFlags) check(fs *flag.FlagSet) (detach bool, err error) {
 		return false, usageErrorf("--idle-timeout %v", idleShapeErr(lf.idleTimeout.d))
 	case lf.noTTL && lf.ttl.set:
 		return false, usageErrorf("--ttl and --no-ttl contradict each other: give one")
+	case lf.computeProfile != "" && !detach:
+		return false, usageErrorf("--compute-profile %s runs the instances through %s, which trusts only the orchestrator function, not this process: drop --no-detach", lf.computeProfile, crossAccountRoleName)
 	case lf.noTTL && !detach:
 		return false, usageErrorf("--no-ttl is only for detached launches: with --no-detach a dead CLI would leave instances with no end: give --ttl or --idle-timeout")
 	}
@@ -382,7 +396,10 @@ type launchPlan struct {
 	IdleTimeout   string      `json:"idle_timeout,omitempty"`
 	Detach        bool        `json:"detach"`
 	Region        string      `json:"region"`
-	Groups        []planGroup `json:"groups"`
+	// ComputeProfile is --compute-profile: its account runs the instances (a dry run makes
+	// no AWS call, so the launch resolves and checks it).
+	ComputeProfile string      `json:"compute_profile,omitempty"`
+	Groups         []planGroup `json:"groups"`
 	// InstanceHoursAtTTL is Σ TTL over the items that have one: the most the sweep can run.
 	InstanceHoursAtTTL float64 `json:"instance_hours_at_ttl"`
 	ItemsWithoutTTL    int     `json:"items_without_ttl"`
@@ -467,17 +484,18 @@ type planGroup struct {
 
 func newLaunchPlan(req *launchRequest, region string) *launchPlan {
 	pl := &launchPlan{
-		DryRun:        true,
-		SweepName:     req.Name,
-		ParamFile:     req.ParamFile,
-		TotalParams:   len(req.Items),
-		MaxConcurrent: req.MaxConcurrent,
-		LaunchDelay:   shortDuration(req.LaunchDelay),
-		PollInterval:  shortDuration(req.PollInterval),
-		Detach:        req.Detach,
-		Region:        region,
-		Groups:        []planGroup{},
-		Items:         make([]planItem, 0, len(req.Items)),
+		DryRun:         true,
+		SweepName:      req.Name,
+		ParamFile:      req.ParamFile,
+		TotalParams:    len(req.Items),
+		MaxConcurrent:  req.MaxConcurrent,
+		LaunchDelay:    shortDuration(req.LaunchDelay),
+		PollInterval:   shortDuration(req.PollInterval),
+		Detach:         req.Detach,
+		Region:         region,
+		ComputeProfile: req.ComputeProfile,
+		Groups:         []planGroup{},
+		Items:          make([]planItem, 0, len(req.Items)),
 	}
 	if ps := req.Params; ps != nil {
 		pl.Sources = planSources{Params: ps.FromParams, Grid: ps.FromGrid, Random: ps.FromRandom}
@@ -580,6 +598,9 @@ func writePlan(w io.Writer, pl *launchPlan) error {
 		mode = "in this process (--no-detach)"
 	}
 	fmt.Fprintf(&b, "runs:            %s\n", mode)
+	if pl.ComputeProfile != "" {
+		fmt.Fprintf(&b, "account:         profile %s's (checked at launch; reached through %s)\n", pl.ComputeProfile, crossAccountRoleName)
+	}
 	hours := strconv.FormatFloat(pl.InstanceHoursAtTTL, 'f', -1, 64)
 	switch withTTL := pl.TotalParams - pl.ItemsWithoutTTL; {
 	case pl.ItemsWithoutTTL == 0:

@@ -66,6 +66,16 @@ func checkOwner(s *sweep, d *deployment, force string) error {
 	return explain(errOtherUser, "sweep %s belongs to %s; you are %s: use that identity's credentials (e.g. --profile), or pass %s", s.SweepID, s.UserID, d.userID, force)
 }
 
+// build computes the status of s as of now, and names the sweep's account when it is
+// not the orchestrator's (--compute-profile).
+func (src *sweepSource) build(ctx context.Context, s *sweep, recs []instanceRecord) *statusView {
+	v := buildStatus(ctx, s, recs, src.price, src.now())
+	if src.d.crossAccount(s.AWSAccountID) {
+		v.computeAccount = s.AWSAccountID
+	}
+	return v
+}
+
 // view reads the record and every instance item and computes the status as of now.
 func (src *sweepSource) view(ctx context.Context, id string) (*statusView, error) {
 	s, err := src.load(ctx, id)
@@ -76,7 +86,7 @@ func (src *sweepSource) view(ctx context.Context, id string) (*statusView, error
 	if err != nil {
 		return nil, explainStoreError(err, src.d, src.d.instancesTable, id)
 	}
-	v := buildStatus(ctx, s, recs, src.price, src.now())
+	v := src.build(ctx, s, recs)
 	v.setBest(src.objective(ctx, s, recs), recs)
 	return v, nil
 }
@@ -229,7 +239,7 @@ func (r *rootConfig) watchStatus(ctx context.Context, src *sweepSource, id strin
 			if err := items.refresh(ctx, src, s); err != nil {
 				return nil, err
 			}
-			v = buildStatus(ctx, s, items.recs, src.price, src.now())
+			v = src.build(ctx, s, items.recs)
 		}
 		if tty {
 			var frame strings.Builder

@@ -64,7 +64,7 @@ func (e *statusEnv) putSweep(t *testing.T, total int, created time.Time) *sweep 
 	s := &sweep{
 		SweepID: uniqueName("sw"), SweepName: "status-test", UserID: e.userID, CreatedAt: formatRecordTime(created),
 		S3ParamsKey: "p", MaxConcurrent: 2, LaunchDelay: "0s", PollInterval: "10s", TotalParams: total,
-		Region: "us-east-1", AWSAccountID: "000000000000", Status: statusRunning,
+		Region: "us-east-1", AWSAccountID: strings.Split(e.userID, ":")[4], Status: statusRunning, // the caller's account
 	}
 	if err := e.store.createSweep(context.Background(), s); err != nil {
 		t.Fatalf("create sweep: %v", err)

@@ -31,6 +31,9 @@ func (r *rootConfig) printLaunched(doc launchDoc) error {
 		return r.printJSON(doc)
 	}
 	fmt.Fprintf(r.stdout, "sweep %s launched: %d items, at most %d at a time\n", doc.SweepID, doc.TotalParams, doc.MaxConcurrent)
+	if doc.cross {
+		fmt.Fprintf(r.stdout, "instances run in account %s (--compute-profile %s), through %s\n", doc.AWSAccountID, doc.ComputeProfile, crossAccountRoleName)
+	}
 	if doc.CostBound != "" {
 		fmt.Fprintf(r.stdout, "cost bound: %s\n", doc.CostBound)
 	}
@@ -118,6 +121,11 @@ func newResumeCmd(r *rootConfig) *ffcli.Command {
 			if err != nil {
 				return err
 			}
+			if *noDetach {
+				if err := refuseCrossAccountHere(ctx, deps, d, sweepID); err != nil {
+					return err
+				}
+			}
 			sw, queued, err := prepareResume(ctx, deps.store, sweepID, *retryFailed)
 			if errors.Is(err, errNothingToResume) {
 				return withExitCode(exitUsage, err)
@@ -175,7 +183,13 @@ func newCancelCmd(r *rootConfig) *ffcli.Command {
 			}
 			o := deps.newOrchestrator(newOwnerID("cancel"), false, false)
 			o.clock = r.clock
-			sw, already, err := o.cancelRun(ctx, sweepID)
+			var sw *sweep
+			var already bool
+			if cur, lerr := deps.store.loadSweep(ctx, sweepID); lerr == nil && d.crossAccount(cur.AWSAccountID) {
+				sw, already, err = r.cancelThroughFunction(ctx, deps, sweepID)
+			} else {
+				sw, already, err = o.cancelRun(ctx, sweepID)
+			}
 			if err != nil {
 				return explainStoreError(err, d, d.table, sweepID)
 			}

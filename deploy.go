@@ -299,13 +299,15 @@ func (d *deployer) deploy(ctx context.Context, pkg *bootstrapPackage) error {
 
 // recordDeployment writes the deployment item into the sweep table: the CLI takes the
 // bucket's name from it rather than deriving one (a bucket of that name may be another
-// account's).
+// account's), and `launch --compute-profile` the accounts the orchestrator may reach.
+// Those are the orchestrator policy's (loadComputeAccounts): every account a deploy of
+// this region set up, this one's --compute-profile included.
 func (d *deployer) recordDeployment(ctx context.Context) error {
 	if d.dryRun {
 		return nil
 	}
 	item, err := marshalItem(&deploymentItem{SweepID: deploymentItemID, Bucket: d.names.bucket, Function: d.names.function,
-		Account: d.names.account, Region: d.names.region})
+		Account: d.names.account, Region: d.names.region, ComputeAccounts: d.names.computeAccounts})
 	if err != nil {
 		return err
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/lambda"
 	lambdatypes "github.com/aws/aws-sdk-go-v2/service/lambda/types"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/sts"
 	"github.com/aws/smithy-go"
 	"github.com/rs/zerolog"
 )
@@ -607,6 +608,15 @@ func TestDeployComputeProfileCreatesTheCrossAccountRole(t *testing.T) {
 		t.Fatalf("no %s created: %+v", crossAccountRoleName, doc.Resources)
 	}
 	ctx := context.Background()
+	// The deployment item names the compute account: launch --compute-profile checks it.
+	me, err := sts.NewFromConfig(a.cfg).GetCallerIdentity(ctx, &sts.GetCallerIdentityInput{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec, err := readDeployment(ctx, dynamodb.NewFromConfig(a.cfg), n.table); err != nil || rec == nil ||
+		!slicesContain(rec.ComputeAccounts, aws.ToString(me.Account)) {
+		t.Errorf("deployment item %+v (%v) does not name compute account %s", rec, err, aws.ToString(me.Account))
+	}
 	ic := iam.NewFromConfig(a.cfg)
 	orch, err := ic.GetRole(ctx, &iam.GetRoleInput{RoleName: aws.String(orchestratorRoleName)})
 	if err != nil {

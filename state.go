@@ -332,6 +332,10 @@ type deploymentItem struct {
 	Function string `dynamodbav:"function"`
 	Account  string `dynamodbav:"account"`
 	Region   string `dynamodbav:"region"`
+	// ComputeAccounts are the accounts whose SpawnSweepCrossAccountRole the orchestrator
+	// may assume (deploy --compute-profile): a launch with --compute-profile runs only in
+	// one of them, or in Account itself.
+	ComputeAccounts []string `dynamodbav:"compute_accounts,omitempty"`
 }
 
 // readDeployment reads the deployment item of table; nil when deploy wrote none (a

@@ -121,6 +121,8 @@ type statusView struct {
 	instances []statusInstance
 	regions   []string
 	best      *bestResult // by the objective, when the file has one and an item reported it
+	// computeAccount is the sweep's account when it is not the orchestrator's.
+	computeAccount string
 }
 
 // buildStatus merges the record's alive slots with the instance items, prices every
@@ -386,6 +388,9 @@ func renderStatus(w io.Writer, v *statusView, st textStyle) error {
 	line(v.progressLine())
 	line(ellipsize(v.counts.line(), screenWidth))
 	line(v.costLine())
+	if v.computeAccount != "" {
+		line(ellipsize("account  "+v.computeAccount+" (instances reached through "+crossAccountRoleName+")", screenWidth))
+	}
 	if v.best != nil {
 		line(ellipsize(v.best.line(), screenWidth))
 	}
