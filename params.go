@@ -33,12 +33,6 @@ type item struct {
 	// Params are every other key, sorted by key: env PARAM_<key> and tag spawn:param:<key>.
 	// Items may share one Params slice (the defaults'): treat it as read-only.
 	Params []param
-	// Candidate is which of the item's candidates a launch is for (candidateItem): it
-	// picks the launch's client token. 0 in a parsed item.
-	Candidate int
-	// Fallback is the capacity fallback (params_fallback.go): nil when the item launches
-	// as one type, in one region, in one market. Shared like Params: read-only.
-	Fallback *fallback
 }
 
 type param struct {
@@ -383,10 +377,7 @@ func (p *paramParser) check(it *item, at where, off int, fromDefaults map[string
 		return p.errAt(off, at, `nothing to run: give "command" (a shell line) or "user_data" %s`, p.hereOrDefaults(at))
 	}
 	if it.SpotMaxPrice != "" && !it.Spot {
-		return p.errAt(off, at, `spot_max_price%s is set but spot is not true: add "spot": true (or "prefer") or remove the price`, origin("spot_max_price"))
-	}
-	if err := p.checkFallback(it, at, off, origin); err != nil {
-		return err
+		return p.errAt(off, at, `spot_max_price%s is set but spot is not true: add "spot": true or remove the price`, origin("spot_max_price"))
 	}
 	has := 0
 	if it.TTL > 0 || p.sweepTTL > 0 {
@@ -583,48 +574,45 @@ func (p *paramParser) setKnown(it *item, f field, at where) (known bool, err err
 			err = p.errAt(f.off, at, "is over %d characters: shorten it", maxTagValueLen)
 		}
 	case "instance_type":
-		err = p.setInstanceTypes(it, f, at)
-	case "region":
-		err = p.setRegions(it, f, at)
-	case "ami", "subnet_id", "security_group_ids":
-		if handled, err := p.setPerRegionKey(it, f, at); handled {
-			return true, err
+		if f.val[0] == '[' {
+			return true, p.preferenceList(f, at, "instance types", "instance type")
 		}
-		return true, p.setOneRegionKey(it, f, at)
-	default:
-		return p.setOther(it, f, at)
-	}
-	return true, err
-}
-
-// setOneRegionKey sets ami, subnet_id or security_group_ids given as one value.
-func (p *paramParser) setOneRegionKey(it *item, f field, at where) (err error) {
-	switch f.key {
+		if it.InstanceType, err = p.str(f, at); err == nil && !validInstanceType(it.InstanceType) {
+			err = p.errAt(f.off, at, "%q is not an instance type: use family.size, e.g. t3.micro, c7gn.16xlarge or u-6tb1.metal", it.InstanceType)
+		}
+	case "region":
+		if f.val[0] == '[' {
+			return true, p.preferenceList(f, at, "regions", "region")
+		}
+		it.Region, err = p.region(f, at)
 	case "ami":
 		if it.AMI, err = p.str(f, at); err == nil && !validAMI(it.AMI) {
 			err = p.errAt(f.off, at, "%q is not an AMI id: use ami-0123456789abcdef0 or resolve:ssm:<parameter>, or remove the key for Amazon Linux 2023", it.AMI)
 		} else if err == nil && !readableAMIParameter(it.AMI) {
 			err = p.errAt(f.off, at, "%q names a parameter the orchestrator may not read: resolve:ssm: takes AWS's public parameters (%s…) or your own under %s", it.AMI, publicAMIParameters, ownAMIParameters)
 		}
+	case "key_name":
+		it.KeyName, err = p.nonEmpty(f, at, "the EC2 key pair name")
 	case "subnet_id":
 		if it.SubnetID, err = p.str(f, at); err == nil && !hasIDPrefix(it.SubnetID, "subnet-") {
 			err = p.errAt(f.off, at, "%q is not a subnet id: use subnet-0123456789abcdef0", it.SubnetID)
 		}
 	case "security_group_ids":
 		it.SecurityGroupIDs, err = p.securityGroups(f, at)
-	}
-	return err
-}
-
-// setOther sets the known keys that have one form; known is false for a param's key.
-func (p *paramParser) setOther(it *item, f field, at where) (known bool, err error) {
-	switch f.key {
-	case "key_name":
-		it.KeyName, err = p.nonEmpty(f, at, "the EC2 key pair name")
 	case "iam_instance_profile":
 		it.IAMInstanceProfile, err = p.nonEmpty(f, at, "the instance profile name")
 	case "spot":
-		err = p.setSpot(it, f, at)
+		switch string(f.val) {
+		case "true":
+			it.Spot = true
+		case "false":
+			it.Spot = false
+		case `"true"`, `"false"`, `"yes"`, `"no"`, `"True"`, `"False"`:
+			// YAML reads an unquoted yes or no as text, and CSV has only text.
+			err = p.errAt(f.off, at, "expected true or false, found a string: write true or false, unquoted")
+		default:
+			err = p.errAt(f.off, at, "expected true or false, found %s", p.kindOf(f.val))
+		}
 	case "spot_max_price":
 		it.SpotMaxPrice, err = p.spotMaxPrice(f, at)
 	case "ttl":
