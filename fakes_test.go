@@ -372,8 +372,12 @@ func (f *tagsLaterEC2) DescribeTags(context.Context, *ec2.DescribeTagsInput, ...
 	if f.tagCalls++; f.tagCalls == 1 {
 		return nil, &smithy.GenericAPIError{Code: "RequestLimitExceeded", Message: "Request limit exceeded."}
 	}
-	return &ec2.DescribeTagsOutput{Tags: []ec2types.TagDescription{{ResourceId: aws.String("i-tagged"),
-		ResourceType: ec2types.ResourceTypeInstance, Key: aws.String(tagExitCode), Value: aws.String("0")}}}, nil
+	tags := []ec2types.TagDescription{{ResourceId: aws.String("i-tagged"),
+		ResourceType: ec2types.ResourceTypeInstance, Key: aws.String(tagExitCode), Value: aws.String("0")}}
+	for _, t := range launchTagsOf("sw-tags-later") {
+		tags = append(tags, ec2types.TagDescription{ResourceId: aws.String("i-tagged"), ResourceType: ec2types.ResourceTypeInstance, Key: t.Key, Value: t.Value})
+	}
+	return &ec2.DescribeTagsOutput{Tags: tags}, nil
 }
 
 // meteredStore counts the engine's writes: how many, their size as DynamoDB counts it,
@@ -515,4 +519,9 @@ func (c *countingDynamo) PutItem(ctx context.Context, in *dynamodb.PutItemInput,
 	c.puts++
 	c.bytes += itemSize(in.Item)
 	return c.dynamoAPI.PutItem(ctx, in, optFns...)
+}
+
+// launchTagsOf are the tags every launch of sweepID gives its instance (ownedBy).
+func launchTagsOf(sweepID string) []ec2types.Tag {
+	return []ec2types.Tag{{Key: aws.String(tagSweepID), Value: aws.String(sweepID)}, {Key: aws.String(tagManaged), Value: aws.String("true")}}
 }

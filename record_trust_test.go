@@ -9,10 +9,12 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
+	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 )
 
 // A hand-written record (anyone who may write the sweep table can write one) names an
-// instance that is not the sweep's: no spawn tags. The engine neither terminates it at
+// instance that is not the sweep's: its tags are not spawn's. (An instance whose tags
+// could not be read at all is left alone and looked at again next step.) The engine neither terminates it at
 // its "TTL" nor when the sweep is cancelled, puts no alarm on it, and ends the item
 // unknown, saying why.
 func TestEngineLeavesAnInstanceNotItsOwnAlone(t *testing.T) {
@@ -24,7 +26,9 @@ func TestEngineLeavesAnInstanceNotItsOwnAlone(t *testing.T) {
 func leaveForeignAlone(t *testing.T, cancel bool) {
 	st, o, clk, api, _ := reportFixture(t, 2)
 	ctx := context.Background()
-	out, err := api.RunInstances(ctx, &ec2.RunInstancesInput{ClientToken: aws.String("someone-elses")})
+	out, err := api.RunInstances(ctx, &ec2.RunInstancesInput{ClientToken: aws.String("someone-elses"),
+		TagSpecifications: []ec2types.TagSpecification{{ResourceType: ec2types.ResourceTypeInstance,
+			Tags: []ec2types.Tag{{Key: aws.String("Name"), Value: aws.String("prod-db")}}}}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -127,6 +127,9 @@ func (o *orchestrator) refresh(ctx context.Context, sw *sweep, now time.Time) si
 				continue
 			}
 			inst, ok := found[e.InstanceID]
+			if ok && len(inst.Tags) == 0 {
+				continue // its tags could not be read: nothing is decided or done this step
+			}
 			if ok && !ownedBy(&inst, sw.SweepID) {
 				foreign[e.ClientToken] = &inst
 				continue // never acted on: not in the sightings

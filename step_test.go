@@ -253,7 +253,7 @@ func TestReusedTokenOfATerminatedInstance(t *testing.T) {
 		if visible {
 			api.inst = &ec2types.Instance{InstanceId: aws.String("i-done"), ClientToken: aws.String("tok-0"),
 				State: &ec2types.InstanceState{Name: ec2types.InstanceStateNameTerminated},
-				Tags:  []ec2types.Tag{{Key: aws.String(tagExitCode), Value: aws.String("0")}}}
+				Tags:  append(launchTagsOf("sw-t"), ec2types.Tag{Key: aws.String(tagExitCode), Value: aws.String("0")})}
 		}
 		clk := &napClock{now: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
 		o := newTestOrchestrator(st, everyRegion(api), clk)
@@ -377,7 +377,7 @@ func (f *skewEC2) RunInstances(context.Context, *ec2.RunInstancesInput, ...func(
 
 func (f *skewEC2) instance() ec2types.Instance {
 	inst := ec2types.Instance{InstanceId: aws.String("i-skew"), LaunchTime: aws.Time(f.launchedAt),
-		State: &ec2types.InstanceState{Name: ec2types.InstanceStateNameRunning}}
+		State: &ec2types.InstanceState{Name: ec2types.InstanceStateNameRunning}, Tags: launchTagsOf("sw-k")}
 	if !f.endedAt.IsZero() {
 		inst.State.Name = ec2types.InstanceStateNameTerminated
 		inst.StateTransitionReason = aws.String("User initiated (" + f.endedAt.UTC().Format("2006-01-02 15:04:05 MST") + ")")
