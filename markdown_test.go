@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"maps"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -12,22 +11,7 @@ import (
 // checkMarkdownGolden compares got with testdata/markdown/name; -update rewrites it.
 func checkMarkdownGolden(t *testing.T, name, got string) {
 	t.Helper()
-	path := filepath.Join("testdata", "markdown", name)
-	if updateGolden() {
-		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v: run go test -run %s -update", err, t.Name())
-	}
-	if got != string(want) {
-		t.Errorf("%s differs (go test -run %s -update rewrites it):\n got:\n%s\nwant:\n%s", path, t.Name(), got, want)
-	}
+	checkGolden(t, filepath.Join("testdata", "markdown", name), got)
 }
 
 // assertTables checks that every table row has as many cells as its header: an

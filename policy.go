@@ -232,20 +232,26 @@ func (n policyNames) ec2Statements(account string) []policyStatement {
 	}
 }
 
+// sweepTablesStatement is the item access to both tables (and the user index) that the
+// engine needs, wherever it runs: the function, or the CLI of a launching user.
+func (n policyNames) sweepTablesStatement() policyStatement {
+	sweepTable := n.tableARN(n.table)
+	return policyStatement{
+		Sid: "SweepTables", Effect: "Allow",
+		Action: []string{
+			"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem",
+			"dynamodb:ConditionCheckItem", "dynamodb:Query", "dynamodb:BatchGetItem", "dynamodb:BatchWriteItem",
+			"dynamodb:DescribeTable",
+		},
+		Resource: []string{sweepTable, sweepTable + "/index/" + gsiUserCreated, n.tableARN(n.instancesTable)},
+	}
+}
+
 // orchestratorPolicy is the Lambda function's inline policy: least privilege, every
 // statement scoped to spawn's resources where the API allows it.
 func (n policyNames) orchestratorPolicy() policyDocument {
-	sweepTable := n.tableARN(n.table)
 	st := []policyStatement{
-		{
-			Sid: "SweepTables", Effect: "Allow",
-			Action: []string{
-				"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem",
-				"dynamodb:ConditionCheckItem", "dynamodb:Query", "dynamodb:BatchGetItem", "dynamodb:BatchWriteItem",
-				"dynamodb:DescribeTable",
-			},
-			Resource: []string{sweepTable, sweepTable + "/index/" + gsiUserCreated, n.tableARN(n.instancesTable)},
-		},
+		n.sweepTablesStatement(),
 		{
 			Sid: "SweepObjects", Effect: "Allow",
 			Action:    []string{"s3:GetObject", "s3:PutObject"},
@@ -519,19 +525,10 @@ func (n policyNames) deployerPolicy() policyDocument {
 // and — because --no-detach runs the engine in the CLI and cancel terminates from it —
 // the engine's own EC2 calls, AMI lookups and prices.
 func (n policyNames) launcherPolicy() policyDocument {
-	sweepTable := n.tableARN(n.table)
 	owner := n.bucketOwnerCondition()
 	st := []policyStatement{
 		whoAmIStatement(),
-		{
-			Sid: "SweepTables", Effect: "Allow",
-			Action: []string{
-				"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem",
-				"dynamodb:ConditionCheckItem", "dynamodb:Query", "dynamodb:BatchGetItem", "dynamodb:BatchWriteItem",
-				"dynamodb:DescribeTable",
-			},
-			Resource: []string{sweepTable, sweepTable + "/index/" + gsiUserCreated, n.tableARN(n.instancesTable)},
-		},
+		n.sweepTablesStatement(),
 		{
 			Sid: "SweepObjects", Effect: "Allow",
 			Action:   []string{"s3:GetObject", "s3:PutObject"},

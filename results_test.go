@@ -179,7 +179,12 @@ func resultsFixture(t *testing.T) *resultsDoc {
 
 func checkResultsGolden(t *testing.T, name, got string) {
 	t.Helper()
-	path := filepath.Join("testdata", "results", name)
+	checkGolden(t, filepath.Join("testdata", "results", name), got)
+}
+
+// checkGolden compares got with the golden file at path; -update rewrites it.
+func checkGolden(t *testing.T, path, got string) {
+	t.Helper()
 	if updateGolden() {
 		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 			t.Fatal(err)
