@@ -698,8 +698,10 @@ func (r *faultRun) chaos() chan struct{} {
 // timeLimit is how long the run may take before it counts as stuck.
 func (r *faultRun) timeLimit() time.Duration {
 	// A holder whose lease release fails (every retry faulted) blocks the sweep until
-	// its lease expires (60 s), as does a killed one.
-	limit := 150*time.Second + time.Duration(len(r.plan.kills))*65*time.Second
+	// its lease expires (60 s), as does a killed one; its lease is watched to the end by
+	// a chain of short invocations, each handing on what it watched (about a second of
+	// each function timeout goes to starting, reading and handing on, more under -race).
+	limit := 180*time.Second + time.Duration(len(r.plan.kills))*80*time.Second
 	if r.plan.cancelAt > 0 {
 		limit += 65 * time.Second // a cancel waits out the lease of a killed holder
 	}

@@ -95,8 +95,18 @@ const leaseAttempts = 5
 // lease is free, already owner's, or still exactly the renewal takeover names (one the
 // caller watched go unrenewed until it lapsed). Otherwise it gives *leaseHeldError.
 func acquireLease(ctx context.Context, st sweepStore, id, owner string, now time.Time, leaseTTL time.Duration, takeover *leaseMark) (*sweep, error) {
+	return acquireLeaseFrom(ctx, st, id, nil, owner, now, leaseTTL, takeover)
+}
+
+// acquireLeaseFrom is acquireLease starting from cur, the record as the caller just
+// read it (nil: read it here): a short invocation saves the reads.
+func acquireLeaseFrom(ctx context.Context, st sweepStore, id string, cur *sweep, owner string, now time.Time, leaseTTL time.Duration, takeover *leaseMark) (*sweep, error) {
 	for range leaseAttempts {
-		s, err := st.loadSweep(ctx, id)
+		s, err := cur, error(nil)
+		if s == nil {
+			s, err = st.loadSweep(ctx, id)
+		}
+		cur = nil
 		if err != nil {
 			return nil, err
 		}

@@ -451,7 +451,7 @@ func (o *orchestrator) acquire(ctx context.Context, id string) (*sweep, error) {
 				o.log.Info().Str("sweep_id", id).Str("status", cur.Status).Msg("sweep already finished")
 				return nil, nil
 			}
-			sw, err = acquireLease(ctx, o.store, id, o.owner, o.clock.Now(), o.leaseTTL, watch.lapsedMark())
+			sw, err = acquireLeaseFrom(ctx, o.store, id, cur, o.owner, o.clock.Now(), o.leaseTTL, watch.lapsedMark())
 		}
 		var held *leaseHeldError
 		switch {

@@ -425,6 +425,16 @@ func (d *dynamoStore) createLanded(ctx context.Context, rec *sweep) bool {
 }
 
 func (d *dynamoStore) loadSweep(ctx context.Context, id string) (*sweep, error) {
+	// The lease item is read beside the record, not after it: one round trip's time.
+	type beatRead struct {
+		b   *leaseBeat
+		err error
+	}
+	beat := make(chan beatRead, 1)
+	go func() {
+		b, err := d.loadBeat(ctx, id)
+		beat <- beatRead{b, err}
+	}()
 	out, err := d.db.GetItem(ctx, &dynamodb.GetItemInput{
 		TableName:      aws.String(d.table),
 		Key:            map[string]types.AttributeValue{"sweep_id": &types.AttributeValueMemberS{Value: id}},
@@ -440,11 +450,11 @@ func (d *dynamoStore) loadSweep(ctx context.Context, id string) (*sweep, error) 
 	if err := attributevalue.UnmarshalMap(out.Item, &s); err != nil {
 		return nil, fmt.Errorf("decoding sweep %s: %w", id, err)
 	}
-	b, err := d.loadBeat(ctx, id)
-	if err != nil {
-		return nil, err
+	br := <-beat
+	if br.err != nil {
+		return nil, br.err
 	}
-	applyBeat(&s, b)
+	applyBeat(&s, br.b)
 	return &s, nil
 }
 
