@@ -136,8 +136,10 @@ func newFaultPlan(rng *rand.Rand) faultPlan {
 		items:   4 + rng.IntN(5),
 		maxConc: 1 + rng.IntN(3),
 		// The CLI refuses a poll interval under 1 s.
-		poll:      time.Second + time.Duration(rng.IntN(4))*100*time.Millisecond,
-		fnTimeout: int32(3 + rng.IntN(4)),
+		poll: time.Second + time.Duration(rng.IntN(4))*100*time.Millisecond,
+		// 5–8 s: far below the 20 s the README promises progress at, and enough for an
+		// invocation's fixed round trips (lease, lease item, hand-on) under -race here.
+		fnTimeout: int32(5 + rng.IntN(4)),
 		rate:      0.05 + 0.15*rng.Float64(),
 		failRate:  0.2,
 	}
