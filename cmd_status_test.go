@@ -610,14 +610,7 @@ func TestStatusOfARealSweep(t *testing.T) {
 		t.Fatal(err)
 	}
 	api := ec2.NewFromConfig(e.a.cfg)
-	before := map[string]bool{}
-	insts, err := describeInstances(ctx, api, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, inst := range insts {
-		before[aws.ToString(inst.InstanceId)] = true
-	}
+	before := existingInstances(t, api)
 	profile := uniqueName("spawnd")
 	if e.a.keepsEC2Tags() {
 		// moto checks that the instance profile exists.

@@ -348,14 +348,7 @@ func TestNoDetachPauseAndResume(t *testing.T) {
 	bucket := createTestBucket(t, a, "spawn-nd")
 	api := ec2.NewFromConfig(a.cfg)
 	image := testImage(t, api)
-	before := map[string]bool{}
-	insts, err := describeInstances(context.Background(), api, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, inst := range insts {
-		before[aws.ToString(inst.InstanceId)] = true
-	}
+	before := existingInstances(t, api)
 	const items = 8
 	// moto checks the instance profile exists: give the items one of their own.
 	profile := uniqueName("spawnd")
@@ -391,7 +384,7 @@ func TestNoDetachPauseAndResume(t *testing.T) {
 		}
 	}
 	cancel()
-	err = <-done
+	err := <-done
 	if exitCode(err) != exitRuntime || !strings.Contains(errb.String(), "paused: resume with 'spawn resume --sweep-id "+id+"'") {
 		t.Fatalf("interrupted launch: exit %d, stdout %q, stderr %q", exitCode(err), out.String(), errb.String())
 	}

@@ -383,3 +383,18 @@ func createTestBucket(t testing.TB, a *testAWS, prefix string) string {
 	}
 	return bucket
 }
+
+// existingInstances are the instances the backend holds before a test starts (the
+// emulator is shared), so the test can tell its own apart.
+func existingInstances(t testing.TB, api ec2API) map[string]bool {
+	t.Helper()
+	insts, err := describeInstances(context.Background(), api, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := map[string]bool{}
+	for _, inst := range insts {
+		before[aws.ToString(inst.InstanceId)] = true
+	}
+	return before
+}

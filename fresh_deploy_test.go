@@ -181,14 +181,7 @@ func TestSweepRightAfterDeployOnAFreshAccount(t *testing.T) {
 	bucket := createTestBucket(t, a, "spawn-fresh")
 	api := ec2.NewFromConfig(a.cfg)
 	image := testImage(t, api)
-	before := map[string]bool{}
-	insts, err := describeInstances(context.Background(), api, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, inst := range insts {
-		before[aws.ToString(inst.InstanceId)] = true
-	}
+	before := existingInstances(t, api)
 	profile := uniqueName("spawnd")
 	if a.keepsEC2Tags() { // moto checks the instance profile exists
 		if _, err := iam.NewFromConfig(a.cfg).CreateInstanceProfile(context.Background(),
