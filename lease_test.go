@@ -55,7 +55,7 @@ func TestLeaseItemRefusesAnOlderEpoch(t *testing.T) {
 	ctx := context.Background()
 	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 	id := uniqueName("sw-epoch")
-	if err := st.createSweep(ctx, &sweep{SweepID: id, Status: statusRunning, PollInterval: "10s", TotalParams: 1}); err != nil {
+	if err := st.createSweep(ctx, &sweep{SweepID: id, UserID: "u", Status: statusRunning, PollInterval: "10s", TotalParams: 1}); err != nil {
 		t.Fatal(err)
 	}
 	old, err := acquireLease(ctx, st, id, "old", now, time.Minute, nil)

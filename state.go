@@ -375,6 +375,11 @@ func isConditionFailed(err error) bool {
 }
 
 func (d *dynamoStore) createSweep(ctx context.Context, s *sweep) error {
+	// DynamoDB refuses an empty string as an index key (user_id keys the list index), and
+	// a record without its owner could never be listed or checked for ownership.
+	if s.UserID == "" {
+		return fmt.Errorf("sweep %s has no user_id (the identity that launched it): refusing to create a record no one owns", s.SweepID)
+	}
 	now := formatRecordTime(d.now())
 	rec := *s
 	rec.Version = 1
