@@ -17,7 +17,8 @@ func worstAlive(i int) aliveInstance {
 		InstanceType: "u7in-32tb.224xlarge", ClientToken: fmt.Sprintf("sw-20261206-080000-abcdef-%d-99", 99999-i), Spot: true,
 		ReservedAt: now, LaunchedAt: now, Deadline: now, DeadlineClock: host, PriceHourly: 407.68123456789, PriceSource: "pricing-api",
 		LaunchTries: 123, NotBefore: now, WaitReason: strings.Repeat("w", maxWaitReason),
-		IdleAlarm: true, Seen: true, Unseen: &sinceMark{At: now, Clock: host}, Ended: &sinceMark{At: now, Clock: host}}
+		IdleAlarm: true, Seen: true, Unseen: &sinceMark{At: now, Clock: host}, Ended: &sinceMark{At: now, Clock: host},
+		Candidate: maxCandidates - 1, Tried: maxCandidates, Refused: true}
 }
 
 // TestRecordAtItsLimitsFits: a record at every limit at once — max_concurrent alive

@@ -27,7 +27,7 @@ func (o *orchestrator) cancelSweep(ctx context.Context, sw *sweep) error {
 	o.outcomes(ctx, sw, o.refresh(ctx, sw, now), now)
 	incomplete := &cancelIncomplete{sweepID: sw.SweepID, regions: map[string]error{}}
 	o.resolveForCancel(ctx, sw, now, incomplete)
-	o.terminateSweep(ctx, sw, incomplete)
+	o.terminateSweep(ctx, sw, o.earlierLaunches(ctx, sw, incomplete), incomplete)
 	sw.CancelUnreached, sw.CancelUnresolved = nil, incomplete.unresolved
 	for region, err := range incomplete.regions {
 		if sw.CancelUnreached == nil {
@@ -138,18 +138,27 @@ func (o *orchestrator) launchRuledOut(e *aliveInstance, now time.Time) bool {
 	return o.waited(&e.Unseen, now) >= o.consistencyWindow
 }
 
-// terminateSweep terminates, region by region, every instance the record knows and
-// every instance tagged with the sweep's id, in the sweep's region, the alive entries'
-// regions and the regions of every item launched so far. A region that refuses is noted
+// terminateSweep terminates, region by region, every instance the record knows, those
+// found by an earlier candidate's token (extra, by region) and every instance tagged
+// with the sweep's id, in the sweep's region, the alive entries' regions and every
+// region an item launched so far may have launched in. A region that refuses is noted
 // in inc and the others go on.
-func (o *orchestrator) terminateSweep(ctx context.Context, sw *sweep, inc *cancelIncomplete) {
+func (o *orchestrator) terminateSweep(ctx context.Context, sw *sweep, extra map[string][]string, inc *cancelIncomplete) {
 	regions := map[string][]string{sw.Region: nil}
 	for _, e := range sw.Alive {
 		regions[e.Region] = append(regions[e.Region], e.InstanceID)
 	}
+	for region, ids := range extra {
+		regions[region] = append(regions[region], ids...)
+	}
 	for _, it := range o.items {
-		if _, ok := regions[regionOf(sw, it)]; !ok && it.Index < sw.NextToLaunch {
-			regions[regionOf(sw, it)] = nil
+		if it.Index >= sw.NextToLaunch {
+			continue
+		}
+		for _, region := range candidateRegions(sw, it) {
+			if _, ok := regions[region]; !ok {
+				regions[region] = nil
+			}
 		}
 	}
 	for _, region := range sortedKeys(regions) {

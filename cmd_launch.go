@@ -430,6 +430,17 @@ type planItem struct {
 	Spot         bool       `json:"spot"`
 	TTL          string     `json:"ttl,omitempty"`
 	IdleTimeout  string     `json:"idle_timeout,omitempty"`
+	// Fallback are the candidates tried after the first when EC2 refuses it for capacity
+	// or quota, in order; SpotPrefer: spot "prefer".
+	Fallback   []planCandidate `json:"fallback,omitempty"`
+	SpotPrefer bool            `json:"-"`
+}
+
+// planCandidate is one way a fallback may launch an item.
+type planCandidate struct {
+	InstanceType string `json:"instance_type"`
+	Region       string `json:"region"`
+	Spot         bool   `json:"spot"`
 }
 
 // planParams are an item's params as one JSON object, in key order: what PARAM_<key> holds.
@@ -545,6 +556,10 @@ func newPlanItem(it *item, region string, ttl, idle time.Duration) planItem {
 	if idle > 0 {
 		pi.IdleTimeout = shortDuration(idle)
 	}
+	for _, c := range candidatesOf(*it)[1:] {
+		pi.Fallback = append(pi.Fallback, planCandidate{InstanceType: c.InstanceType, Region: cmp.Or(c.Region, region), Spot: c.Spot})
+	}
+	pi.SpotPrefer = it.Fallback != nil && it.Fallback.SpotPrefer
 	return pi
 }
 
@@ -626,11 +641,18 @@ func writePlanItems(b *strings.Builder, items []planItem) error {
 		if it.Spot {
 			spot = "yes"
 		}
+		if it.SpotPrefer {
+			spot = "prefer"
+		}
+		typ := it.InstanceType
+		if n := len(it.Fallback); n > 0 {
+			typ += fmt.Sprintf(" +%d", n) // fallback candidates: --output json lists them
+		}
 		params := it.Params.text()
 		if r := []rune(params); len(r) > 72 {
 			params = string(r[:71]) + "…"
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", it.Index, it.Region, it.InstanceType, spot, cmp.Or(it.TTL, "-"), params)
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", it.Index, it.Region, typ, spot, cmp.Or(it.TTL, "-"), params)
 	}
 	if err := tw.Flush(); err != nil {
 		return err

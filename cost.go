@@ -307,7 +307,8 @@ func runCost(from, to time.Time, usdPerHour float64) float64 {
 
 // dryRunCostBound is the most the items can cost if every one runs to its TTL (an
 // item's own, else defaultTTL), and how many items were priced from each source.
-// Items with no TTL have no bound: they add nothing and are counted under "no-ttl".
+// Items with no TTL have no bound: they add nothing and are counted under "no-ttl". An
+// item with a capacity fallback is priced at its most expensive candidate.
 func (p *pricer) dryRunCostBound(ctx context.Context, items []item, defaultTTL time.Duration) (usd float64, sources map[string]int) {
 	sources = map[string]int{}
 	for _, it := range items {
@@ -319,9 +320,21 @@ func (p *pricer) dryRunCostBound(ctx context.Context, items []item, defaultTTL t
 			sources[priceSourceNoTTL]++
 			continue
 		}
-		price, src := p.priceFor(ctx, it.Region, it.InstanceType, it.Spot)
+		price, src := p.dearestCandidate(ctx, it)
 		sources[src]++
 		usd += price * ttl.Hours()
 	}
 	return usd, sources
+}
+
+// dearestCandidate is the highest hourly price among the item's candidates (type,
+// region, market) and where it came from: a fallback may run the item on any of them.
+func (p *pricer) dearestCandidate(ctx context.Context, it item) (usdPerHour float64, source string) {
+	for i, c := range candidatesOf(it) {
+		price, src := p.priceFor(ctx, c.Region, c.InstanceType, c.Spot)
+		if i == 0 || price > usdPerHour {
+			usdPerHour, source = price, src
+		}
+	}
+	return usdPerHour, source
 }

@@ -262,8 +262,12 @@ func itemsOf(items []item) func(context.Context, *sweep) ([]item, error) {
 // testLaunchInput is the launch of one item as the engine's fakes expect it: the client
 // token is sweep-index-attempt and the first tag names the sweep.
 func testLaunchInput(sw *sweep, it item, attempt int) *ec2.RunInstancesInput {
+	token := fmt.Sprintf("%s-%d-%d", sw.SweepID, it.Index, attempt)
+	if it.Candidate > 0 {
+		token += fmt.Sprintf("/c%d", it.Candidate) // a fallback candidate's own token
+	}
 	in := &ec2.RunInstancesInput{
-		ClientToken:  aws.String(fmt.Sprintf("%s-%d-%d", sw.SweepID, it.Index, attempt)),
+		ClientToken:  aws.String(token),
 		InstanceType: ec2types.InstanceType(it.InstanceType),
 		MinCount:     aws.Int32(1),
 		MaxCount:     aws.Int32(1),

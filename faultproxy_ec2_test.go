@@ -36,6 +36,9 @@ type ec2Settings struct {
 	forgetAfter time.Duration
 	// refusal: a region whose every EC2 call is refused for a window.
 	refusal regionRefusal
+	// refuseTypes: RunInstances of these instance types is refused with the code given
+	// (instance type → InsufficientInstanceCapacity, say), on both sides of the proxy.
+	refuseTypes map[string]string
 }
 
 // regionRefusal is a region that refuses every EC2 call from from until until, as when
@@ -168,6 +171,11 @@ func (p *faultProxy) runInstances(req *proxyReq, fault string) (int, http.Header
 		// The caller gave up while the request waited its turn here: it never reached
 		// EC2, and must not launch anything later.
 		return 0, nil, nil, err
+	}
+	if code := p.ec2.refuseTypes[req.form.Get("InstanceType")]; code != "" {
+		p.note("type-refused:" + code)
+		st, h, b := ec2Error(400, code, quotaMessages[code])
+		return st, h, b, nil
 	}
 	if msg := quotaMessages[fault]; msg != "" {
 		p.note("quota:" + fault)

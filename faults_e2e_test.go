@@ -109,6 +109,7 @@ type faultPlan struct {
 	region2Items        []int
 	refuseAt, refuseFor time.Duration // region2 refuses every EC2 call in this window after launch
 	clockOffset         time.Duration // the CLI host's clock is off by this much
+	fallback            bool          // items list t3.large then t3.micro, and EC2 refuses t3.large for capacity
 }
 
 // The lags of EC2's eventual consistency in the fault runs: seconds, as on AWS, within
@@ -160,6 +161,7 @@ func newFaultPlan(rng *rand.Rand) faultPlan {
 		p.cancelAt = between(rng, 500*time.Millisecond, 12*time.Second)
 	}
 	p.planEC2(rng)
+	p.fallback = rng.IntN(3) == 0
 	return p
 }
 
@@ -204,6 +206,9 @@ func (p faultPlan) String() string {
 		p.items, p.maxConc, p.poll, p.fnTimeout, 100*p.rate, p.kills, p.dups, p.cancelAt, p.forgetAfter, p.clockOffset.Round(time.Second))
 	if p.region2 != "" {
 		s += fmt.Sprintf(", items %v in %s, which refuses EC2 calls from %s for %s", p.region2Items, p.region2, p.refuseAt, p.refuseFor)
+	}
+	if p.fallback {
+		s += ", t3.large refused for capacity (items fall back to t3.micro)"
 	}
 	return s
 }
@@ -314,6 +319,9 @@ func newFaultRun(t *testing.T, a *testAWS, seed uint64) *faultRun {
 	// The SDK gives up on an attempt after 1 s; the proxy delays "slow" answers past it.
 	r.proxy.delay = 1500 * time.Millisecond
 	r.proxy.ec2 = ec2Settings{visibleLag: testVisibleLag, tagLag: testTagLag, forgetAfter: r.plan.forgetAfter}
+	if r.plan.fallback {
+		r.proxy.ec2.refuseTypes = map[string]string{"t3.large": "InsufficientInstanceCapacity"}
+	}
 	r.proxy.onRunInstances = r.onRunInstances
 	t.Cleanup(r.proxy.Close)
 
@@ -637,6 +645,9 @@ func (r *faultRun) paramFile() string {
 		if slices.Contains(r.plan.region2Items, i) {
 			items[i] += fmt.Sprintf(`, "region": %q`, r.plan.region2)
 		}
+		if r.plan.fallback {
+			items[i] += `, "instance_type": ["t3.large", "t3.micro"]`
+		}
 	}
 	return writeParamFile(r.t, paramJSON(sleepDefaults, items...))
 }
@@ -706,6 +717,10 @@ func (r *faultRun) timeLimit() time.Duration {
 	limit := 180*time.Second + time.Duration(len(r.plan.kills))*80*time.Second
 	if r.plan.cancelAt > 0 {
 		limit += 65 * time.Second // a cancel waits out the lease of a killed holder
+	}
+	if r.plan.fallback {
+		// Each item's refused first type is settled for a consistency window first.
+		limit += time.Duration((r.plan.items+r.plan.maxConc-1)/r.plan.maxConc) * 20 * time.Second
 	}
 	return limit + r.plan.refuseFor
 }

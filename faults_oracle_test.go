@@ -58,8 +58,16 @@ func (r *faultRun) onRunInstances(l launchSeen) {
 		r.violate("RunInstances without index and attempt tags: %v", tags)
 		return
 	}
-	if tok := l.form.Get("ClientToken"); tok != clientToken(sweepID, index, attempt) {
-		r.violate("item %d attempt %d launched with client token %q, not the one derived from sweep, index and attempt", index, attempt, tok)
+	want := clientToken(sweepID, index, attempt)
+	if r.plan.fallback {
+		// The refused t3.large never launches: the instance is t3.micro's, candidate 1.
+		want = candidateToken(sweepID, index, attempt, 1)
+	}
+	if tok := l.form.Get("ClientToken"); tok != want {
+		r.violate("item %d attempt %d launched with client token %q, not the one derived from sweep, index, attempt (and candidate)", index, attempt, tok)
+	}
+	if typ := l.form.Get("InstanceType"); r.plan.fallback && typ != "t3.micro" {
+		r.violate("item %d launched as %s: EC2 refuses t3.large, and t3.micro is its fallback", index, typ)
 	}
 	r.mu.Lock()
 	r.checkLaunch(sweepID, index, attempt, l.region)

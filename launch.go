@@ -96,7 +96,7 @@ func runInstancesInput(sw *sweep, it item, attempt int) *ec2.RunInstancesInput {
 		ImageId:                           aws.String(it.AMI),
 		InstanceType:                      ec2types.InstanceType(it.InstanceType),
 		InstanceInitiatedShutdownBehavior: ec2types.ShutdownBehaviorTerminate,
-		ClientToken:                       aws.String(clientToken(sw.SweepID, it.Index, attempt)),
+		ClientToken:                       aws.String(candidateToken(sw.SweepID, it.Index, attempt, it.Candidate)),
 		UserData:                          aws.String(base64.StdEncoding.EncodeToString([]byte(userDataScript(sw, it, attempt, ttl)))),
 		// The script reads its instance id and region with IMDSv2 tokens; v1 is not needed.
 		MetadataOptions: &ec2types.InstanceMetadataOptionsRequest{
@@ -291,35 +291,44 @@ func instanceArch(instanceType string) string {
 }
 
 // resolveAMIs fills the AMI of items that name none: the latest Amazon Linux 2023 for
-// the type's architecture in the item's region, looked up once per region and type.
+// the type's architecture in the item's region, looked up once per region and type. An
+// item with candidates (capacity fallback) keeps AMI empty: each candidate's region and
+// type is resolved into sw.AMIs, where candidateItem finds it.
 func (d *engineDeps) resolveAMIs(ctx context.Context, sw *sweep, items []item) error {
-	found := map[string]string{}
 	for i := range items {
 		it := &items[i]
-		if it.AMI != "" {
+		if it.AMI != "" || (it.Fallback != nil && it.Fallback.AMIs != nil) {
 			continue
 		}
-		region := regionOf(sw, *it)
-		key := region + "/" + it.InstanceType
-		if ami, ok := found[key]; ok {
-			it.AMI = ami
-			continue
+		for _, c := range candidatesOf(*it) {
+			ami, err := d.defaultAMI(ctx, sw, regionOf(sw, item{Region: c.Region}), c.InstanceType)
+			if err != nil {
+				return err
+			}
+			if it.Fallback == nil {
+				it.AMI = ami
+			}
 		}
-		if ami, ok := sw.AMIs[key]; ok {
-			found[key], it.AMI = ami, ami
-			continue
-		}
-		cfg := d.cfg.Copy()
-		cfg.Region = region
-		ami, err := resolveAMI(ctx, ssm.NewFromConfig(cfg), it.InstanceType)
-		if err != nil {
-			return err
-		}
-		found[key], it.AMI = ami, ami
-		if sw.AMIs == nil {
-			sw.AMIs = map[string]string{}
-		}
-		sw.AMIs[key] = ami // saved with the next fenced write
 	}
 	return nil
+}
+
+// defaultAMI is the region's Amazon Linux 2023 for the type's architecture, looked up
+// once per region and type and kept in sw.AMIs (saved with the next fenced write).
+func (d *engineDeps) defaultAMI(ctx context.Context, sw *sweep, region, instanceType string) (string, error) {
+	key := region + "/" + instanceType
+	if ami, ok := sw.AMIs[key]; ok {
+		return ami, nil
+	}
+	cfg := d.cfg.Copy()
+	cfg.Region = region
+	ami, err := resolveAMI(ctx, ssm.NewFromConfig(cfg), instanceType)
+	if err != nil {
+		return "", err
+	}
+	if sw.AMIs == nil {
+		sw.AMIs = map[string]string{}
+	}
+	sw.AMIs[key] = ami
+	return ami, nil
 }

@@ -50,6 +50,7 @@ type scenario struct {
 	ambiguousUntil time.Duration
 	dupIDs         bool // Lambda delivers some events twice, with one request id
 	offsets        bool // Lambda's one clock and each CLI host's are off by up to 30 minutes either way
+	fallback       bool // items list instance types (and regions) in order of preference, some spot "prefer"
 }
 
 type simResult struct {
@@ -128,6 +129,9 @@ func (sc scenario) plan(sweepID string, r *rand.Rand) (items []item, fates map[s
 		if it.Region == "us-east-1" {
 			it.Region = "" // the sweep's region
 		}
+		if sc.fallback && r.IntN(4) != 0 {
+			it.Fallback = sc.drawFallback(r, &it)
+		}
 		items = append(items, it)
 		for attempt := 1; attempt <= maxAttempts; attempt++ {
 			fa := &fate{runFor: time.Duration(1+r.IntN(300)) * time.Second}
@@ -151,10 +155,13 @@ func (sc scenario) plan(sweepID string, r *rand.Rand) (items []item, fates map[s
 			if it.Spot && r.IntN(3) == 0 {
 				fa.end = "spot"
 			}
-			if attempt == 1 && r.IntN(15) == 0 {
+			if attempt == 1 && r.IntN(15) == 0 && it.Fallback == nil {
+				// (An item with a fallback may never launch its first candidate, whose
+				// input this would be.)
 				fa.errs = []string{"bad"}
 			}
 			fates[fmt.Sprintf("%s-%d-%d", sweepID, i, attempt)] = fa
+			planCandidates(r, fates, fmt.Sprintf("%s-%d-%d", sweepID, i, attempt), it, fa)
 			if fa.end == "spot" && attempt < maxAttempts && !slices.Contains(fa.errs, "bad") {
 				continue
 			}
@@ -446,6 +453,7 @@ func checkCoverage(t *testing.T, total fired) {
 		"lost launches found by a cancel":         total.AmbiguousAtCancel,
 		"invocations with a duplicate request id": total.DuplicateIDs,
 		"actors with a clock off":                 total.Offsets,
+		"launches as a later candidate":           total.Fallbacks,
 	} {
 		if n < 3 {
 			t.Errorf("%s: %d over the runs; the scenario hardly fires", name, n)

@@ -33,6 +33,12 @@ type item struct {
 	// Params are every other key, sorted by key: env PARAM_<key> and tag spawn:param:<key>.
 	// Items may share one Params slice (the defaults'): treat it as read-only.
 	Params []param
+	// Candidate is which of the item's candidates a launch is for (candidateItem): it
+	// picks the launch's client token. 0 in a parsed item.
+	Candidate int
+	// Fallback is the capacity fallback (params_fallback.go): nil when the item launches
+	// as one type, in one region, in one market. Shared like Params: read-only.
+	Fallback *fallback
 }
 
 type param struct {
@@ -377,7 +383,10 @@ func (p *paramParser) check(it *item, at where, off int, fromDefaults map[string
 		return p.errAt(off, at, `nothing to run: give "command" (a shell line) or "user_data" %s`, p.hereOrDefaults(at))
 	}
 	if it.SpotMaxPrice != "" && !it.Spot {
-		return p.errAt(off, at, `spot_max_price%s is set but spot is not true: add "spot": true or remove the price`, origin("spot_max_price"))
+		return p.errAt(off, at, `spot_max_price%s is set but spot is not true: add "spot": true (or "prefer") or remove the price`, origin("spot_max_price"))
+	}
+	if err := p.checkFallback(it, at, off, origin); err != nil {
+		return err
 	}
 	has := 0
 	if it.TTL > 0 || p.sweepTTL > 0 {
@@ -574,45 +583,48 @@ func (p *paramParser) setKnown(it *item, f field, at where) (known bool, err err
 			err = p.errAt(f.off, at, "is over %d characters: shorten it", maxTagValueLen)
 		}
 	case "instance_type":
-		if f.val[0] == '[' {
-			return true, p.preferenceList(f, at, "instance types", "instance type")
-		}
-		if it.InstanceType, err = p.str(f, at); err == nil && !validInstanceType(it.InstanceType) {
-			err = p.errAt(f.off, at, "%q is not an instance type: use family.size, e.g. t3.micro, c7gn.16xlarge or u-6tb1.metal", it.InstanceType)
-		}
+		err = p.setInstanceTypes(it, f, at)
 	case "region":
-		if f.val[0] == '[' {
-			return true, p.preferenceList(f, at, "regions", "region")
+		err = p.setRegions(it, f, at)
+	case "ami", "subnet_id", "security_group_ids":
+		if handled, err := p.setPerRegionKey(it, f, at); handled {
+			return true, err
 		}
-		it.Region, err = p.region(f, at)
+		return true, p.setOneRegionKey(it, f, at)
+	default:
+		return p.setOther(it, f, at)
+	}
+	return true, err
+}
+
+// setOneRegionKey sets ami, subnet_id or security_group_ids given as one value.
+func (p *paramParser) setOneRegionKey(it *item, f field, at where) (err error) {
+	switch f.key {
 	case "ami":
 		if it.AMI, err = p.str(f, at); err == nil && !validAMI(it.AMI) {
 			err = p.errAt(f.off, at, "%q is not an AMI id: use ami-0123456789abcdef0 or resolve:ssm:<parameter>, or remove the key for Amazon Linux 2023", it.AMI)
 		} else if err == nil && !readableAMIParameter(it.AMI) {
 			err = p.errAt(f.off, at, "%q names a parameter the orchestrator may not read: resolve:ssm: takes AWS's public parameters (%s…) or your own under %s", it.AMI, publicAMIParameters, ownAMIParameters)
 		}
-	case "key_name":
-		it.KeyName, err = p.nonEmpty(f, at, "the EC2 key pair name")
 	case "subnet_id":
 		if it.SubnetID, err = p.str(f, at); err == nil && !hasIDPrefix(it.SubnetID, "subnet-") {
 			err = p.errAt(f.off, at, "%q is not a subnet id: use subnet-0123456789abcdef0", it.SubnetID)
 		}
 	case "security_group_ids":
 		it.SecurityGroupIDs, err = p.securityGroups(f, at)
+	}
+	return err
+}
+
+// setOther sets the known keys that have one form; known is false for a param's key.
+func (p *paramParser) setOther(it *item, f field, at where) (known bool, err error) {
+	switch f.key {
+	case "key_name":
+		it.KeyName, err = p.nonEmpty(f, at, "the EC2 key pair name")
 	case "iam_instance_profile":
 		it.IAMInstanceProfile, err = p.nonEmpty(f, at, "the instance profile name")
 	case "spot":
-		switch string(f.val) {
-		case "true":
-			it.Spot = true
-		case "false":
-			it.Spot = false
-		case `"true"`, `"false"`, `"yes"`, `"no"`, `"True"`, `"False"`:
-			// YAML reads an unquoted yes or no as text, and CSV has only text.
-			err = p.errAt(f.off, at, "expected true or false, found a string: write true or false, unquoted")
-		default:
-			err = p.errAt(f.off, at, "expected true or false, found %s", p.kindOf(f.val))
-		}
+		err = p.setSpot(it, f, at)
 	case "spot_max_price":
 		it.SpotMaxPrice, err = p.spotMaxPrice(f, at)
 	case "ttl":

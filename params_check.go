@@ -220,14 +220,22 @@ func (p *paramParser) nonEmpty(f field, at where, what string) (string, error) {
 
 func (p *paramParser) region(f field, at where) (string, error) {
 	r, err := p.str(f, at)
-	if err != nil || slices.Contains(awsRegions[:], r) {
+	if err != nil {
 		return r, err
+	}
+	return r, p.checkRegion(r, f.off, at)
+}
+
+// checkRegion refuses a region that does not exist, naming the closest that does.
+func (p *paramParser) checkRegion(r string, off int, at where) error {
+	if slices.Contains(awsRegions[:], r) {
+		return nil
 	}
 	hint := "use a region name such as us-east-1 or eu-west-2"
 	if s := closest(r, awsRegions[:]); s != "" {
 		hint = fmt.Sprintf("did you mean %q?", s)
 	}
-	return r, p.errAt(f.off, at, "%q is not an AWS region: %s", r, hint)
+	return p.errAt(off, at, "%q is not an AWS region: %s", r, hint)
 }
 
 // spotMaxPrice takes the price as a string or a number, as written.
@@ -296,16 +304,6 @@ func (p *paramParser) securityGroups(f field, at where) ([]string, error) {
 	return ids, nil
 }
 
-// preferenceList refuses a list where one instance type or region is expected: an order
-// of preference is the capacity fallback, which is not built yet.
-func (p *paramParser) preferenceList(f field, at where, what, one string) error {
-	hint := fmt.Sprintf(`give one %s; to run one item per %s, make it a grid axis: "grid": {%q: [...]}`, one, one, f.key)
-	if strings.HasPrefix(at.path, "grid.") {
-		hint = fmt.Sprintf("give one %s per value of the axis", one)
-	}
-	return p.errAt(f.off, at, "a list of %s in order of preference, for capacity fallback, is not supported yet: %s", what, hint)
-}
-
 // paramValue renders a param's value as the text the instance sees: strings as they are,
 // numbers as written in the file, booleans as true/false.
 func (p *paramParser) paramValue(f field, at where) (string, error) {
@@ -361,6 +359,7 @@ func (p *paramParser) checkParamKey(f field, at where) error {
 
 // resetKey puts a known key back to spawn's own default.
 func resetKey(it *item, key string) {
+	it.resetFallback(key)
 	switch key {
 	case "name":
 		it.Name = ""

@@ -10,8 +10,9 @@ import (
 
 // A CSV parameter file: the header row names the keys, each further row is an item.
 // Like YAML it is turned into the JSON the parser reads ({"params": [{...}, ...]}) with
-// the line of every cell. A cell is text, except that spot's true or false is a boolean
-// and security_group_ids holds ids separated by spaces or semicolons; an empty cell
+// the line of every cell. A cell is text, except that spot's true or false is a boolean,
+// security_group_ids holds ids separated by spaces or semicolons, and instance_type or
+// region so separated is a list in order of preference (capacity fallback); an empty cell
 // leaves its key unset, so the defaults hold.
 
 // csvToJSON turns a CSV file into {"params": [...]}, with the line of each cell.
@@ -103,16 +104,26 @@ func appendCSVCell(b []byte, key, cell string) []byte {
 			return append(b, strings.ToLower(cell)...)
 		}
 	case "security_group_ids":
-		b = append(b, '[')
-		for i, id := range strings.FieldsFunc(cell, func(r rune) bool { return r == ';' || r == ' ' || r == '\t' }) {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = appendJSONString(b, id)
+		return appendCSVList(b, cell)
+	case "instance_type", "region":
+		// A preference list for capacity fallback: c5.large;m5.large.
+		if strings.ContainsAny(strings.TrimSpace(cell), "; \t") {
+			return appendCSVList(b, cell)
 		}
-		return append(b, ']')
 	}
 	return appendJSONString(b, cell)
+}
+
+// appendCSVList writes a cell of values separated by semicolons or spaces as a list.
+func appendCSVList(b []byte, cell string) []byte {
+	b = append(b, '[')
+	for i, v := range strings.FieldsFunc(cell, func(r rune) bool { return r == ';' || r == ' ' || r == '\t' }) {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendJSONString(b, v)
+	}
+	return append(b, ']')
 }
 
 // csvSyntaxError turns encoding/csv's complaint into the file's line and column and a fix.

@@ -73,6 +73,21 @@ func renderItems(items []item) string {
 			fmt.Fprintf(&b, " idle=%s", shortDuration(it.IdleTimeout))
 		}
 		fmt.Fprintf(&b, " profile=%s command=%q user_data=%q\n", it.IAMInstanceProfile, it.Command, it.UserData)
+		if fb := it.Fallback; fb != nil {
+			var cands []string
+			for _, c := range candidatesOf(it) {
+				cands = append(cands, c.String())
+			}
+			fmt.Fprintf(&b, "    candidates: %s\n", strings.Join(cands, ", "))
+			for _, per := range []struct {
+				k string
+				m any
+			}{{"amis", fb.AMIs}, {"subnets", fb.Subnets}, {"security groups", fb.SecurityGroups}} {
+				if fmt.Sprint(per.m) != "map[]" {
+					fmt.Fprintf(&b, "    %s: %v\n", per.k, per.m)
+				}
+			}
+		}
 		for _, p := range it.Params {
 			fmt.Fprintf(&b, "    %s%s=%s\n", paramEnvPrefix, p.Key, strconv.Quote(p.Value))
 		}
@@ -84,7 +99,7 @@ func renderItems(items []item) string {
 // search, item by item, against golden files (go test -run TestParamExpansionGolden
 // -update-launch rewrites them).
 func TestParamExpansionGolden(t *testing.T) {
-	for _, name := range []string{"sweep-grid.json", "sweep-linked.yaml", "sweep-random.json"} {
+	for _, name := range []string{"sweep-grid.json", "sweep-linked.yaml", "sweep-random.json", "fallback.json", "fallback-per-region.yaml", "fallback-rows.csv"} {
 		t.Run(name, func(t *testing.T) {
 			ps := readSweep(t, filepath.Join("testdata/params/good", name))
 			got := fmt.Sprintf("items %d: params %d, grid %d, random %d; objective %+v\n%s",

@@ -74,6 +74,9 @@ func buildResults(v *statusView, items []item, obj *objective, recs []instanceRe
 		}
 		if si, ok := byIndex[it.Index]; ok {
 			row.InstanceType, row.Region, row.Cost = orElse(si.InstanceType, row.InstanceType), orElse(si.Region, row.Region), roundUSD(si.CostUSD)
+			if it.Fallback != nil && it.Fallback.SpotPrefer && si.InstanceID != "" {
+				row.Spot = si.Spot // the market it ran in: a "prefer" item may have fallen back
+			}
 			switch {
 			case si.Outcome != "":
 				row.Outcome = si.Outcome

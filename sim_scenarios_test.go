@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"time"
 
@@ -33,6 +34,7 @@ type refusalSpell struct {
 	From, Until time.Duration
 	Code        string
 	Region      string
+	Type        string // "" every instance type
 }
 
 // spells are a scenario's disturbances as the fake EC2 acts them out.
@@ -53,6 +55,7 @@ type fired struct {
 	AmbiguousAtCancel int // of those, invisible and unknown to the record when the cancel was asked, then terminated
 	DuplicateIDs      int // invocations started beside another with the same request id
 	Offsets           int // actors whose clock is off
+	Fallbacks         int // instances launched as an item's later candidate (capacity fallback)
 }
 
 func (f *fired) add(g fired) {
@@ -65,6 +68,7 @@ func (f *fired) add(g fired) {
 	f.AmbiguousAtCancel += g.AmbiguousAtCancel
 	f.DuplicateIDs += g.DuplicateIDs
 	f.Offsets += g.Offsets
+	f.Fallbacks += g.Fallbacks
 }
 
 // drawTroubles adds the disturbances of EC2 and Lambda to a scenario, each with some
@@ -81,6 +85,66 @@ func (sc *scenario) drawTroubles(r *rand.Rand) {
 	}
 	sc.dupIDs = r.IntN(3) == 0
 	sc.offsets = r.IntN(3) == 0
+	if r.IntN(3) == 0 {
+		sc.drawFallbackSpells(r)
+	}
+}
+
+// fallbackTypes are the instance types a fallback item lists, in order of preference.
+var fallbackTypes = []string{"t3.micro", "t3.small", "t3a.micro"}
+
+// drawFallbackSpells: items with a capacity fallback, and often a long spell in which
+// the first type is refused everywhere, so that items run on a later candidate.
+func (sc *scenario) drawFallbackSpells(r *rand.Rand) {
+	sc.fallback = true
+	if r.IntN(3) != 0 {
+		from := time.Duration(r.IntN(300)) * time.Second
+		sc.refusals = append(sc.refusals, refusalSpell{From: from, Until: from + time.Duration(60+r.IntN(900))*time.Second,
+			Code: refusalCodes[r.IntN(len(refusalCodes))], Type: fallbackTypes[0]})
+	}
+}
+
+// drawFallback gives item it a fallback: two or three types, sometimes two regions (the
+// scenario's), sometimes spot "prefer".
+func (sc *scenario) drawFallback(r *rand.Rand, it *item) *fallback {
+	fb := &fallback{InstanceTypes: fallbackTypes[:2+r.IntN(2)]}
+	if len(sc.regions) > 1 && r.IntN(2) == 0 {
+		first := sc.regions[r.IntN(len(sc.regions))]
+		fb.Regions = []string{first}
+		for _, reg := range sc.regions {
+			if reg != first && len(fb.Regions) < 2 {
+				fb.Regions = append(fb.Regions, reg)
+			}
+		}
+		it.Region = first
+	}
+	if r.IntN(3) == 0 {
+		fb.SpotPrefer, it.Spot = true, true
+	}
+	return fb
+}
+
+// planCandidates plans the launches of every later candidate of one (index, attempt):
+// its own token, the same workload as the first (the item's outcome does not depend on
+// where it ran), and its own refusals, throttles and lost answers.
+func planCandidates(r *rand.Rand, fates map[string]*fate, token string, it item, first *fate) {
+	if it.Fallback == nil {
+		return
+	}
+	if r.IntN(3) == 0 && !slices.Contains(first.errs, "timeout-launched") {
+		first.errs = append([]string{"refuse:" + refusalCodes[r.IntN(len(refusalCodes))]}, first.errs...)
+	}
+	for k := 1; k < len(candidatesOf(it)); k++ {
+		fa := &fate{visible: first.visible, runFor: first.runFor, end: first.end}
+		for range r.IntN(3) {
+			kinds := []string{"capacity", "throttle", "timeout", "timeout-launched", "refuse:" + refusalCodes[r.IntN(len(refusalCodes))]}
+			fa.errs = append(fa.errs, kinds[r.IntN(len(kinds))])
+			if slices.Contains(fa.errs, "timeout-launched") {
+				break
+			}
+		}
+		fates[fmt.Sprintf("%s/c%d", token, k)] = fa
+	}
 }
 
 // drawDenial: some items in a region whose every call is refused for a spell (for the
@@ -184,13 +248,13 @@ func (f *fakeEC2) deniedHolds() bool {
 }
 
 // refusal is the capacity or quota refusal of a spell that covers now, if any.
-func (f *fakeEC2) refusal(region, token string) error {
+func (f *fakeEC2) refusal(region, instanceType, token string) error {
 	if f.spells == nil {
 		return nil
 	}
 	t := f.since()
 	for _, sp := range f.spells.sc.refusals {
-		if t >= sp.From && t < sp.Until && (sp.Region == "" || sp.Region == region) {
+		if t >= sp.From && t < sp.Until && (sp.Region == "" || sp.Region == region) && (sp.Type == "" || sp.Type == instanceType) {
 			f.seen.Refusals++
 			f.noteRefusal(token, sp.Code)
 			return &smithy.GenericAPIError{Code: sp.Code, Message: "simulated refusal: " + sp.Code}

@@ -189,7 +189,7 @@ func (s *sim) runAll(maxSwitches int) bool {
 // fate is what happens to one (index, attempt): the errors its RunInstances calls get,
 // then how the instance it makes ends.
 type fate struct {
-	errs    []string // per call: capacity, throttle, timeout-launched, timeout, bad
+	errs    []string // per call: capacity, throttle, timeout-launched, timeout, bad, refuse:<code>
 	visible time.Duration
 	runFor  time.Duration
 	end     string // exit0, exit1, noreport, hang, hang-hard, spot
@@ -343,7 +343,10 @@ type fakeRegionEC2 struct {
 	region string
 }
 
+// tokenKey is the (index, attempt) of a test token: sweep-index-attempt, and /c<k> for
+// a fallback candidate's.
 func tokenKey(token string) (index, attempt int) {
+	token, _, _ = strings.Cut(token, "/")
 	parts := strings.Split(token, "-")
 	index, _ = strconv.Atoi(parts[len(parts)-2])
 	attempt, _ = strconv.Atoi(parts[len(parts)-1])
@@ -371,7 +374,7 @@ func (r fakeRegionEC2) RunInstances(ctx context.Context, in *ec2.RunInstancesInp
 		}
 		return &ec2.RunInstancesOutput{Instances: []ec2types.Instance{f.describe(f.byToken[token][0])}}, nil
 	}
-	if err := f.refusal(r.region, token); err != nil {
+	if err := f.refusal(r.region, string(in.InstanceType), token); err != nil {
 		return nil, err
 	}
 	fa := f.fates[token]
@@ -396,6 +399,10 @@ func (r fakeRegionEC2) RunInstances(ctx context.Context, in *ec2.RunInstancesInp
 	case "bad":
 		return nil, &smithy.GenericAPIError{Code: "InvalidParameterValue", Message: "bad instance type"}
 	}
+	if code, ok := strings.CutPrefix(kind, "refuse:"); ok {
+		f.noteRefusal(token, code)
+		return nil, &smithy.GenericAPIError{Code: code, Message: "simulated refusal: " + code}
+	}
 	idx, att := tokenKey(token)
 	f.nextID++
 	inst := &fakeInstance{
@@ -415,6 +422,9 @@ func (r fakeRegionEC2) RunInstances(ctx context.Context, in *ec2.RunInstancesInp
 		f.byID[inst.id] = inst
 	}
 	f.launchesByKey[fmt.Sprintf("%d/%d", idx, att)]++
+	if strings.Contains(token, "/c") && f.seen != nil {
+		f.seen.Fallbacks++
+	}
 	if kind == "timeout-launched" {
 		inst.ambiguous = true
 		return nil, fmt.Errorf("simulated timeout after the launch: %w", context.DeadlineExceeded)

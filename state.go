@@ -105,6 +105,15 @@ type aliveInstance struct {
 	// yet (its slot is free from then on). Each is measured only on the clock that set it.
 	Unseen *sinceMark `dynamodbav:"unseen,omitempty" json:"unseen,omitempty"`
 	Ended  *sinceMark `dynamodbav:"ended,omitempty" json:"ended,omitempty"`
+	// Capacity fallback (fallback.go): Candidate is which of the item's candidates the
+	// entry launches now (ClientToken, Region, InstanceType and Spot are its); Tried is
+	// how many candidates from the first it has launched, so every token it may have
+	// used is known (each derives from sweep, index, attempt and candidate); Refused: the
+	// current candidate was refused for capacity or quota (WaitReason says which), and
+	// its token is being settled as not launched before the next candidate is tried.
+	Candidate int  `dynamodbav:"candidate,omitempty" json:"candidate,omitempty"`
+	Tried     int  `dynamodbav:"tried,omitempty" json:"tried,omitempty"`
+	Refused   bool `dynamodbav:"refused,omitempty" json:"refused,omitempty"`
 }
 
 // sinceMark is when an engine first saw a condition, and on which clock: Lambda's
@@ -201,8 +210,9 @@ type instanceRecord struct {
 	InstanceID   string    `dynamodbav:"instance_id" json:"instance_id"`
 	Region       string    `dynamodbav:"region" json:"region"`
 	InstanceType string    `dynamodbav:"instance_type" json:"instance_type"`
-	State        string    `dynamodbav:"state" json:"state"`     // EC2 state last seen
-	Outcome      string    `dynamodbav:"outcome" json:"outcome"` // empty while running
+	Spot         bool      `dynamodbav:"spot,omitempty" json:"spot,omitempty"` // the market it ran in
+	State        string    `dynamodbav:"state" json:"state"`                   // EC2 state last seen
+	Outcome      string    `dynamodbav:"outcome" json:"outcome"`               // empty while running
 	Attempt      int       `dynamodbav:"attempt" json:"attempt"`
 	LaunchedAt   time.Time `dynamodbav:"launched_at" json:"launched_at"`
 	TerminatedAt time.Time `dynamodbav:"terminated_at,omitempty" json:"terminated_at,omitzero"`

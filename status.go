@@ -34,6 +34,7 @@ type statusInstance struct {
 	ErrorMessage string  `json:"error_message"`
 	ExitCode     *int    `json:"exit_code,omitempty"`
 	Spot         bool    `json:"spot,omitempty"`
+	Market       string  `json:"market"` // spot or on-demand: what it ran in
 	PriceHourly  float64 `json:"price_hourly"`
 	PriceSource  string  `json:"price_source"`
 	CostUSD      float64 `json:"cost_usd"`
@@ -145,7 +146,7 @@ func (v *statusView) addRecords(recs []instanceRecord) map[int]int {
 	byIndex := map[int]int{}
 	for _, rec := range recs {
 		si := statusInstance{
-			Index: rec.Index, InstanceID: rec.InstanceID, Region: rec.Region, InstanceType: rec.InstanceType,
+			Index: rec.Index, InstanceID: rec.InstanceID, Region: rec.Region, InstanceType: rec.InstanceType, Spot: rec.Spot,
 			State: rec.State, Outcome: rec.Outcome, Attempt: rec.Attempt, ErrorMessage: rec.ErrorMessage,
 			ExitCode: rec.ExitCode, PriceHourly: rec.PriceHourly, PriceSource: rec.PriceSource, CostUSD: rec.CostUSD,
 			launchedAt: rec.LaunchedAt, terminatedAt: rec.TerminatedAt,
@@ -219,6 +220,7 @@ func (v *statusView) priceInstances(ctx context.Context, p *pricer) {
 		if si.Region == "" {
 			si.Region = s.Region
 		}
+		si.Market = map[bool]string{true: "spot", false: "on-demand"}[si.Spot]
 		if si.PriceHourly == 0 && p != nil && si.InstanceType != "" {
 			si.PriceHourly, si.PriceSource = p.priceFor(ctx, si.Region, si.InstanceType, si.Spot)
 		}

@@ -175,6 +175,10 @@ func (o *orchestrator) resolveReservation(ctx context.Context, api ec2API, sw *s
 	if e.InstanceID != "" || e.NotBefore.After(now) || o.mayLaunch[e.ClientToken] {
 		return
 	}
+	if e.Refused {
+		o.settleRefused(ctx, api, sw, e, now, log)
+		return
+	}
 	inst, err := findByToken(ctx, api, e.ClientToken)
 	if err != nil {
 		log.Warn().Err(err).Int("index", e.Index).Msg("looking up a reserved launch; retrying next step")
@@ -500,6 +504,7 @@ func (o *orchestrator) record(sw *sweep, e *aliveInstance) *instanceRecord {
 		InstanceID:   e.InstanceID,
 		Region:       e.Region,
 		InstanceType: e.InstanceType,
+		Spot:         e.Spot,
 		Attempt:      e.Attempt,
 		LaunchedAt:   e.LaunchedAt,
 		PriceHourly:  e.PriceHourly,
@@ -576,15 +581,14 @@ func (o *orchestrator) reserve(sw *sweep, now time.Time) {
 			return
 		}
 		it, _ := o.itemOf(idx)
-		in := o.launchInput(sw, it, attempt)
-		token := aws.ToString(in.ClientToken)
+		first, token := o.candidateInput(sw, it, attempt, 0)
 		sw.Alive = append(sw.Alive, aliveInstance{
 			Index:        idx,
 			Attempt:      attempt,
-			Region:       regionOf(sw, it),
-			InstanceType: string(in.InstanceType),
+			Region:       regionOf(sw, first),
+			InstanceType: first.InstanceType,
 			ClientToken:  token,
-			Spot:         in.InstanceMarketOptions != nil,
+			Spot:         first.Spot,
 			ReservedAt:   now,
 		})
 		o.mayLaunch[token] = true
@@ -685,7 +689,7 @@ func (o *orchestrator) launchOne(ctx context.Context, sw *sweep, e *aliveInstanc
 	}
 	it, _ := o.itemOf(e.Index)
 	delete(o.unsent, e.ClientToken)
-	out, err := api.RunInstances(ctx, o.launchInput(sw, it, e.Attempt))
+	out, err := api.RunInstances(ctx, o.launchInput(sw, candidateItem(sw, it, e.Candidate), e.Attempt))
 	// Whatever happened, a second call must first look the token up again.
 	delete(o.mayLaunch, e.ClientToken)
 	if err == nil && (out == nil || len(out.Instances) == 0) {
@@ -697,6 +701,9 @@ func (o *orchestrator) launchOne(ctx context.Context, sw *sweep, e *aliveInstanc
 			// Waited on one clock since this reservation's first such refusal: it is not
 			// propagation (the profile does not exist, the role may not do this).
 			reason = ""
+		}
+		if ctx.Err() == nil && o.refusedForFallback(sw, e, err, now, log) {
+			return false
 		}
 		if ctx.Err() != nil || reason != "" {
 			o.backoff(e, now)
