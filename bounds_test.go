@@ -21,6 +21,16 @@ func worstAlive(i int) aliveInstance {
 		Candidate: maxCandidates - 1, Tried: maxCandidates, Refused: true}
 }
 
+// worstReservation is the longest entry that has not launched: the marks of its waits
+// instead of its instance's (setLaunched clears them).
+func worstReservation(i int) aliveInstance {
+	e := worstAlive(i)
+	host := e.DeadlineClock
+	e.InstanceID, e.LaunchedAt, e.Deadline, e.DeadlineClock, e.Seen, e.Unseen, e.Ended, e.IdleAlarm = "", time.Time{}, time.Time{}, "", false, nil, nil, false
+	e.Unsettled, e.Propagating = &sinceMark{At: e.ReservedAt, Clock: host}, &sinceMark{At: e.ReservedAt, Clock: host}
+	return e
+}
+
 // TestRecordAtItsLimitsFits: a record at every limit at once — max_concurrent alive
 // entries with every field at its longest, and a full retry queue — stays under
 // DynamoDB's 400 KB item limit, and each entry within the size the limits assume.
@@ -28,9 +38,11 @@ func TestRecordAtItsLimitsFits(t *testing.T) {
 	base := &sweep{SweepID: "sw-20261206-080000-abcdef", SweepName: strings.Repeat("n", 128), MaxConcurrent: maxConcurrentLimit}
 	empty := fakeItemSize(base)
 	one := *base
-	one.Alive = []aliveInstance{worstAlive(0)}
-	if n := fakeItemSize(&one) - empty; n > maxAliveEntryBytes {
-		t.Errorf("an alive entry takes %d bytes, over maxAliveEntryBytes %d", n, maxAliveEntryBytes)
+	for _, e := range []aliveInstance{worstAlive(0), worstReservation(0)} {
+		one.Alive = []aliveInstance{e}
+		if n := fakeItemSize(&one) - empty; n > maxAliveEntryBytes {
+			t.Errorf("an alive entry takes %d bytes, over maxAliveEntryBytes %d: %+v", n, maxAliveEntryBytes, e)
+		}
 	}
 	one.Alive, one.RetryQueue = nil, []retryItem{{Index: 99999, Attempt: 99}}
 	if n := fakeItemSize(&one) - empty; n > maxRetryEntryBytes {

@@ -135,7 +135,7 @@ func (o *orchestrator) reportedByExitRecord(ctx context.Context, sw *sweep, e *a
 // they may come from a clock half an hour off, and a RunInstances may have been sent
 // after them.
 func (o *orchestrator) launchRuledOut(e *aliveInstance, now time.Time) bool {
-	return o.waited(&e.Unseen, now) >= o.consistencyWindow
+	return o.waited(&e.Unsettled, now) >= o.consistencyWindow
 }
 
 // terminateSweep terminates, region by region, every instance the record knows, those

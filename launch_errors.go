@@ -87,8 +87,8 @@ func launchWaitReason(err error) string {
 //     It is also what a launch the policy never allows gets (passing a profile other
 //     than spawnd-role), so it waits only briefly.
 //
-// Each is measured from the reservation's first such refusal, on one clock (its Unseen
-// mark: the reservation is missed by its token meanwhile); past its limit the item fails
+// Each is measured from the reservation's first such refusal, on one clock (its
+// Propagating mark, kept apart from the marks that settle a token); past its limit the item fails
 // with refusalHint's advice.
 const (
 	iamWaitReason        = "instance profile not visible to EC2 yet"

@@ -99,12 +99,18 @@ type aliveInstance struct {
 	// EC2 no longer shows has ended (EC2 forgets terminated instances), while one never
 	// seen may just not be visible yet.
 	Seen bool `dynamodbav:"seen,omitempty" json:"seen,omitempty"`
-	// Unseen marks when an engine first missed a launched instance EC2 has never shown
-	// (or a cancel first missed, by its token, a reservation that may have launched);
+	// Unseen marks when an engine first missed a launched instance EC2 has never shown;
 	// Ended when it first saw the instance ended with no report (or no readable result)
 	// yet (its slot is free from then on). Each is measured only on the clock that set it.
 	Unseen *sinceMark `dynamodbav:"unseen,omitempty" json:"unseen,omitempty"`
 	Ended  *sinceMark `dynamodbav:"ended,omitempty" json:"ended,omitempty"`
+	// Unsettled marks when a token that may have launched was first missed after its
+	// launch was refused (or by a cancel): the refusal is final, or the next candidate
+	// tried, once EC2 has not shown an instance for its consistency window since.
+	// Propagating marks a reservation's first refusal that may be IAM propagation
+	// (launch_errors.go). Each wait has its own mark, so one never ends another early.
+	Unsettled   *sinceMark `dynamodbav:"unsettled,omitempty" json:"unsettled,omitempty"`
+	Propagating *sinceMark `dynamodbav:"propagating,omitempty" json:"propagating,omitempty"`
 	// Capacity fallback (fallback.go): Candidate is which of the item's candidates the
 	// entry launches now (ClientToken, Region, InstanceType and Spot are its); Tried is
 	// how many candidates from the first it has launched, so every token it may have

@@ -334,6 +334,7 @@ func (o *orchestrator) setLaunched(sw *sweep, e *aliveInstance, id string, at ti
 	e.LaunchedAt = at
 	e.NotBefore = time.Time{}
 	e.WaitReason = ""
+	e.Unsettled, e.Propagating = nil, nil // waits on its launch, over
 	if ttl := o.ttlOf(sw, e.Index); ttl > 0 {
 		e.Deadline, e.DeadlineClock = at.Add(ttl), o.clockName
 	}
@@ -697,7 +698,7 @@ func (o *orchestrator) launchOne(ctx context.Context, sw *sweep, e *aliveInstanc
 	}
 	if err != nil {
 		reason := launchWaitReason(err)
-		if limit := propagationLimit(err); limit > 0 && o.waited(&e.Unseen, now) >= limit {
+		if limit := propagationLimit(err); limit > 0 && o.waited(&e.Propagating, now) >= limit {
 			// Waited on one clock since this reservation's first such refusal: it is not
 			// propagation (the profile does not exist, the role may not do this).
 			reason = ""
@@ -727,7 +728,6 @@ func (o *orchestrator) launchOne(ctx context.Context, sw *sweep, e *aliveInstanc
 		}
 		return o.endWithoutInstance(ctx, sw, e, outcomeFailed, "launch refused: "+err.Error()+refusalHint(err), now)
 	}
-	e.Unseen = nil // a propagation wait's mark; the instance's own visibility starts now
 	o.recordLaunch(ctx, sw, e, aws.ToString(out.Instances[0].InstanceId), now, log)
 	return false
 }
@@ -740,7 +740,7 @@ func (o *orchestrator) settleRefusal(ctx context.Context, api ec2API, e *aliveIn
 	if err == nil && inst != nil {
 		return inst, true
 	}
-	if err == nil && o.waited(&e.Unseen, now) >= o.consistencyWindow {
+	if err == nil && o.waited(&e.Unsettled, now) >= o.consistencyWindow {
 		return nil, true
 	}
 	o.backoff(e, now)

@@ -36,8 +36,8 @@ func (o *orchestrator) refusedForFallback(sw *sweep, e *aliveInstance, err error
 	cands := candidatesOf(it)
 	next := cands[(e.Candidate+1)%len(cands)]
 	e.Refused = true
-	e.Unseen = nil
-	o.waited(&e.Unseen, now) // the window starts after the last call with this token
+	e.Unsettled = nil
+	o.waited(&e.Unsettled, now) // the window starts after the last call with this token
 	o.backoff(e, now)
 	e.WaitReason = clip(launchWaitReason(err)+"; "+next.String()+" next", maxWaitReason)
 	log.Warn().Err(err).Int("candidate", e.Candidate).Str("next", next.String()).Msg("launch refused: trying the next candidate once EC2 shows no instance under this token")
@@ -57,7 +57,7 @@ func (o *orchestrator) settleRefused(ctx context.Context, api ec2API, sw *sweep,
 	case inst != nil:
 		e.Refused = false
 		o.adopt(sw, e, aws.ToString(inst.InstanceId), now)
-	case o.waited(&e.Unseen, now) < o.consistencyWindow:
+	case o.waited(&e.Unsettled, now) < o.consistencyWindow:
 		o.backoff(e, now)
 	default:
 		o.nextCandidate(sw, e, now)
@@ -79,7 +79,7 @@ func (o *orchestrator) nextCandidate(sw *sweep, e *aliveInstance, now time.Time)
 	e.Tried = max(e.Tried, e.Candidate+1)
 	e.Candidate, e.ClientToken = k, token
 	e.Region, e.InstanceType, e.Spot = regionOf(sw, c), c.InstanceType, c.Spot
-	e.Unseen, e.Seen, e.Refused = nil, false, false
+	e.Unseen, e.Unsettled, e.Propagating, e.Seen, e.Refused = nil, nil, nil, false, false
 	if k == 0 {
 		o.backoff(e, now)
 		e.WaitReason = clip(fmt.Sprintf("every candidate refused; from %s again after a backoff", candidate{c.InstanceType, c.Region, c.Spot}), maxWaitReason)
