@@ -700,8 +700,12 @@ func (o *orchestrator) launchOne(ctx context.Context, sw *sweep, e *aliveInstanc
 		reason := launchWaitReason(err)
 		if limit := propagationLimit(err); limit > 0 && o.waited(&e.Propagating, now) >= limit {
 			// Waited on one clock since this reservation's first such refusal: it is not
-			// propagation (the profile does not exist, the role may not do this).
+			// propagation (the profile does not exist, the role may not do this). The
+			// token was looked up before every call since: its settling has waited as long.
 			reason = ""
+			if e.Unsettled == nil {
+				e.Unsettled = e.Propagating
+			}
 		}
 		if ctx.Err() == nil && o.refusedForFallback(sw, e, err, now, log) {
 			return false
