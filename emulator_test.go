@@ -24,6 +24,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/rs/zerolog"
@@ -356,13 +357,23 @@ func deploymentFlags(endpoint, table, instancesTable, bucket, function string) [
 func createSweepTables(t testing.TB, a *testAWS) (table, instancesTable string) {
 	t.Helper()
 	db := dynamodb.NewFromConfig(a.cfg)
-	table, instancesTable = uniqueName("sweeps"), uniqueName("instances")
-	for _, in := range []*dynamodb.CreateTableInput{sweepTableInput(table), instancesTableInput(instancesTable)} {
-		if _, err := db.CreateTable(context.Background(), in); err != nil {
-			t.Fatalf("CreateTable %s: %v", aws.ToString(in.TableName), err)
+	create := func(prefix string, input func(string) *dynamodb.CreateTableInput) string {
+		for try := 0; ; try++ {
+			name := uniqueName(prefix)
+			_, err := db.CreateTable(context.Background(), input(name))
+			var inUse *ddbtypes.ResourceInUseException
+			if errors.As(err, &inUse) && try < 3 {
+				// The SDK's retry of a create that landed, or a name another test drew:
+				// either way not a table this test may take as new.
+				continue
+			}
+			if err != nil {
+				t.Fatalf("CreateTable %s: %v", name, err)
+			}
+			return name
 		}
 	}
-	return table, instancesTable
+	return create("sweeps", sweepTableInput), create("instances", instancesTableInput)
 }
 
 // newTestStore is a dynamoStore on fresh tables of the test backend (its table and

@@ -708,13 +708,17 @@ func (r *faultRun) chaos() chan struct{} {
 	}
 }
 
+// killedLeaseWait is how long a killed holder's lease (60 s) keeps the sweep from
+// the next holder, with the time a new invocation takes to see it lapse.
+const killedLeaseWait = 80 * time.Second
+
 // timeLimit is how long the run may take before it counts as stuck.
 func (r *faultRun) timeLimit() time.Duration {
 	// A holder whose lease release fails (every retry faulted) blocks the sweep until
 	// its lease expires (60 s), as does a killed one; its lease is watched to the end by
 	// a chain of short invocations, each handing on what it watched (about a second of
 	// each function timeout goes to starting, reading and handing on, more under -race).
-	limit := 180*time.Second + time.Duration(len(r.plan.kills))*80*time.Second
+	limit := 180*time.Second + time.Duration(len(r.plan.kills))*killedLeaseWait
 	if r.plan.cancelAt > 0 {
 		limit += 65 * time.Second // a cancel waits out the lease of a killed holder
 	}

@@ -191,7 +191,7 @@ func (r *faultRun) cancel() {
 		return r.cli(r.proxy.CleanURL(), "cancel", "--sweep-id", r.sweepID, "--output", "json")
 	}
 	// Run again as told: a region it could not reach, for at most 40 s after the first
-	// such answer and after the refusing region's window.
+	// such answer, after the refusing region's window and after a killed holder's lease.
 	var deadline time.Time
 	out, errOut, code := run()
 	for notStopped := 0; code != 0; {
@@ -202,6 +202,14 @@ func (r *faultRun) cancel() {
 				deadline = time.Now().Add(40 * time.Second)
 				if end := r.launchedAt.Add(r.plan.refuseAt + r.plan.refuseFor + 40*time.Second); end.After(deadline) {
 					deadline = end
+				}
+				// A killed holder keeps its lease and the cancel it was making: until a
+				// new holder takes over, a cancel beside it repeats the holder's last
+				// answer (seed 17574923).
+				for _, k := range r.plan.kills {
+					if end := r.launchedAt.Add(k + killedLeaseWait + 40*time.Second); end.After(deadline) {
+						deadline = end
+					}
 				}
 			}
 		}
