@@ -1,0 +1,185 @@
+package main
+
+import (
+	"strings"
+	"testing"
+)
+
+// * stands for any run of characters, none included, as in IAM's StringLike; every
+// other character only for itself.
+func TestMatchesPattern(t *testing.T) {
+	for _, tt := range []struct {
+		pattern, s string
+		want       bool
+	}{
+		{"t3.micro", "t3.micro", true},
+		{"t3.micro", "t3.micro2", false},
+		{"t3.*", "t3.micro", true},
+		{"t3.*", "t3.", true},
+		{"t3.*", "t3a.micro", false},
+		{"t3*.*", "t3a.micro", true},
+		{"*.large", "c6i.large", true},
+		{"*.large", "c6i.xlarge", false},
+		{"*large", "c6i.xlarge", true}, // * takes the x too, as IAM matches it
+		{"*.large", "c6i.medium", false},
+		{"c6i.*xlarge", "c6i.2xlarge", true},
+		{"c6i.*xlarge", "c6i.large", false},
+		{"c*i.*l*", "c6i.large", true},
+		{"c*i.*l*", "c6g.large", false},
+		{"a*a", "a", false}, // prefix and suffix may not overlap
+		{"a*a", "aa", true},
+		{"*", "anything", true},
+	} {
+		if got := matchesPattern(tt.pattern, tt.s); got != tt.want {
+			t.Errorf("matchesPattern(%q, %q) = %v, want %v", tt.pattern, tt.s, got, tt.want)
+		}
+	}
+}
+
+// The flags take types, patterns of them and region names, separated by commas; * alone
+// removes the restriction; anything else is refused naming the entry and what to give.
+func TestParseAllowLists(t *testing.T) {
+	for _, tt := range []struct {
+		flag, value string
+		want        []string // nil with ok: no restriction
+		ok          bool
+		errHas      []string
+	}{
+		{"--allow-instance-types", "t3.micro", []string{"t3.micro"}, true, nil},
+		{"--allow-instance-types", "t3.*, c6i.large ,t3.*", []string{"t3.*", "c6i.large"}, true, nil},
+		{"--allow-instance-types", "*.large,c6i.*xlarge,u-6tb1.metal", []string{"*.large", "c6i.*xlarge", "u-6tb1.metal"}, true, nil},
+		{"--allow-instance-types", "*", nil, true, nil},
+		{"--allow-instance-types", " * ", nil, true, nil},
+		{"--allow-instance-types", "t3.micro,*", nil, false, []string{`holds *, which allows any`, "give * alone"}},
+		{"--allow-instance-types", "t3.micro,,c6i.large", nil, false, []string{"empty entry", "single commas"}},
+		{"--allow-instance-types", "", nil, false, []string{"empty entry"}},
+		{"--allow-instance-types", "c6i.larg", nil, false, []string{`"c6i.larg" is not an instance type or a pattern of one`, "such as t3.*"}},
+		{"--allow-instance-types", "T3.micro", nil, false, []string{`"T3.micro" is not an instance type`}},
+		{"--allow-instance-types", "t3.?", nil, false, []string{`"t3.?"`}},
+		{"--allow-instance-types", "t3.*.x", nil, false, []string{`"t3.*.x"`}},
+		{"--allow-instance-types", "**", nil, false, []string{`"**"`}},
+		{"--allow-regions", "us-east-1,us-gov-west-1, eu-west-2", []string{"us-east-1", "us-gov-west-1", "eu-west-2"}, true, nil},
+		{"--allow-regions", "*", nil, true, nil},
+		{"--allow-regions", "us-east", nil, false, []string{`--allow-regions: "us-east" is not an AWS region: did you mean "us-east-1"?`}},
+		{"--allow-regions", "US-EAST-1", nil, false, []string{`"US-EAST-1" is not an AWS region`}},
+		{"--allow-regions", "nowhere", nil, false, []string{`"nowhere" is not an AWS region: give region names such as us-east-1`}},
+		{"--allow-regions", "us-*", nil, false, []string{`"us-*" is not an AWS region`}},
+	} {
+		parse := parseAllowInstanceTypes
+		if tt.flag == "--allow-regions" {
+			parse = parseAllowRegions
+		}
+		got, err := parse(tt.flag, tt.value)
+		if (err == nil) != tt.ok {
+			t.Errorf("%s %q: error %v, want ok %v", tt.flag, tt.value, err, tt.ok)
+			continue
+		}
+		if err != nil {
+			for _, w := range append(tt.errHas, tt.flag) {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("%s %q: error %q does not say %q", tt.flag, tt.value, err, w)
+				}
+			}
+			continue
+		}
+		if !got.given || strings.Join(got.list, ",") != strings.Join(tt.want, ",") || (got.list == nil) != (tt.want == nil) {
+			t.Errorf("%s %q = %+v, want given %v", tt.flag, tt.value, got, tt.want)
+		}
+	}
+}
+
+// A flag not given keeps the recorded list; given, it replaces it (nil: no restriction).
+func TestAllowChangeApply(t *testing.T) {
+	rec := []string{"t3.micro"}
+	if got := (allowChange{}).apply(rec); strings.Join(got, ",") != "t3.micro" {
+		t.Errorf("not given: %v", got)
+	}
+	if got := (allowChange{given: true}).apply(rec); got != nil {
+		t.Errorf("* given: %v", got)
+	}
+	if got := (allowChange{given: true, list: []string{"c6i.large"}}).apply(rec); strings.Join(got, ",") != "c6i.large" {
+		t.Errorf("list given: %v", got)
+	}
+}
+
+func TestCheckHomeRegion(t *testing.T) {
+	if err := (allowLists{}).checkHomeRegion("--allow-regions", "us-east-1"); err != nil {
+		t.Errorf("no list: %v", err)
+	}
+	if err := (allowLists{Regions: []string{"us-west-2", "us-east-1"}}).checkHomeRegion("--allow-regions", "us-east-1"); err != nil {
+		t.Errorf("listed: %v", err)
+	}
+	err := (allowLists{Regions: []string{"us-west-2", "eu-west-1"}}).checkHomeRegion("--allow-regions", "us-east-1")
+	want := "--allow-regions us-west-2,eu-west-1 leaves out us-east-1, the region this deployment is in and where every item without a region runs: add us-east-1 to the list"
+	if err == nil || err.Error() != want {
+		t.Errorf("got %v, want %q", err, want)
+	}
+}
+
+// Every item's first launch and every fallback candidate must be allowed; the first that
+// is not is refused with its index, what it asks for, the list and the deploy that adds
+// it. A candidate with no region runs in the sweep's.
+func TestCheckItemsAgainstTheAllowLists(t *testing.T) {
+	plain := item{Index: 0, InstanceType: "t3.micro"}
+	west := item{Index: 1, InstanceType: "t3.small", Region: "us-west-2"}
+	fallbackType := item{Index: 2, InstanceType: "t3.micro", Fallback: &fallback{InstanceTypes: []string{"t3.micro", "c6i.large"}, SpotPrefer: true}}
+	fallbackRegion := item{Index: 3, InstanceType: "t3.micro", Region: "us-east-1", Fallback: &fallback{Regions: []string{"us-east-1", "eu-west-1"}}}
+	for _, tt := range []struct {
+		name  string
+		allow allowLists
+		items []item
+		want  string // "": allowed
+	}{
+		{"no lists", allowLists{}, []item{plain, west, fallbackType, fallbackRegion}, ""},
+		{"every type matches", allowLists{InstanceTypes: []string{"t3.*", "c6i.large"}}, []item{plain, west, fallbackType, fallbackRegion}, ""},
+		{"the first launch's type", allowLists{InstanceTypes: []string{"t3.micro"}}, []item{plain, west},
+			"item 1 asks for instance type t3.small, which this deployment does not allow (it allows t3.micro): use an allowed instance type, " +
+				"or ask whoever deploys spawn to add it with 'spawn deploy --allow-instance-types t3.micro,t3.small'"},
+		{"a fallback type", allowLists{InstanceTypes: []string{"t3.*"}}, []item{plain, fallbackType},
+			"item 2 falls back to instance type c6i.large, which this deployment does not allow (it allows t3.*): use an allowed instance type, " +
+				"or ask whoever deploys spawn to add it with 'spawn deploy --allow-instance-types t3.*,c6i.large'"},
+		{"the sweep's region", allowLists{Regions: []string{"eu-west-1", "us-west-2"}}, []item{west, plain},
+			"item 0 asks for region us-east-1, which this deployment does not allow (it allows eu-west-1, us-west-2): use an allowed region, " +
+				"or ask whoever deploys spawn to add it with 'spawn deploy --allow-regions eu-west-1,us-west-2,us-east-1'"},
+		{"an item's region", allowLists{Regions: []string{"us-east-1"}}, []item{plain, west},
+			"item 1 asks for region us-west-2"},
+		{"a fallback region", allowLists{Regions: []string{"us-east-1"}}, []item{plain, fallbackRegion},
+			"item 3 falls back to region eu-west-1"},
+		{"both lists, both allowed", allowLists{InstanceTypes: []string{"t3.micro"}, Regions: []string{"us-east-1", "eu-west-1"}}, []item{plain, fallbackRegion}, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.allow.checkItems(tt.items, "us-east-1")
+			switch {
+			case tt.want == "" && err != nil:
+				t.Errorf("refused: %v", err)
+			case tt.want != "" && (err == nil || !strings.HasPrefix(err.Error(), tt.want)):
+				t.Errorf("got %v, want %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// Deploy reads the lists back from the policy it wrote (as IAM returns it, one-element
+// lists possibly as strings), so a deploy without the flags keeps them.
+func TestRecordedAllowListsRoundTrip(t *testing.T) {
+	n := examplePolicyNames()
+	for _, a := range []allowLists{
+		{},
+		{InstanceTypes: []string{"t3.*", "c6i.large"}},
+		{Regions: []string{"us-east-1", "us-west-2"}},
+		{InstanceTypes: []string{"t3.micro"}, Regions: []string{"us-east-1"}},
+	} {
+		n.allow = a
+		got := recordedAllowLists(n.orchestratorPolicy().json())
+		if strings.Join(got.InstanceTypes, ",") != strings.Join(a.InstanceTypes, ",") || strings.Join(got.Regions, ",") != strings.Join(a.Regions, ",") {
+			t.Errorf("wrote %+v, read back %+v", a, got)
+		}
+	}
+	scalar := `{"Statement":[{"Sid":"LaunchOnlyTaggedInstances","Condition":{"StringLike":{"ec2:InstanceType":"t3.micro"},"StringEquals":{"aws:RequestedRegion":"us-east-1"}}}]}`
+	if got := recordedAllowLists(scalar); strings.Join(got.InstanceTypes, ",") != "t3.micro" || strings.Join(got.Regions, ",") != "us-east-1" {
+		t.Errorf("one-element lists as strings: %+v", got)
+	}
+	if got := recordedAllowLists("not json"); got.InstanceTypes != nil || got.Regions != nil {
+		t.Errorf("unreadable policy: %+v", got)
+	}
+}
