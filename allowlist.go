@@ -9,11 +9,15 @@ package main
 
 import (
 	"cmp"
+	"context"
 	"encoding/json"
 	"fmt"
 	"regexp"
 	"slices"
 	"strings"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/iam"
 )
 
 // allowLists are a deployment's lists; an empty list allows any type or region.
@@ -200,4 +204,105 @@ func recordedAllowLists(doc string) allowLists {
 		}
 	}
 	return allowLists{}
+}
+
+// reportAllowLists adds one line for each list this deploy writes, keeps or removes,
+// saying what it allows; none for a list that neither the previous deploy nor this one
+// set. The lists live in the deployment item of the sweep table, whose ARN the line gives.
+// A line also names the other regions whose policy lets the shared role launch more.
+func (d *deployer) reportAllowLists(ctx context.Context) error {
+	others, err := d.otherRegionsLists(ctx)
+	if err != nil {
+		return err
+	}
+	for _, l := range []struct {
+		name, anything string
+		before, after  []string
+		of             func(allowLists) []string
+	}{
+		{"instance-types", "any instance type", d.allowBefore.InstanceTypes, d.names.allow.InstanceTypes, func(a allowLists) []string { return a.InstanceTypes }},
+		{"regions", "any region", d.allowBefore.Regions, d.names.allow.Regions, func(a allowLists) []string { return a.Regions }},
+	} {
+		action := actionUnchanged
+		switch {
+		case len(l.before) == 0 && len(l.after) == 0:
+			continue
+		case len(l.before) == 0:
+			action = actionCreated
+		case len(l.after) == 0:
+			action = actionDeleted
+		case !slices.Equal(slices.Sorted(slices.Values(l.before)), slices.Sorted(slices.Values(l.after))):
+			action = actionUpdated
+		}
+		reason := "allows " + strings.Join(l.after, ", ")
+		if len(l.after) == 0 {
+			reason = "removed: " + l.anything + " may launch"
+		}
+		var wider []string
+		for _, o := range others {
+			if allowsMore(l.of(o.lists), l.after) {
+				wider = append(wider, o.region)
+			}
+		}
+		if len(wider) > 0 {
+			reason += fmt.Sprintf("; IAM does not enforce it while %s's policy for %s allows more: deploy there with the same list",
+				orchestratorRoleName, strings.Join(wider, ", "))
+		}
+		d.report(resourceResult{Kind: kindAllowList, Name: l.name, ARN: d.names.tableARN(d.names.table), Action: action, Reason: reason})
+	}
+	return nil
+}
+
+// regionLists are another region's allow-lists, as its policy on the orchestrator role has them.
+type regionLists struct {
+	region string
+	lists  allowLists
+}
+
+// otherRegionsLists reads the lists of every other region's policy on the orchestrator
+// role, when this deploy has lists: every region's function runs as that one role, and
+// IAM allows what any of its policies allows, so a list binds the role only where every
+// region's policy is as narrow.
+func (d *deployer) otherRegionsLists(ctx context.Context) ([]regionLists, error) {
+	if len(d.names.allow.InstanceTypes) == 0 && len(d.names.allow.Regions) == 0 {
+		return nil, nil
+	}
+	names, err := inlinePolicies(ctx, d.iam, orchestratorRoleName)
+	if isNotFound(err) {
+		return nil, nil // a dry run of a first deploy: no role yet
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []regionLists
+	for _, p := range names {
+		if !regionPolicy.MatchString(p) || p == regionPolicyName(d.names.region) {
+			continue
+		}
+		got, err := d.iam.GetRolePolicy(ctx, &iam.GetRolePolicyInput{RoleName: aws.String(orchestratorRoleName), PolicyName: aws.String(p)})
+		if err != nil {
+			return nil, fmt.Errorf("reading role %s's policy %s: %w", orchestratorRoleName, p, err)
+		}
+		out = append(out, regionLists{strings.TrimPrefix(p, rolePolicyName+"-"), recordedAllowLists(storedPolicy(got.PolicyDocument))})
+	}
+	return out, nil
+}
+
+// allowsMore reports whether the list theirs allows something mine leaves out: mine
+// restricts and theirs does not, or an entry of theirs no entry of mine covers (an
+// entry is covered when one of mine matches it as written, * included: t3.* covers
+// t3.micro and t3.mi*).
+func allowsMore(theirs, mine []string) bool {
+	if len(mine) == 0 {
+		return false
+	}
+	if len(theirs) == 0 {
+		return true
+	}
+	for _, e := range theirs {
+		if !slices.ContainsFunc(mine, func(p string) bool { return matchesPattern(p, e) }) {
+			return true
+		}
+	}
+	return false
 }

@@ -1,8 +1,13 @@
 package main
 
 import (
+	"context"
 	"strings"
 	"testing"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/iam"
+	"github.com/rs/zerolog"
 )
 
 // * stands for any run of characters, none included, as in IAM's StringLike; every
@@ -159,6 +164,19 @@ func TestCheckItemsAgainstTheAllowLists(t *testing.T) {
 	}
 }
 
+// The recorded item's lists are what launch checks; an old deployment without an item
+// allows anything.
+func TestDeploymentItemAllowLists(t *testing.T) {
+	var none *deploymentItem
+	if a := none.allowLists(); a.InstanceTypes != nil || a.Regions != nil {
+		t.Errorf("no item: %+v", a)
+	}
+	it := &deploymentItem{AllowedInstanceTypes: []string{"t3.*"}, AllowedRegions: []string{"us-east-1"}}
+	if a := it.allowLists(); strings.Join(a.InstanceTypes, ",") != "t3.*" || strings.Join(a.Regions, ",") != "us-east-1" {
+		t.Errorf("item: %+v", a)
+	}
+}
+
 // Deploy reads the lists back from the policy it wrote (as IAM returns it, one-element
 // lists possibly as strings), so a deploy without the flags keeps them.
 func TestRecordedAllowListsRoundTrip(t *testing.T) {
@@ -181,5 +199,90 @@ func TestRecordedAllowListsRoundTrip(t *testing.T) {
 	}
 	if got := recordedAllowLists("not json"); got.InstanceTypes != nil || got.Regions != nil {
 		t.Errorf("unreadable policy: %+v", got)
+	}
+}
+
+// regionPoliciesIAM answers ListRolePolicies and GetRolePolicy from policies, one
+// document per policy name; any other call panics.
+type regionPoliciesIAM struct {
+	deployIAMAPI
+	policies map[string]string
+}
+
+func (f regionPoliciesIAM) ListRolePolicies(context.Context, *iam.ListRolePoliciesInput, ...func(*iam.Options)) (*iam.ListRolePoliciesOutput, error) {
+	var names []string
+	for n := range f.policies {
+		names = append(names, n)
+	}
+	return &iam.ListRolePoliciesOutput{PolicyNames: names}, nil
+}
+
+func (f regionPoliciesIAM) GetRolePolicy(_ context.Context, in *iam.GetRolePolicyInput, _ ...func(*iam.Options)) (*iam.GetRolePolicyOutput, error) {
+	return &iam.GetRolePolicyOutput{PolicyDocument: aws.String(f.policies[aws.ToString(in.PolicyName)])}, nil
+}
+
+// Deploy prints a line for each list it writes, keeps or removes, and none for a list
+// nobody set. Another region's policy on the shared orchestrator role that allows more
+// is named: IAM allows what any of the role's policies allows.
+func TestReportAllowLists(t *testing.T) {
+	n := examplePolicyNames()
+	west := n
+	west.region = "us-west-2"
+	west.allow = allowLists{InstanceTypes: []string{"t3.micro", "t3.small"}}
+	policies := map[string]string{regionPolicyName("us-east-1"): "ignored: this region's", regionPolicyName("us-west-2"): west.orchestratorPolicy().json()}
+	for _, tt := range []struct {
+		name          string
+		before, after allowLists
+		want          []string // name action reason
+	}{
+		{"none", allowLists{}, allowLists{}, nil},
+		{"created", allowLists{}, allowLists{InstanceTypes: []string{"t3.*"}},
+			[]string{"instance-types created allows t3.*"}},
+		{"unchanged, in another order", allowLists{Regions: []string{"us-east-1", "eu-west-1"}}, allowLists{Regions: []string{"eu-west-1", "us-east-1"}},
+			[]string{"regions unchanged allows eu-west-1, us-east-1; IAM does not enforce it while " + orchestratorRoleName +
+				"'s policy for us-west-2 allows more: deploy there with the same list"}},
+		{"updated and deleted, another region allowing more", allowLists{InstanceTypes: []string{"t3.micro"}, Regions: []string{"us-east-1"}},
+			allowLists{InstanceTypes: []string{"t3.micro", "c6i.large"}},
+			[]string{"instance-types updated allows t3.micro, c6i.large; IAM does not enforce it while " + orchestratorRoleName +
+				"'s policy for us-west-2 allows more: deploy there with the same list", "regions deleted removed: any region may launch"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			d := &deployer{log: zerolog.Nop(), names: n, allowBefore: tt.before, iam: regionPoliciesIAM{policies: policies}}
+			d.names.allow = tt.after
+			if err := d.reportAllowLists(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, r := range d.results {
+				if r.Kind != kindAllowList || r.ARN != d.names.tableARN(d.names.table) {
+					t.Errorf("line %+v: want kind %s and the sweep table's ARN", r, kindAllowList)
+				}
+				got = append(got, r.Name+" "+r.Action+" "+r.Reason)
+			}
+			if strings.Join(got, "\n") != strings.Join(tt.want, "\n") {
+				t.Errorf("got %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+// A list allows more than another when it restricts less, or has an entry none of the
+// other's entries covers.
+func TestAllowsMore(t *testing.T) {
+	for _, tt := range []struct {
+		theirs, mine []string
+		want         bool
+	}{
+		{nil, nil, false},
+		{[]string{"t3.micro"}, nil, false},
+		{nil, []string{"t3.micro"}, true},
+		{[]string{"t3.micro"}, []string{"t3.micro"}, false},
+		{[]string{"t3.micro", "t3.mi*"}, []string{"t3.*"}, false},
+		{[]string{"t3.*"}, []string{"t3.micro"}, true},
+		{[]string{"us-east-1", "us-west-2"}, []string{"us-east-1"}, true},
+	} {
+		if got := allowsMore(tt.theirs, tt.mine); got != tt.want {
+			t.Errorf("allowsMore(%v, %v) = %v, want %v", tt.theirs, tt.mine, got, tt.want)
+		}
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"reflect"
 	"sort"
 	"strings"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
 )
 
 // crossAccountExternalID is the sts:ExternalId the orchestrator passes when it assumes
@@ -650,6 +652,16 @@ func (n policyNames) computeDeployerPolicy(computeAccount string) policyDocument
 	)
 	p.Statement = append(p.Statement, n.spotRoleStatements(computeAccount)...)
 	return p
+}
+
+// storedPolicy is a policy document as IAM returns it, decoded: IAM URL-encodes it (kumo
+// does not).
+func storedPolicy(doc *string) string {
+	s := aws.ToString(doc)
+	if d, err := url.PathUnescape(s); err == nil {
+		return d
+	}
+	return s
 }
 
 // samePolicy compares two policy documents by meaning: whitespace, key order, a
