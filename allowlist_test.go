@@ -2,11 +2,15 @@ package main
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/iam"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/rs/zerolog"
 )
 
@@ -285,4 +289,114 @@ func TestAllowsMore(t *testing.T) {
 			t.Errorf("allowsMore(%v, %v) = %v, want %v", tt.theirs, tt.mine, got, tt.want)
 		}
 	}
+}
+
+// End to end on the emulator: deploy records --allow-instance-types and writes it into
+// the orchestrator's policy; a launch asking for another type, first or as a fallback,
+// is refused (exit 2) before anything is written; a deploy without the flag keeps the
+// list, a dry run shows its removal without making it, and * removes it. Bad lists are
+// refused before deploy creates anything.
+func TestDeployAllowListsAndLaunchRefusesOutsideThem(t *testing.T) {
+	a, boot, n, env := newDeployTest(t)
+	startDeployedFunction(t, a, n)
+	ctx := context.Background()
+	db := dynamodb.NewFromConfig(a.cfg)
+
+	for _, tt := range []struct{ flag, value, want string }{
+		{"--allow-instance-types", "t3.micro,c6i.larg", `spawn: --allow-instance-types: "c6i.larg" is not an instance type or a pattern of one: `},
+		{"--allow-regions", "us-west-2", "spawn: --allow-regions us-west-2 leaves out us-east-1, the region this deployment is in"},
+	} {
+		_, errOut, code := runSpawn(t, env, n.args(a, "deploy", "--bootstrap", boot, tt.flag, tt.value)...)
+		if code != exitUsage || !strings.HasPrefix(errOut, tt.want) {
+			t.Errorf("deploy %s %s: exit %d, stderr %q; want 2 and %q", tt.flag, tt.value, code, errOut, tt.want)
+		}
+		if _, err := db.DescribeTable(ctx, &dynamodb.DescribeTableInput{TableName: aws.String(n.table)}); !isNotFound(err) {
+			t.Fatalf("deploy %s %s created table %s (%v)", tt.flag, tt.value, n.table, err)
+		}
+	}
+
+	allowLine := func(doc resourcesDoc) string {
+		for _, r := range doc.Resources {
+			if r.Kind == kindAllowList {
+				return r.Name + " " + r.Action + " " + r.Reason
+			}
+		}
+		return ""
+	}
+	recorded := func() []string {
+		t.Helper()
+		it, err := readDeployment(ctx, db, n.table)
+		if err != nil || it == nil {
+			t.Fatalf("reading the deployment item: %v %v", it, err)
+		}
+		return it.AllowedInstanceTypes
+	}
+	inPolicy := func() allowLists {
+		t.Helper()
+		out, err := iam.NewFromConfig(a.cfg).GetRolePolicy(ctx, &iam.GetRolePolicyInput{
+			RoleName: aws.String(orchestratorRoleName), PolicyName: aws.String(regionPolicyName("us-east-1"))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return recordedAllowLists(mustJSON(decodePolicy(t, aws.ToString(out.PolicyDocument))))
+	}
+	check := func(step string, doc resourcesDoc, wantLine string, want []string) {
+		t.Helper()
+		if got := allowLine(doc); got != wantLine {
+			t.Errorf("%s: deploy printed %q, want %q", step, got, wantLine)
+		}
+		if got := recorded(); strings.Join(got, ",") != strings.Join(want, ",") {
+			t.Errorf("%s: the deployment item records %v, want %v", step, got, want)
+		}
+		if got := inPolicy(); strings.Join(got.InstanceTypes, ",") != strings.Join(want, ",") || got.Regions != nil {
+			t.Errorf("%s: the orchestrator policy allows %+v, want types %v", step, got, want)
+		}
+	}
+
+	doc := runDeployJSON(t, env, n.args(a, "deploy", "--bootstrap", boot, "--allow-instance-types", "t3.micro")...)
+	check("first deploy", doc, "instance-types created allows t3.micro", []string{"t3.micro"})
+
+	dir := t.TempDir()
+	for _, tt := range []struct{ name, file, want string }{
+		{"a type", `{"defaults": {"command": "true", "ttl": "10m"}, "params": [{"lr": 1}, {"lr": 2, "instance_type": "c6i.large"}]}`,
+			"spawn: item 1 asks for instance type c6i.large, which this deployment does not allow (it allows t3.micro): use an allowed instance type, " +
+				"or ask whoever deploys spawn to add it with 'spawn deploy --allow-instance-types t3.micro,c6i.large'\n"},
+		{"a fallback", `{"defaults": {"command": "true", "ttl": "10m", "instance_type": ["t3.micro", "c6i.large"]}, "params": [{"lr": 1}]}`,
+			"spawn: item 0 falls back to instance type c6i.large, which this deployment does not allow"},
+	} {
+		path := filepath.Join(dir, strings.ReplaceAll(tt.name, " ", "-")+".json")
+		if err := os.WriteFile(path, []byte(tt.file), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, errOut, code := runSpawn(t, env, n.args(a, "launch", "--param-file", path, "--yes")...)
+		if code != exitUsage || !strings.HasPrefix(errOut, tt.want) {
+			t.Errorf("launch with %s outside the list: exit %d, stderr %q; want 2 and %q", tt.name, code, errOut, tt.want)
+		}
+	}
+	nothingLaunched := func(step string) {
+		t.Helper()
+		if ids := listSweepIDs(t, db, n.table); len(ids) != 0 {
+			t.Errorf("%s: a refused launch recorded sweeps %v", step, ids)
+		}
+		objs, err := newS3Client(a.cfg, "").ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: aws.String(n.bucket)})
+		if err != nil || len(objs.Contents) != 0 {
+			t.Errorf("%s: a refused launch left %d objects in the bucket (%v)", step, len(objs.Contents), err)
+		}
+	}
+	nothingLaunched("launch")
+
+	doc = runDeployJSON(t, env, n.args(a, "deploy", "--bootstrap", boot)...)
+	check("deploy without the flag", doc, "instance-types unchanged allows t3.micro", []string{"t3.micro"})
+	_, errOut, code := runSpawn(t, env, n.args(a, "launch", "--param-file", filepath.Join(dir, "a-type.json"), "--yes")...)
+	if code != exitUsage || !strings.Contains(errOut, "c6i.large, which this deployment does not allow") {
+		t.Errorf("launch after a deploy without the flag: exit %d, stderr %q", code, errOut)
+	}
+	nothingLaunched("launch after the second deploy")
+
+	doc = runDeployJSON(t, env, n.args(a, "deploy", "--bootstrap", boot, "--allow-instance-types", "*", "--dry-run")...)
+	check("dry run of a removal", doc, "instance-types deleted removed: any instance type may launch", []string{"t3.micro"})
+	doc = runDeployJSON(t, env, n.args(a, "deploy", "--bootstrap", boot, "--allow-instance-types", "*")...)
+	check("removal", doc, "instance-types deleted removed: any instance type may launch", nil)
+	doc = runDeployJSON(t, env, n.args(a, "deploy", "--bootstrap", boot)...)
+	check("deploy after the removal", doc, "", nil)
 }
