@@ -547,7 +547,11 @@ trusts only the orchestrator role's ARN, and the id ties the role to this orches
 		n.ciLauncherPolicy())
 	section("SpawnSweepOrchestratorRole: trust", "The Lambda service assumes the orchestrator role.", lambdaTrustPolicy())
 	section("SpawnSweepOrchestratorRole: inline policy `spawn-us-east-1`",
-		"The orchestrator function's permissions. The `AssumeComputeAccountRole` statement appears only when a compute account was deployed.",
+		"The orchestrator function's permissions. The `AssumeComputeAccountRole` statement appears only when a compute account was deployed. "+
+			"With `spawn deploy --allow-instance-types` the `"+sidLaunchTagged+"` statement also carries `\"StringLike\": {\""+keyInstanceType+"\": [...]}`, "+
+			"and with `--allow-regions` both `ec2:RunInstances` statements carry `\"StringEquals\": {\""+keyRequestedRegion+"\": [...]}`; "+
+			"deploy writes the same into the cross-account role's policy. A launching user's policy is not deploy's to write: "+
+			"add the same conditions to it to bound the sweeps it runs with `--no-detach`.",
 		n.orchestratorPolicy())
 	section("spawnd-role: trust", "EC2 assumes the instance role (instance profile `spawnd-role`).", ec2TrustPolicy())
 	section("spawnd-role: inline policy `spawn-us-east-1`",
