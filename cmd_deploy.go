@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"strings"
@@ -16,6 +17,23 @@ type deployFlags struct {
 	bootstrap      string
 	memory         int
 	dryRun         bool
+	// allowTypes and allowRegions are the allow-lists as given; a flag not given keeps
+	// the list the deployment recorded.
+	allowTypes, allowRegions string
+}
+
+// allowChanges reads --allow-instance-types and --allow-regions, those given.
+func (f *deployFlags) allowChanges(fs *flag.FlagSet) (types, regions allowChange, err error) {
+	fs.Visit(func(fl *flag.Flag) {
+		switch {
+		case err != nil:
+		case fl.Name == "allow-instance-types":
+			types, err = parseAllowInstanceTypes("--"+fl.Name, f.allowTypes)
+		case fl.Name == "allow-regions":
+			regions, err = parseAllowRegions("--"+fl.Name, f.allowRegions)
+		}
+	})
+	return types, regions, withExitCode(exitUsage, err)
 }
 
 func newDeployCmd(r *rootConfig) *ffcli.Command {
@@ -25,15 +43,22 @@ func newDeployCmd(r *rootConfig) *ffcli.Command {
 	fs.StringVar(&f.bootstrap, "bootstrap", "", "Linux build of spawn to deploy as the function (default: this executable, when it is a Linux build)")
 	fs.IntVar(&f.memory, "memory", 0, fmt.Sprintf("function memory in MB (default %d for a new function; an existing function keeps its own)", defaultMemoryMB))
 	fs.BoolVar(&f.dryRun, "dry-run", false, "print what would be created or updated and change nothing")
-	return r.command("deploy", "spawn deploy [--compute-profile P] [--bootstrap FILE] [--memory MB] [--dry-run]",
+	fs.StringVar(&f.allowTypes, "allow-instance-types", "", "the only instance types sweeps may launch, comma-separated, * a wildcard (t3.*,c6i.large); * alone: any (default: the deployment's list, else any)")
+	fs.StringVar(&f.allowRegions, "allow-regions", "", "the only regions sweeps may launch in, comma-separated, this one included; * alone: any (default: the deployment's list, else any)")
+	return r.command("deploy", "spawn deploy [--compute-profile P] [--bootstrap FILE] [--memory MB] [--allow-instance-types LIST] [--allow-regions LIST] [--dry-run]",
 		"create or update every AWS resource spawn needs, then health-check the function",
-		[]string{"spawn deploy --region eu-west-1", "spawn deploy --dry-run --output json"}, fs,
+		[]string{"spawn deploy --region eu-west-1", "spawn deploy --dry-run --output json",
+			"spawn deploy --allow-instance-types 't3.*,c6i.large' --allow-regions us-east-1,us-west-2"}, fs,
 		func(ctx context.Context, args []string) error {
 			if err := noArgs(fs, args); err != nil {
 				return err
 			}
 			if f.memory != 0 && (f.memory < 128 || f.memory > 10240) {
 				return usageErrorf("--memory %d is out of range: Lambda takes 128 to 10240 MB", f.memory)
+			}
+			allowTypes, allowRegions, err := f.allowChanges(fs)
+			if err != nil {
+				return err
 			}
 			// A bootstrap Lambda cannot run is an input error: exit 2.
 			path, err := selfBootstrap(f.bootstrap)
@@ -52,6 +77,11 @@ func newDeployCmd(r *rootConfig) *ffcli.Command {
 				return err
 			}
 			d.memoryMB = int32(f.memory)
+			d.allowTypes, d.allowRegions = allowTypes, allowRegions
+			home := allowLists{Regions: allowRegions.list}
+			if err := home.checkHomeRegion("--allow-regions", d.names.region); err != nil {
+				return withExitCode(exitUsage, err)
+			}
 			err = d.deploy(ctx, pkg)
 			if perr := r.printResources(d.results, f.dryRun); perr != nil && err == nil {
 				err = perr

@@ -51,12 +51,16 @@ func (r *rootConfig) sweepAccount(ctx context.Context, profile string, d *deploy
 }
 
 // openLaunch opens the deployment and the engine, and resolves the account the
-// instances run in: the compute account is checked before anything is uploaded or
-// recorded.
+// instances run in: the deployment's allow-lists and the compute account are checked
+// before anything is uploaded or recorded. An item the lists refuse is refused like a
+// bad file (exit 2): the file has to change, or the deployment.
 func (r *rootConfig) openLaunch(ctx context.Context, req *launchRequest) (*deployment, *engineDeps, string, error) {
 	d, deps, err := r.cliEngine(ctx)
 	if err != nil {
 		return nil, nil, "", err
+	}
+	if err := d.recorded.allowLists().checkItems(req.Items, d.region); err != nil {
+		return nil, nil, "", withExitCode(exitUsage, err)
 	}
 	account, err := r.sweepAccount(ctx, req.ComputeProfile, d)
 	if err != nil {

@@ -95,15 +95,15 @@ func TestLaunchComputeProfileRefusedBeforeAnythingIsCreated(t *testing.T) {
 	if err != nil || len(objs.Contents) != 0 {
 		t.Errorf("a refused launch left %d objects in the bucket (%v)", len(objs.Contents), err)
 	}
-	if ids := listSweepIDs(t, e); len(ids) != 0 {
+	if ids := listSweepIDs(t, e.db, e.table); len(ids) != 0 {
 		t.Errorf("a refused launch recorded sweeps %v", ids)
 	}
 }
 
-// listSweepIDs are the sweep records of e's table (spawn's own items left out).
-func listSweepIDs(t *testing.T, e *statusEnv) []string {
+// listSweepIDs are the sweep records of table (spawn's own items left out).
+func listSweepIDs(t *testing.T, db *dynamodb.Client, table string) []string {
 	t.Helper()
-	out, err := e.db.Scan(context.Background(), &dynamodb.ScanInput{TableName: aws.String(e.table)})
+	out, err := db.Scan(context.Background(), &dynamodb.ScanInput{TableName: aws.String(table)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -64,6 +64,7 @@ const (
 	kindRecursionConfig  = "recursion-config"
 	kindEventInvokeConfg = "event-invoke-config"
 	kindHealthCheck      = "health-check"
+	kindAllowList        = "allow-list"
 )
 
 // resourceResult is one line of deploy's or destroy's output.
@@ -172,6 +173,11 @@ type deployer struct {
 
 	compute *computeTarget // --compute-profile, or nil
 
+	// allowTypes and allowRegions are --allow-instance-types and --allow-regions;
+	// allowBefore the lists a previous deploy wrote (loadPrevious).
+	allowTypes, allowRegions allowChange
+	allowBefore              allowLists
+
 	// propagationDelay is the first wait before retrying a call that IAM's eventual
 	// consistency refused; it doubles up to propagationWait in total.
 	propagationDelay time.Duration
@@ -239,7 +245,7 @@ func (d *deployer) deploy(ctx context.Context, pkg *bootstrapPackage) error {
 	if err := d.checkIAMIsSpawns(ctx); err != nil {
 		return err
 	}
-	if err := d.loadComputeAccounts(ctx); err != nil {
+	if err := d.loadPrevious(ctx); err != nil {
 		return err
 	}
 	for _, in := range []*dynamodb.CreateTableInput{sweepTableInput(d.names.table), instancesTableInput(d.names.instancesTable)} {
@@ -299,15 +305,20 @@ func (d *deployer) deploy(ctx context.Context, pkg *bootstrapPackage) error {
 
 // recordDeployment writes the deployment item into the sweep table: the CLI takes the
 // bucket's name from it rather than deriving one (a bucket of that name may be another
-// account's), and `launch --compute-profile` the accounts the orchestrator may reach.
-// Those are the orchestrator policy's (loadComputeAccounts): every account a deploy of
-// this region set up, this one's --compute-profile included.
+// account's), `launch --compute-profile` the accounts the orchestrator may reach, and
+// launch the allow-lists. Those are the orchestrator policy's (loadPrevious): every
+// account a deploy of this region set up, this one's --compute-profile included, and the
+// lists as this deploy wrote them there.
 func (d *deployer) recordDeployment(ctx context.Context) error {
+	if err := d.reportAllowLists(ctx); err != nil {
+		return err
+	}
 	if d.dryRun {
 		return nil
 	}
 	item, err := marshalItem(&deploymentItem{SweepID: deploymentItemID, Bucket: d.names.bucket, Function: d.names.function,
-		Account: d.names.account, Region: d.names.region, ComputeAccounts: d.names.computeAccounts})
+		Account: d.names.account, Region: d.names.region, ComputeAccounts: d.names.computeAccounts,
+		AllowedInstanceTypes: d.names.allow.InstanceTypes, AllowedRegions: d.names.allow.Regions})
 	if err != nil {
 		return err
 	}

@@ -7,7 +7,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/url"
 	"regexp"
 	"sort"
 	"strings"
@@ -35,24 +34,24 @@ type deployIAMAPI interface {
 	DeleteInstanceProfile(context.Context, *iam.DeleteInstanceProfileInput, ...func(*iam.Options)) (*iam.DeleteInstanceProfileOutput, error)
 }
 
-// loadComputeAccounts keeps every compute account a previous deploy allowed (read from
-// this region's orchestrator policy) and adds --compute-profile's, so a deploy without it does
-// not cut off sweeps already running in another account.
-func (d *deployer) loadComputeAccounts(ctx context.Context) error {
+// loadPrevious keeps what a previous deploy wrote into this region's orchestrator
+// policy, so a deploy without the flags does not undo it: every compute account it
+// allowed, with --compute-profile's added (a deploy without it does not cut off sweeps
+// already running in another account), and the allow-lists, unless --allow-instance-types
+// or --allow-regions replace them.
+func (d *deployer) loadPrevious(ctx context.Context) error {
 	accounts := map[string]bool{}
 	out, err := d.iam.GetRolePolicy(ctx, &iam.GetRolePolicyInput{
 		RoleName: aws.String(orchestratorRoleName), PolicyName: aws.String(regionPolicyName(d.names.region))})
 	switch {
 	case err == nil:
-		doc := aws.ToString(out.PolicyDocument)
-		if s, err := url.PathUnescape(doc); err == nil {
-			doc = s
-		}
+		doc := storedPolicy(out.PolicyDocument)
 		for _, arn := range assumableRoles(doc) {
 			if parts := strings.Split(arn, ":"); len(parts) == 6 && parts[4] != "" {
 				accounts[parts[4]] = true
 			}
 		}
+		d.allowBefore = recordedAllowLists(doc)
 	case !isNotFound(err):
 		return fmt.Errorf("reading role %s's policy: %w", orchestratorRoleName, err)
 	}
@@ -64,6 +63,10 @@ func (d *deployer) loadComputeAccounts(ctx context.Context) error {
 		d.names.computeAccounts = append(d.names.computeAccounts, a)
 	}
 	sort.Strings(d.names.computeAccounts)
+	d.names.allow = allowLists{
+		InstanceTypes: d.allowTypes.apply(d.allowBefore.InstanceTypes),
+		Regions:       d.allowRegions.apply(d.allowBefore.Regions),
+	}
 	return nil
 }
 

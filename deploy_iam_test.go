@@ -27,12 +27,7 @@ func roleInlinePolicies(t *testing.T, ic *iam.Client, role string) []string {
 // deploy before anything is created, and left as it was by deploy and destroy: untagged,
 // then tagged but with a managed policy attached, then with an extra inline policy.
 func TestDeployRefusesAForeignRoleAndLeavesItAlone(t *testing.T) {
-	a := newTestAWS(t)
-	boot := testBootstrap(t)
-	clearSpawnRoles(t, a)
-	t.Cleanup(func() { clearSpawnRoles(t, a) })
-	n := newDeployTestNames()
-	env := deployEnv(t)
+	a, boot, n, env := newDeployTest(t)
 	ctx := context.Background()
 	ic := iam.NewFromConfig(a.cfg)
 

@@ -44,6 +44,17 @@ func newDeployTestNames() deployTestNames {
 	}
 }
 
+// newDeployTest is what a deploy test needs: the backend, the bootstrap, its names and
+// environment, with the fixed-name roles cleared before and after it.
+func newDeployTest(t *testing.T) (*testAWS, string, deployTestNames, map[string]string) {
+	t.Helper()
+	a := newTestAWS(t)
+	boot := testBootstrap(t)
+	clearSpawnRoles(t, a)
+	t.Cleanup(func() { clearSpawnRoles(t, a) })
+	return a, boot, newDeployTestNames(), deployEnv(t)
+}
+
 func (n deployTestNames) args(a *testAWS, extra ...string) []string {
 	return append([]string{
 		"--endpoint-url", a.backend.endpoint, "--region", "us-east-1",

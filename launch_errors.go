@@ -85,7 +85,9 @@ func launchWaitReason(err error) string {
 //     deploy creates the role (or grants creating it) moments before.
 //   - authWaitReason: UnauthorizedOperation right after deploy updated the role's policy.
 //     It is also what a launch the policy never allows gets (passing a profile other
-//     than spawnd-role), so it waits only briefly.
+//     than spawnd-role, or a type or region outside the deployment's allow-lists, which
+//     launch checks first but a sweep launched before a deploy narrowed them is not),
+//     so it waits only briefly.
 //
 // Each is measured from the reservation's first such refusal, on one clock (its
 // Propagating mark, kept apart from the marks that settle a token); past its limit the item fails
@@ -128,7 +130,8 @@ func refusalHint(err error) string {
 		return "; EC2 did not know the instance profile for " + shortDuration(propagationLimitIAM) +
 			": check iam_instance_profile, or run spawn deploy to create spawnd-role, then spawn resume --retry-failed"
 	case ae.ErrorCode() == "UnauthorizedOperation":
-		return "; the orchestrator's role may not launch this item: only spawnd-role may be passed as iam_instance_profile; " +
+		return "; the orchestrator's role may not launch this item: only spawnd-role may be passed as iam_instance_profile, " +
+			"and a deployment's --allow-instance-types and --allow-regions bound the types and regions it launches; " +
 			"decode the message with 'aws sts decode-authorization-message' to see which permission is missing"
 	}
 	return ""

@@ -6,6 +6,8 @@ import (
 	"reflect"
 	"sort"
 	"strings"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
 )
 
 // crossAccountExternalID is the sts:ExternalId the orchestrator passes when it assumes
@@ -68,6 +70,9 @@ type policyNames struct {
 	// computeAccounts are the other accounts whose SpawnSweepCrossAccountRole the
 	// orchestrator may assume and whose spawnd-role may write logs to the bucket.
 	computeAccounts []string
+	// allow are the instance types and regions the launching roles may launch
+	// (allowlist.go); empty lists: any.
+	allow allowLists
 }
 
 func (n policyNames) arn(service, region, account, resource string) string {
@@ -147,22 +152,49 @@ func ec2TrustPolicy() policyDocument {
 	})
 }
 
-// ec2Statements are the EC2 calls the orchestrator makes in account: launch tagged
-// instances, terminate only spawn's, pass spawnd-role to them, read instances and
-// their tags, and keep the idle-timeout alarms. Shared by the orchestrator role (its
-// own account) and SpawnSweepCrossAccountRole (a compute account).
-func (n policyNames) ec2Statements(account string) []policyStatement {
+// The allow-lists' condition keys, and the statement that carries both (deploy reads
+// the lists back from it: recordedAllowLists).
+//
+// ec2:InstanceType is EC2's key of the instance resource, which RunInstances authorizes
+// (Service Authorization Reference, "Condition keys for Amazon EC2":
+// https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonec2.html;
+// EC2 User Guide, "Example policies to control access the Amazon EC2 API", Launch
+// instances). aws:RequestedRegion is the region of the endpoint called, which for
+// RunInstances is the region the instance launches in (IAM User Guide, "AWS global
+// condition context keys":
+// https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_condition-keys.html#condition-keys-requestedregion).
+// A condition rather than a Resource per allowed region: that would multiply every ARN
+// of both statements by the regions.
+const (
+	sidLaunchTagged    = "LaunchOnlyTaggedInstances"
+	keyInstanceType    = "ec2:InstanceType"
+	keyRequestedRegion = "aws:RequestedRegion"
+)
+
+// launchStatements are the two RunInstances statements: the instance, tagged
+// spawn:managed=true from launch on, and the resources it uses, which carry no request
+// tags. With deploy's allow-lists the instance also has an allowed type, and both are
+// in an allowed region; the type is only the instance's: the other resources have no
+// ec2:InstanceType, and a condition on a missing key never matches.
+func (n policyNames) launchStatements(account string) []policyStatement {
 	ec2 := func(resource string) string { return n.arn("ec2", "*", account, resource) }
+	instance := map[string]map[string]any{"StringEquals": {"aws:RequestTag/spawn:managed": "true"}}
+	var resources map[string]map[string]any
+	if t := n.allow.InstanceTypes; len(t) > 0 {
+		instance["StringLike"] = map[string]any{keyInstanceType: t}
+	}
+	if r := n.allow.Regions; len(r) > 0 {
+		instance["StringEquals"][keyRequestedRegion] = r
+		resources = map[string]map[string]any{"StringEquals": {keyRequestedRegion: r}}
+	}
 	return []policyStatement{
 		{
-			Sid: "LaunchOnlyTaggedInstances", Effect: "Allow",
+			Sid: sidLaunchTagged, Effect: "Allow",
 			Action:    []string{"ec2:RunInstances"},
 			Resource:  []string{ec2("instance/*")},
-			Condition: map[string]map[string]any{"StringEquals": {"aws:RequestTag/spawn:managed": "true"}},
+			Condition: instance,
 		},
 		{
-			// RunInstances also authorizes every resource the instance uses; these carry
-			// no request tags, so they cannot be conditioned on them.
 			Sid: "LaunchUsingResources", Effect: "Allow",
 			Action: []string{"ec2:RunInstances"},
 			Resource: []string{
@@ -171,7 +203,19 @@ func (n policyNames) ec2Statements(account string) []policyStatement {
 				ec2("subnet/*"), ec2("network-interface/*"), ec2("security-group/*"),
 				ec2("volume/*"), ec2("key-pair/*"), ec2("spot-instances-request/*"),
 			},
+			Condition: resources,
 		},
+	}
+}
+
+// ec2Statements are the EC2 calls the orchestrator makes in account: launch tagged
+// instances (of the allowed types, in the allowed regions), terminate only spawn's,
+// pass spawnd-role to them, read instances and their tags, and keep the idle-timeout
+// alarms. Shared by the orchestrator role (its own account), SpawnSweepCrossAccountRole
+// (a compute account) and the launching user (--no-detach).
+func (n policyNames) ec2Statements(account string) []policyStatement {
+	ec2 := func(resource string) string { return n.arn("ec2", "*", account, resource) }
+	return append(n.launchStatements(account), []policyStatement{
 		{
 			Sid: "TagAtLaunch", Effect: "Allow",
 			Action:    []string{"ec2:CreateTags"},
@@ -229,7 +273,7 @@ func (n policyNames) ec2Statements(account string) []policyStatement {
 			Resource:  []string{"arn:" + n.partition + ":iam::" + account + ":role/aws-service-role/events.amazonaws.com/AWSServiceRoleForCloudWatchEvents*"},
 			Condition: map[string]map[string]any{"StringEquals": {"iam:AWSServiceName": "events.amazonaws.com"}},
 		},
-	}
+	}...)
 }
 
 // sweepTablesStatement is the item access to both tables (and the user index) that the
@@ -608,6 +652,16 @@ func (n policyNames) computeDeployerPolicy(computeAccount string) policyDocument
 	)
 	p.Statement = append(p.Statement, n.spotRoleStatements(computeAccount)...)
 	return p
+}
+
+// storedPolicy is a policy document as IAM returns it, decoded: IAM URL-encodes it (kumo
+// does not).
+func storedPolicy(doc *string) string {
+	s := aws.ToString(doc)
+	if d, err := url.PathUnescape(s); err == nil {
+		return d
+	}
+	return s
 }
 
 // samePolicy compares two policy documents by meaning: whitespace, key order, a

@@ -14,6 +14,10 @@ var documentedConditionKeys = map[string]string{
 	// https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_condition-keys.html
 	// (aws:userid is also a policy variable: "IAM policy elements: Variables and tags").
 	"aws:SecureTransport": "global", "aws:TagKeys": "global", "aws:RequestTag/": "global", "aws:userid": "global",
+	// https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_condition-keys.html#condition-keys-requestedregion
+	// (the region of the endpoint called; EC2 User Guide, "Example policies to control
+	// access the Amazon EC2 API": "supported by all Amazon EC2 API actions").
+	"aws:RequestedRegion": "global",
 	// Service Authorization Reference, Amazon S3:
 	// https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazons3.html
 	"s3:prefix": "s3", "s3:ResourceAccount": "s3",
@@ -23,6 +27,10 @@ var documentedConditionKeys = map[string]string{
 	// Service Authorization Reference, Amazon EC2:
 	// https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonec2.html
 	"ec2:ResourceTag/": "ec2", "ec2:CreateAction": "ec2", "ec2:SourceInstanceARN": "ec2",
+	// ec2:InstanceType is a key of the instance resource type, which RunInstances
+	// authorizes (the same page; EC2 User Guide, "Example policies to control access the
+	// Amazon EC2 API", Launch instances: "only of a specific type").
+	"ec2:InstanceType": "ec2",
 	// Not in IAM's list of global keys, and the one exception here: the form AWS's own
 	// answers give for an instance acting only on itself (aws:ARN = ${ec2:SourceInstanceARN});
 	// a Resource of the variable alone is refused as not an ARN. See instancePolicy.
@@ -49,6 +57,7 @@ func documented(key string) bool {
 func TestPoliciesUseOnlyDocumentedConditionKeys(t *testing.T) {
 	n := examplePolicyNames()
 	n.computeAccounts = []string{"444455556666"}
+	n.allow = allowLists{InstanceTypes: []string{"t3.*"}, Regions: []string{"us-east-1"}} // every key in use
 	docs := map[string]policyDocument{
 		"orchestrator": n.orchestratorPolicy(), "instance": n.instancePolicy(n.account), "cross-account": n.crossAccountPolicy("444455556666"),
 		"cross-account trust": n.crossAccountTrustPolicy("arn:aws:iam::111122223333:role/" + orchestratorRoleName),

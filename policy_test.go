@@ -152,6 +152,58 @@ func TestEveryPolicyIsScopedToSpawnResources(t *testing.T) {
 	}
 }
 
+// The allow-lists appear in the launching roles' policies only when deploy was given
+// them: the type on the instance (the only resource with ec2:InstanceType), the region
+// on both RunInstances statements, and nothing else changes.
+func TestPoliciesCarryTheAllowListsOnlyWhenSet(t *testing.T) {
+	n := examplePolicyNames()
+	policies := func(n policyNames) map[string]policyDocument {
+		return map[string]policyDocument{"orchestrator": n.orchestratorPolicy(), "cross-account": n.crossAccountPolicy("444455556666"),
+			"launcher": n.launcherPolicy()}
+	}
+	for name, p := range policies(n) {
+		if js := p.json(); strings.Contains(js, keyInstanceType) || strings.Contains(js, keyRequestedRegion) {
+			t.Errorf("%s policy without allow-lists names them: %s", name, js)
+		}
+	}
+	without := policies(n)
+	types, regions := []string{"t3.*", "c6i.large"}, []string{"us-east-1", "us-west-2"}
+	for _, tt := range []struct {
+		name                 string
+		allow                allowLists
+		wantType, wantRegion bool
+	}{
+		{"types", allowLists{InstanceTypes: types}, true, false},
+		{"regions", allowLists{Regions: regions}, false, true},
+		{"both", allowLists{InstanceTypes: types, Regions: regions}, true, true},
+	} {
+		n.allow = tt.allow
+		for name, p := range policies(n) {
+			p := decodePolicy(t, p.json())
+			for i, st := range p.Statement {
+				cond := mustJSON(st.Condition)
+				launches := slicesContain(st.Action, "ec2:RunInstances")
+				wantType := tt.wantType && st.Sid == sidLaunchTagged
+				wantRegion := tt.wantRegion && launches
+				if got := strings.Contains(cond, `"StringLike":{"ec2:InstanceType":["t3.*","c6i.large"]}`); got != wantType {
+					t.Errorf("%s, %s policy, statement %s: ec2:InstanceType condition %v, want %v: %s", tt.name, name, st.Sid, got, wantType, cond)
+				}
+				if got := strings.Contains(cond, `"aws:RequestedRegion":["us-east-1","us-west-2"]`); got != wantRegion {
+					t.Errorf("%s, %s policy, statement %s: aws:RequestedRegion condition %v, want %v: %s", tt.name, name, st.Sid, got, wantRegion, cond)
+				}
+				if st.Sid == sidLaunchTagged && !strings.Contains(cond, `"aws:RequestTag/spawn:managed":"true"`) {
+					t.Errorf("%s, %s policy: the launch no longer needs spawn:managed=true: %s", tt.name, name, cond)
+				}
+				// Every statement is as it was but for these conditions.
+				st.Condition = decodePolicy(t, without[name].json()).Statement[i].Condition
+				if was := decodePolicy(t, without[name].json()).Statement[i]; !reflectEqualJSON(st, was) {
+					t.Errorf("%s, %s policy: statement %s changed beyond its conditions", tt.name, name, st.Sid)
+				}
+			}
+		}
+	}
+}
+
 // ec2CallsOfTheCode are the EC2 operations spawn's code calls, as IAM actions. Every
 // call needs its ec2.<Operation>Input, so the non-test sources name them all.
 func ec2CallsOfTheCode(t *testing.T) map[string]bool {
@@ -495,7 +547,11 @@ trusts only the orchestrator role's ARN, and the id ties the role to this orches
 		n.ciLauncherPolicy())
 	section("SpawnSweepOrchestratorRole: trust", "The Lambda service assumes the orchestrator role.", lambdaTrustPolicy())
 	section("SpawnSweepOrchestratorRole: inline policy `spawn-us-east-1`",
-		"The orchestrator function's permissions. The `AssumeComputeAccountRole` statement appears only when a compute account was deployed.",
+		"The orchestrator function's permissions. The `AssumeComputeAccountRole` statement appears only when a compute account was deployed. "+
+			"With `spawn deploy --allow-instance-types` the `"+sidLaunchTagged+"` statement also carries `\"StringLike\": {\""+keyInstanceType+"\": [...]}`, "+
+			"and with `--allow-regions` both `ec2:RunInstances` statements carry `\"StringEquals\": {\""+keyRequestedRegion+"\": [...]}`; "+
+			"deploy writes the same into the cross-account role's policy. A launching user's policy is not deploy's to write: "+
+			"add the same conditions to it to bound the sweeps it runs with `--no-detach`.",
 		n.orchestratorPolicy())
 	section("spawnd-role: trust", "EC2 assumes the instance role (instance profile `spawnd-role`).", ec2TrustPolicy())
 	section("spawnd-role: inline policy `spawn-us-east-1`",

@@ -342,6 +342,18 @@ type deploymentItem struct {
 	// may assume (deploy --compute-profile): a launch with --compute-profile runs only in
 	// one of them, or in Account itself.
 	ComputeAccounts []string `dynamodbav:"compute_accounts,omitempty"`
+	// AllowedInstanceTypes and AllowedRegions are deploy's allow-lists (allowlist.go):
+	// launch refuses an item outside them; absent, any.
+	AllowedInstanceTypes []string `dynamodbav:"allowed_instance_types,omitempty"`
+	AllowedRegions       []string `dynamodbav:"allowed_regions,omitempty"`
+}
+
+// allowLists are the recorded allow-lists; none without a deployment item.
+func (it *deploymentItem) allowLists() allowLists {
+	if it == nil {
+		return allowLists{}
+	}
+	return allowLists{InstanceTypes: it.AllowedInstanceTypes, Regions: it.AllowedRegions}
 }
 
 // readDeployment reads the deployment item of table; nil when deploy wrote none (a
