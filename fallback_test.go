@@ -111,6 +111,9 @@ func TestFallbackLaunchesNextCandidate(t *testing.T) {
 	})
 	if got := r.s.now.Sub(start); got < 3*o.consistencyWindow {
 		t.Errorf("launched the fourth candidate %s after the first refusal: each refused token must be settled first", got)
+	} else if got > 3*(o.consistencyWindow+10*time.Second) || r.sw.Alive[0].LaunchTries != 0 {
+		t.Errorf("launched the fourth candidate %s after the first refusal, %d tries: settling is a wait of one window, not a growing backoff",
+			got, r.sw.Alive[0].LaunchTries)
 	}
 	e = r.sw.Alive[0]
 	if e.InstanceType != "m5.large" || e.Spot || e.ClientToken != "sw-0-1/c3" || e.Tried != 3 || e.WaitReason != "" {

@@ -38,7 +38,7 @@ func (o *orchestrator) refusedForFallback(sw *sweep, e *aliveInstance, err error
 	e.Refused = true
 	e.Unsettled = nil
 	o.waited(&e.Unsettled, now) // the window starts after the last call with this token
-	o.backoff(e, now)
+	o.settleLater(e, now)
 	e.WaitReason = clip(launchWaitReason(err)+"; "+next.String()+" next", maxWaitReason)
 	log.Warn().Err(err).Int("candidate", e.Candidate).Str("next", next.String()).Msg("launch refused: trying the next candidate once EC2 shows no instance under this token")
 	return true
@@ -58,10 +58,19 @@ func (o *orchestrator) settleRefused(ctx context.Context, api ec2API, sw *sweep,
 		e.Refused = false
 		o.adopt(sw, e, aws.ToString(inst.InstanceId), now)
 	case o.waited(&e.Unsettled, now) < o.consistencyWindow:
-		o.backoff(e, now)
+		o.settleLater(e, now)
 	default:
 		o.nextCandidate(sw, e, now)
 	}
+}
+
+// settleLater has the reservation look its refused token up again once its Unsettled
+// mark is a consistency window old. Settling is a wait of known length, not a retry: it
+// does not grow the backoff, which counts the rounds in which every candidate was
+// refused (fault seed 553884420: backoffs grown by settling stretched one round to
+// minutes).
+func (o *orchestrator) settleLater(e *aliveInstance, now time.Time) {
+	e.NotBefore = now.Add(max(o.consistencyWindow-o.waited(&e.Unsettled, now), time.Second))
 }
 
 // nextCandidate moves a settled reservation to its next candidate, or back to the first
