@@ -193,16 +193,21 @@ func TestFallbackAdoptsRefusedCandidatesLaunch(t *testing.T) {
 	}
 }
 
-// When every candidate is refused, the reservation starts again from the first after a
-// backoff, saying so; a refusal that is not for capacity (throttling) retries the same
-// candidate; an item with one candidate waits on it as before.
-func TestFallbackEveryCandidateRefused(t *testing.T) {
+// everyCandidateRefused is a rig whose one item has two types, both refused for capacity.
+func everyCandidateRefused(t *testing.T) *fallbackRig {
 	it := item{Index: 0, InstanceType: "c5.large", Fallback: &fallback{InstanceTypes: []string{"c5.large", "m5.large"}}}
 	fates := map[string]*fate{
 		"sw-0-1":    refusedAlways("InsufficientInstanceCapacity"),
 		"sw-0-1/c1": refusedAlways("InsufficientInstanceCapacity"),
 	}
-	r := newFallbackRig(t, []item{it}, fates, true)
+	return newFallbackRig(t, []item{it}, fates, true)
+}
+
+// When every candidate is refused, the reservation starts again from the first after a
+// backoff, saying so; a refusal that is not for capacity (throttling) retries the same
+// candidate; an item with one candidate waits on it as before.
+func TestFallbackEveryCandidateRefused(t *testing.T) {
+	r := everyCandidateRefused(t)
 	o := r.orch()
 	r.steps(o, 80, func() bool { e := r.sw.Alive[0]; return e.Tried == 2 && e.Candidate == 0 })
 	e := r.sw.Alive[0]
@@ -231,12 +236,7 @@ func TestFallbackEveryCandidateRefused(t *testing.T) {
 // A cancel while a candidate's refusal is being settled terminates what it finds by any
 // of the item's tokens, launches nothing, and ends CANCELLED.
 func TestFallbackCancelDuringSettle(t *testing.T) {
-	it := item{Index: 0, InstanceType: "c5.large", Fallback: &fallback{InstanceTypes: []string{"c5.large", "m5.large"}}}
-	fates := map[string]*fate{
-		"sw-0-1":    refusedAlways("InsufficientInstanceCapacity"),
-		"sw-0-1/c1": refusedAlways("InsufficientInstanceCapacity"),
-	}
-	r := newFallbackRig(t, []item{it}, fates, true)
+	r := everyCandidateRefused(t)
 	o := r.orch()
 	r.steps(o, 80, func() bool { return r.sw.Alive[0].Candidate == 1 && r.sw.Alive[0].Refused })
 	ctx := context.Background()
