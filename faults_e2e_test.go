@@ -661,7 +661,9 @@ func (r *faultRun) chaos() chan struct{} {
 	cancelAt := r.plan.cancelAt
 	var cancelDone chan struct{}
 	limit := r.timeLimit()
-	var quietUntil time.Time
+	// A holder whose last release failed (every retry faulted) leaves the ended sweep's
+	// lease to lapse: the next invocation watches it out and releases it (seed 152262618).
+	var quietUntil, leaseBy time.Time
 	for {
 		now := time.Now()
 		since := now.Sub(r.launchedAt)
@@ -693,11 +695,12 @@ func (r *faultRun) chaos() chan struct{} {
 			// Long enough for a late duplicate or a re-invocation to do harm, if it could.
 			if quietUntil.IsZero() {
 				quietUntil = now.Add(time.Duration(r.plan.fnTimeout)*time.Second + time.Second)
-			} else if now.After(quietUntil) {
+				leaseBy = now.Add(killedLeaseWait)
+			} else if now.After(quietUntil) && (!r.leaseHeld() || now.After(leaseBy)) {
 				return cancelDone
 			}
 		}
-		if since > limit {
+		if terminal == "" && since > limit {
 			r.mu.Lock()
 			sw := r.lastSweep
 			r.mu.Unlock()
@@ -706,6 +709,13 @@ func (r *faultRun) chaos() chan struct{} {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// leaseHeld reports whether the record last read names a lease holder.
+func (r *faultRun) leaseHeld() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.lastSweep != nil && r.lastSweep.LeaseOwner != ""
 }
 
 // killedLeaseWait is how long a killed holder's lease (60 s) keeps the sweep from
